@@ -1,0 +1,1 @@
+"""Subcommands of the ``affedge`` console command (see affedge/cli.py)."""

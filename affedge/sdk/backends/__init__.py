@@ -1,0 +1,1 @@
+"""affedge.sdk.backends"""
