@@ -10,6 +10,7 @@ ext_modules = [
         "affedge._ringbuf",
         ["cpp_ext/ringbuf_module.cpp"],
         include_dirs=["cpp_ext"],
+        depends=["cpp_ext/ringbuf.hpp"],  # header-only core: rebuild when it changes
         cxx_std=17,
         extra_compile_args=["-O3"],
     ),

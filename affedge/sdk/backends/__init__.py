@@ -1,1 +1,12 @@
-"""affedge.sdk.backends"""
+"""Inference backends behind one interface (see :mod:`affedge.sdk.backends.base`).
+
+``select_backend(bundle, "auto")`` picks TensorRT engine > ORT TensorRT/CUDA EP > ORT CPU >
+TorchScript > torch. Importing this package imports only numpy and onnxruntime; torch and
+tensorrt load inside the backends that need them.
+"""
+from affedge.sdk.backends.base import Backend, BackendUnavailable
+from affedge.sdk.backends.onnxruntime_backend import OnnxRuntimeBackend
+from affedge.sdk.backends.select import ORDER, describe_selection, select_backend
+
+__all__ = ["Backend", "BackendUnavailable", "OnnxRuntimeBackend", "select_backend",
+           "describe_selection", "ORDER"]
