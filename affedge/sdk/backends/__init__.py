@@ -8,5 +8,11 @@ from affedge.sdk.backends.base import Backend, BackendUnavailable
 from affedge.sdk.backends.onnxruntime_backend import OnnxRuntimeBackend
 from affedge.sdk.backends.select import ORDER, describe_selection, select_backend
 
-__all__ = ["Backend", "BackendUnavailable", "OnnxRuntimeBackend", "select_backend",
-           "describe_selection", "ORDER"]
+__all__ = [
+           "ORDER",
+           "Backend",
+           "BackendUnavailable",
+           "OnnxRuntimeBackend",
+           "describe_selection",
+           "select_backend",
+]

@@ -1,0 +1,747 @@
+"""The model bundle: manifest schema, writer and validating reader.
+
+A bundle is a directory (or a ``.zip`` of one) holding ``manifest.json`` and the artifacts it
+lists (ONNX graphs, TorchScript / torch.export archives, TensorRT engines, safetensors weights).
+This module needs only numpy, json, hashlib and zipfile, so the runtime can use it.
+
+Manifest, schema_version 1 (keys marked * are required; see ``docs``/the export report)::
+
+    schema_version*     1
+    affedge_version*    "0.1.0"
+    created             ISO-8601 UTC time stamp
+    model*              affedge.config.ModelConfig as a dict (to_dict)
+    features*           affedge.config.FeatureConfig as a dict
+    video*              {"fps": float}  frame rate the model was trained at (it runs at native fps)
+    crop*               {"size": 40, "frame_size": 48, "aligned_size": 112, "color": "RGB",
+                         "layout": "NCHW", "scale": 1/255, "mean": [.5]*3, "std": [.5]*3}
+    receptive_field*    int, frames
+    outputs*            ["valence", "arousal"]
+    audio_norm*         {stream: {"mean": [D floats], "std": [D floats]}} (may be {})
+    provenance          {"data": ..., "folds": [...], "seed": int, "metrics": {...}, ...}
+    streaming           {"states": [{"name", "shape", "dtype"}], "audio_inputs": [...]} (step I/O)
+    artifacts*          [artifact, ...]
+    parity              [{"artifact", "format", "precision", "outputs": {name: {"max_abs",
+                          "max_rel"}}, "ccc": {...}, "threshold", "status"}, ...]
+
+    artifact = {name*: "encoder" | "step" | "window" | "weights" | ...,
+                format*: one of FORMATS, file*: relative path, sha256*: hex, size*: bytes,
+                precision*: "fp32" | "fp16" | "bf16" | "int8",
+                inputs*/outputs*: [{"name", "shape": [int | symbol such as "N"], "dtype"}],
+                exporter, opset, notes,                               (optional, informative)
+                gpu_name, compute_capability, tensorrt_version}      (required for "tensorrt")
+
+Everything is validated in :func:`load_bundle` before any file is handed to an inference
+library: known schema version, required fields and their types, every path relative and inside
+the bundle (no absolute paths, no ``..``, no symlink escaping, no zip-slip members, bounded zip
+sizes), no files the manifest does not list, sha256 and size of each artifact, no pickles
+(see :func:`check_no_pickle`), and safetensors headers (dtype, shape, offsets, element bound).
+Every failure raises :class:`BundleError` (a ``ValueError``) naming the file and the reason.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import io
+import json
+import os
+import pickletools
+import shutil
+import stat
+import struct
+import tempfile
+import zipfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+KNOWN_SCHEMA_VERSIONS = (1,)
+MANIFEST = "manifest.json"
+
+FORMATS = ("onnx", "onnx-int8", "torchscript", "torch-export", "aoti", "tensorrt", "safetensors")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+DTYPES = ("float32", "float16", "bfloat16", "int8", "uint8", "int32", "int64", "bool")
+# The file name suffix each format must use: a TorchScript or .pt2 zip is allowed only where its
+# format says so, and ".pt/.pth/.pkl" (plain torch.save pickles) never.
+FORMAT_SUFFIXES = {
+    "onnx": (".onnx",),
+    "onnx-int8": (".onnx",),
+    "torchscript": (".torchscript",),
+    "torch-export": (".pt2",),
+    "aoti": (".pt2",),
+    "tensorrt": (".engine", ".plan"),
+    "safetensors": (".safetensors",),
+}
+FORBIDDEN_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".joblib", ".ckpt", ".dill")
+
+# Bounds (generous for the models here: IR-50 is ~44 M parameters, 175 MB in fp32).
+MAX_MANIFEST_BYTES = 4 << 20
+MAX_ARTIFACT_BYTES = 2 << 30
+MAX_ZIP_MEMBERS = 256
+MAX_ZIP_TOTAL_BYTES = 4 << 30
+MAX_TENSOR_ELEMENTS = 1 << 28  # 268 M elements per tensor
+MAX_SAFETENSORS_HEADER = 16 << 20
+
+REQUIRED_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "schema_version": int,
+    "affedge_version": str,
+    "model": dict,
+    "features": dict,
+    "video": dict,
+    "crop": dict,
+    "receptive_field": int,
+    "outputs": list,
+    "audio_norm": dict,
+    "artifacts": list,
+}
+ARTIFACT_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "name": str,
+    "format": str,
+    "file": str,
+    "sha256": str,
+    "size": int,
+    "precision": str,
+    "inputs": list,
+    "outputs": list,
+}
+ENGINE_FIELDS = {"gpu_name": str, "compute_capability": str, "tensorrt_version": str}
+
+
+class BundleError(ValueError):
+    """A bundle failed validation; the message names the file and the reason."""
+
+
+# --------------------------------------------------------------------------------------------
+# small helpers
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while True:
+            b = fh.read(chunk)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def tensor_spec(name: str, shape: Sequence[int | str], dtype: str = "float32") -> dict[str, Any]:
+    """One input/output record: ``{"name", "shape", "dtype"}`` (symbolic dims are strings)."""
+    return {"name": name, "shape": [d if isinstance(d, str) else int(d) for d in shape],
+            "dtype": str(dtype)}
+
+
+def _safe_relpath(rel: str, where: str) -> PurePosixPath:
+    """Reject absolute paths, drive letters, backslashes and '..' components."""
+    if not isinstance(rel, str) or not rel:
+        raise BundleError(f"{where}: empty or non-string path {rel!r}")
+    if "\\" in rel or rel.startswith("/") or (len(rel) > 1 and rel[1] == ":") or "\x00" in rel:
+        raise BundleError(f"{where}: path {rel!r} is absolute or not a plain relative path")
+    p = PurePosixPath(rel)
+    if any(part in ("..", "") for part in p.parts) or p.is_absolute():
+        raise BundleError(f"{where}: path {rel!r} leaves the bundle ('..' component)")
+    return p
+
+
+# --------------------------------------------------------------------------------------------
+# pickle detection
+
+# Globals a TorchScript / torch.export archive may reference in its pickled members. These are
+# resolved by torch's own restricted unpickler (tensor rebuilding and TorchScript class types),
+# never by importing arbitrary Python callables; anything else (os.system, builtins.eval...) is
+# refused.
+_TORCH_ALLOWED_GLOBALS = {
+    ("collections", "OrderedDict"),
+    ("torch._utils", "_rebuild_tensor_v2"),
+    ("torch._utils", "_rebuild_tensor"),
+    ("torch._utils", "_rebuild_parameter"),
+    ("torch._utils", "_rebuild_qtensor"),
+}
+_TORCH_DTYPE_NAMES = {
+    "float32", "float16", "bfloat16", "float64", "int8", "uint8", "int16", "int32", "int64",
+    "bool", "float", "half", "double", "long", "int",
+}
+
+
+def _global_allowed(module: str, name: str) -> bool:
+    if (module, name) in _TORCH_ALLOWED_GLOBALS:
+        return True
+    if module == "torch" and (name.endswith("Storage") or name in _TORCH_DTYPE_NAMES):
+        return True
+    if module == "torch.jit._pickle":
+        return True
+    # TorchScript class types, compiled from the archive's own code/ (TorchScript, not Python)
+    return module.startswith("__torch__.") or module == "__torch__"
+
+
+def looks_like_pickle(head: bytes) -> bool:
+    """Pickle protocol 2-5 streams start with PROTO (0x80) and the protocol number."""
+    return len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+
+
+def pickle_globals(data: bytes, where: str) -> list[tuple[str, str]]:
+    """Statically list the globals a pickle stream imports (pickletools; nothing is executed)."""
+    found: list[tuple[str, str]] = []
+    strings: list[str] = []
+    try:
+        for op, arg, _pos in pickletools.genops(data):
+            if op.name in ("GLOBAL", "INST"):
+                mod, _, name = str(arg).partition(" ")
+                found.append((mod, name))
+            elif op.name == "STACK_GLOBAL":
+                if len(strings) < 2:
+                    raise BundleError(f"{where}: pickle STACK_GLOBAL with unknown operands")
+                found.append((strings[-2], strings[-1]))
+            elif isinstance(arg, str) and "UNICODE" in op.name:
+                strings.append(arg)
+            if op.name == "STOP":
+                break
+    except BundleError:
+        raise
+    except Exception as exc:  # malformed stream: refuse rather than guess
+        raise BundleError(f"{where}: unreadable pickle stream ({exc})") from None
+    return found
+
+
+def _scan_torch_archive(data: bytes, where: str, depth: int = 0) -> None:
+    """Check a torch zip archive: safe member names, bounded sizes, allowed pickle globals."""
+    if depth > 2:
+        raise BundleError(f"{where}: archives nested too deeply")
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile as exc:
+        raise BundleError(f"{where}: not a valid zip archive ({exc})") from None
+    infos = zf.infolist()
+    if len(infos) > 4096:
+        raise BundleError(f"{where}: archive has {len(infos)} members (max 4096)")
+    total = 0
+    for info in infos:
+        _safe_relpath(info.filename.rstrip("/") or "x", f"{where}:{info.filename}")
+        total += info.file_size
+        if total > MAX_ARTIFACT_BYTES:
+            raise BundleError(f"{where}: archive expands beyond {MAX_ARTIFACT_BYTES} bytes")
+    for info in infos:
+        if info.is_dir():
+            continue
+        member = zf.read(info)
+        mwhere = f"{where}:{info.filename}"
+        if member[:4] == b"PK\x03\x04":
+            _scan_torch_archive(member, mwhere, depth + 1)
+        elif looks_like_pickle(member[:2]):
+            for mod, name in pickle_globals(member, mwhere):
+                if not _global_allowed(mod, name):
+                    raise BundleError(
+                        f"{mwhere}: pickle imports {mod}.{name}, which a torch archive must not "
+                        "reference (possible code execution)"
+                    )
+
+
+def check_no_pickle(path: Path, fmt: str, where: str) -> None:
+    """Refuse pickle payloads.
+
+    * file names with pickle suffixes (.pt/.pth/.pkl/...) are refused outright;
+    * ``.npy`` files must have a non-object dtype (header parsed, data not loaded);
+    * ONNX, TensorRT, safetensors and anything else not a torch archive must not start with the
+      pickle PROTO opcode (0x80 0x02-0x05) nor be a zip;
+    * TorchScript (``.torchscript``) and torch.export (``.pt2``) files must be zip archives whose
+      pickled members (data.pkl, constants.pkl, *.debug_pkl, nested torch.save zips) reference only
+      tensor-rebuilding and TorchScript globals, checked statically with ``pickletools``.
+    """
+    suffix = path.suffix.lower()
+    if suffix in FORBIDDEN_SUFFIXES:
+        raise BundleError(f"{where}: {suffix} files are pickles and are refused")
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if suffix == ".npy":
+        with open(path, "rb") as fh:
+            try:
+                version = np.lib.format.read_magic(fh)
+                if version == (1, 0):
+                    hdr = np.lib.format.read_array_header_1_0(fh)  # (shape, fortran, dtype)
+                elif version == (2, 0):
+                    hdr = np.lib.format.read_array_header_2_0(fh)
+                else:
+                    raise ValueError(f"unsupported .npy version {version}")
+            except Exception as exc:
+                raise BundleError(f"{where}: invalid .npy header ({exc})") from None
+        if hdr[2].hasobject:
+            raise BundleError(f"{where}: .npy with object dtype (a pickle payload) is refused")
+        return
+    if fmt in ("torchscript", "torch-export", "aoti"):
+        if head[:4] != b"PK\x03\x04":
+            raise BundleError(f"{where}: a {fmt} artifact must be a torch zip archive")
+        _scan_torch_archive(path.read_bytes(), where)
+        return
+    if looks_like_pickle(head):
+        raise BundleError(f"{where}: file starts with the pickle magic 0x80 (a pickle payload)")
+    if head[:4] == b"PK\x03\x04":
+        raise BundleError(f"{where}: unexpected zip archive in a {fmt} artifact")
+
+
+# --------------------------------------------------------------------------------------------
+# safetensors header check (no torch needed)
+
+_ST_DTYPE_BYTES = {
+    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
+    "BOOL": 1, "U16": 2, "U32": 4, "U64": 8, "F8_E4M3": 1, "F8_E5M2": 1,
+}
+
+
+def check_safetensors(path: Path, where: str, max_elements: int = MAX_TENSOR_ELEMENTS) -> dict:
+    """Parse and validate a safetensors header; returns ``{tensor_name: (dtype, shape)}``."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        raw = fh.read(8)
+        if len(raw) != 8:
+            raise BundleError(f"{where}: truncated safetensors file (no header length)")
+        (n,) = struct.unpack("<Q", raw)
+        if n > MAX_SAFETENSORS_HEADER or 8 + n > size:
+            raise BundleError(f"{where}: safetensors header length {n} is invalid for a "
+                              f"{size}-byte file")
+        try:
+            header = json.loads(fh.read(n).decode("utf-8"))
+        except Exception as exc:
+            raise BundleError(f"{where}: safetensors header is not JSON ({exc})") from None
+    if not isinstance(header, dict):
+        raise BundleError(f"{where}: safetensors header is not an object")
+    data_len = size - 8 - n
+    out = {}
+    for key, rec in header.items():
+        if key == "__metadata__":
+            continue
+        try:
+            dtype, shape, (a, b) = rec["dtype"], rec["shape"], rec["data_offsets"]
+        except Exception:
+            raise BundleError(f"{where}: malformed safetensors entry {key!r}") from None
+        if dtype not in _ST_DTYPE_BYTES:
+            raise BundleError(f"{where}: tensor {key!r} has unknown dtype {dtype!r}")
+        if not all(isinstance(d, int) and d >= 0 for d in shape):
+            raise BundleError(f"{where}: tensor {key!r} has invalid shape {shape}")
+        numel = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        if numel > max_elements:
+            raise BundleError(f"{where}: tensor {key!r} has {numel} elements (shape {shape}), "
+                              f"more than the bound {max_elements}")
+        if not (0 <= a <= b <= data_len) or b - a != numel * _ST_DTYPE_BYTES[dtype]:
+            raise BundleError(f"{where}: tensor {key!r} offsets [{a}, {b}) do not match its "
+                              f"shape {shape} / dtype {dtype} or the file size")
+        out[key] = (dtype, tuple(shape))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# manifest validation
+
+
+def _check_type(obj: Mapping, key: str, typ, where: str) -> None:
+    if key not in obj:
+        raise BundleError(f"{where}: required field {key!r} is missing")
+    val = obj[key]
+    if typ is int and isinstance(val, bool):
+        raise BundleError(f"{where}: field {key!r} must be int, got bool")
+    if not isinstance(val, typ):
+        tname = typ.__name__ if isinstance(typ, type) else "/".join(t.__name__ for t in typ)
+        raise BundleError(f"{where}: field {key!r} must be {tname}, got {type(val).__name__}")
+
+
+def _check_specs(specs: list, where: str) -> None:
+    for i, s in enumerate(specs):
+        w = f"{where}[{i}]"
+        if not isinstance(s, dict):
+            raise BundleError(f"{w}: tensor spec must be an object")
+        _check_type(s, "name", str, w)
+        _check_type(s, "shape", list, w)
+        _check_type(s, "dtype", str, w)
+        if s["dtype"] not in DTYPES:
+            raise BundleError(f"{w}: unknown dtype {s['dtype']!r} (known: {DTYPES})")
+        for d in s["shape"]:
+            ok = (isinstance(d, int) and not isinstance(d, bool) and d >= 0) or (
+                isinstance(d, str) and d.isidentifier())
+            if not ok:
+                raise BundleError(f"{w}: shape {s['shape']} has an invalid dimension {d!r}")
+
+
+def validate_manifest(m: Any) -> None:
+    """Check the schema version, required fields, their types and every artifact record."""
+    if not isinstance(m, dict):
+        raise BundleError(f"{MANIFEST}: top level must be a JSON object")
+    if "schema_version" not in m:
+        raise BundleError(f"{MANIFEST}: required field 'schema_version' is missing")
+    if m["schema_version"] not in KNOWN_SCHEMA_VERSIONS or isinstance(m["schema_version"], bool):
+        raise BundleError(f"{MANIFEST}: unknown schema_version {m['schema_version']!r} "
+                          f"(this affedge reads {KNOWN_SCHEMA_VERSIONS})")
+    for key, typ in REQUIRED_FIELDS.items():
+        _check_type(m, key, typ, MANIFEST)
+    if not all(isinstance(o, str) for o in m["outputs"]):
+        raise BundleError(f"{MANIFEST}: 'outputs' must be a list of strings")
+    for stream, st in m["audio_norm"].items():
+        w = f"{MANIFEST}: audio_norm[{stream!r}]"
+        if not isinstance(st, dict) or not isinstance(st.get("mean"), list) or not isinstance(
+                st.get("std"), list):
+            raise BundleError(f"{w} must have 'mean' and 'std' lists")
+        if len(st["mean"]) != len(st["std"]):
+            raise BundleError(f"{w}: mean has {len(st['mean'])} values, std {len(st['std'])}")
+        if any(not isinstance(v, (int, float)) for v in st["mean"] + st["std"]):
+            raise BundleError(f"{w}: mean/std must be numbers")
+        if any(not (v > 0) for v in st["std"]):
+            raise BundleError(f"{w}: std must be positive")
+    seen = set()
+    for i, a in enumerate(m["artifacts"]):
+        w = f"{MANIFEST}: artifacts[{i}]"
+        if not isinstance(a, dict):
+            raise BundleError(f"{w} must be an object")
+        for key, typ in ARTIFACT_FIELDS.items():
+            _check_type(a, key, typ, w)
+        w = f"{MANIFEST}: artifact {a['name']!r} ({a['format']})"
+        if a["format"] not in FORMATS:
+            raise BundleError(f"{w}: unknown format {a['format']!r} (known: {FORMATS})")
+        if a["precision"] not in PRECISIONS:
+            raise BundleError(f"{w}: unknown precision {a['precision']!r}")
+        if len(a["sha256"]) != 64 or any(c not in "0123456789abcdef" for c in a["sha256"]):
+            raise BundleError(f"{w}: sha256 must be 64 lowercase hex digits")
+        if a["size"] < 0 or a["size"] > MAX_ARTIFACT_BYTES:
+            raise BundleError(f"{w}: size {a['size']} outside [0, {MAX_ARTIFACT_BYTES}]")
+        rel = _safe_relpath(a["file"], w)
+        if rel.name == MANIFEST:
+            raise BundleError(f"{w}: an artifact cannot be the manifest")
+        if rel.suffix.lower() in FORBIDDEN_SUFFIXES:
+            raise BundleError(f"{w}: {rel.suffix} files are pickles and are refused")
+        if not any(a["file"].endswith(s) for s in FORMAT_SUFFIXES[a["format"]]):
+            raise BundleError(f"{w}: file {a['file']!r} must end with one of "
+                              f"{FORMAT_SUFFIXES[a['format']]}")
+        _check_specs(a["inputs"], f"{w}.inputs")
+        _check_specs(a["outputs"], f"{w}.outputs")
+        if a["format"] == "tensorrt":
+            for key, typ in ENGINE_FIELDS.items():
+                _check_type(a, key, typ, w)
+        key = (a["name"], a["format"], a["precision"])
+        if key in seen:
+            raise BundleError(f"{w}: duplicate artifact {key}")
+        seen.add(key)
+
+
+# --------------------------------------------------------------------------------------------
+# the bundle
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A validated bundle (read-only). ``root`` is its directory (a temporary extraction for a
+    zip, removed when the object is garbage-collected)."""
+
+    manifest: Mapping[str, Any]
+    root: Path
+    source: Path
+    _tmp: Any = field(default=None, repr=False, compare=False)
+
+    # -- manifest accessors
+    @property
+    def artifacts(self) -> list[dict]:
+        return list(self.manifest["artifacts"])
+
+    @property
+    def outputs(self) -> list[str]:
+        return list(self.manifest["outputs"])
+
+    @property
+    def receptive_field(self) -> int:
+        return int(self.manifest["receptive_field"])
+
+    @property
+    def audio_norm(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """``{stream: (mean float32[D], std float32[D])}``."""
+        return {k: (np.asarray(v["mean"], np.float32), np.asarray(v["std"], np.float32))
+                for k, v in self.manifest["audio_norm"].items()}
+
+    def model_config(self):
+        from affedge.config import ModelConfig, from_dict
+
+        return from_dict(ModelConfig, self.manifest["model"])
+
+    def feature_config(self):
+        from affedge.config import FeatureConfig, from_dict
+
+        return from_dict(FeatureConfig, self.manifest["features"])
+
+    def find(self, name: str, format: str | None = None,
+             precision: str | None = None) -> dict | None:
+        """The first artifact record matching name (and format / precision when given)."""
+        for a in self.manifest["artifacts"]:
+            if a["name"] == name and format in (None, a["format"]) and precision in (
+                    None, a["precision"]):
+                return a
+        return None
+
+    def has(self, name: str, format: str | None = None, precision: str | None = None) -> bool:
+        return self.find(name, format, precision) is not None
+
+    def artifact(self, name: str, format: str, precision: str | None = None) -> Path:
+        """Path of the artifact ``name`` in ``format``; BundleError naming what exists if absent."""
+        a = self.find(name, format, precision)
+        if a is None:
+            have = sorted({(x["name"], x["format"], x["precision"])
+                           for x in self.manifest["artifacts"]})
+            want = f"{name!r} in format {format!r}" + (f" ({precision})" if precision else "")
+            raise BundleError(f"bundle {self.source}: no artifact {want}; it has {have}")
+        return self.root / a["file"]
+
+    def verify(self) -> None:
+        """Re-check every artifact's size, sha256 and pickle / header rules."""
+        _verify_artifacts(self.root, self.manifest)
+
+
+def _verify_artifacts(root: Path, manifest: Mapping[str, Any]) -> None:
+    root_real = root.resolve()
+    for a in manifest["artifacts"]:
+        w = f"artifact {a['name']!r} ({a['format']}, {a['file']})"
+        path = root / a["file"]
+        if path.is_symlink() or not path.resolve().is_relative_to(root_real):
+            raise BundleError(f"{w}: is a symlink or resolves outside the bundle")
+        if not path.is_file():
+            raise BundleError(f"{w}: file is missing from the bundle")
+        size = path.stat().st_size
+        if size != a["size"]:
+            raise BundleError(f"{w}: size is {size} bytes, manifest says {a['size']} "
+                              "(truncated or replaced)")
+        digest = sha256_file(path)
+        if digest != a["sha256"]:
+            raise BundleError(f"{w}: sha256 mismatch (file {digest[:12]}..., manifest "
+                              f"{a['sha256'][:12]}...): the file was modified")
+        check_no_pickle(path, a["format"], w)
+        if a["format"] == "safetensors":
+            check_safetensors(path, w)
+
+
+def _check_tree(root: Path, manifest: Mapping[str, Any]) -> None:
+    """No symlinks anywhere, no files the manifest does not list."""
+    listed = {PurePosixPath(a["file"]) for a in manifest["artifacts"]} | {PurePosixPath(MANIFEST)}
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        for n in dirnames + filenames:
+            p = Path(dirpath) / n
+            rel = PurePosixPath(p.relative_to(root).as_posix())
+            if p.is_symlink():
+                raise BundleError(f"bundle {root}: {rel} is a symlink (refused)")
+            if n in filenames and rel not in listed:
+                raise BundleError(f"bundle {root}: foreign file {rel} is not listed in the "
+                                  "manifest")
+
+
+def _read_manifest_bytes(raw: bytes, where: str) -> dict:
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{where}: manifest is {len(raw)} bytes (max {MAX_MANIFEST_BYTES})")
+    try:
+        m = json.loads(raw.decode("utf-8"))
+    except Exception as exc:
+        raise BundleError(f"{where}: manifest.json is not valid JSON ({exc})") from None
+    validate_manifest(m)
+    return m
+
+
+def _extract_zip(zpath: Path) -> tuple[dict, Path, Any]:
+    """Validate a zipped bundle's members, then extract them into a temporary directory."""
+    try:
+        zf = zipfile.ZipFile(zpath)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise BundleError(f"bundle {zpath}: not a readable zip file ({exc})") from None
+    with zf:
+        infos = zf.infolist()
+        if len(infos) > MAX_ZIP_MEMBERS:
+            raise BundleError(f"bundle {zpath}: {len(infos)} members (max {MAX_ZIP_MEMBERS})")
+        total = 0
+        names: dict[str, zipfile.ZipInfo] = {}
+        for info in infos:
+            w = f"bundle {zpath}: member {info.filename!r}"
+            rel = _safe_relpath(info.filename.rstrip("/"), w)  # zip-slip: absolute or '..'
+            mode = info.external_attr >> 16
+            if stat.S_ISLNK(mode):
+                raise BundleError(f"{w} is a symlink (refused)")
+            if info.file_size > MAX_ARTIFACT_BYTES:
+                raise BundleError(f"{w} is {info.file_size} bytes (max {MAX_ARTIFACT_BYTES})")
+            total += info.file_size
+            if total > MAX_ZIP_TOTAL_BYTES:
+                raise BundleError(f"bundle {zpath}: expands beyond {MAX_ZIP_TOTAL_BYTES} bytes")
+            if not info.is_dir():
+                names[rel.as_posix()] = info
+        # a zip of a directory may have one top-level folder around the manifest
+        prefix = ""
+        if MANIFEST not in names:
+            cands = [n for n in names if PurePosixPath(n).name == MANIFEST
+                     and len(PurePosixPath(n).parts) == 2]
+            if len(cands) != 1:
+                raise BundleError(f"bundle {zpath}: no {MANIFEST} at the top level")
+            prefix = cands[0][: -len(MANIFEST)]
+        man_info = names[prefix + MANIFEST]
+        if man_info.file_size > MAX_MANIFEST_BYTES:
+            raise BundleError(f"bundle {zpath}: manifest too large")
+        manifest = _read_manifest_bytes(zf.read(man_info), f"bundle {zpath}")
+        listed = {prefix + a["file"] for a in manifest["artifacts"]} | {prefix + MANIFEST}
+        for n in names:
+            if n not in listed:
+                raise BundleError(f"bundle {zpath}: foreign file {n} is not listed in the "
+                                  "manifest")
+        for a in manifest["artifacts"]:
+            info = names.get(prefix + a["file"])
+            if info is None:
+                raise BundleError(f"bundle {zpath}: artifact file {a['file']} is missing")
+            if info.file_size != a["size"]:
+                raise BundleError(f"bundle {zpath}: artifact {a['file']} is {info.file_size} "
+                                  f"bytes, manifest says {a['size']} (truncated or replaced)")
+        tmp = tempfile.TemporaryDirectory(prefix="affedge-bundle-")
+        root = Path(tmp.name)
+        for n in listed:
+            dest = root / n[len(prefix):]
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(names[n]) as src, open(dest, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+    return manifest, root, tmp
+
+
+def load_bundle(path: str | os.PathLike) -> Bundle:
+    """Open and fully validate a bundle directory or ``.zip`` (see module docstring)."""
+    src = Path(path)
+    if not src.exists():
+        raise FileNotFoundError(f"bundle not found: {src}")
+    tmp = None
+    if src.is_file():
+        if not zipfile.is_zipfile(src):
+            raise BundleError(f"bundle {src}: a file bundle must be a .zip archive")
+        manifest, root, tmp = _extract_zip(src)
+    else:
+        root = src
+        mpath = root / MANIFEST
+        if not mpath.is_file() or mpath.is_symlink():
+            raise BundleError(f"bundle {src}: {MANIFEST} is missing")
+        with open(mpath, "rb") as fh:
+            raw = fh.read(MAX_MANIFEST_BYTES + 1)
+        manifest = _read_manifest_bytes(raw, f"bundle {src}")
+    _check_tree(root, manifest)
+    _verify_artifacts(root, manifest)
+    return Bundle(manifest=_freeze(manifest), root=root, source=src, _tmp=tmp)
+
+
+class _FrozenDict(dict):
+    """A dict that refuses mutation (the manifest of a loaded bundle is read-only)."""
+
+    def _ro(self, *a, **k):
+        raise TypeError("a loaded bundle's manifest is read-only")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _ro  # type: ignore
+
+
+def _freeze(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return _FrozenDict({k: _freeze(v) for k, v in obj.items()})
+    if isinstance(obj, list):
+        return tuple(_freeze(v) for v in obj)
+    return obj
+
+
+def thaw(obj: Any) -> Any:
+    """A plain, mutable copy of (part of) a loaded manifest."""
+    if isinstance(obj, dict):
+        return {k: thaw(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [thaw(v) for v in obj]
+    return obj
+
+
+# --------------------------------------------------------------------------------------------
+# writer
+
+
+def artifact_record(root: str | os.PathLike, name: str, format: str, file: str,
+                    precision: str, inputs: Iterable[dict], outputs: Iterable[dict],
+                    **extra: Any) -> dict[str, Any]:
+    """Build an artifact record for a file already written under ``root`` (hash and size)."""
+    path = Path(root) / file
+    if not path.is_file():
+        raise BundleError(f"artifact {name!r}: file {path} does not exist")
+    rec = {"name": name, "format": format, "file": PurePosixPath(file).as_posix(),
+           "sha256": sha256_file(path), "size": path.stat().st_size, "precision": precision,
+           "inputs": list(inputs), "outputs": list(outputs)}
+    rec.update(extra)
+    return rec
+
+
+def write_bundle(out: str | os.PathLike, manifest_fields: Mapping[str, Any],
+                 files: Sequence[Mapping[str, Any]]) -> Path:
+    """Write a bundle and return its path.
+
+    ``files``: artifact dicts with the keys of an artifact record except sha256/size; each has
+    either ``source`` (a file to copy into the bundle at ``file``) or an existing ``file`` under
+    ``out``. ``manifest_fields``: every other manifest field (schema_version and affedge_version
+    are filled in). ``out`` ending in ``.zip`` writes a zip of the bundle directory.
+    The result is validated with :func:`load_bundle` before returning.
+    """
+    from affedge import __version__
+
+    out = Path(out)
+    as_zip = out.suffix.lower() == ".zip"
+    tmp = tempfile.TemporaryDirectory(prefix="affedge-write-") if as_zip else None
+    root = Path(tmp.name) if tmp else out
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        records = []
+        for f in files:
+            f = dict(f)
+            src = f.pop("source", None)
+            rel = f.get("file") or (Path(src).name if src else None)
+            if rel is None:
+                raise BundleError(f"artifact {f.get('name')!r}: needs 'file' or 'source'")
+            _safe_relpath(rel, f"artifact {f.get('name')!r}")
+            dest = root / rel
+            if src is not None and Path(src).resolve() != dest.resolve():
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, dest)
+            f.pop("file", None)
+            f.pop("sha256", None)
+            f.pop("size", None)
+            records.append(artifact_record(root, file=rel, **f))
+        manifest = {"schema_version": SCHEMA_VERSION, "affedge_version": __version__,
+                    "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+        manifest.update({k: v for k, v in manifest_fields.items()
+                         if k not in ("schema_version", "artifacts")})
+        manifest["artifacts"] = records
+        manifest.setdefault("audio_norm", {})
+        manifest.setdefault("parity", [])
+        manifest = json.loads(json.dumps(manifest, default=_json_default))
+        validate_manifest(manifest)
+        (root / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False))
+        if as_zip:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+                zf.write(root / MANIFEST, MANIFEST)
+                for r in records:
+                    zf.write(root / r["file"], r["file"])
+        load_bundle(out)  # the writer never leaves an invalid bundle behind
+        return out
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def update_manifest(bundle_dir: str | os.PathLike, **fields: Any) -> None:
+    """Set top-level manifest fields of a bundle *directory* (e.g. parity records), revalidated."""
+    root = Path(bundle_dir)
+    m = json.loads((root / MANIFEST).read_text())
+    m.update(json.loads(json.dumps(fields, default=_json_default)))
+    validate_manifest(m)
+    (root / MANIFEST).write_text(json.dumps(m, indent=2))
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    if dataclasses.is_dataclass(o):
+        return dataclasses.asdict(o)
+    if isinstance(o, tuple):
+        return list(o)
+    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")

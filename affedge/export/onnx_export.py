@@ -1,0 +1,122 @@
+"""ONNX export of one module (encoder, streaming step or window form).
+
+Tries the torch.export-based exporter first (``torch.onnx.export(..., dynamo=True)``, the default
+since torch 2.9, needs onnxscript) and falls back to the legacy TorchScript-based exporter when it
+fails for a module; the record says which one produced the file. The graph is checked with
+``onnx.checker`` (full check, with shape inference) and must open in ONNX Runtime (CPU).
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+OPSET = 18  # ONNX opset used for every graph (supported by ORT >= 1.14 and TensorRT 10)
+
+
+def _dynamic_shapes(args: Sequence[torch.Tensor], input_names: Sequence[str],
+                    dynamic_axes: dict[str, dict[int, str]], module: torch.nn.Module | None = None):
+    """torch.export ``dynamic_shapes`` for positional args: one ``Dim`` per symbol name,
+    structured like ``module.forward``'s signature (``*args`` become one nested tuple)."""
+    dims: dict[str, Any] = {}
+    spec = []
+    for name, a in zip(input_names, args):
+        axes = dynamic_axes.get(name, {})
+        d = {}
+        for ax, sym in axes.items():
+            if sym not in dims:
+                dims[sym] = torch.export.Dim(sym, min=1, max=4096)
+            d[ax] = dims[sym]
+        spec.append(d or None)
+    if module is not None:
+        import inspect
+
+        params = list(inspect.signature(module.forward).parameters.values())
+        out, i = [], 0
+        for p in params:
+            if p.kind == p.VAR_POSITIONAL:
+                out.append(tuple(spec[i:]))
+                i = len(spec)
+                break
+            if i < len(spec):
+                out.append(spec[i])
+                i += 1
+        return tuple(out)
+    return tuple(spec)
+
+
+def export_onnx(module: torch.nn.Module, args: Sequence[torch.Tensor], path: str | Path,
+                input_names: Sequence[str], output_names: Sequence[str],
+                dynamic_axes: dict[str, dict[int, str]] | None = None, opset: int = OPSET,
+                exporter: str = "auto") -> dict[str, Any]:
+    """Export ``module(*args)`` to ``path``; returns ``{"exporter", "opset", "notes"}``.
+
+    ``dynamic_axes``: ``{input_or_output_name: {axis: symbol}}`` (e.g. ``{"frames": {0: "N"}}``).
+    ``exporter``: "auto" (dynamo, then legacy), "dynamo" or "legacy".
+    """
+    import onnx
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dynamic_axes = dynamic_axes or {}
+    module = module.eval()
+    args = tuple(args)
+    notes: list[str] = []
+    used = None
+    if exporter in ("auto", "dynamo"):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(
+                    module, args, str(path), dynamo=True, input_names=list(input_names),
+                    output_names=list(output_names), opset_version=opset,
+                    dynamic_shapes=_dynamic_shapes(args, input_names, dynamic_axes, module),
+                    external_data=False, optimize=True, verbose=False)
+            used = "dynamo"
+        except Exception as exc:  # exporter limitation for this module: fall back
+            if exporter == "dynamo":
+                raise
+            msg = f"dynamo exporter failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+            log.warning("%s; falling back to the legacy exporter", msg)
+            notes.append(msg)
+    if used is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module, args, str(path), dynamo=False, input_names=list(input_names),
+                output_names=list(output_names), opset_version=opset,
+                dynamic_axes={k: dict(v) for k, v in dynamic_axes.items()},
+                do_constant_folding=True)
+        used = "legacy"
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    got_in = [i.name for i in model.graph.input]
+    got_out = [o.name for o in model.graph.output]
+    if got_in != list(input_names) or got_out != list(output_names):
+        raise RuntimeError(f"{path.name}: exported names {got_in} -> {got_out} differ from "
+                           f"{list(input_names)} -> {list(output_names)}")
+    opset_used = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
+                      opset)
+    return {"exporter": used, "opset": int(opset_used), "notes": notes}
+
+
+def onnx_io_specs(path: str | Path) -> tuple[list[dict], list[dict]]:
+    """Input/output tensor specs (name, shape with symbols, dtype) read from an ONNX file."""
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(str(path), load_external_data=False)
+
+    def spec(v):
+        tt = v.type.tensor_type
+        shape = [d.dim_param if d.dim_param else int(d.dim_value) for d in tt.shape.dim]
+        dtype = helper.tensor_dtype_to_np_dtype(tt.elem_type).name
+        return {"name": v.name, "shape": shape, "dtype": dtype}
+
+    return [spec(v) for v in model.graph.input], [spec(v) for v in model.graph.output]

@@ -1,0 +1,119 @@
+"""ONNX Runtime backend: CPU, CUDA and TensorRT execution providers.
+
+Provider choice (EDGE.md): ``"tensorrt"`` -> ``TensorrtExecutionProvider`` with FP16 and an
+engine cache (``trt_fp16_enable``, ``trt_engine_cache_enable``, ``trt_engine_cache_path``), then
+CUDA, then CPU as fallbacks inside the session; ``"cuda"`` -> CUDA then CPU; ``"cpu"`` -> CPU.
+``providers`` reports what ``session.get_providers()`` says was actually used.
+``precision="int8"`` runs the ``onnx-int8`` encoder (CPU QDQ model) with the fp32 step/window.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from affedge.bundle import Bundle
+from affedge.sdk.backends.base import Backend, BackendUnavailable
+
+PROVIDER_NAMES = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+
+
+def available_providers() -> list[str]:
+    import onnxruntime as ort
+
+    return list(ort.get_available_providers())
+
+
+def provider_list(kind: str, fp16: bool = False, cache_dir: str | os.PathLike | None = None,
+                  device_id: int = 0) -> list:
+    """The providers (with options) to ask ORT for, best first, for ``kind`` cpu/cuda/tensorrt."""
+    if kind not in PROVIDER_NAMES:
+        raise ValueError(f"unknown ONNX Runtime provider kind {kind!r}; use cpu, cuda or tensorrt")
+    chain = []
+    if kind == "tensorrt":
+        opts = {"device_id": device_id, "trt_fp16_enable": bool(fp16),
+                "trt_engine_cache_enable": True}
+        if cache_dir is not None:
+            Path(cache_dir).mkdir(parents=True, exist_ok=True)
+            opts["trt_engine_cache_path"] = str(cache_dir)
+            opts["trt_timing_cache_enable"] = True
+            opts["trt_timing_cache_path"] = str(cache_dir)
+        chain.append(("TensorrtExecutionProvider", opts))
+    if kind in ("tensorrt", "cuda"):
+        chain.append(("CUDAExecutionProvider", {"device_id": device_id}))
+    chain.append("CPUExecutionProvider")
+    return chain
+
+
+class OnnxRuntimeBackend(Backend):
+    """Runs the bundle's ONNX artifacts in ONNX Runtime sessions (one per model)."""
+
+    name = "onnxruntime"
+    format = "onnx"
+
+    def __init__(self, bundle: Bundle, provider: str = "cpu", precision: str = "fp32",
+                 fp16: bool = False, cache_dir: str | os.PathLike | None = None,
+                 intra_op_threads: int | None = None, models: tuple[str, ...] | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:  # pragma: no cover - onnxruntime is a runtime dependency
+            raise BackendUnavailable(f"onnxruntime is not installed ({exc})") from None
+        self.precision_pref = precision
+        super().__init__(bundle, models)
+        want = PROVIDER_NAMES.get(provider)
+        if want is None:
+            raise ValueError(f"unknown provider {provider!r}; use cpu, cuda or tensorrt")
+        have = ort.get_available_providers()
+        if want not in have:
+            raise BackendUnavailable(f"onnxruntime: {want} not in this build's providers {have}")
+        self.kind = provider
+        self.name = f"onnxruntime-{provider}"
+        chain = provider_list(provider, fp16=fp16, cache_dir=cache_dir)
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if intra_op_threads is not None:
+            so.intra_op_num_threads = int(intra_op_threads)
+        self._sessions = {}
+        for model, rec in self._specs.items():
+            path = self.bundle.root / rec["file"]
+            try:
+                sess = ort.InferenceSession(str(path), sess_options=so, providers=chain)
+            except Exception as exc:
+                raise BackendUnavailable(f"onnxruntime could not load {rec['file']}: {exc}") from None
+            names = [i.name for i in sess.get_inputs()]
+            if names != [s["name"] for s in rec["inputs"]]:
+                raise BackendUnavailable(f"{rec['file']}: graph inputs {names} differ from the "
+                                         "manifest")
+            self._sessions[model] = sess
+        first = next(iter(self._sessions.values()))
+        self._providers = list(first.get_providers())
+        if provider != "cpu" and self._providers[0] != want:
+            raise BackendUnavailable(f"onnxruntime: asked for {want}, the session fell back to "
+                                     f"{self._providers}")
+
+    def _record(self, model: str) -> dict | None:
+        if self.precision_pref == "int8" and model == "encoder":
+            rec = self.bundle.find(model, "onnx-int8")
+            if rec is not None:
+                return rec
+        return self.bundle.find(model, "onnx", "fp32") or self.bundle.find(model, "onnx")
+
+    @property
+    def providers(self) -> list[str]:
+        return list(self._providers)
+
+    def run(self, model_name: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feeds = self.check_inputs(model_name, inputs)
+        sess = self._sessions[model_name]
+        names = self.output_names(model_name)
+        outs = sess.run(names, feeds)
+        return dict(zip(names, outs))
+
+    def close(self) -> None:
+        self._sessions = {}

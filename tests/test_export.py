@@ -1,0 +1,175 @@
+"""Export of a real AffectModel (mobile encoder) through `affedge export`: every artifact is loaded
+by its runtime and checked against eager PyTorch; the manifest carries the parity records."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+
+from affedge.bundle import load_bundle, thaw
+from affedge.config import FeatureConfig, ModelConfig
+from affedge.export import parity as P
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    from affedge.training.model import AffectModel, save_checkpoint
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    cfg = ModelConfig(encoder="mobile")
+    model = AffectModel(cfg).eval()
+    norm = {"mfcc": {"mean": 0.5, "std": 3.0}, "logmel": {"mean": [-4.0] * 64, "std": [2.0] * 64}}
+    return save_checkpoint(tmp_path_factory.mktemp("ck"), model, cfg, FeatureConfig(), norm,
+                           {"seed": 0, "folds": [0], "data": "unit-test"})
+
+
+@pytest.fixture(scope="module")
+def exported(checkpoint, tmp_path_factory):
+    """One CLI export (dynamo ONNX exporter, TorchScript, torch.export, int8 encoder)."""
+    import argparse
+
+    from affedge.commands import export as cmd
+
+    out = tmp_path_factory.mktemp("exp") / "bundle"
+    p = argparse.ArgumentParser()
+    cmd.add_arguments(p)
+    args = p.parse_args([str(checkpoint), "-o", str(out), "--format",
+                         "onnx,torchscript,torch-export,tensorrt", "--int8",
+                         "--parity-frames", "130"])
+    rc = cmd.run(args)
+    return rc, out
+
+
+def test_cli_exit_code_and_bundle(exported):
+    rc, out = exported
+    assert rc == 0
+    b = load_bundle(out)
+    m = b.manifest
+    assert m["schema_version"] == 1
+    assert m["receptive_field"] == 121
+    assert m["model"]["encoder"] == "mobile"
+    # scalar reference-style stats were expanded per dimension
+    assert len(m["audio_norm"]["mfcc"]["mean"]) == 39 and m["audio_norm"]["mfcc"]["std"][0] == 3.0
+    have = {(a["name"], a["format"]) for a in m["artifacts"]}
+    for name in ("encoder", "step", "window"):
+        for fmt in ("onnx", "torchscript", "torch-export"):
+            assert (name, fmt) in have
+    assert ("encoder", "onnx-int8") in have and ("weights", "safetensors") in have
+    # TensorRT is not installable here: skipped with the reason, never a crash
+    assert "TensorRT/NVIDIA GPU not available" in m["export"]["skipped"]["tensorrt"]
+    assert m["provenance"]["seed"] == 0
+
+
+def test_onnx_artifacts_named_checked_and_dynamic(exported):
+    _, out = exported
+    b = load_bundle(out)
+    enc = b.find("encoder", "onnx")
+    assert enc["exporter"] in ("dynamo", "legacy") and enc["opset"] == 18
+    assert thaw(enc["inputs"]) == [{"name": "frames", "shape": ["N", 3, 40, 40], "dtype": "float32"}]
+    assert enc["outputs"][0]["name"] == "embedding"
+    step = b.find("step", "onnx")
+    names = [i["name"] for i in step["inputs"]]
+    assert names[:3] == ["embedding", "audio_mfcc", "audio_logmel"]
+    n_states = len(names) - 3
+    assert n_states == 3 * 8  # one state per causal conv: 3 TCNs x 4 blocks x 2 convs
+    assert [o["name"] for o in step["outputs"]] == ["va"] + [f"state_out_{i}"
+                                                             for i in range(n_states)]
+    assert m_shape(step, "state_1") == ["N", 128, 4]  # conv2 of block 0: (k-1)*d = 4
+    model = onnx.load(str(b.artifact("encoder", "onnx")))
+    onnx.checker.check_model(model, full_check=True)
+    import onnxruntime as ort
+
+    s = ort.InferenceSession(str(b.artifact("encoder", "onnx")), providers=["CPUExecutionProvider"])
+    y = s.run(None, {"frames": np.zeros((5, 3, 40, 40), np.float32)})[0]
+    assert y.shape == (5, 512)
+    np.testing.assert_allclose(np.linalg.norm(y, axis=1), 1.0, rtol=1e-4)  # L2-normalised
+
+
+def m_shape(art, name):
+    return next(list(i["shape"]) for i in art["inputs"] if i["name"] == name)
+
+
+def test_parity_records_within_thresholds(exported):
+    _, out = exported
+    recs = load_bundle(out).manifest["parity"]
+    fmts = {(r["artifact"], r["format"]) for r in recs}
+    for fmt in ("onnx", "torchscript", "torch-export"):
+        for art in ("encoder", "step", "window", "pipeline"):
+            assert (art, fmt) in fmts
+    for r in recs:
+        if r["precision"] == "fp32":
+            assert r["status"] == "pass", r
+            for e in r["outputs"].values():
+                assert e["max_abs"] <= 1e-4 * max(1.0, e["ref_max"])
+        if r["artifact"] == "pipeline" and r["precision"] == "fp32":
+            assert r["ccc"]["max_delta"] <= 0.005
+    int8 = [r for r in recs if r["format"] == "onnx-int8"]
+    enc8 = next(r for r in int8 if r["artifact"] == "encoder")
+    assert enc8["status"] == "report" and 0 < enc8["outputs"]["embedding"]["max_abs"] < 0.5
+    pipe8 = next(r for r in int8 if r["artifact"] == "pipeline")
+    assert "max_delta" in pipe8["ccc"]  # CCC impact of the int8 encoder is reported
+
+
+def test_step_contract_from_zero_state_matches_offline(exported, checkpoint):
+    """The exported step (ORT) from zero state == eager offline forward, frame by frame."""
+    from affedge.sdk.backends import OnnxRuntimeBackend
+    from affedge.training.model import load_checkpoint
+
+    _, out = exported
+    model, _ = load_checkpoint(checkpoint)
+    b = load_bundle(out)
+    inp = P.synthetic_inputs(model.cfg, n_frames=40, seed=3)
+    ref = P.EagerReference(model, inp)
+    be = OnnxRuntimeBackend(b, "cpu")
+    y, _ = P.run_step_sequence(lambda f: be.run("step", f), be.input_names("step"),
+                               ref.step.state_specs(), ref.embedding, inp.audio)
+    np.testing.assert_allclose(y, ref.y, atol=1e-5)
+
+
+def test_parity_helpers():
+    e = P.errors(np.array([0.5, -2.0]), np.array([0.5, -2.0001]))
+    assert e["max_abs"] == pytest.approx(1e-4) and e["ref_max"] == 2.0
+    assert P.within(e, "fp32") is True  # 1e-4 <= 1e-4 * max(1, 2)
+    assert P.within(P.errors(np.zeros(2), np.full(2, 1e-3)), "fp32") is False
+    assert P.within(P.errors(np.zeros(2), np.full(2, 1e-3)), "fp16") is True
+    assert P.within(e, "int8") is None
+    assert P.errors(np.zeros(2), np.array([0.0, np.nan]))["max_abs"] == float("inf")
+    table = P.format_table([{"artifact": "encoder", "format": "onnx", "precision": "fp32",
+                             "size": 2_000_000, "outputs": {"embedding": e}, "status": "pass"}])
+    assert "encoder" in table and "2.00" in table and "pass" in table
+
+
+def test_export_rejects_bad_requests(checkpoint, tmp_path):
+    from affedge.export.api import export_bundle
+
+    with pytest.raises(ValueError, match="unknown export format"):
+        export_bundle(checkpoint, tmp_path / "b", formats=["onnx", "coreml"])
+    other = tmp_path / "notabundle"
+    other.mkdir()
+    (other / "precious.txt").write_text("x")
+    with pytest.raises(FileExistsError, match="not an affedge bundle"):
+        export_bundle(checkpoint, other, formats=["onnx"])
+    with pytest.raises(FileNotFoundError):
+        export_bundle(tmp_path / "missing", tmp_path / "b2", formats=["onnx"])
+
+
+def test_tensorrt_build_skips_with_reason():
+    from affedge.export.tensorrt_build import tensorrt_available
+
+    ok, why = tensorrt_available()
+    if not ok:
+        assert why.startswith("TensorRT/NVIDIA GPU not available")
+        pytest.skip(why)
+    assert "TensorRT" in why
+
+
+def test_manifest_is_plain_json(exported):
+    _, out = exported
+    m = json.loads((out / "manifest.json").read_text())
+    assert isinstance(m["artifacts"], list) and m["parity_inputs"].startswith("deterministic")
