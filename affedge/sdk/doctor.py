@@ -1,0 +1,245 @@
+"""``affedge doctor``: what this machine offers the runtime.
+
+:func:`collect` returns a JSON-ready report (each probe catches its own failure and records it
+as text, so one broken component never hides the others); :func:`format_report` renders it.
+Probes: Python and package versions, OpenCV GUI support, ONNX Runtime execution providers,
+the affedge backends that can run a bundle, NVIDIA GPUs (``nvidia-smi``), CUDA / TensorRT
+(import attempts: torch, tensorrt), cameras and microphones, and whether a bundle's TensorRT
+engines were built for this GPU and TensorRT version.
+"""
+from __future__ import annotations
+
+import platform
+import shutil
+import subprocess
+import sys
+from typing import Any
+
+
+def _try(fn, *a, **kw) -> Any:
+    try:
+        return fn(*a, **kw)
+    except Exception as exc:  # noqa: BLE001 - a probe failure is reported, not raised
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def _versions() -> dict:
+    import cv2
+    import numpy
+
+    out = {"python": sys.version.split()[0], "platform": platform.platform(),
+           "machine": platform.machine(), "numpy": numpy.__version__, "opencv": cv2.__version__}
+    from affedge import __version__
+
+    out["affedge"] = __version__
+    from affedge.sdk.overlay import display_available
+
+    ok, why = display_available()
+    out["display"] = "available" if ok else f"not available: {why}"
+    return out
+
+
+def _onnxruntime() -> dict:
+    import onnxruntime as ort
+
+    return {"version": ort.__version__, "providers": list(ort.get_available_providers()),
+            "device": ort.get_device()}
+
+
+def _nvidia_smi() -> dict:
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return {"present": False, "gpus": [], "note": "nvidia-smi not found (no NVIDIA driver)"}
+    q = ["--query-gpu=name,memory.total,driver_version,compute_cap",
+         "--format=csv,noheader,nounits"]
+    r = subprocess.run([exe, *q], capture_output=True, text=True, timeout=20)
+    if r.returncode != 0:  # older drivers lack compute_cap
+        q[0] = "--query-gpu=name,memory.total,driver_version"
+        r = subprocess.run([exe, *q], capture_output=True, text=True, timeout=20)
+    gpus = []
+    for line in r.stdout.strip().splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        g = {"name": parts[0]}
+        if len(parts) > 1:
+            g["memory_mib"] = parts[1]
+        if len(parts) > 2:
+            g["driver"] = parts[2]
+        if len(parts) > 3:
+            g["compute_capability"] = parts[3]
+        gpus.append(g)
+    cuda = None
+    r2 = subprocess.run([exe], capture_output=True, text=True, timeout=20)
+    for tok in r2.stdout.split("|"):
+        if "CUDA Version" in tok:
+            cuda = tok.split("CUDA Version:")[-1].strip()
+    out = {"present": True, "gpus": gpus, "driver_cuda": cuda}
+    if r.returncode != 0:
+        out["error"] = r.stderr.strip()[:300]
+    return out
+
+
+def _torch() -> dict:
+    try:
+        import torch
+    except ImportError as exc:
+        return {"installed": False, "note": f"torch not installed ({exc}); only needed for "
+                                            "training, export and the torch backends"}
+    d = {"installed": True, "version": torch.__version__, "cuda": torch.version.cuda,
+         "cuda_available": bool(torch.cuda.is_available())}
+    if d["cuda_available"]:
+        d["devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        d["cudnn"] = torch.backends.cudnn.version()
+    return d
+
+
+def _tensorrt() -> dict:
+    try:
+        import tensorrt as trt
+    except ImportError as exc:
+        return {"installed": False, "note": f"tensorrt not importable ({exc})"}
+    return {"installed": True, "version": trt.__version__}
+
+
+def _devices() -> dict:
+    from affedge.sdk.sources import list_cameras, list_microphones
+
+    return {"cameras": _try(list_cameras), "microphones": _try(list_microphones)}
+
+
+def _bundle(path) -> dict:
+    from affedge.bundle import load_bundle
+    from affedge.sdk.backends import select_backend
+
+    b = load_bundle(path)
+    out: dict[str, Any] = {
+        "path": str(path),
+        "encoder": b.model_config().encoder,
+        "receptive_field": b.receptive_field,
+        "artifacts": [f"{a['name']} {a['format']} {a['precision']}" for a in b.artifacts],
+    }
+    engines = [a for a in b.artifacts if a["format"] == "tensorrt"]
+    if engines:
+        from affedge.sdk.backends.tensorrt_backend import check_engine_target, this_target
+
+        try:
+            here = this_target()
+        except Exception as exc:  # noqa: BLE001
+            here = None
+            why = str(exc)
+        fits = []
+        for a in engines:
+            target = (f"{a.get('gpu_name')} (compute {a.get('compute_capability')}, "
+                      f"TensorRT {a.get('tensorrt_version')})")
+            if here is None:
+                fits.append({"engine": a["file"], "built_for": target, "fits": False,
+                             "why": why})
+                continue
+            try:
+                check_engine_target(a, here)
+                fits.append({"engine": a["file"], "built_for": target, "fits": True})
+            except Exception as exc:  # noqa: BLE001
+                fits.append({"engine": a["file"], "built_for": target, "fits": False,
+                             "why": str(exc)})
+        out["engines"] = fits
+    else:
+        out["engines"] = []
+    try:
+        be = select_backend(b, "auto")
+        out["backend"] = {"selected": be.name, "providers": list(be.providers),
+                          "candidates": [list(r) for r in getattr(be, "selection", [])]}
+        be.close()
+    except Exception as exc:  # noqa: BLE001
+        out["backend"] = {"error": str(exc)}
+    return out
+
+
+def collect(bundle=None, devices: bool = True) -> dict:
+    """The whole report as a dict (JSON-ready)."""
+    rep: dict[str, Any] = {
+        "versions": _try(_versions),
+        "onnxruntime": _try(_onnxruntime),
+        "gpu": _try(_nvidia_smi),
+        "torch": _try(_torch),
+        "tensorrt": _try(_tensorrt),
+    }
+    if devices:
+        rep["devices"] = _try(_devices)
+    if bundle is not None:
+        rep["bundle"] = _try(_bundle, bundle)
+    return rep
+
+
+def _fmt(v) -> str:
+    if isinstance(v, dict) and "error" in v and len(v) == 1:
+        return f"error: {v['error']}"
+    return str(v)
+
+
+def format_report(rep: dict) -> str:
+    """Human-readable multi-line text of :func:`collect`'s report."""
+    lines = []
+    v = rep.get("versions", {})
+    if "error" in v:
+        lines.append(f"versions: {_fmt(v)}")
+    else:
+        lines.append(f"affedge {v['affedge']}  python {v['python']}  numpy {v['numpy']}  "
+                     f"opencv {v['opencv']}  ({v['platform']})")
+        lines.append(f"display: {v['display']}")
+    o = rep.get("onnxruntime", {})
+    lines.append("onnxruntime: " + (_fmt(o) if "error" in o else
+                                    f"{o['version']} providers {', '.join(o['providers'])}"))
+    g = rep.get("gpu", {})
+    if "error" in g and "gpus" not in g:
+        lines.append(f"gpu: {_fmt(g)}")
+    elif not g.get("present"):
+        lines.append(f"gpu: none ({g.get('note')})")
+    else:
+        for x in g["gpus"]:
+            lines.append(f"gpu: {x.get('name')}  {x.get('memory_mib', '?')} MiB  driver "
+                         f"{x.get('driver', '?')}  compute {x.get('compute_capability', '?')}  "
+                         f"CUDA (driver) {g.get('driver_cuda')}")
+    t = rep.get("torch", {})
+    if t.get("installed"):
+        lines.append(f"torch: {t['version']}  CUDA {t['cuda']}  cuda available: "
+                     f"{t['cuda_available']}")
+    else:
+        lines.append(f"torch: {t.get('note', _fmt(t))}")
+    r = rep.get("tensorrt", {})
+    lines.append(f"tensorrt: {r['version']}" if r.get("installed")
+                 else f"tensorrt: {r.get('note', _fmt(r))}")
+    d = rep.get("devices")
+    if d is not None:
+        if "error" in d and len(d) == 1:
+            lines.append(f"devices: {_fmt(d)}")
+        else:
+            cams, mics = d.get("cameras"), d.get("microphones")
+            if isinstance(cams, list):
+                lines.append(f"cameras: {len(cams)} found" + "".join(
+                    f"\n  [{c['index']}] {c['name']} {c['width']}x{c['height']}" for c in cams))
+            else:
+                lines.append(f"cameras: {_fmt(cams)}")
+            if isinstance(mics, list):
+                lines.append(f"microphones: {len(mics)} found" + "".join(
+                    f"\n  [{m.get('index')}] {m.get('name')}" for m in mics))
+            else:
+                lines.append(f"microphones: {_fmt(mics)}")
+    b = rep.get("bundle")
+    if b is not None:
+        if "error" in b and len(b) == 1:
+            lines.append(f"bundle: {_fmt(b)}")
+        else:
+            lines.append(f"bundle: {b['path']} (encoder {b['encoder']}, receptive field "
+                         f"{b['receptive_field']} frames)")
+            for a in b["artifacts"]:
+                lines.append(f"  artifact {a}")
+            if not b["engines"]:
+                lines.append("  TensorRT engines: none in this bundle")
+            for e in b["engines"]:
+                state = "fits this GPU" if e["fits"] else f"does NOT fit: {e.get('why')}"
+                lines.append(f"  engine {e['engine']} built for {e['built_for']}: {state}")
+            be = b.get("backend", {})
+            lines.append("  backend (auto): " + (f"{be['selected']} {be['providers']}"
+                                                 if "selected" in be else _fmt(be)))
+            for name, status, why in be.get("candidates", []):
+                lines.append(f"    {status:8s} {name}: {why}")
+    return "\n".join(lines)

@@ -1,0 +1,551 @@
+"""The causal streaming engine: one model step per video frame, cost independent of history.
+
+Data flow (ARCHITECTURE.md §4-§6)::
+
+    push_audio(pcm, t)   [any one producer thread]
+        -> 16 kHz mono float32 -> PCM ring (affedge._ringbuf, blocks of gcd(hop, win) samples:
+           80 = 5 ms, so blocking never delays a feature row)
+    process_frame(frame, t)   [the inference thread]
+        1. drain the PCM ring -> IncrementalAudioFeatures (+ VoiceActivity)
+           -> one feature ring per audio stream (mfcc 39-d, logmel 64-d) and a VAD ring, all
+              timestamped in the *video clock*;
+        2. aligned audio features at t: ring.at(t, "previous") (the same rule as
+           affedge.features.align.sample_at, which training uses), normalised with the bundle's
+           training statistics;
+        3. detect faces -> IouTracker -> align_crop -> one batched encoder call over all
+           tracked faces detected in this frame;
+        4. one batched "step" call over every stream (one stream state per track):
+           (embedding_t, audio_t, state) -> (valence, arousal, state');
+        5. clip, smooth, confidence, primary face -> Prediction.
+
+Policies (documented in affedge/sdk/prediction.py as well)
+  * Missing face: the stream gets the embedding of the training filler (the black crop,
+    PAPER.md §1.3; computed once at start-up) and the Prediction says ``face_present=False``.
+    A track that is briefly not detected (occlusion gap, up to the tracker's ``max_age``
+    frames) keeps its state and is stepped with the filler, exactly like training sequences
+    with missing frames. A new track starts from the zero state (like a training window start).
+  * No track at all: a "background" stream (filler + audio) produces the top-level values; it
+    restarts from the zero state whenever it becomes active again.
+  * Missing audio (no audio source, audio not arrived yet, or the newest audio row older than
+    ``audio_timeout`` seconds): the model gets zeros for the normalised audio features (the
+    training mean) and ``audio_present=False``.
+  * Audio clock: the first pushed sample defines the audio origin; a later chunk whose start is
+    more than ``gap_tolerance`` seconds after the expected time is preceded by zeros so the clocks
+    stay aligned (audio is never dropped; an overrun of the PCM ring is counted in
+    ``stats()["audio_overruns"]``).
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from affedge.sdk.prediction import FaceResult, Prediction
+from affedge.sdk.smoothing import ExponentialSmoother
+from affedge.sdk.tracking import IouTracker, Track
+
+
+def _ringbuf():
+    try:
+        from affedge import _ringbuf
+    except ImportError as exc:  # pragma: no cover - build problem
+        raise ImportError(
+            "affedge._ringbuf (the C++ ring buffer) is not built; run "
+            "`pip install -e . --no-deps --no-build-isolation` in the affedge checkout"
+        ) from exc
+    return _ringbuf
+
+
+@dataclass
+class _Stream:
+    """State of one model stream (a tracked face, or the background stream)."""
+
+    states: list[np.ndarray]
+    smoother: ExponentialSmoother
+    presence: deque = field(default_factory=lambda: deque(maxlen=30))
+    steps: int = 0
+    last_va: np.ndarray | None = None
+    last_smoothed: np.ndarray | None = None
+    last_conf: float = 0.0
+
+
+class StreamingEngine:
+    """Per-frame causal inference over a bundle's ``encoder`` and ``step`` artifacts.
+
+    Parameters
+    ----------
+    bundle: an :class:`affedge.bundle.Bundle`.
+    backend: an :class:`affedge.sdk.backends.Backend` (``run(model_name, inputs) -> outputs``).
+    detector: object with ``detect(frame_bgr) -> list[FaceBox]`` (``affedge.features.faces``).
+    smoothing: the exponential smoothing knob in [0, 1) (see :mod:`affedge.sdk.smoothing`).
+    max_faces: at most this many tracked faces (largest first), each with its own state.
+    tracker: an :class:`IouTracker` (default: iou 0.3, max_age 15 frames, min_hits 1).
+    audio_capacity_s: capacity of the PCM ring and feature rings in seconds.
+    presence_window: frames over which the face-presence factor of the confidence is computed.
+    """
+
+    def __init__(self, bundle, backend, detector, *, smoothing: float = 0.0, max_faces: int = 4,
+                 tracker: IouTracker | None = None, audio_capacity_s: float = 30.0,
+                 audio_timeout: float = 1.0, gap_tolerance: float = 0.05,
+                 presence_window: int = 30):
+        from affedge.features.audio import IncrementalAudioFeatures
+
+        if int(max_faces) < 1:
+            raise ValueError(f"max_faces must be >= 1, got {max_faces}")
+        if audio_capacity_s <= 0:
+            raise ValueError(f"audio_capacity_s must be > 0, got {audio_capacity_s}")
+        self.bundle = bundle
+        self.backend = backend
+        self.backend_name = str(getattr(backend, "name", type(backend).__name__))
+        self.detector = detector
+        self.smoothing = float(smoothing)
+        ExponentialSmoother(self.smoothing)  # validates the knob early
+        self.max_faces = int(max_faces)
+        self.tracker = tracker or IouTracker(max_tracks=self.max_faces)
+        if self.tracker.max_tracks is None or self.tracker.max_tracks > self.max_faces:
+            self.tracker.max_tracks = self.max_faces
+        self.audio_timeout = float(audio_timeout)
+        self.gap_tolerance = float(gap_tolerance)
+        self.presence_window = int(presence_window)
+
+        self.model_cfg = bundle.model_config()
+        self.feature_cfg = fcfg = bundle.feature_config()
+        self.receptive_field = int(bundle.receptive_field)
+        self.sample_rate = int(fcfg.sample_rate)
+        self._parse_artifacts()
+
+        # audio path
+        rb = _ringbuf()
+        self._block = math.gcd(int(fcfg.hop_length), int(fcfg.win_length))
+        self._pcm_ring = rb.RingBuffer(
+            self._block, max(4, int(audio_capacity_s * self.sample_rate / self._block)))
+        rows = max(4, int(audio_capacity_s / fcfg.hop_seconds) + 1)
+        self._feat_rings = {s: rb.RingBuffer(fcfg.stream_dim(s), rows) for s in self.audio_streams}
+        self._vad_ring = rb.RingBuffer(1, rows)
+        self._features = IncrementalAudioFeatures(fcfg)
+        self._vad = self._make_vad(fcfg)
+        self._norm = {}
+        norm = bundle.audio_norm
+        for s in self.audio_streams:
+            if s in norm:
+                mean, std = norm[s]
+                self._norm[s] = (mean.astype(np.float32), np.maximum(std, 1e-8).astype(np.float32))
+        self._producer_lock = threading.Lock()
+        self._audio_t0: float | None = None
+        self._audio_pushed = 0  # samples pushed at 16 kHz (incl. inserted silence)
+        self._pcm_rem = np.zeros(0, np.float32)
+        self._resamplers: dict[int, object] = {}
+        self._audio_gaps = 0
+        self._audio_samples_consumed = 0
+
+        # video path
+        self._streams: dict[int, _Stream] = {}
+        self._background: _Stream | None = None
+        self._primary_id: int | None = None
+        self._filler_embedding = self._encode_filler()
+        self._frame_index = 0
+        self._last_t: float | None = None
+        self._latencies: deque = deque(maxlen=2048)
+        self.frames = 0
+
+    # ------------------------------------------------------------------ setup helpers
+    def _parse_artifacts(self) -> None:
+        b = self.bundle
+        enc = b.find("encoder")
+        step = b.find("step")
+        if enc is None or step is None:
+            raise ValueError(f"bundle {b.source}: needs 'encoder' and 'step' artifacts "
+                             f"(has {[a['name'] for a in b.artifacts]})")
+        self._enc_in = enc["inputs"][0]["name"]
+        self._enc_out = enc["outputs"][0]["name"]
+        self._enc_fixed_batch = _fixed_batch(enc["inputs"][0]["shape"])
+        self.audio_streams = tuple(s for s, _ in self.model_cfg.audio_streams) \
+            if self.model_cfg.fusion else ()
+        names = {i["name"]: i for i in step["inputs"]}
+        self._step_emb = "embedding"
+        if "embedding" not in names:
+            raise ValueError(f"bundle {b.source}: step artifact has no 'embedding' input "
+                             f"(inputs {sorted(names)})")
+        for s in self.audio_streams:
+            if f"audio_{s}" not in names:
+                raise ValueError(f"bundle {b.source}: step artifact lacks input 'audio_{s}'")
+        self._state_specs = [(i["name"], tuple(int(d) for d in i["shape"][1:]))
+                             for i in step["inputs"] if i["name"].startswith("state_")]
+        out_names = {o["name"] for o in step["outputs"]}
+        self._state_out = {}
+        for name, _ in self._state_specs:
+            o = "state_out_" + name[len("state_"):]
+            if o not in out_names:
+                raise ValueError(f"bundle {b.source}: step artifact has input {name!r} but no "
+                                 f"output {o!r}")
+            self._state_out[name] = o
+        self._va_out = "va" if "va" in out_names else step["outputs"][0]["name"]
+        self._step_fixed_batch = _fixed_batch(step["inputs"][0]["shape"])
+        self._out_index = {n: i for i, n in enumerate(b.outputs)}
+
+    def _make_vad(self, fcfg):
+        try:
+            from affedge.features.vad import VoiceActivity
+        except ImportError:  # pragma: no cover - the module is part of the package
+            return None
+        return VoiceActivity(fcfg)
+
+    def _encode(self, crops_bgr: np.ndarray) -> np.ndarray:
+        from affedge.features.faces import to_model_input
+
+        x = to_model_input(crops_bgr, self.feature_cfg)
+        if self._enc_fixed_batch == 1 and len(x) > 1:
+            return np.concatenate([self._encode(crops_bgr[i:i + 1]) for i in range(len(x))])
+        out = self.backend.run("encoder", {self._enc_in: x})[self._enc_out]
+        return np.asarray(out, np.float32).reshape(len(x), -1)
+
+    def _encode_filler(self) -> np.ndarray:
+        from affedge.features.faces import FILLER_CROP
+
+        return self._encode(np.asarray(FILLER_CROP)[None])[0]
+
+    def _new_stream(self) -> _Stream:
+        states = [np.zeros((1, *shape), np.float32) for _, shape in self._state_specs]
+        s = _Stream(states=states, smoother=ExponentialSmoother(self.smoothing))
+        s.presence = deque(maxlen=self.presence_window)
+        return s
+
+    # ------------------------------------------------------------------ audio (producer)
+    def push_audio(self, pcm, t: float | None = None, sample_rate: int | None = None) -> None:
+        """Queue PCM (float or int mono samples) whose first sample is at video-clock time ``t``
+        (None: continue right after the previous chunk). Safe to call from one capture thread
+        while another thread runs :meth:`process_frame`."""
+        from affedge.features.audio_io import StreamResampler, to_float_mono
+
+        sr = self.sample_rate if sample_rate is None else int(sample_rate)
+        if sr <= 0:
+            raise ValueError(f"push_audio: sample_rate must be > 0, got {sample_rate}")
+        x = np.asarray(pcm)
+        if x.ndim != 1:
+            raise ValueError(f"push_audio: pcm must be 1-D mono samples, got shape {x.shape}")
+        if x.dtype.kind in "iu":
+            x = to_float_mono(x)
+        elif x.dtype.kind == "f":
+            x = x.astype(np.float32, copy=False)
+        else:
+            raise ValueError(f"push_audio: pcm dtype must be float or integer, got {x.dtype}")
+        if not np.all(np.isfinite(x)):
+            raise ValueError("push_audio: pcm contains NaN or Inf")
+        with self._producer_lock:
+            if sr != self.sample_rate:
+                rs = self._resamplers.get(sr)
+                if rs is None:
+                    rs = self._resamplers[sr] = StreamResampler(sr, self.sample_rate)
+                x = np.asarray(rs.push(x), np.float32)
+            if self._audio_t0 is None:
+                if t is None:
+                    t = 0.0
+                self._audio_t0 = float(t)
+            elif t is not None:
+                expected = self._audio_t0 + self._audio_pushed / self.sample_rate
+                gap = float(t) - expected
+                if gap > self.gap_tolerance:
+                    fill = np.zeros(int(round(gap * self.sample_rate)), np.float32)
+                    x = np.concatenate([fill, x])
+                    self._audio_gaps += 1
+            self._push_pcm(x)
+
+    def _push_pcm(self, x: np.ndarray) -> None:
+        # called with the producer lock held: re-block into self._block-sample ring items
+        if self._pcm_rem.size:
+            x = np.concatenate([self._pcm_rem, x])
+        n = x.size // self._block
+        if n:
+            blocks = x[: n * self._block].reshape(n, self._block)
+            first = self._audio_pushed
+            ts = self._audio_t0 + (first + self._block * np.arange(n)) / self.sample_rate
+            self._pcm_ring.push_many(ts, np.ascontiguousarray(blocks))
+        self._pcm_rem = x[n * self._block:].copy()
+        self._audio_pushed += x.size - self._pcm_rem.size
+
+    @property
+    def audio_time(self) -> float | None:
+        """Video-clock time up to which audio has been pushed (None before any audio)."""
+        if self._audio_t0 is None:
+            return None
+        return self._audio_t0 + (self._audio_pushed + self._pcm_rem.size) / self.sample_rate
+
+    def flush_audio(self) -> None:
+        """End of the audio stream: emit what the resamplers still hold. The < self._block
+        samples left over are not pushed: every feature row ends on a multiple of the block
+        (gcd(hop, window) = 80 samples), so they could not complete a row anyway."""
+        with self._producer_lock:
+            for rs in self._resamplers.values():
+                tail = np.asarray(rs.flush(), np.float32)
+                if tail.size:
+                    self._push_pcm(tail)
+
+    # ------------------------------------------------------------------ audio (consumer)
+    def _drain_audio(self) -> None:
+        ts, blocks = self._pcm_ring.read_new()
+        if len(ts) == 0:
+            return
+        pcm = blocks.reshape(-1)
+        new = self._features.push(pcm)
+        t0 = self._audio_t0 or 0.0
+        for s in self.audio_streams:
+            times, feats = new[s]
+            if len(times):
+                self._feat_rings[s].push_many(t0 + times, np.ascontiguousarray(feats))
+        if self._vad is not None:
+            vt, flags = self._vad_push(pcm)
+            if len(vt):
+                self._vad_ring.push_many(t0 + vt,
+                                         np.asarray(flags, np.float32).reshape(-1, 1))
+        self._audio_samples_consumed += pcm.size
+
+    def _vad_push(self, pcm: np.ndarray):
+        out = self._vad.push(pcm)
+        if isinstance(out, tuple) and len(out) == 2:
+            return np.asarray(out[0], np.float64), np.asarray(out[1])
+        raise TypeError(f"VoiceActivity.push returned {type(out).__name__}; "
+                        "expected (times, flags)")
+
+    def audio_at(self, t: float) -> tuple[dict[str, np.ndarray], bool, bool]:
+        """Normalised audio features at video time ``t`` -> ({stream: float32[D]}, audio_present,
+        speech_present). Zeros when audio is missing (see the module docstring)."""
+        feats: dict[str, np.ndarray] = {}
+        present = bool(self.audio_streams)
+        for s in self.audio_streams:
+            ring = self._feat_rings[s]
+            latest = ring.latest_time
+            if latest is None or t - latest > self.audio_timeout:
+                present = False
+        for s in self.audio_streams:
+            d = self.feature_cfg.stream_dim(s)
+            if not present:
+                feats[s] = np.zeros(d, np.float32)
+                continue
+            v = np.asarray(self._feat_rings[s].at(float(t), "previous"), np.float32)
+            if s in self._norm:
+                mean, std = self._norm[s]
+                v = (v - mean) / std
+            feats[s] = v.astype(np.float32)
+        speech = False
+        if self._vad is not None and self._vad_ring.latest_time is not None:
+            if t - self._vad_ring.latest_time <= self.audio_timeout:
+                speech = bool(self._vad_ring.at(float(t), "previous")[0] > 0.5)
+        return feats, present, speech
+
+    # ------------------------------------------------------------------ video tick
+    def process_frame(self, frame_bgr: np.ndarray, t: float, index: int | None = None,
+                      detections=None) -> Prediction:
+        """Run one inference tick for a BGR uint8 frame at video-clock time ``t`` (seconds,
+        strictly increasing). ``detections`` (optional) replaces the detector's output for this
+        frame (a list of FaceBox). Returns the frame's Prediction."""
+        from affedge.features.faces import FaceBox, align_crop
+
+        tick0 = time.perf_counter()
+        t = float(t)
+        if not np.isfinite(t):
+            raise ValueError(f"process_frame: timestamp must be finite, got {t}")
+        if self._last_t is not None and t <= self._last_t:
+            raise ValueError(f"process_frame: timestamps must increase; got t={t} after "
+                             f"{self._last_t}")
+        if not isinstance(frame_bgr, np.ndarray) or frame_bgr.dtype != np.uint8 or \
+                frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3:
+            raise ValueError("process_frame: frame must be a BGR uint8 array [H,W,3], got "
+                             f"{getattr(frame_bgr, 'dtype', type(frame_bgr))} "
+                             f"{getattr(frame_bgr, 'shape', '')}")
+        index = self._frame_index if index is None else int(index)
+
+        self._drain_audio()
+        audio, audio_present, speech = self.audio_at(t)
+
+        dets = self.detector.detect(frame_bgr) if detections is None else list(detections)
+        dets = sorted(dets, key=lambda b: -(b.w * b.h))[: self.max_faces]
+        tracks = self.tracker.update(dets)
+        for tid in self.tracker.removed:
+            self._streams.pop(tid, None)
+            if self._primary_id == tid:
+                self._primary_id = None
+        # streams to step this frame: every live track, plus the background when no confirmed
+        confirmed = [tr for tr in tracks if tr.confirmed]
+        stream_ids: list[int] = []
+        embs: list[np.ndarray | None] = []
+        to_encode: list[np.ndarray] = []
+        enc_slot: list[int] = []
+        for tr in tracks:
+            if tr.id not in self._streams:
+                self._streams[tr.id] = self._new_stream()
+            stream_ids.append(tr.id)
+            if tr.detected:
+                box = FaceBox(*tr.box, score=tr.score)
+                to_encode.append(align_crop(frame_bgr, box, self.feature_cfg.aligned_size))
+                enc_slot.append(len(embs))
+                embs.append(None)
+            else:
+                embs.append(self._filler_embedding)
+        use_background = not confirmed
+        if use_background:
+            if self._background is None:
+                self._background = self._new_stream()
+            stream_ids.append(-1)
+            embs.append(self._filler_embedding)
+        else:
+            self._background = None  # restarts from zero when next needed
+        if to_encode:
+            enc = self._encode(np.stack(to_encode))
+            for slot, e in zip(enc_slot, enc):
+                embs[slot] = e
+
+        streams = [self._background if sid == -1 else self._streams[sid] for sid in stream_ids]
+        va = self._step(streams, np.stack(embs).astype(np.float32), audio)
+
+        # per-stream outputs
+        track_by_id = {tr.id: tr for tr in tracks}
+        af = 1.0 if (audio_present or not self.audio_streams) else 0.5
+        results: dict[int, tuple] = {}
+        for sid, st, y in zip(stream_ids, streams, va):
+            y = np.clip(y, -1.0, 1.0)
+            sm = np.clip(st.smoother.update(y), -1.0, 1.0)
+            st.steps += 1
+            tr = track_by_id.get(sid)
+            detected = bool(tr is not None and tr.detected)
+            st.presence.append(1.0 if detected else 0.0)
+            face = float(np.clip(tr.score, 0.0, 1.0)) if detected else 0.0
+            presence = float(np.mean(st.presence))
+            warm = 0.5 + 0.5 * min(1.0, st.steps / max(1, self.receptive_field))
+            conf = float(np.clip(face * presence * af * warm, 0.0, 1.0))
+            st.last_va, st.last_smoothed, st.last_conf = y, sm, conf
+            results[sid] = (y, sm, conf, detected)
+
+        primary = self._choose_primary(confirmed, frame_bgr.shape)
+        faces = []
+        order = ([primary] if primary is not None else []) + \
+            [tr for tr in confirmed if tr is not primary]
+        for tr in order:
+            y, sm, conf, det = results[tr.id]
+            faces.append(FaceResult(
+                track_id=tr.id, box=tuple(float(v) for v in tr.box), detected=det,
+                score=float(tr.score) if det else 0.0, valence=self._o(y, "valence"),
+                arousal=self._o(y, "arousal"), valence_smoothed=self._o(sm, "valence"),
+                arousal_smoothed=self._o(sm, "arousal"), confidence=conf))
+        if primary is not None:
+            y, sm, conf, det = results[primary.id]
+            box = tuple(float(v) for v in primary.box)
+            tid: int | None = primary.id
+            score = float(primary.score) if det else 0.0
+        else:
+            y, sm, conf, det = results[-1]
+            box, tid, score = None, None, 0.0
+        latency = (time.perf_counter() - tick0) * 1000.0
+        self._latencies.append(latency)
+        self._last_t = t
+        self._frame_index = index + 1
+        self.frames += 1
+        return Prediction(
+            frame=index, timestamp=t, valence=self._o(y, "valence"),
+            arousal=self._o(y, "arousal"), valence_smoothed=self._o(sm, "valence"),
+            arousal_smoothed=self._o(sm, "arousal"), confidence=conf, face_present=det,
+            speech_present=speech, face_box=box, track_id=tid, face_score=score,
+            audio_present=audio_present, latency_ms=latency, backend=self.backend_name,
+            stale=False, faces=tuple(faces))
+
+    def _o(self, y: np.ndarray, name: str) -> float:
+        i = self._out_index.get(name)
+        return float("nan") if i is None or i >= len(y) else float(y[i])
+
+    def _step(self, streams: list[_Stream], emb: np.ndarray, audio: dict[str, np.ndarray]):
+        n = len(streams)
+        if self._step_fixed_batch == 1 and n > 1:
+            return np.concatenate([self._step([s], emb[i:i + 1], audio)
+                                   for i, s in enumerate(streams)])
+        inputs = {self._step_emb: emb}
+        for s in self.audio_streams:
+            inputs[f"audio_{s}"] = np.repeat(audio[s][None], n, axis=0)
+        for k, (name, _) in enumerate(self._state_specs):
+            inputs[name] = np.concatenate([st.states[k] for st in streams], axis=0)
+        out = self.backend.run("step", inputs)
+        for k, (name, _) in enumerate(self._state_specs):
+            new = np.asarray(out[self._state_out[name]], np.float32)
+            for i, st in enumerate(streams):
+                st.states[k] = new[i:i + 1].copy()
+        return np.asarray(out[self._va_out], np.float32).reshape(n, -1)
+
+    def _choose_primary(self, confirmed: list[Track], shape) -> Track | None:
+        """Largest and most central confirmed track, with 20 % hysteresis to avoid flicker."""
+        if not confirmed:
+            self._primary_id = None
+            return None
+        h, w = shape[:2]
+        half_diag = 0.5 * float(np.hypot(w, h))
+
+        def score(tr: Track) -> float:
+            x, y, bw, bh = tr.box
+            d = float(np.hypot(x + bw / 2 - w / 2, y + bh / 2 - h / 2)) / half_diag
+            s = (bw * bh) / float(w * h) * (1.0 - 0.5 * min(d, 1.0))
+            return s if tr.detected else 0.5 * s
+
+        best = max(confirmed, key=score)
+        current = next((tr for tr in confirmed if tr.id == self._primary_id), None)
+        if current is not None and score(best) <= 1.2 * score(current):
+            best = current
+        self._primary_id = best.id
+        return best
+
+    # ------------------------------------------------------------------ bookkeeping
+    def stale_prediction(self, index: int, t: float, previous: Prediction | None) -> Prediction:
+        """A Prediction for a frame skipped in live mode: the previous values, ``stale=True``."""
+        if previous is None:
+            nan = float("nan")
+            return Prediction(frame=int(index), timestamp=float(t), valence=nan, arousal=nan,
+                              valence_smoothed=nan, arousal_smoothed=nan, confidence=0.0,
+                              face_present=False, speech_present=False,
+                              backend=self.backend_name, stale=True)
+        from dataclasses import replace
+
+        return replace(previous, frame=int(index), timestamp=float(t), latency_ms=0.0,
+                       stale=True)
+
+    def stats(self) -> dict:
+        lat = np.asarray(self._latencies, np.float64)
+        return {
+            "frames": self.frames,
+            "tracks": len(self._streams),
+            "latency_ms_p50": float(np.percentile(lat, 50)) if lat.size else float("nan"),
+            "latency_ms_p99": float(np.percentile(lat, 99)) if lat.size else float("nan"),
+            "audio_overruns": int(self._pcm_ring.overruns),
+            "audio_gaps_filled": self._audio_gaps,
+            "audio_seconds": self._audio_samples_consumed / self.sample_rate,
+            "backend": self.backend_name,
+        }
+
+    def reset(self) -> None:
+        """Forget all tracks, states and audio (a new, unrelated stream follows)."""
+        from affedge.features.audio import IncrementalAudioFeatures
+
+        with self._producer_lock:
+            self._pcm_ring.clear()
+            for r in self._feat_rings.values():
+                r.clear()
+            self._vad_ring.clear()
+            self._features = IncrementalAudioFeatures(self.feature_cfg)
+            self._vad = self._make_vad(self.feature_cfg)
+            self._audio_t0 = None
+            self._audio_pushed = 0
+            self._pcm_rem = np.zeros(0, np.float32)
+            self._resamplers.clear()
+        self.tracker.reset()
+        self._streams.clear()
+        self._background = None
+        self._primary_id = None
+        self._last_t = None
+        self._frame_index = 0
+
+
+def _fixed_batch(shape) -> int | None:
+    """The fixed leading dimension of an artifact input, or None when it is symbolic."""
+    if not shape:
+        return None
+    d = shape[0]
+    return int(d) if isinstance(d, int) or (isinstance(d, str) and d.isdigit()) else None

@@ -1,0 +1,120 @@
+"""The ``--show`` overlay: face boxes, valence/arousal bars and a circumplex dot (OpenCV only).
+
+:func:`draw_overlay` draws on a copy of the frame (pure function, testable headless);
+:func:`display_available` says whether ``cv2.imshow`` can open a window here (a GUI-enabled
+OpenCV build, i.e. not ``opencv-python-headless``, and on Linux a ``DISPLAY``/``WAYLAND_DISPLAY``);
+:class:`OverlayWindow` shows frames and reports a closed window / pressed ``q``.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import cv2
+import numpy as np
+
+_GREEN = (80, 200, 80)
+_GREY = (150, 150, 150)
+_WHITE = (255, 255, 255)
+_BLUE = (220, 140, 40)
+_ORANGE = (40, 140, 230)
+
+
+def display_available() -> tuple[bool, str]:
+    """(True, "") when an OpenCV window can be shown, else (False, the reason)."""
+    info = cv2.getBuildInformation()
+    gui = ""
+    for line in info.splitlines():
+        if line.strip().startswith("GUI:"):
+            gui = line.split(":", 1)[1].strip()
+            break
+    if gui.upper() in ("NONE", ""):
+        return False, ("this OpenCV build has no GUI support (opencv-python-headless); "
+                       "install opencv-python to use --show")
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY")
+                                                 or os.environ.get("WAYLAND_DISPLAY")):
+        return False, "no display ($DISPLAY is not set)"
+    return True, ""
+
+
+def _bar(img, x, y, w, h, value, label, color):
+    cv2.rectangle(img, (x, y), (x + w, y + h), _GREY, 1)
+    mid = x + w // 2
+    cv2.line(img, (mid, y), (mid, y + h), _GREY, 1)
+    if np.isfinite(value):
+        end = int(round(mid + np.clip(value, -1, 1) * (w // 2)))
+        cv2.rectangle(img, (min(mid, end), y + 2), (max(mid, end), y + h - 2), color, -1)
+    cv2.putText(img, f"{label} {value:+.2f}" if np.isfinite(value) else f"{label}  n/a",
+                (x, y - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.45, _WHITE, 1, cv2.LINE_AA)
+
+
+def _circumplex(img, cx, cy, r, v, a, conf):
+    cv2.circle(img, (cx, cy), r, _GREY, 1, cv2.LINE_AA)
+    cv2.line(img, (cx - r, cy), (cx + r, cy), _GREY, 1)
+    cv2.line(img, (cx, cy - r), (cx, cy + r), _GREY, 1)
+    cv2.putText(img, "V", (cx + r - 10, cy - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, _GREY, 1)
+    cv2.putText(img, "A", (cx + 4, cy - r + 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4, _GREY, 1)
+    if np.isfinite(v) and np.isfinite(a):
+        px = int(round(cx + np.clip(v, -1, 1) * r))
+        py = int(round(cy - np.clip(a, -1, 1) * r))  # arousal up
+        rad = 3 + int(round(5 * np.clip(conf, 0, 1)))
+        cv2.circle(img, (px, py), rad, _ORANGE, -1, cv2.LINE_AA)
+
+
+def draw_overlay(frame_bgr: np.ndarray, prediction, fps: float | None = None) -> np.ndarray:
+    """A copy of ``frame_bgr`` with every tracked face box (primary thick, with its track id),
+    the primary face's smoothed valence/arousal bars, a circumplex dot (x = valence,
+    y = arousal, size = confidence) and status text."""
+    if not isinstance(frame_bgr, np.ndarray) or frame_bgr.dtype != np.uint8 or frame_bgr.ndim != 3:
+        raise ValueError(f"draw_overlay: frame must be BGR uint8 [H,W,3], got "
+                         f"{getattr(frame_bgr, 'dtype', type(frame_bgr))}")
+    img = frame_bgr.copy()
+    h, w = img.shape[:2]
+    p = prediction
+    for i, f in enumerate(p.faces):
+        x, y, bw, bh = (int(round(v)) for v in f.box)
+        color = _GREEN if f.detected else _GREY
+        cv2.rectangle(img, (x, y), (x + bw, y + bh), color, 3 if i == 0 else 1)
+        cv2.putText(img, f"#{f.track_id} V{f.valence_smoothed:+.2f} A{f.arousal_smoothed:+.2f}",
+                    (x, max(12, y - 6)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, color, 1, cv2.LINE_AA)
+    # panel: bars + circumplex in the top-left corner
+    pw, ph = 230, 120
+    panel = img[0:min(ph, h), 0:min(pw, w)]
+    panel[:] = (panel * 0.4).astype(np.uint8)
+    _bar(img, 10, 26, 120, 14, p.valence_smoothed, "valence", _BLUE)
+    _bar(img, 10, 66, 120, 14, p.arousal_smoothed, "arousal", _ORANGE)
+    _circumplex(img, 180, 55, 40, p.valence_smoothed, p.arousal_smoothed, p.confidence)
+    status = f"conf {p.confidence:.2f}  face {'Y' if p.face_present else 'N'}  " \
+             f"speech {'Y' if p.speech_present else 'N'}"
+    if fps is not None:
+        status += f"  {fps:.1f} fps"
+    cv2.putText(img, status, (10, 108), cv2.FONT_HERSHEY_SIMPLEX, 0.4, _WHITE, 1, cv2.LINE_AA)
+    return img
+
+
+class OverlayWindow:
+    """An OpenCV window for the overlay; ``show()`` returns False once the user closed it or
+    pressed ``q``/Esc."""
+
+    def __init__(self, title: str = "affedge"):
+        ok, why = display_available()
+        if not ok:
+            raise RuntimeError(why)
+        self.title = title
+        cv2.namedWindow(title, cv2.WINDOW_NORMAL)
+
+    def show(self, image: np.ndarray) -> bool:
+        cv2.imshow(self.title, image)
+        key = cv2.waitKey(1) & 0xFF
+        if key in (ord("q"), 27):
+            return False
+        try:
+            return cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) >= 1
+        except cv2.error:
+            return False
+
+    def close(self) -> None:
+        try:
+            cv2.destroyWindow(self.title)
+        except cv2.error:
+            pass

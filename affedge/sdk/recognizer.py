@@ -1,0 +1,405 @@
+"""``Recognizer``: the public runtime API (``from affedge import Recognizer``).
+
+Two ways to use it:
+
+1. Let affedge own the capture loop::
+
+       with Recognizer("bundle_dir") as rec:
+           for p in rec.run(video=0, audio="mic"):      # camera 0 + default microphone
+               print(p.frame, p.valence_smoothed, p.arousal_smoothed, p.confidence)
+
+   ``video``: a file path, camera index, ``/dev/videoN``, stream URL or GStreamer pipeline.
+   ``audio``: ``"mic"`` (default microphone), ``"mic:<index>"``, a WAV path, ``"video"`` (the
+   video file's own audio track) or None (no audio: the model gets the training mean).
+
+2. Own the capture loop and push data (thread-safe: e.g. one audio thread, one video thread)::
+
+       rec = Recognizer.demo()
+       rec.push_audio(pcm_int16_or_float, t=t_first_sample, sample_rate=48000)   # any thread
+       p = rec.push_frame(frame_bgr, t=t_frame)   # runs the inference tick, returns Prediction
+       rec.latest(); for p in rec.predictions(): ...
+
+   Timestamps are seconds on one clock shared by audio and video (e.g. ``time.monotonic()``;
+   ``t=None`` uses it).
+
+Every video frame yields exactly one :class:`~affedge.sdk.prediction.Prediction`, passed to the
+``on_prediction`` callbacks, stored as ``latest()`` and delivered to ``predictions()``
+iterators. Files are processed completely (every frame is inferred). With a live camera, frames
+captured while inference was busy are skipped (``stats()["skipped_frames"]``), and each skipped
+frame still gets a Prediction with ``stale=True`` carrying the previous values.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from affedge.sdk.prediction import Prediction
+
+#: where ``Recognizer.demo()`` and ``affedge demo`` look for the built-in demo
+DEMO_DIR = Path(__file__).resolve().parent.parent / "assets" / "demo"
+DEMO_BUNDLE = DEMO_DIR / "demo_bundle"
+DEMO_CLIP = DEMO_DIR / "demo_clip.mp4"
+DEMO_LABELS = DEMO_DIR / "demo_clip_labels.csv"
+DEMO_BUILD_HINT = (
+    "build them with `python scripts/build_demo.py` from an affedge source checkout "
+    "(it generates the synthetic data set with `affedge synth`, trains the demo model with "
+    "`affedge train`, exports it with `affedge export` into affedge/assets/demo/demo_bundle "
+    "and renders demo_clip.mp4 + demo_clip_labels.csv), or pass your own bundle with --bundle"
+)
+
+_END = object()
+
+
+def demo_assets_missing() -> list[Path]:
+    """The demo files that are not present (empty when the demo can run)."""
+    need = [DEMO_BUNDLE / "manifest.json", DEMO_CLIP, DEMO_LABELS]
+    return [p for p in need if not p.exists()]
+
+
+class Recognizer:
+    """Streaming valence/arousal recognition from face video and speech.
+
+    Parameters
+    ----------
+    bundle_path: a model bundle directory or .zip (or an already loaded ``Bundle``).
+    backend: "auto" (best available: TensorRT engine > ONNX Runtime GPU > ONNX Runtime CPU >
+        TorchScript > torch) or a backend name understood by ``affedge.sdk.backends``.
+    smoothing: causal exponential smoothing knob in [0, 1); 0 = raw. Mean lag
+        ``smoothing / (1 - smoothing)`` frames (0.8 -> 4 frames); see ``affedge.sdk.smoothing``.
+    detector: "haar" (OpenCV's bundled cascade), "yunet" (needs ``yunet_model``), or any object
+        with ``detect(frame_bgr) -> list[FaceBox]``.
+    max_faces: faces tracked at once (each keeps its own temporal state).
+    min_hits, max_age, iou_threshold: tracker settings (see ``affedge.sdk.tracking``).
+    audio_capacity_s: audio ring buffer capacity in seconds.
+    on_prediction: a callback (or list of callbacks) called with every Prediction.
+    """
+
+    def __init__(self, bundle_path=None, backend: str = "auto", smoothing: float = 0.0,
+                 detector="haar", yunet_model: str | os.PathLike | None = None,
+                 max_faces: int = 4, *, min_hits: int = 1, max_age: int = 15,
+                 iou_threshold: float = 0.3, audio_capacity_s: float = 30.0,
+                 on_prediction: Callable[[Prediction], None] | list | None = None):
+        from affedge.bundle import Bundle, load_bundle
+        from affedge.sdk.backends import select_backend
+        from affedge.sdk.engine import StreamingEngine
+        from affedge.sdk.tracking import IouTracker
+
+        if bundle_path is None:
+            raise ValueError("Recognizer needs a bundle path (or use Recognizer.demo())")
+        bundle = bundle_path if isinstance(bundle_path, Bundle) else load_bundle(bundle_path)
+        self.bundle = bundle
+        self.backend = select_backend(bundle, backend)
+        if isinstance(detector, str):
+            from affedge.features.faces import FaceDetector
+
+            if detector not in ("haar", "yunet"):
+                raise ValueError(f"detector must be 'haar', 'yunet' or an object with "
+                                 f"detect(); got {detector!r}")
+            detector = FaceDetector(detector, model_path=yunet_model)
+        elif not hasattr(detector, "detect"):
+            raise TypeError(f"detector must be 'haar', 'yunet' or have a detect(frame) method; "
+                            f"got {type(detector).__name__}")
+        tracker = IouTracker(iou_threshold=iou_threshold, max_age=max_age, min_hits=min_hits,
+                             max_tracks=max_faces)
+        self.engine = StreamingEngine(bundle, self.backend, detector, smoothing=smoothing,
+                                      max_faces=max_faces, tracker=tracker,
+                                      audio_capacity_s=audio_capacity_s)
+        self._callbacks: list[Callable[[Prediction], None]] = []
+        if on_prediction is not None:
+            for cb in (on_prediction if isinstance(on_prediction, (list, tuple))
+                       else [on_prediction]):
+                self.on_prediction(cb)
+        self._tick_lock = threading.Lock()
+        self._sub_lock = threading.Lock()
+        self._subscribers: list[queue.Queue] = []
+        self._latest: Prediction | None = None
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._sources: list = []
+        self._closed = False
+        self.skipped_frames = 0
+        self.emitted = 0
+        self._thread_error: BaseException | None = None
+
+    # ------------------------------------------------------------------ construction helpers
+    @classmethod
+    def demo(cls, **kwargs) -> Recognizer:
+        """The Recognizer for the bundled demo model (``affedge/assets/demo/demo_bundle``)."""
+        if not (DEMO_BUNDLE / "manifest.json").exists():
+            raise FileNotFoundError(f"the demo bundle is missing ({DEMO_BUNDLE}); "
+                                    + DEMO_BUILD_HINT)
+        return cls(DEMO_BUNDLE, **kwargs)
+
+    @property
+    def backend_name(self) -> str:
+        return self.engine.backend_name
+
+    def on_prediction(self, callback: Callable[[Prediction], None]):
+        """Register ``callback(prediction)`` for every Prediction (usable as a decorator)."""
+        if not callable(callback):
+            raise TypeError(f"on_prediction needs a callable, got {type(callback).__name__}")
+        self._callbacks.append(callback)
+        return callback
+
+    # ------------------------------------------------------------------ push API
+    def push_frame(self, frame_bgr: np.ndarray, t: float | None = None) -> Prediction:
+        """Run the inference tick for one BGR uint8 frame at time ``t`` (seconds; default
+        ``time.monotonic()``); returns its Prediction (also delivered to callbacks etc.).
+        Thread-safe; frames must arrive with increasing ``t``."""
+        self._check_open()
+        with self._tick_lock:
+            if t is None:
+                t = time.monotonic()
+            p = self.engine.process_frame(frame_bgr, float(t))
+            self._emit(p)
+        return p
+
+    def push_audio(self, pcm, t: float | None = None, sample_rate: int = 16000) -> None:
+        """Add mono PCM (float in [-1, 1] or integer samples) whose first sample was captured at
+        time ``t`` (default: ``time.monotonic()`` minus the chunk duration). Thread-safe (one
+        producer at a time); cheap: features are computed by the next inference tick."""
+        self._check_open()
+        if t is None:
+            t = time.monotonic() - len(pcm) / float(sample_rate)
+        self.engine.push_audio(pcm, float(t), int(sample_rate))
+
+    def latest(self) -> Prediction | None:
+        """The most recent Prediction (None before the first frame)."""
+        return self._latest
+
+    def predictions(self, timeout: float | None = None) -> Iterator[Prediction]:
+        """Iterate over Predictions as they are produced (from ``push_frame`` or ``run`` on any
+        thread), starting now, until ``close()``; with ``timeout`` it also stops after that
+        many seconds without a new Prediction. Nothing is dropped (unbounded queue)."""
+        q: queue.Queue = queue.Queue()
+        with self._sub_lock:
+            self._subscribers.append(q)
+        try:
+            while True:
+                try:
+                    item = q.get(timeout=timeout)
+                except queue.Empty:
+                    return
+                if item is _END:
+                    return
+                yield item
+        finally:
+            with self._sub_lock:
+                if q in self._subscribers:
+                    self._subscribers.remove(q)
+
+    def _emit(self, p: Prediction) -> None:
+        self._latest = p
+        self.emitted += 1
+        with self._sub_lock:
+            subs = list(self._subscribers)
+        for q in subs:
+            q.put(p)
+        for cb in self._callbacks:
+            cb(p)
+
+    # ------------------------------------------------------------------ capture loop
+    def run(self, video=0, audio=None, *, realtime: bool = False,
+            max_frames: int | None = None, with_frames: bool = False) -> Iterator[Prediction]:
+        """Capture and infer; yields one Prediction per video frame (``with_frames=True``:
+        ``(image_bgr, prediction)`` pairs, image None for stale predictions of skipped frames).
+
+        ``realtime=True`` paces a *file* to its media clock (like a camera, but no frame is
+        skipped). Live sources are always real time. Stops at the end of a file, after
+        ``max_frames`` frames, or on ``close()``.
+        """
+        from affedge.sdk.sources import open_video
+
+        self._check_open()
+        self._stop.clear()
+        src = open_video(video)
+        self._sources.append(src)
+        audio_src = None
+        feed = None
+        try:
+            if audio is not None:
+                audio_src = self._open_audio(audio, video)
+            if audio_src is not None:
+                self._sources.append(audio_src)
+                if getattr(audio_src, "is_live", False):
+                    if not getattr(src, "is_live", False):
+                        raise ValueError(
+                            f"a live audio source ({audio_src.name}) needs a live video source "
+                            f"(camera, URL, pipeline); {src.name} is a file: use "
+                            f"audio='video' or a WAV file")
+                    self._start_audio_thread(audio_src)
+                else:
+                    feed = _FileAudioFeeder(self.engine, audio_src)
+            yield from self._loop(src, feed, realtime, max_frames, with_frames)
+        finally:
+            self._stop.set()
+            for s in (audio_src, src):  # closing unblocks the capture threads
+                if s is not None:
+                    _close_quietly(s)
+                    if s in self._sources:
+                        self._sources.remove(s)
+            for th in self._threads:
+                th.join(timeout=5.0)
+            self._threads = []
+
+    def _open_audio(self, audio, video):
+        from affedge.sdk.sources import open_audio
+
+        if audio == "video" and not isinstance(video, (str, os.PathLike)):
+            raise ValueError("audio='video' needs a video file path (a camera has no audio "
+                             "track); use audio='mic'")
+        return open_audio(audio, video)
+
+    def _start_audio_thread(self, audio_src) -> None:
+        def pump():
+            try:
+                audio_src.start()
+                while not self._stop.is_set():
+                    chunk = audio_src.read(timeout=0.25)
+                    if chunk is None:
+                        break
+                    if chunk.pcm.size:
+                        self.engine.push_audio(chunk.pcm, chunk.t, audio_src.sample_rate)
+            except BaseException as exc:  # surfaced by the video loop
+                if not self._stop.is_set():
+                    self._thread_error = exc
+
+        th = threading.Thread(target=pump, name="affedge-audio", daemon=True)
+        th.start()
+        self._threads.append(th)
+
+    def _loop(self, src, feed, realtime: bool, max_frames: int | None, with_frames: bool):
+        live = bool(getattr(src, "is_live", False))
+        wall0 = t0 = None
+        prev_index: int | None = None
+        prev_t: float | None = None
+        n = 0
+        audio_offset = None
+        while not self._stop.is_set():
+            if self._thread_error is not None:
+                err, self._thread_error = self._thread_error, None
+                raise RuntimeError(f"audio capture failed: {err}") from err
+            frame = src.read()
+            if frame is None:
+                break
+            if realtime and not live:  # pace a file to its media clock
+                if wall0 is None:
+                    wall0, t0 = time.monotonic(), frame.t
+                delay = (frame.t - t0) - (time.monotonic() - wall0)
+                if delay > 0:
+                    time.sleep(delay)
+            out: list[Prediction] = []
+            with self._tick_lock:
+                # live: frames the camera captured while we were busy get stale Predictions
+                if prev_index is not None and frame.index > prev_index + 1:
+                    gap = frame.index - prev_index
+                    for k in range(1, gap):
+                        tk = prev_t + (frame.t - prev_t) * k / gap
+                        sp = self.engine.stale_prediction(prev_index + k, tk, self._latest)
+                        self.skipped_frames += 1
+                        self._emit(sp)
+                        out.append((None, sp) if with_frames else sp)
+                if feed is not None:
+                    if audio_offset is None:  # file audio on a live clock starts with video
+                        audio_offset = frame.t if live else 0.0
+                    feed.feed_until(frame.t, audio_offset)
+                p = self.engine.process_frame(frame.image, frame.t, index=frame.index)
+                self._emit(p)
+                out.append((frame.image, p) if with_frames else p)
+            yield from out
+            prev_index, prev_t = frame.index, frame.t
+            n += 1
+            if max_frames is not None and n >= max_frames:
+                break
+
+    # ------------------------------------------------------------------ lifecycle
+    def stats(self) -> dict:
+        """Counters and latency percentiles (ms) of the inference tick."""
+        s = self.engine.stats()
+        s["skipped_frames"] = self.skipped_frames
+        s["predictions"] = self.emitted
+        return s
+
+    def reset(self) -> None:
+        """Forget tracks, temporal states and buffered audio (a new, unrelated stream)."""
+        with self._tick_lock:
+            self.engine.reset()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this Recognizer is closed")
+
+    def close(self) -> None:
+        """Stop capture threads, release cameras/microphones/files and end ``predictions()``
+        iterators. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        for s in list(self._sources):
+            _close_quietly(s)
+        for th in self._threads:
+            th.join(timeout=5.0)
+        self._sources.clear()
+        with self._sub_lock:
+            for q in self._subscribers:
+                q.put(_END)
+        close = getattr(self.backend, "close", None)
+        if callable(close):
+            close()
+
+    def __enter__(self) -> Recognizer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            if not self._closed:
+                self._stop.set()
+                for s in list(self._sources):
+                    _close_quietly(s)
+        except Exception:
+            pass
+
+
+class _FileAudioFeeder:
+    """Feeds a finite audio source (WAV, a video's audio track) synchronously, reading ahead of
+    the video so that the features at each frame time exist before the frame is inferred."""
+
+    LOOKAHEAD_S = 0.1
+
+    def __init__(self, engine, source):
+        self.engine = engine
+        self.source = source
+        self.it = iter(source)
+        self.done = False
+
+    def feed_until(self, t: float, offset: float = 0.0) -> None:
+        while not self.done:
+            at = self.engine.audio_time
+            if at is not None and at >= t + self.LOOKAHEAD_S:
+                return
+            try:
+                chunk = next(self.it)
+            except StopIteration:
+                self.done = True
+                self.engine.flush_audio()
+                return
+            if chunk.pcm.size:
+                self.engine.push_audio(chunk.pcm, chunk.t + offset,
+                                       getattr(self.source, "sample_rate", None))
+
+
+def _close_quietly(src) -> None:
+    try:
+        src.close()
+    except Exception:
+        pass

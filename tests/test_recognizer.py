@@ -1,0 +1,161 @@
+"""Recognizer API: smoothing, callbacks, iterators, lifecycle, Prediction records, errors."""
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+import numpy as np
+import pytest
+from media import face_frames
+from test_engine import FPS, bundle_dir  # noqa: F401  (shared session fixture)
+
+
+def test_smoothing_is_the_documented_causal_ema(bundle_dir):  # noqa: F811
+    from affedge.sdk.recognizer import Recognizer
+    from affedge.sdk.smoothing import lag_frames, time_constant_frames
+
+    alpha = 0.8
+    frames, _ = face_frames(20, FPS)
+    with Recognizer(bundle_dir, backend="onnxruntime", smoothing=alpha) as rec:
+        preds = [rec.push_frame(f, t=i / FPS) for i, f in enumerate(frames)]
+    raw = np.array([(p.valence, p.arousal) for p in preds])
+    sm = np.array([(p.valence_smoothed, p.arousal_smoothed) for p in preds])
+    ema = np.empty_like(raw)
+    ema[0] = raw[0]
+    for i in range(1, len(raw)):
+        ema[i] = alpha * ema[i - 1] + (1 - alpha) * raw[i]
+    np.testing.assert_allclose(sm, ema, atol=1e-6)
+    assert np.abs(np.diff(sm, axis=0)).sum() < np.abs(np.diff(raw, axis=0)).sum()
+    assert lag_frames(alpha) == pytest.approx(4.0)
+    assert time_constant_frames(0.9) == pytest.approx(-1 / np.log(0.9))
+    with pytest.raises(ValueError, match="smoothing"):
+        Recognizer(bundle_dir, smoothing=1.0)
+
+
+def test_callbacks_iterator_latest_and_close(bundle_dir):  # noqa: F811
+    from affedge.sdk.recognizer import Recognizer
+
+    frames, _ = face_frames(6, FPS)
+    seen = []
+    rec = Recognizer(bundle_dir, backend="onnxruntime", on_prediction=seen.append)
+    extra = []
+    rec.on_prediction(extra.append)
+    got = []
+    ready = threading.Event()
+
+    def consume():
+        it = rec.predictions()
+        ready.set()
+        for p in it:  # ends when the recognizer is closed
+            got.append(p)
+
+    th = threading.Thread(target=consume)
+    th.start()
+    ready.wait(10)
+    assert rec.latest() is None
+    for i, f in enumerate(frames):
+        p = rec.push_frame(f, t=10.0 + i / FPS)
+        assert rec.latest() is p
+    with rec:
+        pass  # __exit__ closes
+    th.join(10)
+    assert not th.is_alive()
+    assert [p.frame for p in seen] == [p.frame for p in extra] == [p.frame for p in got] \
+        == list(range(6))
+    rec.close()  # idempotent
+
+
+def test_prediction_record_conventions(bundle_dir):  # noqa: F811
+    from affedge.sdk.prediction import Prediction
+    from affedge.sdk.recognizer import Recognizer
+
+    frames, _ = face_frames(3, FPS)
+    with Recognizer(bundle_dir, backend="onnxruntime") as rec:
+        p = [rec.push_frame(f, t=i / FPS) for i, f in enumerate(frames)][-1]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.valence = 0.0  # type: ignore[misc]
+    d = p.to_dict()
+    for key in ("frame", "timestamp", "confidence", "success", "valence", "arousal",
+                "face_present", "speech_present", "track_id", "latency_ms", "backend", "stale"):
+        assert key in d
+    assert d["success"] == d["face_present"] is True
+    assert d["faces"][0]["track_id"] == p.track_id
+    row = p.to_csv_row()
+    assert len(row) == len(Prediction.CSV_FIELDS)
+    assert row[Prediction.CSV_FIELDS.index("frame")] == "2"
+    assert p.latency_ms > 0 and p.backend.startswith("onnxruntime")
+    assert 0 < p.confidence <= 1
+
+
+def test_stale_prediction_carries_previous_values(bundle_dir):  # noqa: F811
+    from affedge.sdk.recognizer import Recognizer
+
+    frames, _ = face_frames(2, FPS)
+    with Recognizer(bundle_dir, backend="onnxruntime") as rec:
+        first = rec.engine.stale_prediction(0, 0.0, None)
+        assert first.stale and np.isnan(first.valence) and first.confidence == 0.0
+        p = rec.push_frame(frames[0], t=0.0)
+        s = rec.engine.stale_prediction(1, 0.04, p)
+    assert s.stale and s.frame == 1 and s.timestamp == 0.04
+    assert (s.valence, s.arousal, s.face_box) == (p.valence, p.arousal, p.face_box)
+
+
+def test_constructor_errors(bundle_dir, tmp_path):  # noqa: F811
+    from affedge.sdk.recognizer import DEMO_BUNDLE, Recognizer, demo_assets_missing
+
+    with pytest.raises(FileNotFoundError, match="bundle not found"):
+        Recognizer(tmp_path / "nope")
+    with pytest.raises(ValueError, match="detector"):
+        Recognizer(bundle_dir, detector="dlib")
+    with pytest.raises(ValueError, match="yunet"):
+        Recognizer(bundle_dir, detector="yunet")  # needs yunet_model=
+    with pytest.raises(ValueError, match="max_faces"):
+        Recognizer(bundle_dir, max_faces=0)
+    if not (DEMO_BUNDLE / "manifest.json").exists():
+        with pytest.raises(FileNotFoundError, match="demo bundle is missing"):
+            Recognizer.demo()
+        assert demo_assets_missing()
+    else:
+        with Recognizer.demo(backend="onnxruntime") as rec:
+            assert rec.bundle.receptive_field > 0
+
+
+def test_run_with_the_video_files_own_audio_track(bundle_dir, tmp_path):  # noqa: F811
+    from media import make_face_video, make_speech_wav, mux
+
+    from affedge.sdk.recognizer import Recognizer
+
+    make_face_video(tmp_path / "v.mp4", seconds=1.2, fps=FPS)
+    make_speech_wav(tmp_path / "s.wav", total=1.6)
+    mux(tmp_path / "v.mp4", tmp_path / "s.wav", tmp_path / "av.mp4")
+    with Recognizer(bundle_dir, backend="onnxruntime") as rec:
+        preds = list(rec.run(str(tmp_path / "av.mp4"), audio="video", max_frames=20))
+        assert rec.stats()["audio_seconds"] > 0.8
+    assert len(preds) == 20 and all(p.audio_present for p in preds)
+    with Recognizer(bundle_dir, backend="onnxruntime") as rec:
+        silent = list(rec.run(str(tmp_path / "av.mp4"), audio=None, max_frames=5))
+    assert not any(p.audio_present or p.speech_present for p in silent)
+
+
+def test_live_stream_never_drops_predictions(bundle_dir):  # noqa: F811
+    """An MJPEG-over-HTTP 'IP camera' at 60 fps: frames the engine had no time for are skipped
+    and still get a stale Prediction carrying the previous values (how many is timing
+    dependent, so the test checks the bookkeeping, not a count)."""
+    from media import MjpegServer
+
+    from affedge.sdk.recognizer import Recognizer
+
+    frames, _ = face_frames(30, FPS)
+    with MjpegServer(frames, fps=60.0) as server:
+        with Recognizer(bundle_dir, backend="onnxruntime") as rec:
+            preds = list(rec.run(server.url, max_frames=12))
+            stats = rec.stats()
+    idx = [p.frame for p in preds]
+    assert idx == list(range(idx[0], idx[0] + len(idx)))  # contiguous: nothing dropped
+    assert sum(not p.stale for p in preds) == 12
+    assert sum(p.stale for p in preds) == stats["skipped_frames"]
+    ts = [p.timestamp for p in preds]
+    assert all(b > a for a, b in zip(ts, ts[1:]))
+    for prev, p in zip(preds, preds[1:]):
+        if p.stale:
+            assert (p.valence, p.arousal) == (prev.valence, prev.arousal)
