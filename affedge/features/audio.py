@@ -79,6 +79,9 @@ STREAM_NAMES = ("mfcc", "logmel")
 # of ~4e-8 (median) to ~1.3e-6 (99th pct); speech at -60 dBFS gives ~4e-4. 1e-5 sits between.
 _LOG_FLOOR = 1e-5
 
+# Bump when the numbers these functions produce change: caches of features keyed by it rebuild.
+FEATURES_VERSION = 2
+
 
 # --------------------------------------------------------------------------- building blocks
 def hz_to_mel(f):

@@ -1,0 +1,38 @@
+"""``affedge synth OUT --videos N``: write a synthetic data set in the Aff-Wild2 VA layout."""
+from __future__ import annotations
+
+HELP = "write a synthetic audio-visual valence/arousal data set (Aff-Wild2 layout)"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("out", help="output directory (must not hold a data set already)")
+    p.add_argument("--videos", type=int, default=10, help="number of videos (default 10)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seconds", type=float, default=30.0, help="length of each video (default 30)")
+    p.add_argument("--fps", type=float, default=30.0, help="video frame rate (default 30)")
+    p.add_argument("--occlusion", type=float, default=0.0,
+                   help="fraction of frames with the face occluded, in long stretches (default 0)")
+    p.add_argument("--identity-offset", type=int, default=0,
+                   help="first identity index; use a disjoint range for a held-out test set")
+    p.add_argument("--val-fraction", type=float, default=0.2,
+                   help="fraction of videos in Validation_Set (default 0.2)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args) -> int:
+    from affedge.training.data.synthetic import generate
+
+    try:
+        rec = generate(args.out, args.videos, seed=args.seed, seconds=args.seconds,
+                       fps=args.fps, occlusion=args.occlusion,
+                       identity_offset=args.identity_offset, val_fraction=args.val_fraction,
+                       progress=not args.no_progress)
+    except FileExistsError as exc:
+        raise ValueError(str(exc)) from None
+    n_train = sum(v["partition"] == "Train_Set" for v in rec["videos"])
+    rate = rec["visible_detect_rate"]
+    print(f"wrote {rec['n_videos']} videos to {args.out} ({n_train} Train_Set, "
+          f"{rec['n_videos'] - n_train} Validation_Set); face detected in "
+          f"{100 * rate:.1f}% of visible frames; {rec['frames_per_second_generated']:.0f} frames/s"
+          if rate is not None else f"wrote {rec['n_videos']} videos to {args.out}")
+    return 0
