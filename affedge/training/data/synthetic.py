@@ -42,9 +42,10 @@ Video (per frame; the face is a procedurally drawn head, one identity per video)
   H.264 and JPEG compression.
 * occlusion (``occlusion`` = target fraction of frames): long stretches (4-10 s, longer than the
   model's 121-frame receptive field) in which a hand, a board or a cloth covers eyes and mouth.
-  The Haar detector usually fails then; the crop is still written, framed by the last box the
-  detector found before the stretch (a tracker holding its box). So occluded frames have crops
-  with no expression information, just like real occlusions in Aff-Wild2.
+  The Haar detector usually fails then, and such frames get no crop (the reader gives the model
+  the black filler, PAPER.md §1.3), which is exactly what the runtime does when its detector
+  misses; when the detector does find the occluded face, its crop carries no expression
+  information, just like real occlusions in Aff-Wild2.
 * out of view: a few short stretches (about 1-2 s) where the head slides out of the frame;
   frames where the detector finds no face (or only a box far from the real face) have no crop.
 Crops are produced exactly as at run time: ``FaceDetector("haar")`` on the rendered frame
@@ -661,8 +662,7 @@ def render_video(name: str, identity: int, seed: int, seconds: float, fps: float
     expect = 2.0 * ident.face_ay * base_s
     detector.min_size = int(0.8 * expect)
     detector.max_size = int(1.25 * expect)
-    last_box: FaceBox | None = None
-    n_det = n_held = n_vis = n_vis_det = 0
+    n_det = n_vis = n_vis_det = 0
     detected = np.zeros(n, bool)
     crop_written = np.zeros(n, bool)
     spf = SAMPLE_RATE / fps
@@ -709,11 +709,6 @@ def render_video(name: str, identity: int, seed: int, seconds: float, fps: float
             detected[i] = True
             n_det += 1
             n_vis_det += visible
-            if k is None:
-                last_box = box
-        elif k is not None and last_box is not None:
-            box = last_box  # occluded: the tracker holds the last face box
-            n_held += 1
         if box is not None:
             crop_written[i] = True
             crop = align_crop(frame, box, CROP_SIZE)
@@ -748,7 +743,6 @@ def render_video(name: str, identity: int, seed: int, seconds: float, fps: float
         "out_of_view": [list(se) for se in oov],
         "invalid": [list(se) for se in invalid],
         "frames_detected": n_det,
-        "frames_held_box": n_held,
         "frames_visible": n_vis,
         "visible_detect_rate": (n_vis_det / n_vis) if n_vis else None,
     }
@@ -827,7 +821,7 @@ def generate(out_dir: str | os.PathLike, n_videos: int, seed: int = 0, seconds: 
         "sample_rate": SAMPLE_RATE,
         "crops": {"detector": "haar (affedge.features.faces.FaceDetector)",
                   "framing": "affedge.features.faces.align_crop", "size": CROP_SIZE,
-                  "occluded_frames": "last detected box held", "missing": "no detection"},
+                  "occluded_frames": "crop only where the detector finds the face", "missing": "no detection"},
         "visible_detect_rate": (vis_det / vis) if vis else None,
         "frames_per_second_generated": total / elapsed if elapsed > 0 else None,
         "videos": videos,
