@@ -1,0 +1,526 @@
+"""Where every millisecond of a frame goes: per-stage timings of the runtime on a bundle.
+
+Stages (each timed on its own, on the same clip, with the same backend and thread count):
+
+``face_detect``       ``FaceDetector.detect`` on a clip frame (OpenCV Haar cascade);
+``align_preprocess``  ``align_crop`` + ``to_model_input`` of the detected face;
+``encoder``           ``backend.run("encoder")`` on one crop (N=1);
+``audio_features``    ``IncrementalAudioFeatures.push`` + ``VoiceActivity.push`` of one video
+                      frame's worth of PCM (1/fps s; the 10 ms-hop figure is in
+                      benchmarks/bench_features.py);
+``step``              ``backend.run("step")`` with the state carried from call to call;
+``whole_frame``       the Recognizer push API: ``push_audio`` of the frame's PCM +
+                      ``push_frame`` (the inference tick: all of the above plus tracking,
+                      ring buffers, smoothing and the Prediction);
+``end_to_end``        ``Recognizer.run(video=clip, audio="video")``: the interval between
+                      Predictions, including video decoding and audio demuxing.
+
+Plus the encoder per format/precision (the Ultralytics-style table), and the reference
+comparison: affedge's streaming frame (encoder on the new crop + one step) vs the reference
+approach (re-encode all W crops and re-run the window form over them every frame), both through
+ONNX Runtime.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import itertools
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from affedge.benchmarking.harness import LatencyStats, StageTimes, measure
+
+STAGES = ("face_detect", "align_preprocess", "encoder", "audio_features", "step",
+          "whole_frame", "end_to_end")
+
+
+# ------------------------------------------------------------------------------ inputs
+@dataclasses.dataclass
+class Clip:
+    """A decoded clip: BGR frames, their times (s), 16 kHz mono PCM and where it came from."""
+
+    path: Path
+    frames: list[np.ndarray]
+    times: np.ndarray
+    pcm: np.ndarray
+    sample_rate: int
+    source: str
+
+    @property
+    def fps(self) -> float:
+        if len(self.times) < 2:
+            return 30.0
+        return float((len(self.times) - 1) / (self.times[-1] - self.times[0]))
+
+
+def load_clip(path: str | Path | None = None, workdir: str | Path | None = None,
+              seconds: float = 4.0, say: Callable[[str], None] = print) -> Clip:
+    """Decode ``path`` (video with an audio track); default: the demo clip, else a short
+    synthetic clip rendered by ``affedge.training.data.synthetic`` into ``workdir``."""
+    from affedge.sdk.sources import open_audio, open_video
+
+    if path is None:
+        from affedge.sdk.recognizer import DEMO_CLIP
+
+        if DEMO_CLIP.exists():
+            path, source = DEMO_CLIP, f"demo clip {DEMO_CLIP.name}"
+        else:
+            from affedge.training.data.synthetic import generate
+
+            if workdir is None:
+                raise ValueError("load_clip: no clip given, no demo clip, and no workdir to "
+                                 "render a synthetic one into")
+            out = Path(workdir) / "synth"
+            generate(out, 1, seed=0, seconds=seconds, progress=False)
+            path = next((out / "raw_videos").glob("*.mp4"))
+            source = f"synthetic clip ({seconds:g} s, affedge synth seed 0)"
+            say(f"clip: no demo clip; rendered a {seconds:g} s synthetic clip")
+    else:
+        source = str(path)
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"clip {path} does not exist")
+    frames, times = [], []
+    with contextlib.closing(open_video(str(path))) as src:
+        for f in src:
+            frames.append(f.image)
+            times.append(f.t)
+    if not frames:
+        raise ValueError(f"clip {path}: no video frames decoded")
+    try:
+        asrc = open_audio("video", str(path))
+        chunks = [c.pcm for c in asrc]
+        asrc.close()
+        pcm = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+        sr = int(asrc.sample_rate)
+    except Exception as exc:  # noqa: BLE001 - any demux failure: benchmark with silence
+        say(f"clip {path.name}: no audio track ({exc}); using silence")
+        pcm, sr = np.zeros(0, np.float32), 16000
+    if pcm.size < sr:  # at least one second so the audio stages have data
+        pcm = np.concatenate([pcm, np.zeros(sr - pcm.size, np.float32)])
+    return Clip(path, frames, np.asarray(times, np.float64), pcm, sr, source)
+
+
+def fresh_bundle(out: str | Path, encoder: str = "mobile", int8: bool = True, seed: int = 0,
+                 say: Callable[[str], None] = print) -> Path:
+    """Export a random-weights model of ``encoder`` into the bundle directory ``out`` (ONNX
+    fp32 + int8 encoder); needs torch. Timings do not depend on the weights' values."""
+    try:
+        import torch
+    except ImportError as exc:
+        raise ImportError("no bundle given and no demo bundle: exporting a fresh one needs "
+                          "torch (pip install affedge[train]); or pass a BUNDLE") from exc
+    import logging
+
+    from affedge.config import FeatureConfig, ModelConfig
+    from affedge.export.api import export_bundle
+    from affedge.training.model import AffectModel, save_checkpoint
+
+    logging.getLogger("torch").setLevel(logging.ERROR)
+    out = Path(out)
+    torch.manual_seed(seed)
+    cfg = ModelConfig(encoder=encoder)
+    model = AffectModel(cfg).eval()
+    ck = save_checkpoint(out.parent / f"checkpoint_{encoder}", model, cfg, FeatureConfig(), {},
+                         {"seed": seed, "data": "random weights (affedge bench)"})
+    t0 = time.perf_counter()
+    res = export_bundle(ck, out, formats=("onnx",), int8=int8, parity_frames=130,
+                        progress=lambda m: None)
+    say(f"bundle: exported a fresh random-weights {encoder} bundle to {out} "
+        f"({time.perf_counter() - t0:.0f} s)")
+    return res.bundle
+
+
+def resolve_bundle(path: str | Path | None, workdir: str | Path, encoder: str = "mobile",
+                   say: Callable[[str], None] = print):
+    """``(Bundle, description)``: ``path``, else the demo bundle, else a fresh export."""
+    from affedge.bundle import load_bundle
+
+    if path is not None:
+        return load_bundle(path), str(path)
+    from affedge.sdk.recognizer import DEMO_BUNDLE
+
+    if (DEMO_BUNDLE / "manifest.json").exists():
+        say(f"bundle: the demo bundle ({DEMO_BUNDLE})")
+        return load_bundle(DEMO_BUNDLE), f"demo bundle {DEMO_BUNDLE}"
+    say("bundle: no BUNDLE given and no demo bundle; exporting random weights "
+        f"({encoder} encoder) into a temporary directory")
+    p = fresh_bundle(Path(workdir) / f"bundle_{encoder}", encoder, say=say)
+    return load_bundle(p), f"fresh random-weights {encoder} bundle (temporary)"
+
+
+# ------------------------------------------------------------------------------ backends
+def make_backend(bundle, backend: str = "auto", precision: str = "fp32", threads: int = 1):
+    """A runtime backend with ``threads`` intra-op threads (ONNX Runtime) / torch threads."""
+    from affedge.sdk.backends import select_backend
+
+    opts: dict[str, Any] = {"intra_op_threads": int(threads)}
+    if precision != "fp32":
+        opts["precision"] = precision
+    be = select_backend(bundle, backend, **opts)
+    if hasattr(be, "torch"):  # torch backends import torch late: apply the thread count now
+        be.torch.set_num_threads(int(threads))
+    return be
+
+
+def make_recognizer(bundle, backend_obj, detector=None):
+    """A :class:`Recognizer` running on ``backend_obj`` (so the thread count and precision we
+    chose apply). The Recognizer builds its backend from a name; we hand it ours by rebuilding
+    its engine around it (same detector and tracker)."""
+    from affedge.sdk.engine import StreamingEngine
+    from affedge.sdk.recognizer import Recognizer
+
+    det = detector if detector is not None else "haar"
+    try:
+        rec = Recognizer(bundle, backend="cpu", detector=det)  # cheapest to build
+    except RuntimeError:  # a bundle without ONNX artifacts
+        rec = Recognizer(bundle, backend="auto", detector=det)
+    old = rec.engine
+    if rec.backend is not backend_obj:
+        with contextlib.suppress(Exception):
+            rec.backend.close()
+        rec.backend = backend_obj
+        rec.engine = StreamingEngine(bundle, backend_obj, old.detector, smoothing=old.smoothing,
+                                     max_faces=old.max_faces, tracker=old.tracker)
+    return rec
+
+
+def _enc_io(backend) -> tuple[str, str]:
+    return backend.input_names("encoder")[0], backend.output_names("encoder")[0]
+
+
+# ------------------------------------------------------------------------------ stages
+class _Cycle:
+    """Endless index over ``n`` items."""
+
+    def __init__(self, n: int) -> None:
+        self.it = itertools.cycle(range(n))
+
+    def __call__(self) -> int:
+        return next(self.it)
+
+
+class StridedDetector:
+    """Runs ``detector`` on every ``every``-th frame and repeats its last boxes in between (the
+    tracker then carries the track). A what-if for the face-detection cost, not a runtime
+    feature: ``affedge bench --detect-every K`` measures what detecting less often would save."""
+
+    def __init__(self, detector, every: int) -> None:
+        if int(every) < 1:
+            raise ValueError(f"detect-every must be >= 1, got {every}")
+        self.detector, self.every, self._n, self._last = detector, int(every), 0, []
+
+    def detect(self, frame: np.ndarray) -> list:
+        if self._n % self.every == 0:
+            self._last = self.detector.detect(frame)
+        self._n += 1
+        return list(self._last)
+
+
+def _detections(clip: Clip, detector) -> list:
+    """The best face box per frame (None where the detector finds none)."""
+    out = []
+    for f in clip.frames:
+        d = detector.detect(f)
+        out.append(d[0] if d else None)
+    return out
+
+
+def stage_benchmarks(bundle, backend, clip: Clip, frames: int = 100, warmup: int = 10,
+                     max_seconds: float = 60.0, end_to_end: bool = True,
+                     min_face: int | None = None, detect_every: int = 1) -> dict[str, Any]:
+    """Time every stage (see the module docstring); returns ``{stage: LatencyStats}`` plus
+    ``"faces_detected"``, the fraction of clip frames with a face. ``min_face``: the Haar
+    detector's smallest face side in pixels (None: FaceDetector's default); ``detect_every``:
+    run the detector on every k-th frame only (:class:`StridedDetector`)."""
+    from affedge.features.audio import IncrementalAudioFeatures
+    from affedge.features.faces import FaceBox, FaceDetector, align_crop, to_model_input
+    from affedge.features.vad import VoiceActivity
+
+    fcfg = bundle.feature_config()
+    det = FaceDetector("haar") if min_face is None else FaceDetector("haar", min_size=min_face)
+    boxes = _detections(clip, det)
+    n_faces = sum(b is not None for b in boxes)
+    h, w = clip.frames[0].shape[:2]
+    side = 0.5 * min(h, w)
+    fallback = FaceBox((w - side) / 2, (h - side) / 2, side, side, 1.0)
+    kw = {"iters": frames, "warmup": warmup, "max_seconds": max_seconds}
+    res: dict[str, Any] = {}
+
+    nxt = _Cycle(len(clip.frames))
+    if detect_every > 1:
+        det = StridedDetector(det, detect_every)
+    res["face_detect"] = measure(lambda: det.detect(clip.frames[nxt()]), **kw)
+
+    def align():
+        i = nxt()
+        crop = align_crop(clip.frames[i], boxes[i] or fallback, fcfg.aligned_size)
+        return to_model_input(crop[None], fcfg)
+    res["align_preprocess"] = measure(align, **kw)
+
+    i0 = next((i for i, b in enumerate(boxes) if b is not None), 0)
+    x = to_model_input(align_crop(clip.frames[i0], boxes[i0] or fallback,
+                                  fcfg.aligned_size)[None], fcfg)
+    e_in, _ = _enc_io(backend)
+    res["encoder"] = measure(lambda: backend.run("encoder", {e_in: x}), **kw)
+
+    per_frame = round(fcfg.sample_rate / clip.fps)
+    feats, vad = IncrementalAudioFeatures(fcfg), VoiceActivity(fcfg)
+    starts = _Cycle(max(1, (clip.pcm.size - per_frame) // per_frame))
+
+    def audio():
+        k = starts() * per_frame
+        chunk = clip.pcm[k:k + per_frame]
+        feats.push(chunk)
+        vad.push(chunk)
+    res["audio_features"] = measure(audio, **kw)
+
+    step_feed = initial_step_inputs(backend, np.random.default_rng(0))
+    state_map = {n: "state_out_" + n[len("state_"):] for n in step_feed if n.startswith("state_")}
+
+    def step():
+        out = backend.run("step", step_feed)
+        for i_name, o_name in state_map.items():
+            step_feed[i_name] = out[o_name]
+    res["step"] = measure(step, **kw)
+
+    inside = StageTimes()
+    rec = make_recognizer(bundle, _Instrumented(backend, inside), _Instrumented(det, inside))
+    try:
+        res["whole_frame"] = _whole_frame(rec, clip, frames, warmup, max_seconds, inside)
+        res["whole_frame_breakdown"] = _breakdown(res["whole_frame"], inside)
+        if end_to_end:
+            rec.reset()
+            res["end_to_end"] = _end_to_end(rec, clip, frames, warmup, max_seconds)
+    finally:
+        rec.engine = None  # the backend belongs to the caller; don't let close() release it
+        rec.backend = None
+        rec.close()
+    res["faces_detected"] = n_faces / len(clip.frames)
+    return res
+
+
+def initial_step_inputs(backend, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Inputs for one N=1 step: a unit-norm embedding, normalised-scale audio, zero states."""
+    feed = {}
+    for s in backend.input_specs("step"):
+        shape = [1 if isinstance(d, str) else int(d) for d in s["shape"]]
+        if s["name"].startswith("state_"):
+            feed[s["name"]] = np.zeros(shape, np.float32)
+        else:
+            v = rng.standard_normal(shape).astype(np.float32)
+            if s["name"] == "embedding":
+                v /= np.linalg.norm(v, axis=-1, keepdims=True)
+            feed[s["name"]] = v
+    return feed
+
+
+class _Instrumented:
+    """Times every ``run(model, ...)`` / ``detect(frame)`` of the wrapped backend or detector
+    inside the whole-frame tick (into ``times`` as "encoder", "step", "detect"); everything
+    else is passed through."""
+
+    def __init__(self, inner, times: StageTimes) -> None:
+        self._inner, self._times = inner, times
+
+    def run(self, model_name, inputs):
+        with self._times.time(model_name):
+            return self._inner.run(model_name, inputs)
+
+    def detect(self, frame):
+        with self._times.time("detect"):
+            return self._inner.detect(frame)
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+
+def _breakdown(whole: LatencyStats, inside: StageTimes) -> dict[str, Any]:
+    """Mean ms per frame spent in detect / encoder / step inside the tick, and the rest; plus
+    the latency distribution of those calls (``"calls"``), measured on the same frames as the
+    whole-frame figure (so ratios between them are not skewed by load changing between runs)."""
+    out: dict[str, Any] = {k: float(np.sum(v)) / whole.n for k, v in inside.samples.items()}
+    out["other"] = whole.mean_ms - sum(out.values())
+    out["whole_frame_mean"] = whole.mean_ms
+    out["calls"] = inside.stats()
+    return out
+
+
+def _whole_frame(rec, clip: Clip, frames: int, warmup: int, max_seconds: float,
+                 inside: StageTimes | None = None) -> LatencyStats:
+    """push_audio(one frame of PCM) + push_frame(frame), on a continuing clock (the clip loops).
+    ``inside`` (the instrumented backend's timer) is cleared after the warm-up frames."""
+    fps = clip.fps
+    per_frame = round(clip.sample_rate / fps)
+    n_audio = max(1, clip.pcm.size // per_frame)
+    rec.reset()  # a fresh stream: the clock starts at 0
+    samples = []
+    start = time.perf_counter()
+    for k in range(warmup + frames):
+        if k == warmup and inside is not None:
+            inside.samples.clear()
+        t = k / fps
+        a = (k % n_audio) * per_frame
+        t0 = time.perf_counter_ns()
+        rec.push_audio(clip.pcm[a:a + per_frame], t=t, sample_rate=clip.sample_rate)
+        rec.push_frame(clip.frames[k % len(clip.frames)], t=t)
+        if k >= warmup:
+            samples.append((time.perf_counter_ns() - t0) / 1e6)
+            if len(samples) >= 5 and time.perf_counter() - start > max_seconds:
+                break
+    return LatencyStats.from_samples(samples)
+
+
+def _end_to_end(rec, clip: Clip, frames: int, warmup: int, max_seconds: float) -> LatencyStats:
+    """Intervals between Predictions of ``Recognizer.run`` over the clip file (decode included);
+    the file is replayed (after ``reset``) until enough frames were timed."""
+    samples: list[float] = []
+    seen = 0
+    start = time.perf_counter()
+    while len(samples) < frames:
+        last = time.perf_counter_ns()
+        for _p in rec.run(video=str(clip.path), audio="video"):
+            now = time.perf_counter_ns()
+            if seen >= warmup:
+                samples.append((now - last) / 1e6)
+            seen += 1
+            last = now
+            if len(samples) >= frames or (len(samples) >= 5 and
+                                          time.perf_counter() - start > max_seconds):
+                break
+        rec.reset()
+        if time.perf_counter() - start > max_seconds and len(samples) >= 5:
+            break
+    return LatencyStats.from_samples(samples)
+
+
+# ------------------------------------------------------------------------------ encoder table
+ENCODER_VARIANTS = (
+    # (label, backend name for select_backend, precision, artifact format, bf16 autocast)
+    ("ONNX Runtime CPU", "ort-cpu", "fp32", "onnx", False),
+    ("ONNX Runtime CPU", "ort-cpu", "int8", "onnx-int8", False),
+    ("TorchScript", "torchscript", "fp32", "torchscript", False),
+    ("torch.export", "torch-export", "fp32", "torch-export", False),
+    ("PyTorch eager", "torch", "fp32", "safetensors", False),
+    ("PyTorch eager", "torch", "bf16", "safetensors", True),
+)
+
+
+def parity_error(bundle, artifact: str, fmt: str, precision: str) -> float | None:
+    """max |exported - eager| over the artifact's outputs, from the manifest's parity records."""
+    for r in bundle.manifest.get("parity", []) or []:
+        if r.get("artifact") == artifact and r.get("format") == fmt and \
+                r.get("precision") == precision:
+            vals = [o.get("max_abs") for o in (r.get("outputs") or {}).values()]
+            vals = [float(v) for v in vals if v is not None]
+            return max(vals) if vals else None
+    return None
+
+
+def encoder_rows(bundle, threads: int = 1, iters: int = 100, warmup: int = 10,
+                 batch: int = 1, max_seconds: float = 20.0,
+                 say: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """The face encoder in every format/precision this bundle and machine can run."""
+    from affedge.sdk.backends import select_backend
+
+    crop = int(bundle.model_config().crop_size)
+    x = np.random.default_rng(0).uniform(-1, 1, (batch, 3, crop, crop)).astype(np.float32)
+    rows = []
+    eager_ref = None  # fp32 eager output: the bf16 autocast row's parity is measured against it
+    for label, be_name, prec, fmt, autocast in ENCODER_VARIANTS:
+        eager = fmt == "safetensors"
+        # eager runs the weights file (size: the whole model's weights); others their artifact
+        rec = bundle.find("weights", "safetensors") if eager else \
+            bundle.find("encoder", fmt, prec)
+        row: dict[str, Any] = {"format": label,
+                               "precision": f"{prec} autocast" if autocast else prec,
+                               "artifact": fmt, "batch": batch}
+        if rec is None:
+            row.update(status="absent", reason=f"bundle has no {fmt} {prec} encoder")
+            rows.append(row)
+            continue
+        row["size_mb"] = rec["size"] / 1e6
+        if eager:  # fp32 eager is the parity reference itself; bf16 is measured against it
+            row["parity_max_abs"], row["parity_source"] = \
+                (None, "measured vs eager fp32") if autocast else (0.0, "reference")
+        else:
+            row["parity_max_abs"] = parity_error(bundle, "encoder", fmt, prec)
+            row["parity_source"] = "manifest"
+        try:
+            opts: dict[str, Any] = {}
+            if be_name.startswith("ort"):
+                opts = {"intra_op_threads": threads, "precision": prec}
+            be = select_backend(bundle, be_name, **opts)
+        except Exception as exc:  # noqa: BLE001 - backend not usable here: say why, go on
+            row.update(status="unavailable", reason=str(exc).splitlines()[0][:160])
+            rows.append(row)
+            continue
+        try:
+            e_in, e_out = _enc_io(be)
+            if hasattr(be, "torch"):
+                be.torch.set_num_threads(int(threads))
+            ctx = be.torch.autocast("cpu", dtype=be.torch.bfloat16) if autocast else \
+                contextlib.nullcontext()
+            with ctx:
+                st = measure(lambda be=be, e_in=e_in: be.run("encoder", {e_in: x}), iters=iters,
+                             warmup=warmup, max_seconds=max_seconds)
+                y = be.run("encoder", {e_in: x})[e_out]
+            if eager and not autocast:
+                eager_ref = y
+            elif autocast and eager_ref is not None:
+                row["parity_max_abs"] = float(np.max(np.abs(y - eager_ref)))
+            row.update(status="ok", backend=be.name, providers=list(be.providers),
+                       stats=st)
+        except Exception as exc:  # noqa: BLE001 - one failing format must not stop the table
+            row.update(status="error", reason=f"{type(exc).__name__}: {exc}"[:200])
+        finally:
+            be.close()
+        say(f"  encoder {label:18s} {row['precision']:14s} "
+            + (f"p50 {row['stats'].p50_ms:8.2f} ms" if row.get("stats") else row["status"]))
+        rows.append(row)
+    return rows
+
+
+# ------------------------------------------------------------------------------ reference
+def reference_comparison(bundle, backend, window: int = 300, reps: int = 3, iters: int = 50,
+                         warmup: int = 3, max_seconds: float = 60.0) -> dict[str, Any]:
+    """affedge streaming per frame (encoder(1 crop) + step) vs the reference approach (encoder
+    over all ``window`` crops + the window form over them), both on ``backend``."""
+    crop = int(bundle.model_config().crop_size)
+    rng = np.random.default_rng(1)
+    e_in, e_out = _enc_io(backend)
+    one = rng.uniform(-1, 1, (1, 3, crop, crop)).astype(np.float32)
+    many = rng.uniform(-1, 1, (window, 3, crop, crop)).astype(np.float32)
+    feed = initial_step_inputs(backend, rng)
+    state_map = {n: "state_out_" + n[len("state_"):] for n in feed if n.startswith("state_")}
+
+    def stream():
+        feed["embedding"] = backend.run("encoder", {e_in: one})[e_out]
+        out = backend.run("step", feed)
+        for i_name, o_name in state_map.items():
+            feed[i_name] = out[o_name]
+
+    win_specs = backend.input_specs("window")
+    win_feed = {}
+    for s in win_specs:
+        d = int(s["shape"][-1])
+        win_feed[s["name"]] = rng.standard_normal((1, window, d)).astype(np.float32)
+
+    def reference():
+        emb = backend.run("encoder", {e_in: many})[e_out]
+        win_feed["embedding"] = emb[None]
+        return backend.run("window", win_feed)
+
+    s = measure(stream, iters=iters, warmup=warmup, max_seconds=max_seconds / 2)
+    r = measure(reference, iters=reps, warmup=1, max_seconds=max_seconds / 2, min_iters=1)
+    return {"window": window, "backend": backend.name, "streaming": s, "reference": r,
+            "ratio_p50": r.p50_ms / s.p50_ms, "ratio_mean": r.mean_ms / s.mean_ms}
+
+
+def workdir() -> tempfile.TemporaryDirectory:
+    return tempfile.TemporaryDirectory(prefix="affedge-bench-")

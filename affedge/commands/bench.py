@@ -1,0 +1,72 @@
+"""``affedge bench [BUNDLE]``: latency percentiles per pipeline stage, the encoder in every
+format/precision, the streaming-vs-window reference ratio and a roofline, as tables and JSON."""
+from __future__ import annotations
+
+import argparse
+
+HELP = "benchmark a bundle: p50/p90/p99 per stage, formats table, roofline (--json for JSON)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bundle", nargs="?", default=None,
+                   help="bundle directory or .zip (default: the demo bundle; if absent, a "
+                        "fresh random-weights bundle exported into a temporary directory)")
+    p.add_argument("--backend", default="auto",
+                   help="pipeline backend: auto, onnxruntime, ort-cpu, ort-cuda, ort-tensorrt, "
+                        "tensorrt, torchscript, torch, torch-export (default: %(default)s)")
+    p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
+                   help="encoder precision of the pipeline backend (int8: the bundle's ONNX "
+                        "int8 encoder; default: %(default)s)")
+    p.add_argument("--frames", type=int, default=100,
+                   help="timed iterations per stage, after the warm-up (default: %(default)s)")
+    p.add_argument("--warmup", type=int, default=10,
+                   help="untimed warm-up iterations per stage (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="threads for every measurement and for the GEMM peak (default: "
+                        "%(default)s; use the core count for all cores)")
+    p.add_argument("--encoder-only", action="store_true",
+                   help="only the face encoder table (and its roofline)")
+    p.add_argument("--clip", metavar="VIDEO",
+                   help="video with audio for the pipeline stages (default: the demo clip, "
+                        "else a rendered synthetic clip)")
+    p.add_argument("--encoder", choices=("mobile", "ir18", "ir50"), default="mobile",
+                   help="architecture of the fresh random-weights bundle when there is no "
+                        "BUNDLE and no demo bundle (default: %(default)s)")
+    p.add_argument("--window", type=int, default=300,
+                   help="window length W of the reference comparison (default: %(default)s)")
+    p.add_argument("--no-reference", dest="reference", action="store_false",
+                   help="skip the streaming vs window-recompute comparison")
+    p.add_argument("--no-roofline", dest="roofline", action="store_false",
+                   help="skip the GEMM peak measurement and roofline")
+    p.add_argument("--max-seconds", type=float, default=60.0,
+                   help="time cap per stage (at least 5 timed iterations still run; default "
+                        "%(default)s)")
+    p.add_argument("--min-face", type=int, default=None, metavar="PX",
+                   help="smallest face side (pixels) the Haar detector searches for; larger is "
+                        "faster (default: FaceDetector's own, 40)")
+    p.add_argument("--detect-every", type=int, default=1, metavar="K",
+                   help="what-if: run face detection on every K-th frame only (the tracker "
+                        "carries the box in between; default: every frame)")
+    p.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT")
+
+
+def run(args: argparse.Namespace) -> int:
+    from affedge.benchmarking import report
+    from affedge.benchmarking.runner import render, run_bench
+
+    if args.warmup < 0:
+        raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
+    if args.window < 1:
+        raise ValueError(f"--window must be >= 1, got {args.window}")
+    doc = run_bench(args.bundle, backend=args.backend, precision=args.precision,
+                    frames=args.frames, warmup=args.warmup, threads=args.threads,
+                    encoder_only=args.encoder_only, clip=args.clip, encoder=args.encoder,
+                    reference=args.reference, window=args.window, roofline=args.roofline,
+                    max_seconds=args.max_seconds, min_face=args.min_face,
+                    detect_every=args.detect_every)
+    print()
+    print(render(doc))
+    if args.json:
+        path = report.write_json(doc, args.json)
+        print(f"\nJSON: {path}")
+    return 0

@@ -1,0 +1,151 @@
+"""Smoke test of ``affedge bench``: a real (small, random-weights) bundle, a real clip, real
+timings; asserts the JSON structure and that every latency summary is positive and ordered.
+No timing thresholds (speed lives in benchmarks/)."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnx")
+
+from affedge.benchmarking.harness import LatencyStats, measure
+from affedge.benchmarking.pipeline import STAGES
+
+STAT_KEYS = ("n", "mean_ms", "min_ms", "p50_ms", "p90_ms", "p99_ms", "max_ms", "fps")
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory):
+    from affedge.benchmarking.pipeline import fresh_bundle
+
+    torch.set_num_threads(1)
+    return fresh_bundle(tmp_path_factory.mktemp("bench") / "bundle", "mobile", int8=True,
+                        say=lambda m: None)
+
+
+@pytest.fixture(scope="module")
+def result(bundle_dir, tmp_path_factory):
+    from affedge.commands import bench
+
+    out = tmp_path_factory.mktemp("benchout") / "out.json"
+    p = argparse.ArgumentParser()
+    bench.add_arguments(p)
+    args = p.parse_args([str(bundle_dir), "--frames", "20", "--warmup", "2", "--window", "130",
+                         "--json", str(out)])
+    rc = bench.run(args)
+    return rc, json.loads(out.read_text())
+
+
+def _check_stats(s: dict, where: str) -> None:
+    assert set(STAT_KEYS) <= set(s), f"{where}: keys {sorted(s)}"
+    assert s["n"] >= 1, where
+    for k in STAT_KEYS[1:]:
+        assert isinstance(s[k], float) and math.isfinite(s[k]) and s[k] > 0, (where, k, s[k])
+    assert s["min_ms"] <= s["p50_ms"] <= s["p90_ms"] <= s["p99_ms"] <= s["max_ms"], (where, s)
+    assert s["min_ms"] <= s["mean_ms"] <= s["max_ms"], (where, s)
+    assert abs(s["fps"] - 1000.0 / s["mean_ms"]) < 1e-6 * s["fps"], (where, s)
+
+
+def test_exit_code_and_sections(result):
+    rc, doc = result
+    assert rc == 0
+    assert doc["schema"] == "affedge-bench/1"
+    for key in ("machine_at_start", "machine_at_end", "config", "bundle", "encoder_formats",
+                "clip", "pipeline_backend", "stages", "single_stream", "reference", "targets",
+                "roofline"):
+        assert key in doc, key
+    assert doc["config"]["frames"] == 20 and doc["config"]["threads"] == 1
+    assert doc["bundle"]["encoder"] == "mobile"
+    m = doc["machine_at_start"]
+    assert m["usable_cores"] >= 1 and len(m["loadavg_1_5_15"]) == 3
+
+
+def test_every_stage_has_ordered_positive_percentiles(result):
+    _, doc = result
+    assert list(doc["stages"]) == list(STAGES)
+    for name, s in doc["stages"].items():
+        _check_stats(s, name)
+        assert s["n"] == 20 or name == "end_to_end", (name, s["n"])
+    assert doc["single_stream"]["p90_ms"] == doc["stages"]["whole_frame"]["p90_ms"]
+    # the tick's own time split: detector, encoder and step calls inside it, and the rest
+    bd = doc["whole_frame_breakdown"]
+    assert bd["detect"] > 0 and bd["encoder"] > 0 and bd["step"] > 0
+    assert bd["whole_frame_mean"] == pytest.approx(doc["stages"]["whole_frame"]["mean_ms"])
+    parts = bd["detect"] + bd["encoder"] + bd["step"] + bd["other"]
+    assert parts == pytest.approx(bd["whole_frame_mean"])
+    assert bd["detect"] + bd["encoder"] + bd["step"] < bd["whole_frame_mean"]
+    for name in ("detect", "encoder", "step"):
+        _check_stats(bd["calls"][name], f"in-tick {name}")
+    # the synthetic/demo clip shows a face: the detector found it in most frames
+    assert doc["clip"]["faces_detected"] > 0.5
+
+
+def test_encoder_formats_table(result):
+    _, doc = result
+    rows = {(r["format"], r["precision"]): r for r in doc["encoder_formats"]}
+    fp32 = rows[("ONNX Runtime CPU", "fp32")]
+    assert fp32["status"] == "ok" and fp32["size_mb"] > 0
+    assert fp32["parity_max_abs"] is not None and fp32["parity_max_abs"] < 1e-3
+    _check_stats(fp32["stats"], "encoder onnx fp32")
+    int8 = rows[("ONNX Runtime CPU", "int8")]
+    assert int8["status"] == "ok" and int8["size_mb"] < fp32["size_mb"]
+    _check_stats(int8["stats"], "encoder onnx int8")
+    # the bundle has no TorchScript artifact: reported as absent, not an error
+    assert rows[("TorchScript", "fp32")]["status"] == "absent"
+    for r in doc["encoder_formats"]:
+        assert r["status"] in ("ok", "absent", "unavailable"), r
+
+
+def test_reference_and_roofline(result):
+    _, doc = result
+    ref = doc["reference"]
+    assert ref["window"] == 130
+    _check_stats(ref["streaming"], "streaming")
+    _check_stats(ref["reference"], "reference")
+    assert ref["ratio_p50"] > 0
+    rf = doc["roofline"]
+    assert rf["flops"]["encoder"] > 0 and rf["flops"]["step"] > 0 and rf["flops"]["window_130"] > 0
+    for prec in ("fp32", "bf16", "int8"):
+        assert rf["peaks"][prec]["gflops"] > 0, prec
+    parts = {(r["part"], r["precision"]) for r in rf["rows"]}
+    assert ("encoder (ONNX Runtime CPU)", "fp32") in parts
+    assert ("encoder (ONNX Runtime CPU)", "int8") in parts
+    for r in rf["rows"]:
+        assert r["bound_ms"] > 0 and r["measured_ms"] > 0
+        assert r["achieved_over_limit"] == pytest.approx(r["bound_ms"] / r["measured_ms"])
+
+
+def test_targets_reported(result):
+    _, doc = result
+    t = doc["targets"]
+    assert t["encoder"] == "mobile"
+    assert t["whole_frame_p99_over_encoder_p99"] > 0
+    assert t["whole_frame_p50_over_encoder_p50"] > 1  # the tick contains the encoder call
+    assert t["whole_frame_p99_over_encoder_p99_vs_isolated_encoder"] > 0
+    assert isinstance(t["end_to_end_at_least_60fps"], bool)
+
+
+def test_latency_stats_and_measure():
+    s = LatencyStats.from_samples([3.0, 1.0, 2.0, 4.0])
+    assert (s.n, s.min_ms, s.max_ms, s.mean_ms) == (4, 1.0, 4.0, 2.5)
+    assert s.p50_ms == 2.5 and s.fps == 400.0
+    with pytest.raises(ValueError, match="no samples"):
+        LatencyStats.from_samples([])
+    with pytest.raises(ValueError, match="finite"):
+        LatencyStats.from_samples([1.0, float("nan")])
+    calls = []
+    st = measure(lambda: calls.append(1), iters=7, warmup=3)
+    assert len(calls) == 10 and st.n == 7
+
+
+def test_bad_arguments_are_clear_errors(bundle_dir):
+    from affedge.benchmarking.runner import run_bench
+
+    with pytest.raises(ValueError, match="--frames"):
+        run_bench(str(bundle_dir), frames=0)
+    with pytest.raises(ValueError, match="threads"):
+        run_bench(str(bundle_dir), threads=0)
