@@ -202,6 +202,10 @@ class MicrophoneSource(AudioSource):
         self._pa_overflows = 0
         self._error: BaseException | None = None
         self._cond = threading.Condition()
+        # serialises start() and close() (e.g. Recognizer.close() on one thread while run()'s
+        # cleanup closes the same source on another): PortAudio must not be terminated twice
+        # nor have a stream opened after termination (both abort the process)
+        self._life_lock = threading.Lock()
         self._stream = None
 
     def _supported(self, rate, channels) -> bool:
@@ -274,6 +278,12 @@ class MicrophoneSource(AudioSource):
     # ------------------------------------------------------------------ consumer
 
     def _start(self):
+        with self._life_lock:
+            if self._closed:
+                raise SourceError(f"audio source {self.name} is closed")
+            self._open_stream()
+
+    def _open_stream(self):
         pyaudio = self._pyaudio
         frames = max(1, round(self.input_rate * self.chunk_ms / 1000.0))
         try:
@@ -318,7 +328,8 @@ class MicrophoneSource(AudioSource):
                 return None
             if self._error is not None:
                 raise SourceError(f"{self.name} capture failed: {self._error}") from self._error
-            if self._stream is not None and not self._stream.is_active():
+            stream = self._stream  # close() on another thread may clear it
+            if stream is not None and not self._closed and not stream.is_active():
                 raise SourceError(f"{self.name} stopped delivering audio (disconnected?)")
             wait = 0.25
             if deadline is not None:
@@ -337,16 +348,19 @@ class MicrophoneSource(AudioSource):
 
     def close(self):
         """Stop the stream (joins PortAudio's callback thread), terminate PyAudio. Idempotent.
-        Chunks already captured can still be read; then read() returns None."""
-        if self._closed:
-            return
-        stream, self._stream = self._stream, None
-        if stream is not None:
+        Chunks already captured can still be read; then read() returns None. Thread-safe."""
+        with self._life_lock:
+            if self._closed:
+                return
+            super().close()  # marks closed first: a concurrent read() now ends
+            stream, self._stream = self._stream, None
             try:
-                stream.stop_stream()
+                if stream is not None:
+                    try:
+                        stream.stop_stream()
+                    finally:
+                        stream.close()
             finally:
-                stream.close()
-        self._pa.terminate()
-        super().close()
+                self._pa.terminate()
         with self._cond:
             self._cond.notify_all()
