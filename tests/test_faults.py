@@ -1,0 +1,239 @@
+"""Faults: a backend that fails mid-stream, Ctrl-C and close() during a live capture run,
+the Recognizer as a context manager.
+
+Real pieces: the exported bundle (ONNX Runtime CPU), an MJPEG-over-HTTP camera on 127.0.0.1,
+a PulseAudio null-sink monitor captured through pyaudio (``scripts/start_sound_server.sh``), a
+real SIGINT delivered to this process. The backend failure is real too: after N calls the wrapper
+releases the ONNX Runtime backend's sessions (as a lost device would) and the next call fails
+inside that backend.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+import media
+from test_engine import FPS, bundle_dir  # noqa: F401  (shared session fixtures)
+from test_sources_live import sound_server  # noqa: F401  (PulseAudio null sink)
+
+SR = 16000
+
+
+@pytest.fixture(scope="module")
+def frames():
+    face = cv2.resize(media.face_photo_bgr(), (80, 90), interpolation=cv2.INTER_AREA)
+    out = []
+    for i in range(16):
+        img = np.full((120, 160, 3), (90, 110, 120), np.uint8)
+        img[14 + (i % 4):104 + (i % 4), 20 + 4 * i:100 + 4 * i] = face
+        out.append(img)
+    return out
+
+
+class FailingAfter:
+    """Delegates to a real backend; after ``n_ok`` calls it closes that backend (its ONNX Runtime
+    sessions are released, like a lost GPU context) so the next call fails inside it."""
+
+    def __init__(self, inner, n_ok: int):
+        self.inner, self.n_ok, self.calls = inner, n_ok, 0
+        self.name = inner.name
+
+    def run(self, model_name, inputs):
+        self.calls += 1
+        if self.calls > self.n_ok:
+            self.inner.close()
+        return self.inner.run(model_name, inputs)
+
+    def close(self):
+        self.inner.close()
+
+
+def _wait_threads(base: int, timeout: float = 10.0) -> int:
+    deadline = time.monotonic() + timeout
+    while threading.active_count() > base and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return threading.active_count()
+
+
+def _va(preds):
+    return np.array([(p.valence, p.arousal) for p in preds])
+
+
+# ---------------------------------------------------------------------- backend failure
+@pytest.mark.parametrize("detect_every", [1, pytest.param(4, marks=pytest.mark.xfail(
+    strict=True, reason="engine (reported): the failed tick already advanced the tracker and "
+    "the TrackAssistedDetector cadence, so re-running the whole tick shifts the full-frame "
+    "passes; a fallback must retry the backend call inside the tick"))])
+def test_backend_failure_mid_stream_then_fallback_keeps_the_stream(bundle_dir, frames,  # noqa: F811
+                                                                   detect_every):
+    """A backend that dies at frame ~8: the tick raises (reported); the engine continues on the
+    next backend (the same frame re-run) and every prediction equals the uninterrupted run."""
+    from affedge.bundle import load_bundle
+    from affedge.features.faces import FaceDetector
+    from affedge.sdk.backends import select_backend
+    from affedge.sdk.engine import StreamingEngine
+
+    bundle = load_bundle(bundle_dir)
+    speech = (np.sin(2 * np.pi * 200 * np.arange(SR) / SR) * 0.3).astype(np.float32)
+
+    def engine(backend):
+        e = StreamingEngine(bundle, backend, FaceDetector("haar"), detect_every=detect_every)
+        e.push_audio(speech, 0.0, SR)
+        return e
+
+    ref_engine = engine(select_backend(bundle, "onnxruntime"))
+    ref = [ref_engine.process_frame(f, i / FPS) for i, f in enumerate(frames)]
+
+    flaky = FailingAfter(select_backend(bundle, "onnxruntime"), n_ok=10**9)
+    eng = engine(flaky)  # the filler embedding is computed at construction: 1 call
+    flaky.n_ok = flaky.calls + 2 * 8 - 1  # encoder + step per frame: dies inside frame 7
+    failures, got = [], []
+    for i, f in enumerate(frames):
+        try:
+            got.append(eng.process_frame(f, i / FPS))
+        except Exception as exc:  # noqa: BLE001  (what a fallback-capable runtime catches)
+            failures.append((i, type(exc).__name__, str(exc)))
+            eng.backend = select_backend(bundle, "onnxruntime")  # the next backend in order
+            got.append(eng.process_frame(f, i / FPS))  # the same frame again
+    assert [f[0] for f in failures] == [7], failures
+    assert [p.frame for p in got] == list(range(len(frames)))
+    np.testing.assert_allclose(_va(got), _va(ref), atol=1e-6, rtol=0)
+    assert all(p.face_present for p in got[1:])
+
+
+def test_closed_backend_fails_with_a_clear_error(bundle_dir):  # noqa: F811
+    from affedge.sdk.backends import select_backend
+
+    be = select_backend(bundle_dir, "onnxruntime")
+    be.close()
+    with pytest.raises(Exception) as info:
+        be.run("encoder", {"frames": np.zeros((1, 3, 40, 40), np.float32)})
+    if not (isinstance(info.value, RuntimeError) and "closed" in str(info.value)):
+        pytest.xfail("backend bug (reported): run() after close() raises "
+                     f"{type(info.value).__name__}({info.value}) instead of "
+                     "RuntimeError('... closed')")
+
+
+def test_recognizer_fallback_api(bundle_dir, frames):  # noqa: F811
+    """The public form of the test above: ``Recognizer(..., fallback=True)`` records
+    ``backend_failures`` and keeps going. Skipped until the Recognizer has it (reported)."""
+    from affedge.sdk.backends import select_backend
+    from affedge.sdk.recognizer import Recognizer
+
+    params = inspect.signature(Recognizer).parameters
+    if "fallback" not in params:
+        pytest.skip("Recognizer has no fallback= option yet (requested: Recognizer(bundle, "
+                    "backend=[Backend | name, ...], fallback=True), rec.backend_failures)")
+    flaky = FailingAfter(select_backend(bundle_dir, "onnxruntime"), n_ok=12)
+    with Recognizer(bundle_dir, backend=[flaky, "onnxruntime"], fallback=True) as rec, \
+            Recognizer(bundle_dir, backend="onnxruntime") as ref:
+        got = [rec.push_frame(f, t=i / FPS) for i, f in enumerate(frames)]
+        want = [ref.push_frame(f, t=i / FPS) for i, f in enumerate(frames)]
+        assert len(rec.backend_failures) == 1
+    np.testing.assert_allclose(_va(got), _va(want), atol=1e-6, rtol=0)
+
+
+# ------------------------------------------------------------- Ctrl-C / close in live runs
+def _source_outputs() -> list[str]:
+    """PulseAudio recording streams open right now (one line each)."""
+    r = subprocess.run(["pactl", "list", "short", "source-outputs"], capture_output=True,
+                       text=True, timeout=10, check=True, env=dict(os.environ))
+    return [line for line in r.stdout.splitlines() if line.strip()]
+
+
+def _live_sources(server):
+    from affedge.sdk.sources import MicrophoneSource, VideoSource
+
+    cam = VideoSource(server.url, reconnect=0, timeout=5.0)
+    mic = MicrophoneSource(chunk_ms=20)
+    return cam, mic
+
+
+@pytest.mark.skipif(shutil.which("pactl") is None, reason="pactl (pulseaudio-utils) missing")
+def test_ctrl_c_during_live_run_stops_threads_and_releases_devices(bundle_dir, frames,  # noqa: F811
+                                                                   sound_server):  # noqa: F811
+    from affedge.sdk.recognizer import Recognizer
+
+    assert _source_outputs() == []
+    base = threading.active_count()
+    got, fired = [], []
+    with media.MjpegServer(frames, fps=25.0) as server:
+        server_threads = threading.active_count()
+        rec = Recognizer(bundle_dir, backend="onnxruntime")
+        cam, mic = _live_sources(server)
+        with pytest.raises(KeyboardInterrupt):
+            for p in rec.run(cam, audio=mic, max_frames=10_000):
+                got.append(p)
+                # once audio flows: a real SIGINT, delivered while run() is busy or blocked
+                if not fired and len(got) >= 6 and rec.stats()["audio_seconds"] > 0.2:
+                    assert len(_source_outputs()) == 1  # the microphone is recording
+                    threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGINT)).start()
+                    fired.append(len(got))
+        # run()'s cleanup released both devices and joined its capture threads
+        assert mic._stream is None and mic._closed
+        assert cam._closed
+        assert _source_outputs() == []
+        assert rec.stats()["audio_seconds"] > 0  # audio did flow before the interrupt
+        rec.close()
+        assert _wait_threads(server_threads) == server_threads, \
+            [t.name for t in threading.enumerate()]
+    assert _wait_threads(base) == base
+    assert len(got) >= 6
+    with pytest.raises(RuntimeError, match="closed"):
+        rec.push_frame(frames[0], t=time.monotonic())
+
+
+@pytest.mark.skipif(shutil.which("pactl") is None, reason="pactl (pulseaudio-utils) missing")
+def test_close_from_another_thread_ends_a_live_run(bundle_dir, frames, sound_server):  # noqa: F811
+    from affedge.sdk.recognizer import Recognizer
+
+    base = threading.active_count()
+    with media.MjpegServer(frames, fps=25.0) as server:
+        server_threads = threading.active_count()
+        rec = Recognizer(bundle_dir, backend="onnxruntime")
+        cam, mic = _live_sources(server)
+        ends = []
+        it = rec.predictions()  # an iterator on another thread must end too
+        consumer = threading.Thread(target=lambda: ends.append(sum(1 for _ in it)))
+        consumer.start()
+        n = 0
+        t0 = time.monotonic()
+        for _p in rec.run(cam, audio=mic, max_frames=10_000):
+            n += 1
+            if n == 5:
+                threading.Timer(0.2, rec.close).start()
+            assert time.monotonic() - t0 < 60, "run() did not stop after close()"
+        consumer.join(10)
+        assert not consumer.is_alive() and ends and ends[0] >= 5
+        assert mic._stream is None and cam._closed
+        assert _source_outputs() == []
+        assert _wait_threads(server_threads) == server_threads, \
+            [t.name for t in threading.enumerate()]
+    assert _wait_threads(base) == base
+
+
+def test_recognizer_is_a_context_manager(bundle_dir, frames, tmp_path):  # noqa: F811
+    from affedge.sdk.recognizer import Recognizer
+
+    base = threading.active_count()
+    video = media.make_face_video(tmp_path / "v.mp4", seconds=0.4, fps=FPS)
+    with pytest.raises(ZeroDivisionError):
+        with Recognizer(bundle_dir, backend="onnxruntime") as rec:
+            for i, _p in enumerate(rec.run(str(video.path))):
+                if i == 3:
+                    1 / 0  # an error in user code inside the with block
+    with pytest.raises(RuntimeError, match="closed"):
+        rec.push_frame(frames[0], t=1.0)
+    with pytest.raises(RuntimeError, match="closed"):
+        next(rec.run(str(video.path)))
+    rec.close()  # idempotent
+    assert _wait_threads(base) == base

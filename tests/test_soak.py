@@ -1,0 +1,35 @@
+"""Short soak (~30 s): a simulated stream of several repeated clip periods through the push API
+from two threads, with the checks of ``benchmarks/soak.py`` (the full 2-hour version):
+predictions equal an uninterrupted offline run, steady memory, no leaked threads, no overruns."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from test_engine import bundle_dir  # noqa: F401  (shared session fixture)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _soak_module():
+    spec = importlib.util.spec_from_file_location("affedge_bench_soak", ROOT / "benchmarks" / "soak.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_short_soak(bundle_dir, tmp_path):  # noqa: F811
+    soak = _soak_module()
+    period = 125  # 5 s clips (> the 121-frame receptive field)
+    res = soak.run_soak(bundle_dir, n_frames=4 * period, period=period, workdir=tmp_path)
+    assert res["frames"] == 4 * period
+    assert res["face_present_frac"] > 0.99
+    assert res["audio_present_after_first_frame"]
+    # periods 2-4 of the stream equal period 2 of the uninterrupted offline run
+    assert res["frames_checked"] == 3 * period
+    assert res["predictions_match"], f"max |diff| {res['max_abs_diff']:.2e}"
+    assert res["audio_overruns"] == 0 and res["audio_gaps_filled"] == 0
+    assert res["threads_after"] == res["threads_before"]
+    assert res["rss_growth"] < 0.05, res["rss_samples"]
