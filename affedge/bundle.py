@@ -51,6 +51,7 @@ import stat
 import struct
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -228,7 +229,11 @@ def _scan_torch_archive(data: bytes, where: str, depth: int = 0) -> None:
     for info in infos:
         if info.is_dir():
             continue
-        member = zf.read(info)
+        try:
+            member = zf.read(info)
+        except _ZIP_READ_ERRORS as exc:
+            raise BundleError(f"{where}:{info.filename}: unreadable archive member "
+                              f"({type(exc).__name__}: {exc})") from None
         mwhere = f"{where}:{info.filename}"
         if member[:4] == b"PK\x03\x04":
             _scan_torch_archive(member, mwhere, depth + 1)
@@ -535,14 +540,50 @@ def _read_manifest_bytes(raw: bytes, where: str) -> dict:
         raise BundleError(f"{where}: manifest is {len(raw)} bytes (max {MAX_MANIFEST_BYTES})")
     try:
         m = json.loads(raw.decode("utf-8"))
+    except RecursionError:
+        raise BundleError(f"{where}: manifest.json is nested too deeply") from None
     except Exception as exc:
         raise BundleError(f"{where}: manifest.json is not valid JSON ({exc})") from None
+    _check_depth(m, where)
     validate_manifest(m)
     return m
 
 
+MAX_MANIFEST_DEPTH = 32  # real manifests are < 8 levels deep
+
+
+def _check_depth(obj: Any, where: str) -> None:
+    """Refuse absurdly nested JSON before any recursive code walks it (iterative check)."""
+    stack = [(obj, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_MANIFEST_DEPTH:
+            raise BundleError(f"{where}: manifest.json is nested deeper than {MAX_MANIFEST_DEPTH}")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+
+
+# what a damaged zip can raise while its members are read (zipfile, zlib, bz2/lzma, I/O)
+_ZIP_READ_ERRORS = (zipfile.BadZipFile, zlib.error, NotImplementedError, EOFError, RuntimeError,
+                    OSError, ValueError, KeyError)
+
+
 def _extract_zip(zpath: Path) -> tuple[dict, Path, Any]:
-    """Validate a zipped bundle's members, then extract them into a temporary directory."""
+    """Validate a zipped bundle's members, then extract them into a temporary directory.
+
+    Any failure while reading a damaged archive is reported as a :class:`BundleError`."""
+    try:
+        return _extract_zip_unchecked(zpath)
+    except BundleError:
+        raise
+    except _ZIP_READ_ERRORS as exc:
+        raise BundleError(f"bundle {zpath}: damaged zip archive ({type(exc).__name__}: {exc})"
+                          ) from None
+
+
+def _extract_zip_unchecked(zpath: Path) -> tuple[dict, Path, Any]:
     try:
         zf = zipfile.ZipFile(zpath)
     except (zipfile.BadZipFile, OSError) as exc:

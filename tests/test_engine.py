@@ -130,9 +130,11 @@ def test_file_stream_equals_offline_window(bundle_dir, media_dir):
     from affedge.sdk.backends import select_backend
     from affedge.sdk.recognizer import Recognizer
 
-    with Recognizer(bundle_dir, backend="onnxruntime") as rec:
+    # detect_every=1: the full-frame detector on every frame, as the offline pass below
+    with Recognizer(bundle_dir, backend="onnxruntime", detect_every=1) as rec:
         preds = list(rec.run(str(media_dir / "face.mp4"), audio=str(media_dir / "speech.wav")))
         stats = rec.stats()
+    assert stats["full_detections"] == len(preds) and stats["region_searches"] == 0
     frames = read_frames(media_dir / "face.mp4")
     assert len(preds) == len(frames) == 40
     assert [p.frame for p in preds] == list(range(len(frames)))
@@ -165,6 +167,43 @@ def test_file_stream_equals_offline_window(bundle_dir, media_dir):
     # speech in the WAV starts after 0.8 s of silence: the VAD flag follows
     assert not any(p.speech_present for p in preds if p.timestamp < 0.7)
     assert any(p.speech_present for p in preds if p.timestamp > 1.0)
+
+
+def test_tracking_assisted_detection_stream_equals_offline(bundle_dir, media_dir):
+    """The default schedule (full frame every K frames, region searches in between): the
+    engine's boxes are framed like full-frame detections, and its outputs equal the offline
+    window form over the crops of the boxes it reports."""
+    from affedge.bundle import load_bundle
+    from affedge.features.audio_io import read_wav
+    from affedge.features.faces import FaceBox, FaceDetector, align_crop
+    from affedge.sdk.backends import select_backend
+    from affedge.sdk.engine import DEFAULT_DETECT_EVERY
+    from affedge.sdk.recognizer import Recognizer
+
+    K = DEFAULT_DETECT_EVERY
+    assert K > 1
+    with Recognizer(bundle_dir, backend="onnxruntime") as rec:
+        preds = list(rec.run(str(media_dir / "face.mp4"), audio=str(media_dir / "speech.wav")))
+        stats = rec.stats()
+    frames = read_frames(media_dir / "face.mp4")
+    n = len(frames)
+    assert stats["detect_every"] == K
+    assert stats["full_detections"] == -(-n // K)  # frames 0, K, 2K, ...
+    assert stats["region_searches"] >= n - stats["full_detections"] - 2
+    det = FaceDetector("haar")
+    ious = []
+    for f, p in zip(frames, preds):
+        full = det.detect(f)
+        if p.face_present and full:
+            ious.append(FaceBox(*p.face_box).iou(max(full, key=lambda b: b.area)))
+    assert len(ious) >= n - 3 and min(ious) >= 0.8, ious
+    crops = [align_crop(f, FaceBox(*p.face_box)) if p.face_present else None
+             for f, p in zip(frames, preds)]
+    bundle = load_bundle(bundle_dir)
+    pcm, _ = read_wav(media_dir / "speech.wav")
+    ref = offline_va(bundle, select_backend(bundle, "onnxruntime"), crops, np.arange(n) / FPS,
+                     pcm)
+    np.testing.assert_allclose([(p.valence, p.arousal) for p in preds], ref, atol=TOL, rtol=0)
 
 
 def test_several_tracks_keep_separate_states(bundle_dir):

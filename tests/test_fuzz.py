@@ -320,22 +320,12 @@ def test_manifest_edge_cases():
     check_manifest(b"")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bundle bug (reported): a manifest nested ~900 levels deep (valid JSON, < 4 MB) passes "
-    "validation and then raises RecursionError in affedge/bundle.py _freeze, not BundleError"))
 def test_deeply_nested_manifest():
     deep = json.dumps(VALID_MANIFEST | {"provenance": json.loads("[" * 900 + "]" * 900)})
     check_manifest(deep.encode())
 
 
-ZIP_BUG = ("bundle bug (reported): a corrupted zip member escapes load_bundle as "
-           "zipfile.BadZipFile / zlib.error / NotImplementedError / EOFError / RuntimeError / "
-           "OSError instead of BundleError (affedge/bundle.py _extract_zip reads members "
-           "outside any try)")
-
-
-@pytest.mark.xfail(strict=True, reason=ZIP_BUG)
-@settings(FUZZ, phases=[Phase.generate])  # no shrinking: the failure is known (see reason)
+@settings(FUZZ)
 @given(flips, st.integers(0, 1 << 16), st.booleans())
 def test_zipped_bundle_bit_flips_and_truncations(fl, cut, truncate):
     data = TINY_ZIP.read_bytes()

@@ -1,9 +1,12 @@
-"""IoU tracker: stable ids on synthetic box sequences (crossing faces, occlusion gaps)."""
+"""IoU tracker: stable ids on synthetic box sequences (crossing faces, occlusion gaps); and
+tracking-assisted detection (full frame every K frames, region searches in between) on a real
+clip of the synthetic generator, against the full-frame detector."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from affedge.sdk.tracking import IouTracker, iou
+from affedge.sdk.tracking import IouTracker, TrackAssistedDetector, iou
 
 
 def test_iou_basic():
@@ -86,3 +89,123 @@ def test_bad_detection_is_rejected():
         tr.update([(0, 0, -5, 10)])
     with pytest.raises(ValueError, match="x, y, w, h"):
         tr.update([(0, 0, 5)])
+
+
+# ----------------------------------------------------------------------- assisted detection
+@pytest.fixture(scope="module")
+def synth_frames(tmp_path_factory):
+    """The frames of a 3 s clip written by the synthetic generator (decoded from its mp4)."""
+    from affedge.sdk.sources import open_video
+    from affedge.training.data.synthetic import generate
+
+    out = tmp_path_factory.mktemp("synth_clip")
+    generate(out, 1, seed=3, seconds=3.0, progress=False)
+    path = next((out / "raw_videos").glob("*.mp4"))
+    src = open_video(str(path))
+    try:
+        frames = [f.image for f in src]
+    finally:
+        src.close()
+    assert len(frames) == 90 and frames[0].shape == (240, 320, 3)
+    return frames
+
+
+@pytest.fixture(scope="module")
+def haar():
+    from affedge.features.faces import FaceDetector
+
+    return FaceDetector("haar")
+
+
+def _run(search, frames, tracker=None):
+    tracker = tracker or IouTracker(max_tracks=4)
+    per_frame = []
+    for f in frames:
+        dets = search.detect(f, tracker.tracks)
+        tracker.update(dets)
+        per_frame.append((search.last_full, dets, [(t.id, t.detected) for t in tracker.tracks]))
+    return per_frame
+
+
+@pytest.mark.parametrize("k", [3, 5])
+def test_region_boxes_match_full_frame_boxes_on_a_synthetic_clip(synth_frames, haar, k):
+    """Training-serving consistency: region-search boxes are framed like the full-frame boxes
+    the generator's crops come from (same cascade and parameters)."""
+    from affedge.features.faces import align_crop
+
+    search = TrackAssistedDetector(haar, detect_every=k)
+    got = _run(search, synth_frames)
+    assert search.full_passes == -(-len(synth_frames) // k)
+    assert [full for full, _, _ in got] == [i % k == 0 for i in range(len(synth_frames))]
+    ious, crop_diff = [], []
+    for f, (full, dets, _) in zip(synth_frames, got):
+        ref = haar.detect(f)
+        if full:
+            assert [d.as_tuple() for d in dets] == [r.as_tuple() for r in ref]
+        elif dets and ref:
+            ious.append(dets[0].iou(ref[0]))
+            a = align_crop(f, dets[0]).astype(np.float32)
+            b = align_crop(f, ref[0]).astype(np.float32)
+            crop_diff.append(float(np.mean(np.abs(a - b))))
+    region_frames = len(synth_frames) - search.full_passes
+    assert len(ious) >= 0.9 * region_frames  # the face is visible throughout this clip
+    assert min(ious) >= 0.8, sorted(ious)[:5]
+    assert np.mean(ious) >= 0.9
+    # one id for the one face throughout
+    assert {tid for _, _, tracks in got for tid, _ in tracks} == {0}
+
+
+@pytest.mark.parametrize("k", [3, 4, 5])
+def test_face_entering_mid_clip_is_found_within_k_frames(synth_frames, haar, k):
+    """A second face appears at frame m (right half): found at the first full-frame pass at or
+    after m, i.e. at most k-1 frames late; the first face keeps its id all along."""
+    m = 7
+    blank = np.full_like(synth_frames[0], 110)
+    frames = [np.concatenate([synth_frames[i], synth_frames[40 + i] if i >= m else blank], 1)
+              for i in range(m + k + 2)]
+    got = _run(TrackAssistedDetector(haar, detect_every=k), frames)
+    first_seen = next(i for i, (_, _, tracks) in enumerate(got) if len(tracks) == 2)
+    assert m <= first_seen <= m + k - 1
+    assert first_seen == -(-m // k) * k  # the next full pass
+    for _, _, tracks in got:
+        assert tracks[0] == (0, True)  # the first face: same track, detected every frame
+    for _, _, tracks in got[first_seen:]:
+        assert tracks[1] == (1, True)  # and the newcomer is then tracked by region search
+
+
+def test_failed_region_search_counts_as_a_miss(synth_frames, haar):
+    k = 4
+    blank = np.full_like(synth_frames[0], 110)
+    frames = synth_frames[:5] + [blank, blank] + synth_frames[7:12]
+    tracker = IouTracker(max_age=5)
+    got = _run(TrackAssistedDetector(haar, detect_every=k), frames, tracker)
+    detected = [tracks[0][1] if tracks else None for _, _, tracks in got]
+    # frames 5, 6 are region-search frames: the face is gone -> missed, same track kept;
+    # frame 7 (a region search around the prediction) finds it again
+    assert detected[:5] == [True] * 5 and detected[5:7] == [False, False]
+    assert all(detected[7:]) and {t.id for t in tracker.tracks} == {0}
+
+
+def test_detector_without_region_search_is_searched_on_the_crop(synth_frames, haar):
+    """Any object with detect(frame) works: the region is cropped and the boxes filtered by
+    size and put back in frame coordinates (same boxes as the Haar region search here)."""
+
+    class PlainDetect:  # a real detector exposing only detect()
+        def detect(self, frame):
+            return haar.detect(frame)
+
+    a = _run(TrackAssistedDetector(haar, 3), synth_frames[:12])
+    b = _run(TrackAssistedDetector(PlainDetect(), 3), synth_frames[:12])
+    for (_, da, _), (_, db, _) in zip(a, b):
+        assert len(da) == len(db) == 1
+        assert iou(da[0].as_tuple(), db[0].as_tuple()) >= 0.8
+
+
+def test_assisted_detector_rejects_bad_settings(haar):
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="detect_every"):
+            TrackAssistedDetector(haar, detect_every=bad)
+    with pytest.raises(ValueError, match="roi_scale"):
+        TrackAssistedDetector(haar, roi_scale=0.5)
+    with pytest.raises(TypeError, match="detect"):
+        TrackAssistedDetector(object())

@@ -168,26 +168,15 @@ def make_backend(bundle, backend: str = "auto", precision: str = "fp32", threads
     return be
 
 
-def make_recognizer(bundle, backend_obj, detector=None):
+def make_recognizer(bundle, backend_obj, detector=None, detect_every: int | None = None):
     """A :class:`Recognizer` running on ``backend_obj`` (so the thread count and precision we
-    chose apply). The Recognizer builds its backend from a name; we hand it ours by rebuilding
-    its engine around it (same detector and tracker)."""
-    from affedge.sdk.engine import StreamingEngine
+    chose apply; the Recognizer does not close it). ``detect_every``: the Recognizer's
+    tracking-assisted detection period (None: the runtime default)."""
     from affedge.sdk.recognizer import Recognizer
 
-    det = detector if detector is not None else "haar"
-    try:
-        rec = Recognizer(bundle, backend="cpu", detector=det)  # cheapest to build
-    except RuntimeError:  # a bundle without ONNX artifacts
-        rec = Recognizer(bundle, backend="auto", detector=det)
-    old = rec.engine
-    if rec.backend is not backend_obj:
-        with contextlib.suppress(Exception):
-            rec.backend.close()
-        rec.backend = backend_obj
-        rec.engine = StreamingEngine(bundle, backend_obj, old.detector, smoothing=old.smoothing,
-                                     max_faces=old.max_faces, tracker=old.tracker)
-    return rec
+    return Recognizer(bundle, backend=backend_obj,
+                      detector=detector if detector is not None else "haar",
+                      detect_every=detect_every)
 
 
 def _enc_io(backend) -> tuple[str, str]:
@@ -205,21 +194,22 @@ class _Cycle:
         return next(self.it)
 
 
-class StridedDetector:
-    """Runs ``detector`` on every ``every``-th frame and repeats its last boxes in between (the
-    tracker then carries the track). A what-if for the face-detection cost, not a runtime
-    feature: ``affedge bench --detect-every K`` measures what detecting less often would save."""
+class _ScheduledDetection:
+    """The runtime's per-frame detection schedule on its own (the ``face_detect`` stage):
+    :class:`~affedge.sdk.tracking.TrackAssistedDetector` + :class:`IouTracker`, i.e. a
+    full-frame pass every ``detect_every`` frames and region searches around the tracks in
+    between, exactly as the engine runs them."""
 
-    def __init__(self, detector, every: int) -> None:
-        if int(every) < 1:
-            raise ValueError(f"detect-every must be >= 1, got {every}")
-        self.detector, self.every, self._n, self._last = detector, int(every), 0, []
+    def __init__(self, detector, detect_every: int) -> None:
+        from affedge.sdk.tracking import IouTracker, TrackAssistedDetector
+
+        self.search = TrackAssistedDetector(detector, detect_every)
+        self.tracker = IouTracker(max_tracks=4)
 
     def detect(self, frame: np.ndarray) -> list:
-        if self._n % self.every == 0:
-            self._last = self.detector.detect(frame)
-        self._n += 1
-        return list(self._last)
+        dets = self.search.detect(frame, self.tracker.tracks)
+        self.tracker.update(dets)
+        return dets
 
 
 def _detections(clip: Clip, detector) -> list:
@@ -233,11 +223,15 @@ def _detections(clip: Clip, detector) -> list:
 
 def stage_benchmarks(bundle, backend, clip: Clip, frames: int = 100, warmup: int = 10,
                      max_seconds: float = 60.0, end_to_end: bool = True,
-                     min_face: int | None = None, detect_every: int = 1) -> dict[str, Any]:
+                     min_face: int | None = None,
+                     detect_every: int | None = None) -> dict[str, Any]:
     """Time every stage (see the module docstring); returns ``{stage: LatencyStats}`` plus
     ``"faces_detected"``, the fraction of clip frames with a face. ``min_face``: the Haar
     detector's smallest face side in pixels (None: FaceDetector's default); ``detect_every``:
-    run the detector on every k-th frame only (:class:`StridedDetector`)."""
+    the runtime's tracking-assisted detection period K (full-frame pass every K frames,
+    region searches around tracked faces in between; None: the runtime default,
+    ``affedge.sdk.engine.DEFAULT_DETECT_EVERY``), used by ``face_detect`` and the Recognizer
+    stages alike."""
     from affedge.features.audio import IncrementalAudioFeatures
     from affedge.features.faces import FaceBox, FaceDetector, align_crop, to_model_input
     from affedge.features.vad import VoiceActivity
@@ -252,10 +246,13 @@ def stage_benchmarks(bundle, backend, clip: Clip, frames: int = 100, warmup: int
     kw = {"iters": frames, "warmup": warmup, "max_seconds": max_seconds}
     res: dict[str, Any] = {}
 
+    if detect_every is None:
+        from affedge.sdk.engine import DEFAULT_DETECT_EVERY
+
+        detect_every = DEFAULT_DETECT_EVERY
     nxt = _Cycle(len(clip.frames))
-    if detect_every > 1:
-        det = StridedDetector(det, detect_every)
-    res["face_detect"] = measure(lambda: det.detect(clip.frames[nxt()]), **kw)
+    sched = _ScheduledDetection(det, detect_every)
+    res["face_detect"] = measure(lambda: sched.detect(clip.frames[nxt()]), **kw)
 
     def align():
         i = nxt()
@@ -290,7 +287,8 @@ def stage_benchmarks(bundle, backend, clip: Clip, frames: int = 100, warmup: int
     res["step"] = measure(step, **kw)
 
     inside = StageTimes()
-    rec = make_recognizer(bundle, _Instrumented(backend, inside), _Instrumented(det, inside))
+    rec = make_recognizer(bundle, _Instrumented(backend, inside), _Instrumented(det, inside),
+                          detect_every=detect_every)
     try:
         res["whole_frame"] = _whole_frame(rec, clip, frames, warmup, max_seconds, inside)
         res["whole_frame_breakdown"] = _breakdown(res["whole_frame"], inside)
@@ -298,9 +296,7 @@ def stage_benchmarks(bundle, backend, clip: Clip, frames: int = 100, warmup: int
             rec.reset()
             res["end_to_end"] = _end_to_end(rec, clip, frames, warmup, max_seconds)
     finally:
-        rec.engine = None  # the backend belongs to the caller; don't let close() release it
-        rec.backend = None
-        rec.close()
+        rec.close()  # the backend was passed in: it stays open (it belongs to the caller)
     res["faces_detected"] = n_faces / len(clip.frames)
     return res
 
@@ -322,8 +318,8 @@ def initial_step_inputs(backend, rng: np.random.Generator) -> dict[str, np.ndarr
 
 class _Instrumented:
     """Times every ``run(model, ...)`` / ``detect(frame)`` of the wrapped backend or detector
-    inside the whole-frame tick (into ``times`` as "encoder", "step", "detect"); everything
-    else is passed through."""
+    inside the whole-frame tick (into ``times`` as "encoder", "step", "detect"; region
+    searches count as "detect"); everything else is passed through."""
 
     def __init__(self, inner, times: StageTimes) -> None:
         self._inner, self._times = inner, times
@@ -335,6 +331,10 @@ class _Instrumented:
     def detect(self, frame):
         with self._times.time("detect"):
             return self._inner.detect(frame)
+
+    def detect_region(self, frame, region, min_size=None, max_size=None):
+        with self._times.time("detect"):
+            return self._inner.detect_region(frame, region, min_size, max_size)
 
     def __getattr__(self, name):
         return getattr(self._inner, name)

@@ -69,7 +69,11 @@ class Recognizer:
     ----------
     bundle_path: a model bundle directory or .zip (or an already loaded ``Bundle``).
     backend: "auto" (best available: TensorRT engine > ONNX Runtime GPU > ONNX Runtime CPU >
-        TorchScript > torch) or a backend name understood by ``affedge.sdk.backends``.
+        TorchScript > torch), a backend name understood by ``affedge.sdk.backends``, or a
+        ready :class:`affedge.sdk.backends.Backend` instance for this bundle (e.g. built with
+        your own thread count / precision; any object with ``run(model_name, inputs)`` and
+        the Backend interface is accepted, e.g. a wrapper that times calls). A passed-in instance belongs to the caller:
+        ``close()`` does not close it.
     smoothing: causal exponential smoothing knob in [0, 1); 0 = raw. Mean lag
         ``smoothing / (1 - smoothing)`` frames (0.8 -> 4 frames); see ``affedge.sdk.smoothing``.
     detector: "haar" (OpenCV's bundled cascade), "yunet" (needs ``yunet_model``), or any object
@@ -78,23 +82,60 @@ class Recognizer:
     min_hits, max_age, iou_threshold: tracker settings (see ``affedge.sdk.tracking``).
     audio_capacity_s: audio ring buffer capacity in seconds.
     on_prediction: a callback (or list of callbacks) called with every Prediction.
+    backend_options: keyword options for ``select_backend`` when ``backend`` is a name, e.g.
+        ``{"intra_op_threads": 1, "precision": "int8"}`` (ONNX Runtime threads, int8 encoder).
+    detect_every: run the face detector on the whole frame every this many frames (K); in
+        between, only a region around each tracked face is searched (``roi_scale`` x the face,
+        at the face sizes near the tracked one), with the same detector and parameters, so
+        boxes and crops are framed the same way. Trade-off: detection costs about 1/K of a
+        full pass per frame on average (the full-pass frames still cost it all), but a face
+        that *enters* the frame, or jumps out of its region, is found at the next full pass:
+        at most K-1 frames late (K=4 at 30 fps: 100 ms); a tracked face whose region search
+        fails is counted as missed for that frame (filler embedding, ``face_present=False``)
+        exactly as if the full-frame detector had missed it. 1 = full frame every frame.
+        Default :data:`affedge.sdk.engine.DEFAULT_DETECT_EVERY`.
+    roi_scale: side of the region searched around a tracked face, relative to the face box.
     """
 
-    def __init__(self, bundle_path=None, backend: str = "auto", smoothing: float = 0.0,
+    def __init__(self, bundle_path=None, backend="auto", smoothing: float = 0.0,
                  detector="haar", yunet_model: str | os.PathLike | None = None,
                  max_faces: int = 4, *, min_hits: int = 1, max_age: int = 15,
                  iou_threshold: float = 0.3, audio_capacity_s: float = 30.0,
-                 on_prediction: Callable[[Prediction], None] | list | None = None):
+                 on_prediction: Callable[[Prediction], None] | list | None = None,
+                 backend_options: dict | None = None, detect_every: int | None = None,
+                 roi_scale: float = 1.6):
         from affedge.bundle import Bundle, load_bundle
-        from affedge.sdk.backends import select_backend
-        from affedge.sdk.engine import StreamingEngine
+        from affedge.sdk.backends import Backend, select_backend
+        from affedge.sdk.engine import DEFAULT_DETECT_EVERY, StreamingEngine
         from affedge.sdk.tracking import IouTracker
 
+        self._closed = True  # until construction succeeds (close()/__del__ stay harmless)
+        self._sources: list = []
+        self._owns_backend = False
         if bundle_path is None:
             raise ValueError("Recognizer needs a bundle path (or use Recognizer.demo())")
         bundle = bundle_path if isinstance(bundle_path, Bundle) else load_bundle(bundle_path)
         self.bundle = bundle
-        self.backend = select_backend(bundle, backend)
+        if backend_options is not None and not isinstance(backend_options, dict):
+            raise TypeError(f"backend_options must be a dict of select_backend options, got "
+                            f"{type(backend_options).__name__}")
+        if isinstance(backend, Backend) or callable(getattr(backend, "run", None)):
+            if backend_options:
+                raise ValueError("backend_options apply when backend is a name; a Backend "
+                                 "instance is used as it is")
+            models = getattr(backend, "models", None)
+            missing = [m for m in ("encoder", "step") if models is not None and m not in models]
+            if missing:
+                raise ValueError(f"backend {backend.name!r} cannot run {missing} (it has "
+                                 f"{backend.models}); the runtime needs 'encoder' and 'step'")
+            self.backend = backend
+        elif isinstance(backend, str):
+            self.backend = select_backend(bundle, backend, **(backend_options or {}))
+            self._owns_backend = True
+        else:
+            raise TypeError(f"backend must be a backend name (e.g. 'auto') or an "
+                            f"affedge.sdk.backends.Backend (an object with "
+                            f"run(model_name, inputs)), got {type(backend).__name__}")
         if isinstance(detector, str):
             from affedge.features.faces import FaceDetector
 
@@ -107,9 +148,16 @@ class Recognizer:
                             f"got {type(detector).__name__}")
         tracker = IouTracker(iou_threshold=iou_threshold, max_age=max_age, min_hits=min_hits,
                              max_tracks=max_faces)
-        self.engine = StreamingEngine(bundle, self.backend, detector, smoothing=smoothing,
-                                      max_faces=max_faces, tracker=tracker,
-                                      audio_capacity_s=audio_capacity_s)
+        try:
+            self.engine = StreamingEngine(
+                bundle, self.backend, detector, smoothing=smoothing, max_faces=max_faces,
+                tracker=tracker, audio_capacity_s=audio_capacity_s,
+                detect_every=DEFAULT_DETECT_EVERY if detect_every is None else detect_every,
+                roi_scale=roi_scale)
+        except BaseException:
+            if self._owns_backend:
+                self.backend.close()
+            raise
         self._callbacks: list[Callable[[Prediction], None]] = []
         if on_prediction is not None:
             for cb in (on_prediction if isinstance(on_prediction, (list, tuple))
@@ -351,7 +399,7 @@ class Recognizer:
             for q in self._subscribers:
                 q.put(_END)
         close = getattr(self.backend, "close", None)
-        if callable(close):
+        if self._owns_backend and callable(close):
             close()
 
     def __enter__(self) -> Recognizer:
