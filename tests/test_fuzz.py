@@ -20,7 +20,6 @@ import os
 import signal
 import struct
 import tempfile
-import zipfile
 from pathlib import Path
 
 import numpy as np
