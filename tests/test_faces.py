@@ -126,3 +126,35 @@ def test_resize_crops_and_filler():
     assert np.all(f == -1.0)
     flipped = frames_to_input(out, 40, top=0, left=8, flip=True)
     assert flipped.shape == (2, 3, 40, 40)
+
+
+def test_detect_region_gives_frame_coordinates_and_honours_sizes(det):
+    frame = _face_frame(fx=150.0, fy=118.0)
+    (full,) = det.detect(frame)[:1]
+    x, y, w, h = full.as_tuple()
+    side = max(w, h)
+    region = (x - 0.3 * side, y - 0.3 * side, x + 1.3 * side, y + 1.3 * side)
+    got = det.detect_region(frame, region, min_size=int(side / 1.3), max_size=int(side * 1.3))
+    assert got and got[0].iou(full) >= 0.8
+    assert region[0] <= got[0].x and got[0].x + got[0].w <= region[2]
+    # a size range that excludes the face finds nothing; a region elsewhere neither
+    assert det.detect_region(frame, region, min_size=int(side * 1.5)) == []
+    assert det.detect_region(frame, (250, 0, 320, 60)) == []
+    # regions are clipped to the frame (partly or wholly outside is fine)
+    assert det.detect_region(frame, (-50, -50, 400, 300))[0].iou(full) >= 0.8
+    assert det.detect_region(frame, (400, 300, 500, 400)) == []
+    with pytest.raises(ValueError, match="uint8"):
+        det.detect_region(frame.astype(np.float32), region)
+
+
+def test_large_frames_are_searched_downscaled(det):
+    frame = _face_frame(fx=150.0, fy=118.0)
+    big = cv2.resize(frame, (1280, 960), interpolation=cv2.INTER_LINEAR)  # 4x
+    (ref,) = FaceDetector(max_width=None).detect(big)[:1]
+    (small,) = det.detect(frame)[:1]
+    (got,) = det.detect(big)[:1]  # default max_width=640: searched at 640x480
+    assert got.iou(ref) >= 0.8
+    assert got.iou(FaceBox(small.x * 4, small.y * 4, small.w * 4, small.h * 4)) >= 0.8
+    assert det.detect(frame) == FaceDetector(max_width=None).detect(frame)  # 320 wide: as is
+    with pytest.raises(ValueError, match="max_width"):
+        FaceDetector(max_width=8)

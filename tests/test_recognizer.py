@@ -159,3 +159,65 @@ def test_live_stream_never_drops_predictions(bundle_dir):  # noqa: F811
     for prev, p in zip(preds, preds[1:]):
         if p.stale:
             assert (p.valence, p.arousal) == (prev.valence, prev.arousal)
+
+
+def test_backend_instance_and_backend_options(bundle_dir):  # noqa: F811
+    """A ready Backend is used as is (and left open by close()); backend_options reach
+    select_backend; the results equal those of a Recognizer that built its own backend."""
+    from media import face_frames
+
+    from affedge.bundle import load_bundle
+    from affedge.sdk.backends import select_backend
+    from affedge.sdk.recognizer import Recognizer
+
+    frames, _ = face_frames(8, FPS)
+    bundle = load_bundle(bundle_dir)
+    be = select_backend(bundle, "onnxruntime", intra_op_threads=1)
+    with Recognizer(bundle, backend=be) as rec:
+        assert rec.backend is be and rec.engine.backend is be
+        got = [rec.push_frame(f, t=i / FPS) for i, f in enumerate(frames)]
+    # not closed by the Recognizer: still runs
+    with Recognizer(bundle, backend=be) as rec2:
+        again = [rec2.push_frame(f, t=i / FPS) for i, f in enumerate(frames)]
+    be.close()
+    assert [(p.valence, p.arousal) for p in got] == [(p.valence, p.arousal) for p in again]
+
+    int8 = bundle.find("encoder", "onnx-int8") is not None
+    opts = {"intra_op_threads": 1, "precision": "int8" if int8 else "fp32"}
+    with Recognizer(bundle, backend="onnxruntime", backend_options=opts) as rec:
+        sess = rec.backend._sessions["encoder"]
+        assert sess.get_session_options().intra_op_num_threads == 1
+        if int8:
+            assert rec.backend._specs["encoder"]["format"] == "onnx-int8"
+        else:
+            ref = [rec.push_frame(f, t=i / FPS) for i, f in enumerate(frames)]
+            assert [(p.valence, p.arousal) for p in ref] == \
+                [(p.valence, p.arousal) for p in got]
+        be2 = rec.backend
+    assert be2._sessions == {}  # a backend the Recognizer built is closed with it
+
+    with pytest.raises(TypeError, match="backend must be"):
+        Recognizer(bundle, backend=42)
+    with pytest.raises(TypeError, match="backend_options"):
+        Recognizer(bundle, backend_options=[("intra_op_threads", 1)])
+    be3 = select_backend(bundle, "onnxruntime")
+    with pytest.raises(ValueError, match="backend_options"):
+        Recognizer(bundle, backend=be3, backend_options={"intra_op_threads": 1})
+    with pytest.raises(ValueError, match="detect_every"):
+        Recognizer(bundle, backend=be3, detect_every=0)
+    be3.close()
+
+
+def test_detect_every_option(bundle_dir):  # noqa: F811
+    from media import face_frames
+
+    from affedge.sdk.recognizer import Recognizer
+
+    frames, _ = face_frames(10, FPS)
+    for k, full in ((1, 10), (3, 4), (5, 2)):
+        with Recognizer(bundle_dir, backend="onnxruntime", detect_every=k) as rec:
+            preds = [rec.push_frame(f, t=i / FPS) for i, f in enumerate(frames)]
+            s = rec.stats()
+        assert s["detect_every"] == k and s["full_detections"] == full
+        assert s["region_searches"] == 10 - full  # one tracked face
+        assert all(p.face_present for p in preds) and len({p.track_id for p in preds}) == 1

@@ -12,6 +12,9 @@ re-associated). Rules:
   reported by :meth:`IouTracker.confirmed` (tentative ones still exist, so a real face is not
   delayed by more than ``min_hits - 1`` frames, while a one-frame false positive never shows up).
 
+:class:`TrackAssistedDetector` schedules the face detector around the tracks: a full-frame
+pass every K frames, a small region search around each track in between.
+
 Boxes are ``(x, y, w, h)`` in pixels. Anything with ``.x .y .w .h`` (and optionally ``.score``)
 or a 4/5-sequence is accepted as a detection.
 """
