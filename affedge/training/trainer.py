@@ -1,0 +1,792 @@
+"""Training loop: encoder pretraining (stage 0) and the paper's temporal training with gradual
+release (PAPER.md §2.2, §5), for one cross-validation fold.
+
+Stages of :func:`train_fold`:
+
+0. **Encoder pretraining** (deviation: the paper starts from an IR-50 fine-tuned on FER+, which
+   cannot be downloaded here). The encoder plus a linear V/A head is trained per frame on the
+   fold's *training* trials (frames with a face only), with a random 40x40 crop and a horizontal
+   flip per frame (PAPER.md §1.3) and the CCC loss over each batch of frames. Its checkpoint
+   (``pretrain/``) is the "pretrained encoder" the gradual release starts from. Skipped with
+   ``pretrained_encoder=...`` or ``pretrain_epochs=0``.
+1. **Temporal training with gradual release** (PAPER.md §2.2/§5): all encoder parameters frozen
+   except release group 1 (the output layer, released at epoch 0); CCC loss per window (both
+   V and A, mean of the two); Adam with classic L2 weight decay; ReduceLROnPlateau on the
+   validation CCC (mode max, patience 5, factor 0.1); best-state reload after every epoch
+   (``reload_best``); early stopping after 20 epochs without a new best. Whenever the LR falls
+   below ``min_lr`` the next encoder group is released with a new optimiser and scheduler (LR
+   reset) after reloading the best weights; with no group left, training stops.
+
+CPU practicality: while only the output layer is released (or nothing), the frozen part of the
+encoder is evaluated once per frame and cached (:mod:`affedge.training.embedding_cache`,
+``trunk`` / ``embedding`` level) and the temporal blocks train on cached features; once deeper
+groups are released, windows go end to end through the encoder (``e2e_batch_size`` windows per
+step). Augmentation is per window (one crop/flip view for all its frames); validation uses the
+centre crop.
+
+Outputs in the fold directory: ``metrics.csv`` (one row per epoch), ``best/`` (best weights,
+:func:`affedge.training.model.save_checkpoint`), ``last/`` (weights + optimiser tensors as
+safetensors + ``trainer_state.json``; resumable), ``curves.png`` and ``val_pred.png``.
+Distributed runs (torchrun) shard windows per rank; only rank 0 writes files.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from affedge.config import FeatureConfig, ModelConfig, to_dict
+from affedge.training import ddp
+from affedge.training.embedding_cache import (FrameFeatureCache, View, centre_view, encoder_head,
+                                              frames_tensor, random_view, training_views)
+from affedge.training.losses import ccc_loss, frame_ccc_loss
+
+DIMS = ("valence", "arousal")
+
+
+# ============================================================================================
+# Options
+# ============================================================================================
+@dataclass
+class TrainOptions:
+    """Everything that controls one training run. Paper values cite PAPER.md."""
+
+    encoder: str = "ir50"
+    modality: str = "av"  # "av" (leader-follower fusion) or "v" (visual only)
+    epochs: int = 100  # PAPER.md §5 max epochs
+    batch_size: int = 8  # windows per step while training on cached features (PAPER.md §5)
+    e2e_batch_size: int = 2  # windows per step once deeper encoder groups are released
+    lr: float = 1e-5  # PAPER.md §5
+    min_lr: float | None = None  # default lr/10 (PAPER.md §2.2: 1e-6 for lr 1e-5)
+    weight_decay: float = 1e-3  # PAPER.md §5, classic L2 (torch Adam's weight_decay)
+    patience: int = 5
+    factor: float = 0.1
+    early_stop: int = 20
+    window: int = 300
+    hop: int = 200
+    seed: int = 0
+    reload_best: bool = True  # PAPER.md §5 load_best_at_each_epoch = 1
+    release: bool = True  # gradual release of encoder groups (PAPER.md §2.2)
+    head_at_start: bool = True  # release group 1 (output layer) at epoch 0 (PAPER.md §2.2)
+    views: int = 2  # cached augmentation views per frame (centre, mirrored, random crops...)
+    pretrained_encoder: str | None = None
+    pretrain_epochs: int = 3
+    pretrain_lr: float = 1e-3
+    pretrain_batch: int = 64
+    pretrain_stride: int = 1  # use every n-th labelled face frame per pretraining epoch
+    max_minutes: float | None = None
+    threads: int | None = None
+    resume: bool = False
+    progress: bool = True
+    cache_dir: str | None = None  # dataset feature cache (audio features)
+    plots: bool = True
+
+    def __post_init__(self):
+        if self.modality not in ("av", "v"):
+            raise ValueError(f"modality must be 'av' or 'v', got {self.modality!r}")
+        for name in ("epochs", "batch_size", "e2e_batch_size", "window", "hop", "views",
+                     "pretrain_batch", "pretrain_stride"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+
+    @property
+    def min_lr_value(self) -> float:
+        return self.lr * 0.1 if self.min_lr is None else self.min_lr
+
+
+def model_config_for(opts: TrainOptions, feature_cfg: FeatureConfig) -> ModelConfig:
+    streams = tuple((n, feature_cfg.stream_dim(n)) for n in feature_cfg.streams)
+    return ModelConfig(encoder=opts.encoder, crop_size=feature_cfg.crop_size,
+                       audio_streams=streams, fusion=opts.modality == "av")
+
+
+# ============================================================================================
+# Data of one fold
+# ============================================================================================
+@dataclass
+class Trial:
+    """One labelled trial in memory: frames, per-stream normalised audio, labels."""
+
+    key: str
+    frames: np.ndarray  # uint8 [L, 48, 48, 3] RGB
+    face: np.ndarray  # bool [L]
+    labels: np.ndarray  # float32 [L, 2]
+    audio: list[np.ndarray]  # float32 [L, D_i], model stream order, normalised
+    fps: float = 30.0
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class FoldData:
+    train: list[Trial]
+    val: list[Trial]
+    norm_stats: dict[str, Any]
+    feature_cfg: FeatureConfig
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def load_fold(data_dir: str | Path, fold: int, feature_cfg: FeatureConfig | None = None,
+              cache_dir: str | Path | None = None) -> FoldData:
+    """Read the dataset, split it with ``six_fold_split`` and normalise audio with the fold's
+    training-trial statistics (PAPER.md §1.5, but train-only statistics, §8.2 #3)."""
+    from affedge.training.data import affwild2, folds as folds_mod, normalization
+
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset directory not found: {root}")
+    fcfg = feature_cfg or FeatureConfig()
+    ds = affwild2.AffWild2VA(root, fcfg, cache_dir=cache_dir)
+    train_ids, val_ids = folds_mod.fold_trials(ds, fold)
+    if not train_ids:
+        raise ValueError(f"{root}: fold {fold} has no training trials")
+    if not val_ids:
+        raise ValueError(f"{root}: fold {fold} has no validation trials")
+    raw_train = [ds.load(t) for t in train_ids]
+    raw_val = [ds.load(t) for t in val_ids]
+    stats = normalization.compute_stats([r.audio for r in raw_train], fcfg.streams)
+
+    def conv(tid, r) -> Trial:
+        audio = normalization.apply_stats(r.audio, stats)
+        return Trial(tid.name, r.frames, np.asarray(r.face_present, bool),
+                     np.asarray(r.labels, np.float32),
+                     [np.asarray(audio[n], np.float32) for n in fcfg.streams], float(r.fps))
+
+    return FoldData([conv(t, r) for t, r in zip(train_ids, raw_train)],
+                    [conv(t, r) for t, r in zip(val_ids, raw_val)], stats, fcfg,
+                    {"train_trials": [t.name for t in train_ids], "val_trials": [t.name for t in val_ids]})
+
+
+def trial_windows(length: int, window: int, hop: int) -> list[tuple[int, int]]:
+    """``[(start, end)]`` of the windows of a trial (PAPER.md §5 arrangement)."""
+    from affedge.training.data.windows import make_windows
+
+    return [(int(s), int(e)) for s, e in make_windows(length, window, hop)]
+
+
+# ============================================================================================
+# The forward used for both paths (wrapped by DDP in distributed runs)
+# ============================================================================================
+class WindowForward(nn.Module):
+    """``forward(visual, mask, audio) -> [B, W, n_out]``.
+
+    ``visual`` is either cached features ``[B, W, ...]`` (``mode`` "embedding" or "trunk") or
+    frames ``[B, W, 3, 40, 40]`` (``mode`` "frames"). Only frames with ``mask`` true go through
+    the encoder / head; padded positions get a zero embedding.
+    """
+
+    def __init__(self, model: nn.Module, mode: str = "frames"):
+        super().__init__()
+        self.model = model
+        self.mode = mode
+
+    def forward(self, visual: torch.Tensor, mask: torch.Tensor, audio: list[torch.Tensor]):
+        b, w = mask.shape
+        flat_mask = mask.reshape(-1)
+        real = visual.reshape(b * w, *visual.shape[2:])[flat_mask]
+        if self.mode == "frames":
+            emb_real = self.model.encoder(real)
+        elif self.mode == "trunk":
+            emb_real = encoder_head(self.model.encoder, real)
+        else:
+            emb_real = real
+        emb = emb_real.new_zeros(b * w, emb_real.shape[-1]).index_put((flat_mask.nonzero().squeeze(1),), emb_real)
+        return self.model.temporal(emb.reshape(b, w, -1), audio)
+
+
+def _pad(x: torch.Tensor, w: int) -> torch.Tensor:
+    if len(x) == w:
+        return x
+    return torch.cat([x, x.new_zeros((w - len(x),) + tuple(x.shape[1:]))])
+
+
+# ============================================================================================
+# Prediction (validation, held-out sets)
+# ============================================================================================
+@torch.no_grad()
+def embed_frames(encoder: nn.Module, frames: np.ndarray, crop_size: int = 40, batch: int = 256,
+                 view: View | None = None) -> torch.Tensor:
+    """uint8 frames ``[L,48,48,3]`` -> embeddings ``[L, 512]`` (centre crop unless ``view``)."""
+    view = view or centre_view(frames.shape[1], crop_size)
+    dev = _device(encoder)
+    out = [encoder(frames_tensor(frames[s:s + batch], view, crop_size).to(dev))
+           for s in range(0, len(frames), batch)]
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def predict_embeddings(temporal: nn.Module, emb: torch.Tensor, audio: list[np.ndarray] | list[torch.Tensor],
+                       window: int = 300, hop: int = 200, batch: int = 16) -> np.ndarray:
+    """Windowed offline prediction of one trial with overlap averaging (PAPER.md §5/§6.1)."""
+    from affedge.training.data.windows import overlap_average
+
+    length = emb.shape[0]
+    dev = _device(temporal)
+    emb = emb.to(dev)
+    aud = [torch.as_tensor(a, dtype=torch.float32).to(dev) for a in audio] if temporal.cfg.fusion else []
+    wins = trial_windows(length, window, hop)
+    preds = []
+    for s in range(0, len(wins), batch):
+        chunk = wins[s:s + batch]
+        e = torch.stack([_pad(emb[a:b], window) for a, b in chunk])
+        au = [torch.stack([_pad(x[a:b], window) for a, b in chunk]) for x in aud]
+        y = temporal(e, au)
+        preds.extend(y[i, :b - a].cpu().numpy() for i, (a, b) in enumerate(chunk))
+    return np.asarray(overlap_average(length, wins, preds), dtype=np.float32)
+
+
+def predict_trial(model: nn.Module, frames: np.ndarray, audio: list[np.ndarray], window: int = 300,
+                  hop: int = 200) -> np.ndarray:
+    """Offline prediction ``[L, n_out]`` for one trial (eval mode, centre crop)."""
+    was = model.training
+    model.eval()
+    try:
+        emb = embed_frames(model.encoder, frames, model.cfg.crop_size)
+        return predict_embeddings(model.temporal, emb, audio, window, hop)
+    finally:
+        model.train(was)
+
+
+def va_metrics(labels: np.ndarray, preds: np.ndarray) -> dict[str, float]:
+    """``valence_ccc``, ``valence_pcc``, ``valence_rmse``, ... and ``mean_ccc`` (the model-selection
+    score: mean of the V and A CCCs over the concatenated frames)."""
+    from affedge.metrics import summarize
+
+    return {k: float(v) for k, v in summarize(labels, preds, DIMS).items() if not k.endswith("_n")}
+
+
+# ============================================================================================
+# Optimiser / scheduler state as safetensors + JSON (no pickles)
+# ============================================================================================
+def optimizer_to_files(opt: torch.optim.Optimizer, directory: Path) -> None:
+    from safetensors.torch import save_file
+
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for idx, st in sd["state"].items():
+        for name, v in st.items():
+            if isinstance(v, torch.Tensor):
+                tensors[f"state.{idx}.{name}"] = v.detach().cpu().contiguous()
+            else:
+                scalars[f"state.{idx}.{name}"] = v
+    save_file(tensors, str(directory / "optimizer.safetensors"))
+    (directory / "optimizer.json").write_text(json.dumps(
+        {"param_groups": sd["param_groups"], "scalars": scalars}, indent=1))
+
+
+def optimizer_from_files(opt: torch.optim.Optimizer, directory: Path) -> None:
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(directory / "optimizer.safetensors"))
+    meta = json.loads((directory / "optimizer.json").read_text())
+    state: dict[int, dict[str, Any]] = {}
+    for key, v in list(tensors.items()) + list(meta["scalars"].items()):
+        _, idx, name = key.split(".", 2)
+        state.setdefault(int(idx), {})[name] = v
+    groups = meta["param_groups"]
+    for g in groups:
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+# ============================================================================================
+# Helpers
+# ============================================================================================
+def set_seed(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _device(module: nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
+def _state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def load_pretrained_encoder(model: nn.Module, ckpt: str | Path) -> None:
+    """Load ``encoder.*`` weights from a checkpoint directory (``model.safetensors`` +
+    ``config.json``, as written by stage 0 or any affedge checkpoint) into ``model.encoder``."""
+    from safetensors.torch import load_file
+
+    d = Path(ckpt)
+    w = d / "model.safetensors" if d.is_dir() else d
+    if not w.is_file():
+        raise FileNotFoundError(f"pretrained encoder checkpoint not found: {w}")
+    cfg_path = w.parent / "config.json"
+    if cfg_path.is_file():
+        enc = json.loads(cfg_path.read_text()).get("model", {}).get("encoder")
+        if enc and enc != model.cfg.encoder:
+            raise ValueError(f"{cfg_path}: checkpoint encoder is {enc!r}, the run uses {model.cfg.encoder!r}")
+    state = {k[len("encoder."):]: v for k, v in load_file(str(w)).items() if k.startswith("encoder.")}
+    if not state:
+        raise ValueError(f"{w}: no 'encoder.*' weights in this checkpoint")
+    missing, unexpected = model.encoder.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{w}: encoder weights do not fit {model.cfg.encoder!r}: "
+                         f"missing {missing[:3]}, unexpected {unexpected[:3]}")
+
+
+class CsvLog:
+    """Append-only per-epoch CSV (rank 0 only)."""
+
+    def __init__(self, path: Path, enabled: bool):
+        self.path, self.enabled = path, enabled
+
+    def write(self, row: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        new = not self.path.exists()
+        with self.path.open("a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(row))
+            if new:
+                w.writeheader()
+            w.writerow(row)
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    if not path.exists():
+        return []
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+# ============================================================================================
+# Stage 0: encoder pretraining
+# ============================================================================================
+class _FrameRegressor(nn.Module):
+    def __init__(self, encoder: nn.Module, n_out: int = 2):
+        super().__init__()
+        self.encoder = encoder
+        self.head = nn.Linear(encoder.output_layer[-1].num_features if hasattr(encoder, "output_layer") else 512, n_out)
+
+    def forward(self, x):
+        return self.head(self.encoder(x))
+
+
+def pretrain_encoder(model: nn.Module, data: FoldData, opts: TrainOptions, out_dir: Path,
+                     model_cfg: ModelConfig, deadline: float | None = None) -> dict[str, Any]:
+    """Stage 0 (see module doc). Trains ``model.encoder`` in place; writes ``pretrain/``."""
+    dist = ddp.context()
+    reg = _FrameRegressor(model.encoder, len(model_cfg.outputs))
+    net = dist.wrap(reg)
+    opt = torch.optim.Adam([p for p in reg.parameters() if p.requires_grad], lr=opts.pretrain_lr,
+                           weight_decay=opts.weight_decay)
+    idx = [(ti, i) for ti, t in enumerate(data.train) for i in np.flatnonzero(t.face)]
+    if not idx:
+        raise ValueError("encoder pretraining: the training trials have no frames with a face")
+    fs, cs = data.feature_cfg.frame_size, data.feature_cfg.crop_size
+    log = CsvLog(out_dir / "pretrain.csv", dist.is_main)
+    history = []
+    for epoch in range(opts.pretrain_epochs):
+        rng = np.random.default_rng([opts.seed, 1000 + epoch])
+        torch.manual_seed(opts.seed * 7919 + epoch)
+        order = rng.permutation(len(idx))[::opts.pretrain_stride]
+        order = dist.shard(order, epoch)
+        reg.train()
+        losses = []
+        batches = range(0, len(order), opts.pretrain_batch)
+        it = _progress(batches, opts.progress and dist.is_main, f"pretrain {epoch}")
+        for s in it:
+            sel = order[s:s + opts.pretrain_batch]
+            if len(sel) < 2:
+                continue
+            xs, ys = [], []
+            for j in sel:
+                ti, fi = idx[j]
+                v = random_view(rng, fs, cs)
+                xs.append(frames_tensor(data.train[ti].frames[fi:fi + 1], v, cs))
+                ys.append(data.train[ti].labels[fi])
+            x = torch.cat(xs).to(dist.device)
+            y = torch.from_numpy(np.stack(ys)).to(dist.device)
+            loss = frame_ccc_loss(net(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        dist.sync_module(reg)
+        # per-frame validation CCC (centre crop, frames with a face)
+        reg.eval()
+        ys, ps = [], []
+        with torch.no_grad():
+            for t in data.val:
+                f = np.flatnonzero(t.face)
+                if len(f):
+                    ps.append(reg.head(embed_frames(model.encoder, t.frames[f], cs)).cpu().numpy())
+                    ys.append(t.labels[f])
+        row = {"epoch": epoch, "train_loss": dist.mean(float(np.mean(losses)) if losses else math.nan)}
+        if ys:
+            row.update(va_metrics(np.concatenate(ys), np.concatenate(ps)))
+        history.append(row)
+        log.write(row)
+        if dist.is_main and opts.progress:
+            print(f"[pretrain] epoch {epoch}: " + ", ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch"))
+        if deadline is not None and dist.agree(time.time() > deadline):
+            break
+    if dist.is_main:
+        from affedge.training.model import save_checkpoint
+
+        save_checkpoint(out_dir / "pretrain", model, model_cfg, data.feature_cfg, data.norm_stats,
+                        {"stage": "encoder_pretrain", "history": history})
+    dist.barrier()
+    return {"history": history}
+
+
+def _progress(it, enabled: bool, desc: str):
+    if not enabled:
+        return it
+    from tqdm import tqdm
+
+    return tqdm(it, desc=desc, leave=False)
+
+
+# ============================================================================================
+# Stage 1: temporal training with gradual release
+# ============================================================================================
+class TemporalTrainer:
+    """The paper's training loop for one fold (see the module docstring)."""
+
+    def __init__(self, model: nn.Module, data: FoldData, opts: TrainOptions, out_dir: Path,
+                 model_cfg: ModelConfig):
+        self.model, self.data, self.opts, self.out = model, data, opts, out_dir
+        self.model_cfg = model_cfg
+        self.dist = ddp.context()
+        self.groups = model.encoder.release_groups() if opts.release else []
+        self.released = 1 if (opts.head_at_start and self.groups) else 0
+        self.windows = [(ti, a, b) for ti, t in enumerate(data.train)
+                        for a, b in trial_windows(len(t), opts.window, opts.hop)]
+        if not self.windows:
+            raise ValueError("no training windows (are the training trials empty?)")
+        # PAPER.md §5: the window list is shuffled once (seeded); every epoch uses that order
+        self.order = np.random.default_rng(opts.seed).permutation(len(self.windows))
+        self.views = training_views(opts.views, data.feature_cfg.frame_size, data.feature_cfg.crop_size, opts.seed)
+        self.cache: FrameFeatureCache | None = None
+        self.log = CsvLog(out_dir / "metrics.csv", self.dist.is_main)
+        self.epoch = 0
+        self.best_score = -math.inf
+        self.best_epoch = -1
+        self.best_state = _state_copy(model)
+        self.since_best = 0
+        self.stop_reason = ""
+        self._apply_release()
+        self._new_optimizer()
+
+    # ---------------------------------------------------------------- phases
+    @property
+    def mode(self) -> str:
+        if self.released == 0:
+            return "embedding"
+        if self.released == 1:
+            return "trunk"
+        return "frames"
+
+    @property
+    def phase(self) -> str:
+        return f"release{self.released}-{self.mode}"
+
+    def _apply_release(self) -> None:
+        for p in self.model.encoder.parameters():
+            p.requires_grad_(False)
+        for g in self.groups[:self.released]:
+            for p in g:
+                p.requires_grad_(True)
+        if self.mode in ("embedding", "trunk"):
+            if self.cache is None or self.cache.level != self.mode:
+                self.cache = FrameFeatureCache(self.model.encoder, self.mode, self.views,
+                                               self.data.feature_cfg.crop_size)
+        else:
+            self.cache = None
+        self.fwd = WindowForward(self.model, self.mode)
+        self.net = self.dist.wrap(self.fwd)
+
+    def _new_optimizer(self) -> None:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt = torch.optim.Adam(params, lr=self.opts.lr, weight_decay=self.opts.weight_decay)
+        self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.opt, mode="max", factor=self.opts.factor, patience=self.opts.patience, eps=0.0)
+
+    @property
+    def lr(self) -> float:
+        return float(self.opt.param_groups[0]["lr"])
+
+    # ---------------------------------------------------------------- batches
+    def _batch(self, win_ids: np.ndarray, rng: np.random.Generator):
+        w = self.opts.window
+        vis, masks, auds, labs = [], [], [[] for _ in self.model.temporal.audio_names], []
+        fs, cs = self.data.feature_cfg.frame_size, self.data.feature_cfg.crop_size
+        for wi in win_ids:
+            ti, a, b = self.windows[wi]
+            t = self.data.train[ti]
+            if self.cache is not None:
+                x = self.cache.get(t.key, int(rng.integers(len(self.views))))[a:b]
+            else:
+                x = frames_tensor(t.frames[a:b], random_view(rng, fs, cs), cs)
+            vis.append(_pad(x, w))
+            m = torch.zeros(w, dtype=torch.bool)
+            m[:b - a] = True
+            masks.append(m)
+            labs.append(_pad(torch.from_numpy(t.labels[a:b]), w))
+            for k in range(len(auds)):
+                auds[k].append(_pad(torch.from_numpy(t.audio[k][a:b]), w))
+        return (torch.stack(vis), torch.stack(masks), [torch.stack(a) for a in auds], torch.stack(labs))
+
+    def _refresh_cache(self) -> None:
+        if self.cache is None:
+            return
+        self.cache.refresh({t.key: t.frames for t in self.data.train}, progress=self.opts.progress and self.dist.is_main)
+
+    # ---------------------------------------------------------------- epochs
+    def train_epoch(self, deadline: float | None = None) -> float:
+        """One pass over this rank's windows; stops early (all ranks together) at ``deadline``."""
+        self._refresh_cache()
+        rng = np.random.default_rng([self.opts.seed, self.epoch])
+        torch.manual_seed(self.opts.seed * 7919 + self.epoch)
+        self.model.train()
+        order = self.dist.shard(self.order, self.epoch)
+        bs = self.opts.batch_size if self.cache is not None else self.opts.e2e_batch_size
+        losses = []
+        it = _progress(range(0, len(order), bs), self.opts.progress and self.dist.is_main,
+                       f"epoch {self.epoch} {self.phase}")
+        for s in it:
+            vis, mask, aud, lab = self._batch(order[s:s + bs], rng)
+            dev = _device(self.model)
+            vis, mask, lab = vis.to(dev), mask.to(dev), lab.to(dev)
+            aud = [a.to(dev) for a in aud]
+            pred = self.net(vis, mask, aud)
+            # PAPER.md §5: padded frames (zero labels) are part of the loss
+            loss = ccc_loss(pred, lab)
+            self.opt.zero_grad()
+            loss.backward()
+            self.opt.step()
+            losses.append(loss.item())
+            if hasattr(it, "set_postfix"):
+                it.set_postfix(loss=f"{loss.item():.3f}")
+            if deadline is not None and self.dist.agree(time.time() > deadline):
+                self.stop_reason = "time limit (--max-minutes)"
+                break
+        self.dist.sync_module(self.model)  # BN running stats: take rank 0's
+        return self.dist.mean(float(np.mean(losses)) if losses else math.nan)
+
+    @torch.no_grad()
+    def _val_embeddings(self, t: Trial) -> torch.Tensor:
+        """Centre-crop embeddings ``[L, 512]`` of a validation trial (eval mode)."""
+        if self.cache is None:
+            return embed_frames(self.model.encoder, t.frames, self.data.feature_cfg.crop_size)
+        feats = self.cache.get(t.key, 0)
+        dev = _device(self.model)
+        return torch.cat([self.cache.head(feats[s:s + 1024].to(dev)) for s in range(0, len(feats), 1024)])
+
+    @torch.no_grad()
+    def validate(self) -> tuple[dict[str, float], dict[int, np.ndarray]]:
+        """Overall CCC over the concatenated validation trials (PAPER.md §5); each rank predicts
+        a share of the trials and the predictions are gathered, so every rank gets the same score."""
+        self.model.eval()
+        mine = self.dist.shard(np.arange(len(self.data.val)), 0, pad=False)
+        if self.cache is not None:  # validation uses the centre view (view 0)
+            self.cache.refresh({self.data.val[i].key: self.data.val[i].frames for i in mine}, views=[0])
+        ys, ps, by_trial = [], [], {}
+        for vi in mine:
+            t = self.data.val[vi]
+            p = predict_embeddings(self.model.temporal, self._val_embeddings(t), t.audio,
+                                   self.opts.window, self.opts.hop)
+            by_trial[int(vi)] = p
+            ys.append(t.labels)
+            ps.append(p)
+        y = self.dist.gather_rows(np.concatenate(ys) if ys else np.zeros((0, 2), np.float32))
+        p = self.dist.gather_rows(np.concatenate(ps) if ps else np.zeros((0, 2), np.float32))
+        self.model.train()
+        return va_metrics(y, p), by_trial
+
+    # ---------------------------------------------------------------- checkpoints
+    def _save_best(self) -> None:
+        if not self.dist.is_main:
+            return
+        from affedge.training.model import save_checkpoint
+
+        save_checkpoint(self.out / "best", self.model, self.model_cfg, self.data.feature_cfg,
+                        self.data.norm_stats, {"epoch": self.best_epoch, "score": self.best_score,
+                                               "options": dataclasses.asdict(self.opts),
+                                               "fold_info": self.data.info})
+
+    def save_last(self) -> None:
+        if not self.dist.is_main:
+            return
+        from affedge.training.model import save_checkpoint
+
+        d = self.out / "last"
+        save_checkpoint(d, self.model, self.model_cfg, self.data.feature_cfg, self.data.norm_stats,
+                        {"options": dataclasses.asdict(self.opts)})
+        optimizer_to_files(self.opt, d)
+        state = {"epoch": self.epoch, "released": self.released, "best_score": self.best_score,
+                 "best_epoch": self.best_epoch, "since_best": self.since_best,
+                 "stop_reason": self.stop_reason, "scheduler": self.sched.state_dict()}
+        (d / "trainer_state.json").write_text(json.dumps(state, indent=1))
+
+    def resume(self) -> bool:
+        """Restore from ``last/`` (and ``best/``); returns False when there is nothing to resume."""
+        from safetensors.torch import load_file
+
+        d = self.out / "last"
+        if not (d / "trainer_state.json").is_file():
+            return False
+        st = json.loads((d / "trainer_state.json").read_text())
+        self.model.load_state_dict(load_file(str(d / "model.safetensors"), device=str(_device(self.model))))
+        self.released = int(st["released"])
+        self._apply_release()
+        self._new_optimizer()
+        optimizer_from_files(self.opt, d)
+        self.sched.load_state_dict(st["scheduler"])
+        self.epoch = int(st["epoch"])
+        self.best_score, self.best_epoch = float(st["best_score"]), int(st["best_epoch"])
+        self.since_best, self.stop_reason = int(st["since_best"]), st.get("stop_reason", "")
+        if (self.out / "best" / "model.safetensors").is_file():
+            self.best_state = load_file(str(self.out / "best" / "model.safetensors"), device=str(_device(self.model)))
+        return True
+
+    # ---------------------------------------------------------------- main loop
+    def run(self, deadline: float | None = None) -> dict[str, Any]:
+        o = self.opts
+        while not self.stop_reason and self.epoch < o.epochs:
+            t0 = time.time()
+            phase, lr = self.phase, self.lr
+            loss = self.train_epoch(deadline)
+            metrics, val_preds = self.validate()
+            score = metrics["mean_ccc"]
+            improved = score > self.best_score
+            if improved:
+                self.best_score, self.best_epoch, self.since_best = score, self.epoch, 0
+                self.best_state = _state_copy(self.model)
+                self._save_best()
+                if self.dist.is_main and o.plots:
+                    self._plot_val(val_preds)
+            else:
+                self.since_best += 1
+            self.sched.step(score)
+            if o.reload_best:  # PAPER.md §5: weights reset to the best state after every epoch
+                self.model.load_state_dict(self.best_state)
+            row = {"epoch": self.epoch, "phase": phase, "lr": lr, "train_loss": loss, **metrics,
+                   "best": int(improved), "seconds": round(time.time() - t0, 2)}
+            self.log.write(row)
+            if self.dist.is_main and o.progress:
+                print(f"[{phase}] epoch {self.epoch}: loss={loss:.4f} val CCC V={metrics['valence_ccc']:.4f} "
+                      f"A={metrics['arousal_ccc']:.4f} lr={lr:.2e}" + (" *" if improved else ""))
+            self.epoch += 1
+            if self.stop_reason:
+                pass  # the time limit hit inside the epoch
+            elif self.epoch > 1 and self.since_best >= o.early_stop:
+                self.stop_reason = f"early stop: {o.early_stop} epochs without improvement"
+            elif self.lr < o.min_lr_value * (1 - 1e-6):  # PAPER.md §2.2
+                if self.released < len(self.groups):
+                    self.model.load_state_dict(self.best_state)
+                    self.released += 1
+                    self._apply_release()
+                    self._new_optimizer()
+                else:
+                    self.stop_reason = "LR below min_lr and no encoder group left to release"
+            if not self.stop_reason and deadline is not None and self.dist.agree(time.time() > deadline):
+                self.stop_reason = "time limit (--max-minutes)"
+            self.save_last()
+        if not self.stop_reason:
+            self.stop_reason = f"reached {o.epochs} epochs"
+        self.model.load_state_dict(self.best_state)
+        if self.dist.is_main and o.plots:
+            self._plot_curves()
+        return {"best_score": self.best_score, "best_epoch": self.best_epoch,
+                "epochs_run": self.epoch, "stop_reason": self.stop_reason}
+
+    # ---------------------------------------------------------------- plots
+    def _plot_val(self, preds: dict[int, np.ndarray]) -> None:
+        """Predictions vs labels of the first validation trial (rank 0 only)."""
+        from affedge.plotting import plot_va
+
+        if 0 not in preds:
+            return
+        t, p = self.data.val[0], preds[0]
+        time_s = np.arange(len(t)) / t.fps
+        plot_va(self.out / "val_pred.png", time_s,
+                {"labels": (t.labels[:, 0], t.labels[:, 1]), "prediction": (p[:, 0], p[:, 1])},
+                title=f"validation trial {t.key} (epoch {self.best_epoch}, "
+                      f"mean CCC {self.best_score:.3f})", masks={"no face": ~t.face})
+
+    def _plot_curves(self) -> None:
+        from affedge.plotting import plot_curves
+
+        rows = read_csv(self.out / "metrics.csv")
+        if not rows:
+            return
+        x = [float(r["epoch"]) for r in rows]
+        plot_curves(self.out / "curves.png", x,
+                    {k: [float(r[k]) for r in rows] for k in ("train_loss", "valence_ccc", "arousal_ccc")},
+                    title="training loss and validation CCC", ylabel="loss / CCC")
+
+
+# ============================================================================================
+# One fold, end to end
+# ============================================================================================
+def train_fold(data_dir: str | Path, out_dir: str | Path, fold: int = 0,
+               opts: TrainOptions | None = None, data: FoldData | None = None, **overrides: Any) -> dict[str, Any]:
+    """Stage 0 (unless a pretrained encoder is given) then the temporal training of one fold.
+
+    Returns a summary dict (also written to ``summary.json``): best score/epoch, best metrics,
+    stop reason, wall time, data sizes, the options. ``data`` may be passed pre-loaded.
+    """
+    opts = dataclasses.replace(opts or TrainOptions(), **overrides)
+    if opts.threads:
+        torch.set_num_threads(int(opts.threads))
+    start = time.time()
+    deadline = start + 60 * opts.max_minutes if opts.max_minutes else None
+    dist = ddp.context()
+    out = Path(out_dir)
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    if data is None:
+        data = load_fold(data_dir, fold, cache_dir=opts.cache_dir)
+    model_cfg = model_config_for(opts, data.feature_cfg)
+    set_seed(opts.seed)
+    from affedge.training.model import AffectModel
+
+    model = AffectModel(model_cfg).to(dist.device)
+    resuming = opts.resume and (out / "last" / "trainer_state.json").is_file()
+    pre: dict[str, Any] = {}
+    if not resuming:
+        if opts.pretrained_encoder:
+            load_pretrained_encoder(model, opts.pretrained_encoder)
+        elif opts.resume and (out / "pretrain" / "model.safetensors").is_file():
+            load_pretrained_encoder(model, out / "pretrain")  # stage 0 finished before the stop
+        elif opts.pretrain_epochs > 0:
+            pre = pretrain_encoder(model, data, opts, out, model_cfg, deadline)
+        set_seed(opts.seed + 1)
+    trainer = TemporalTrainer(model, data, opts, out, model_cfg)
+    if resuming:
+        trainer.resume()
+    result = trainer.run(deadline)
+    metrics, _ = trainer.validate()
+    summary = {
+        "fold": fold, **result, "best_metrics": metrics, "wall_seconds": round(time.time() - start, 1),
+        "train_trials": len(data.train), "val_trials": len(data.val),
+        "train_frames": int(sum(len(t) for t in data.train)), "val_frames": int(sum(len(t) for t in data.val)),
+        "encoder_pretrain": pre.get("history", []), "options": dataclasses.asdict(opts),
+        "world_size": dist.world_size,
+    }
+    if dist.is_main:
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    dist.barrier()
+    summary["model"] = model
+    return summary
