@@ -149,3 +149,22 @@ def test_bad_arguments_are_clear_errors(bundle_dir):
         run_bench(str(bundle_dir), frames=0)
     with pytest.raises(ValueError, match="threads"):
         run_bench(str(bundle_dir), threads=0)
+
+
+def test_detect_every_defaults_to_the_runtime_default(result):
+    """--detect-every left out: the pipeline stages run the runtime's detection schedule
+    (engine.DEFAULT_DETECT_EVERY), and the report line says so (no "what-if")."""
+    from affedge.benchmarking.runner import _detection_note
+    from affedge.commands import bench
+    from affedge.sdk.engine import DEFAULT_DETECT_EVERY
+
+    p = argparse.ArgumentParser()
+    bench.add_arguments(p)
+    assert p.parse_args([]).detect_every is None
+    assert "what-if" not in p.format_help()
+    _, doc = result
+    assert doc["config"]["detect_every"] is None
+    note = _detection_note(doc["config"]["detect_every"])
+    assert f"every {DEFAULT_DETECT_EVERY} frames" in note and "(runtime default)" in note
+    assert "full-frame detection on every frame" in _detection_note(1)
+    assert "every 7 frames" in _detection_note(7) and "default" not in _detection_note(7)

@@ -69,14 +69,13 @@ def _va(preds):
 
 
 # ---------------------------------------------------------------------- backend failure
-@pytest.mark.parametrize("detect_every", [1, pytest.param(4, marks=pytest.mark.xfail(
-    strict=True, reason="engine (reported): the failed tick already advanced the tracker and "
-    "the TrackAssistedDetector cadence, so re-running the whole tick shifts the full-frame "
-    "passes; a fallback must retry the backend call inside the tick"))])
+@pytest.mark.parametrize("detect_every", [1, 4])
 def test_backend_failure_mid_stream_then_fallback_keeps_the_stream(bundle_dir, frames,  # noqa: F811
                                                                    detect_every):
     """A backend that dies at frame ~8: the tick raises (reported); the engine continues on the
-    next backend (the same frame re-run) and every prediction equals the uninterrupted run."""
+    next backend (the same frame re-run: only its model part runs again, so the detection
+    cadence and the tracker do not advance twice) and every prediction equals the
+    uninterrupted run."""
     from affedge.bundle import load_bundle
     from affedge.features.faces import FaceDetector
     from affedge.sdk.backends import select_backend
@@ -102,7 +101,8 @@ def test_backend_failure_mid_stream_then_fallback_keeps_the_stream(bundle_dir, f
             got.append(eng.process_frame(f, i / FPS))
         except Exception as exc:  # noqa: BLE001  (what a fallback-capable runtime catches)
             failures.append((i, type(exc).__name__, str(exc)))
-            eng.backend = select_backend(bundle, "onnxruntime")  # the next backend in order
+            assert eng.pending_tick  # the failed tick is kept for a retry
+            eng.set_backend(select_backend(bundle, "onnxruntime"))  # the next backend in order
             got.append(eng.process_frame(f, i / FPS))  # the same frame again
     assert [f[0] for f in failures] == [7], failures
     assert [p.frame for p in got] == list(range(len(frames)))
@@ -115,12 +115,8 @@ def test_closed_backend_fails_with_a_clear_error(bundle_dir):  # noqa: F811
 
     be = select_backend(bundle_dir, "onnxruntime")
     be.close()
-    with pytest.raises(Exception) as info:
+    with pytest.raises(RuntimeError, match="backend closed"):
         be.run("encoder", {"frames": np.zeros((1, 3, 40, 40), np.float32)})
-    if not (isinstance(info.value, RuntimeError) and "closed" in str(info.value)):
-        pytest.xfail("backend bug (reported): run() after close() raises "
-                     f"{type(info.value).__name__}({info.value}) instead of "
-                     "RuntimeError('... closed')")
 
 
 def test_recognizer_fallback_api(bundle_dir, frames):  # noqa: F811
@@ -139,6 +135,43 @@ def test_recognizer_fallback_api(bundle_dir, frames):  # noqa: F811
         got = [rec.push_frame(f, t=i / FPS) for i, f in enumerate(frames)]
         want = [ref.push_frame(f, t=i / FPS) for i, f in enumerate(frames)]
         assert len(rec.backend_failures) == 1
+        _frame, name, err = rec.backend_failures[0]
+        assert name == flaky.name and "backend closed" in err
+        assert got[-1].backend == rec.backend_name
+    np.testing.assert_allclose(_va(got), _va(want), atol=1e-6, rtol=0)
+
+
+def test_recognizer_fallback_with_no_candidate_left_names_every_failure(bundle_dir,  # noqa: F811
+                                                                        frames):
+    from affedge.sdk.backends import select_backend
+    from affedge.sdk.recognizer import Recognizer
+
+    first = FailingAfter(select_backend(bundle_dir, "onnxruntime"), n_ok=3)
+    second = FailingAfter(select_backend(bundle_dir, "onnxruntime"), n_ok=0)
+    with Recognizer(bundle_dir, backend=[first, second], fallback=True) as rec:
+        assert rec.push_frame(frames[0], t=0.0).frame == 0  # filler + encoder + step: 3 calls
+        with pytest.raises(RuntimeError, match="every backend failed") as info:
+            rec.push_frame(frames[1], t=1 / FPS)
+        assert [(f, name) for f, name, _ in rec.backend_failures] == \
+            [(1, first.name), (1, second.name)]
+        assert str(info.value).count("backend closed") == 2
+        assert rec.stats()["frames"] == 1  # the failed tick was not half-applied
+
+
+def test_recognizer_auto_fallback_candidates_follow_select_backend(bundle_dir, frames):  # noqa: F811
+    """backend="auto", fallback=True: the first candidate of select_backend's order that works
+    runs; the others stay in order for a fallback; predictions equal backend="auto"."""
+    from affedge.sdk.backends.select import ORDER
+    from affedge.sdk.recognizer import Recognizer
+
+    with Recognizer(bundle_dir, backend="auto", fallback=True) as rec, \
+            Recognizer(bundle_dir, backend="auto") as ref:
+        assert rec.backend_name == ref.backend_name
+        left = list(rec._candidates)
+        assert left == list(ORDER[len(ORDER) - len(left):])
+        got = [rec.push_frame(f, t=i / FPS) for i, f in enumerate(frames[:4])]
+        want = [ref.push_frame(f, t=i / FPS) for i, f in enumerate(frames[:4])]
+        assert rec.backend_failures == []
     np.testing.assert_allclose(_va(got), _va(want), atol=1e-6, rtol=0)
 
 

@@ -44,9 +44,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-face", type=int, default=None, metavar="PX",
                    help="smallest face side (pixels) the Haar detector searches for; larger is "
                         "faster (default: FaceDetector's own, 40)")
-    p.add_argument("--detect-every", type=int, default=1, metavar="K",
-                   help="what-if: run face detection on every K-th frame only (the tracker "
-                        "carries the box in between; default: every frame)")
+    p.add_argument("--detect-every", type=int, default=None, metavar="K",
+                   help="full-frame face detection every K frames, a search of a small region "
+                        "around each tracked face in between (1: full frame every frame; "
+                        "default: the runtime's default, affedge.sdk.engine."
+                        "DEFAULT_DETECT_EVERY)")
     p.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT")
 
 

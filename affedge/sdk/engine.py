@@ -37,8 +37,20 @@ Policies (documented in affedge/sdk/prediction.py as well)
     training mean) and ``audio_present=False``.
   * Audio clock: the first pushed sample defines the audio origin; a later chunk whose start is
     more than ``gap_tolerance`` seconds after the expected time is preceded by zeros so the clocks
-    stay aligned (audio is never dropped; an overrun of the PCM ring is counted in
-    ``stats()["audio_overruns"]``).
+    stay aligned, as long as the gap fits in the PCM ring; a longer gap (e.g. a pause of an hour)
+    restarts the audio timeline at the chunk's timestamp instead (nothing is allocated for the
+    gap). Both are counted in ``stats()["audio_gaps_filled"]``.
+  * Audio discontinuities: every PCM block carries its video-clock timestamp. When the blocks
+    drained at a tick start later than the expected next sample (by more than one block: a ring
+    overrun dropped audio, or the timeline restarted), the incremental feature extractor and the
+    VAD restart from that block's timestamp, so feature rows stay on the video clock; until the
+    restarted extractor has produced a row, ``audio_present`` is False. Overruns are counted in
+    ``stats()["audio_overruns"]`` and discontinuities in ``stats()["audio_discontinuities"]``.
+  * Restartable ticks: :meth:`StreamingEngine.process_frame` does the detection/tracking part once;
+    if the backend raises during the model part, nothing of the stream state is changed and the
+    prepared tick is kept: calling ``process_frame`` again with the same frame and timestamp
+    (e.g. after :meth:`StreamingEngine.set_backend` switched to another backend) re-runs only
+    the model part, so the detection schedule and the tracker do not advance twice.
 """
 from __future__ import annotations
 
@@ -82,6 +94,55 @@ class _Stream:
     last_va: np.ndarray | None = None
     last_smoothed: np.ndarray | None = None
     last_conf: float = 0.0
+
+
+@dataclass
+class _PendingTick:
+    """What a tick prepared once (audio, tracks, crops) for its model part, which may be retried
+    on another backend."""
+
+    frame: np.ndarray
+    t: float
+    index: int
+    tick0: float
+    audio: dict
+    audio_present: bool
+    speech: bool
+    tracks: list
+    confirmed: list
+    stream_ids: list
+    streams: list
+    embs: list
+    crops: np.ndarray | None
+    enc_slot: list
+
+    def same_frame(self, frame: np.ndarray, t: float, index: int) -> bool:
+        if t != self.t or index != self.index:
+            return False
+        return frame is self.frame or (frame.shape == self.frame.shape
+                                       and np.array_equal(frame, self.frame))
+
+
+#: sample rates push_audio accepts (Hz): telephone-band 1 kHz to the 384 kHz of studio interfaces
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 384000
+
+
+def check_sample_rate(sample_rate) -> int:
+    """An integer sample rate in [MIN_SAMPLE_RATE, MAX_SAMPLE_RATE] Hz, or ValueError naming it
+    (an integral float such as 16000.0 is accepted, 16000.7 is not; TypeError for bools and
+    non-numbers)."""
+    if isinstance(sample_rate, (bool, np.bool_)) or \
+            not isinstance(sample_rate, (int, float, np.integer, np.floating)):
+        raise TypeError(f"push_audio: sample_rate must be an integer number of Hz, got "
+                        f"{sample_rate!r} ({type(sample_rate).__name__})")
+    if not np.isfinite(sample_rate) or float(sample_rate) != int(sample_rate):
+        raise ValueError(f"push_audio: sample_rate must be an integer number of Hz, got "
+                         f"{sample_rate!r}")
+    sr = int(sample_rate)
+    if not MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE:
+        raise ValueError(f"push_audio: sample_rate must be > 0 and within "
+                         f"[{MIN_SAMPLE_RATE}, {MAX_SAMPLE_RATE}] Hz, got {sample_rate!r}")
+    return sr
 
 
 class StreamingEngine:
@@ -158,6 +219,14 @@ class StreamingEngine:
         self._resamplers: dict[int, object] = {}
         self._audio_gaps = 0
         self._audio_samples_consumed = 0
+        self._block_dt = self._block / self.sample_rate
+        self._pcm_capacity_s = self._pcm_ring.capacity * self._block_dt
+        self._feat_t0: float | None = None     # video time of the extractor's first sample
+        self._next_block_t: float | None = None  # expected timestamp of the next drained block
+        self._seg_start: float | None = None   # start of the segment after the last discontinuity
+        self._seg_first_row: float | None = None  # time of that segment's first feature row
+        self._discontinuities = 0
+        self._pending: _PendingTick | None = None  # a prepared tick whose model part failed
 
         # video path
         self._streams: dict[int, _Stream] = {}
@@ -238,9 +307,7 @@ class StreamingEngine:
         while another thread runs :meth:`process_frame`."""
         from affedge.features.audio_io import StreamResampler, to_float_mono
 
-        sr = self.sample_rate if sample_rate is None else int(sample_rate)
-        if sr <= 0:
-            raise ValueError(f"push_audio: sample_rate must be > 0, got {sample_rate}")
+        sr = self.sample_rate if sample_rate is None else check_sample_rate(sample_rate)
         x = np.asarray(pcm)
         if x.ndim != 1:
             raise ValueError(f"push_audio: pcm must be 1-D mono samples, got shape {x.shape}")
@@ -266,9 +333,14 @@ class StreamingEngine:
                 expected = self._audio_t0 + self._audio_pushed / self.sample_rate
                 gap = float(t) - expected
                 if gap > self.gap_tolerance:
-                    fill = np.zeros(int(round(gap * self.sample_rate)), np.float32)
-                    x = np.concatenate([fill, x])
                     self._audio_gaps += 1
+                    if gap <= self._pcm_capacity_s:  # short gap: silence keeps the clocks
+                        fill = np.zeros(int(round(gap * self.sample_rate)), np.float32)
+                        x = np.concatenate([fill, x])
+                    else:  # longer than the ring: restart the timeline (the drain sees a jump)
+                        self._audio_t0 = float(t)
+                        self._audio_pushed = 0
+                        self._pcm_rem = np.zeros(0, np.float32)  # < 1 block, before the gap
             self._push_pcm(x)
 
     def _push_pcm(self, x: np.ndarray) -> None:
@@ -306,13 +378,46 @@ class StreamingEngine:
         ts, blocks = self._pcm_ring.read_new()
         if len(ts) == 0:
             return
-        pcm = blocks.reshape(-1)
+        # split where a block starts later than the expected next sample by more than one
+        # block (a ring overrun dropped audio, or push_audio restarted the timeline)
+        expected = np.empty(len(ts))
+        expected[0] = ts[0] if self._next_block_t is None else self._next_block_t
+        expected[1:] = ts[:-1] + self._block_dt
+        jumps = np.flatnonzero(ts - expected > self._block_dt)
+        if self._next_block_t is None:
+            jumps = np.union1d([0], jumps).astype(int)
+        bounds = list(jumps) + [len(ts)]
+        fresh = self._next_block_t is None
+        start = 0
+        for b in bounds:
+            if b > start:
+                self._consume_pcm(blocks[start:b].reshape(-1))
+            if b < len(ts):
+                self._restart_features(float(ts[b]), first=fresh and b == 0)
+            start = b
+        self._next_block_t = float(ts[-1]) + self._block_dt
+
+    def _restart_features(self, t0: float, first: bool) -> None:
+        """Start the feature extractor and the VAD afresh at video time ``t0``."""
+        from affedge.features.audio import IncrementalAudioFeatures
+
+        self._feat_t0 = t0
+        if first:
+            return  # the extractor is fresh already; the first segment has no special rule
+        self._features = IncrementalAudioFeatures(self.feature_cfg)
+        self._vad = self._make_vad(self.feature_cfg)
+        self._seg_start, self._seg_first_row = t0, None
+        self._discontinuities += 1
+
+    def _consume_pcm(self, pcm: np.ndarray) -> None:
         new = self._features.push(pcm)
-        t0 = self._audio_t0 or 0.0
+        t0 = self._feat_t0
         for s in self.audio_streams:
             times, feats = new[s]
             if len(times):
                 self._feat_rings[s].push_many(t0 + times, np.ascontiguousarray(feats))
+                if self._seg_start is not None and self._seg_first_row is None:
+                    self._seg_first_row = t0 + float(times[0])
         if self._vad is not None:
             vt, flags = self._vad_push(pcm)
             if len(vt):
@@ -337,6 +442,9 @@ class StreamingEngine:
             latest = ring.latest_time
             if latest is None or t - latest > self.audio_timeout:
                 present = False
+        if present and self._seg_start is not None and t >= self._seg_start and \
+                (self._seg_first_row is None or t < self._seg_first_row):
+            present = False  # after a discontinuity, before the restarted extractor's first row
         for s in self.audio_streams:
             d = self.feature_cfg.stream_dim(s)
             if not present:
@@ -358,9 +466,12 @@ class StreamingEngine:
                       detections=None) -> Prediction:
         """Run one inference tick for a BGR uint8 frame at video-clock time ``t`` (seconds,
         strictly increasing). ``detections`` (optional) replaces the detector's output for this
-        frame (a list of FaceBox). Returns the frame's Prediction."""
-        from affedge.features.faces import FaceBox, align_crop
+        frame (a list of FaceBox). Returns the frame's Prediction.
 
+        Bad input raises ``ValueError`` before anything changes. If the backend raises, the
+        stream states are untouched and the prepared tick (audio, detections, tracks) is kept:
+        calling again with the same frame and ``t`` re-runs only the model part (see
+        :meth:`set_backend`); any other call discards it."""
         tick0 = time.perf_counter()
         t = float(t)
         if not np.isfinite(t):
@@ -373,7 +484,35 @@ class StreamingEngine:
             raise ValueError("process_frame: frame must be a BGR uint8 array [H,W,3], got "
                              f"{getattr(frame_bgr, 'dtype', type(frame_bgr))} "
                              f"{getattr(frame_bgr, 'shape', '')}")
+        if frame_bgr.size == 0:
+            raise ValueError(f"process_frame: frame is empty (shape {frame_bgr.shape})")
         index = self._frame_index if index is None else int(index)
+
+        tick = self._pending
+        if tick is None or not tick.same_frame(frame_bgr, t, index):
+            self._pending = None
+            tick = self._prepare_tick(frame_bgr, t, index, detections, tick0)
+        try:
+            va, new_states = self._infer_tick(tick)
+        except Exception:
+            self._pending = tick  # restartable: nothing of the stream state changed
+            raise
+        self._pending = None
+        return self._finish_tick(tick, va, new_states)
+
+    @property
+    def pending_tick(self) -> bool:
+        """True when the last tick failed in the backend and can be re-run (same frame, t)."""
+        return self._pending is not None
+
+    def set_backend(self, backend) -> None:
+        """Use ``backend`` for the following model calls (and a pending tick's retry)."""
+        self.backend = backend
+        self.backend_name = str(getattr(backend, "name", type(backend).__name__))
+
+    def _prepare_tick(self, frame_bgr, t: float, index: int, detections, tick0: float):
+        """The part of a tick done exactly once: audio, detection, tracking, crops."""
+        from affedge.features.faces import FaceBox, align_crop
 
         self._drain_audio()
         audio, audio_present, speech = self.audio_at(t)
@@ -405,27 +544,37 @@ class StreamingEngine:
                 embs.append(None)
             else:
                 embs.append(self._filler_embedding)
-        use_background = not confirmed
-        if use_background:
+        if not confirmed:
             if self._background is None:
                 self._background = self._new_stream()
             stream_ids.append(-1)
             embs.append(self._filler_embedding)
         else:
             self._background = None  # restarts from zero when next needed
-        if to_encode:
-            enc = self._encode(np.stack(to_encode))
-            for slot, e in zip(enc_slot, enc):
-                embs[slot] = e
-
         streams = [self._background if sid == -1 else self._streams[sid] for sid in stream_ids]
-        va = self._step(streams, np.stack(embs).astype(np.float32), audio)
+        return _PendingTick(
+            frame=frame_bgr, t=t, index=index, tick0=tick0, audio=audio,
+            audio_present=audio_present, speech=speech, tracks=tracks, confirmed=confirmed,
+            stream_ids=stream_ids, streams=streams, embs=embs,
+            crops=np.stack(to_encode) if to_encode else None, enc_slot=enc_slot)
 
-        # per-stream outputs
-        track_by_id = {tr.id: tr for tr in tracks}
-        af = 1.0 if (audio_present or not self.audio_streams) else 0.5
+    def _infer_tick(self, tick: _PendingTick):
+        """The model part of a tick (may be retried): encoder + step; mutates nothing."""
+        embs = list(tick.embs)
+        if tick.crops is not None:
+            enc = self._encode(tick.crops)
+            for slot, e in zip(tick.enc_slot, enc):
+                embs[slot] = e
+        return self._step(tick.streams, np.stack(embs).astype(np.float32), tick.audio)
+
+    def _finish_tick(self, tick: _PendingTick, va: np.ndarray, new_states) -> Prediction:
+        """Commit the new states and build the Prediction."""
+        for st, states in zip(tick.streams, new_states):
+            st.states = states
+        track_by_id = {tr.id: tr for tr in tick.tracks}
+        af = 1.0 if (tick.audio_present or not self.audio_streams) else 0.5
         results: dict[int, tuple] = {}
-        for sid, st, y in zip(stream_ids, streams, va):
+        for sid, st, y in zip(tick.stream_ids, tick.streams, va):
             y = np.clip(y, -1.0, 1.0)
             sm = np.clip(st.smoother.update(y), -1.0, 1.0)
             st.steps += 1
@@ -439,7 +588,8 @@ class StreamingEngine:
             st.last_va, st.last_smoothed, st.last_conf = y, sm, conf
             results[sid] = (y, sm, conf, detected)
 
-        primary = self._choose_primary(confirmed, frame_bgr.shape)
+        confirmed = tick.confirmed
+        primary = self._choose_primary(confirmed, tick.frame.shape)
         faces = []
         order = ([primary] if primary is not None else []) + \
             [tr for tr in confirmed if tr is not primary]
@@ -458,17 +608,17 @@ class StreamingEngine:
         else:
             y, sm, conf, det = results[-1]
             box, tid, score = None, None, 0.0
-        latency = (time.perf_counter() - tick0) * 1000.0
+        latency = (time.perf_counter() - tick.tick0) * 1000.0
         self._latencies.append(latency)
-        self._last_t = t
-        self._frame_index = index + 1
+        self._last_t = tick.t
+        self._frame_index = tick.index + 1
         self.frames += 1
         return Prediction(
-            frame=index, timestamp=t, valence=self._o(y, "valence"),
+            frame=tick.index, timestamp=tick.t, valence=self._o(y, "valence"),
             arousal=self._o(y, "arousal"), valence_smoothed=self._o(sm, "valence"),
             arousal_smoothed=self._o(sm, "arousal"), confidence=conf, face_present=det,
-            speech_present=speech, face_box=box, track_id=tid, face_score=score,
-            audio_present=audio_present, latency_ms=latency, backend=self.backend_name,
+            speech_present=tick.speech, face_box=box, track_id=tid, face_score=score,
+            audio_present=tick.audio_present, latency_ms=latency, backend=self.backend_name,
             stale=False, faces=tuple(faces))
 
     def _o(self, y: np.ndarray, name: str) -> float:
@@ -476,21 +626,24 @@ class StreamingEngine:
         return float("nan") if i is None or i >= len(y) else float(y[i])
 
     def _step(self, streams: list[_Stream], emb: np.ndarray, audio: dict[str, np.ndarray]):
+        """One step call -> (va float32[n, K], new states per stream); the streams are not
+        changed (the caller commits the states once the whole tick succeeded)."""
         n = len(streams)
         if self._step_fixed_batch == 1 and n > 1:
-            return np.concatenate([self._step([s], emb[i:i + 1], audio)
-                                   for i, s in enumerate(streams)])
+            parts = [self._step([s], emb[i:i + 1], audio) for i, s in enumerate(streams)]
+            return np.concatenate([p[0] for p in parts]), [p[1][0] for p in parts]
         inputs = {self._step_emb: emb}
         for s in self.audio_streams:
             inputs[f"audio_{s}"] = np.repeat(audio[s][None], n, axis=0)
         for k, (name, _) in enumerate(self._state_specs):
             inputs[name] = np.concatenate([st.states[k] for st in streams], axis=0)
         out = self.backend.run("step", inputs)
-        for k, (name, _) in enumerate(self._state_specs):
+        new_states: list[list[np.ndarray]] = [[] for _ in streams]
+        for name, _ in self._state_specs:
             new = np.asarray(out[self._state_out[name]], np.float32)
-            for i, st in enumerate(streams):
-                st.states[k] = new[i:i + 1].copy()
-        return np.asarray(out[self._va_out], np.float32).reshape(n, -1)
+            for i in range(n):
+                new_states[i].append(new[i:i + 1].copy())
+        return np.asarray(out[self._va_out], np.float32).reshape(n, -1), new_states
 
     def _choose_primary(self, confirmed: list[Track], shape) -> Track | None:
         """Largest and most central confirmed track, with 20 % hysteresis to avoid flicker."""
@@ -536,6 +689,7 @@ class StreamingEngine:
             "latency_ms_p99": float(np.percentile(lat, 99)) if lat.size else float("nan"),
             "audio_overruns": int(self._pcm_ring.overruns),
             "audio_gaps_filled": self._audio_gaps,
+            "audio_discontinuities": self._discontinuities,
             "audio_seconds": self._audio_samples_consumed / self.sample_rate,
             "backend": self.backend_name,
             "detect_every": self.face_search.detect_every,
@@ -558,6 +712,9 @@ class StreamingEngine:
             self._audio_pushed = 0
             self._pcm_rem = np.zeros(0, np.float32)
             self._resamplers.clear()
+            self._feat_t0 = self._next_block_t = None
+            self._seg_start = self._seg_first_row = None
+        self._pending = None
         self.tracker.reset()
         self.face_search.reset()
         self._streams.clear()

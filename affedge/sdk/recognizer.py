@@ -95,6 +95,14 @@ class Recognizer:
         exactly as if the full-frame detector had missed it. 1 = full frame every frame.
         Default :data:`affedge.sdk.engine.DEFAULT_DETECT_EVERY`.
     roi_scale: side of the region searched around a tracked face, relative to the face box.
+    fallback: when True, ``backend`` may be a list of candidates (names and/or Backend
+        instances, best first; ``"auto"`` means the candidates ``select_backend`` tries, in its
+        order). The first that can be created runs; if it raises during a tick, the failure is
+        recorded in ``backend_failures`` as ``(frame, backend_name, repr(error))``, the next
+        candidate that can be created takes over and the *same* tick is re-run (detection and
+        tracking are not repeated, the temporal states are kept), so the predictions equal an
+        uninterrupted run. With no candidate left a RuntimeError names every failure. Without
+        ``fallback`` a list is a selection order only (the first that can be created).
     """
 
     def __init__(self, bundle_path=None, backend="auto", smoothing: float = 0.0,
@@ -103,15 +111,14 @@ class Recognizer:
                  iou_threshold: float = 0.3, audio_capacity_s: float = 30.0,
                  on_prediction: Callable[[Prediction], None] | list | None = None,
                  backend_options: dict | None = None, detect_every: int | None = None,
-                 roi_scale: float = 1.6):
+                 roi_scale: float = 1.6, fallback: bool = False):
         from affedge.bundle import Bundle, load_bundle
-        from affedge.sdk.backends import Backend, select_backend
         from affedge.sdk.engine import DEFAULT_DETECT_EVERY, StreamingEngine
         from affedge.sdk.tracking import IouTracker
 
         self._closed = True  # until construction succeeds (close()/__del__ stay harmless)
         self._sources: list = []
-        self._owns_backend = False
+        self._owned = []
         if bundle_path is None:
             raise ValueError("Recognizer needs a bundle path (or use Recognizer.demo())")
         bundle = bundle_path if isinstance(bundle_path, Bundle) else load_bundle(bundle_path)
@@ -119,23 +126,32 @@ class Recognizer:
         if backend_options is not None and not isinstance(backend_options, dict):
             raise TypeError(f"backend_options must be a dict of select_backend options, got "
                             f"{type(backend_options).__name__}")
-        if isinstance(backend, Backend) or callable(getattr(backend, "run", None)):
-            if backend_options:
-                raise ValueError("backend_options apply when backend is a name; a Backend "
-                                 "instance is used as it is")
-            models = getattr(backend, "models", None)
-            missing = [m for m in ("encoder", "step") if models is not None and m not in models]
-            if missing:
-                raise ValueError(f"backend {backend.name!r} cannot run {missing} (it has "
-                                 f"{backend.models}); the runtime needs 'encoder' and 'step'")
-            self.backend = backend
-        elif isinstance(backend, str):
-            self.backend = select_backend(bundle, backend, **(backend_options or {}))
-            self._owns_backend = True
+        self._backend_options = dict(backend_options or {})
+        self._fallback = bool(fallback)
+        self._owned: list = []  # backends this Recognizer created (closed by close())
+        self.backend_failures: list[tuple[int, str, str]] = []
+        self._candidate_errors: list[str] = []  # candidates that could not be created
+        if isinstance(backend, (list, tuple)):
+            if not backend:
+                raise ValueError("backend: the candidate list is empty")
+            for c in backend:
+                self._check_candidate(c)
+            self._candidates = list(backend)
         else:
-            raise TypeError(f"backend must be a backend name (e.g. 'auto') or an "
-                            f"affedge.sdk.backends.Backend (an object with "
-                            f"run(model_name, inputs)), got {type(backend).__name__}")
+            self._check_candidate(backend)
+            if self._fallback and isinstance(backend, str):
+                from affedge.sdk.backends.select import ALIASES
+
+                self._candidates = list(ALIASES.get(backend, (backend,)))
+            else:
+                self._candidates = [backend]
+        if self._backend_options and not any(isinstance(c, str) for c in self._candidates):
+            raise ValueError("backend_options apply when backend is a name; a Backend "
+                             "instance is used as it is")
+        self.backend = self._next_backend()
+        if self.backend is None:
+            raise RuntimeError("no backend can run bundle " + str(bundle.source) + ":\n"
+                               + "\n".join(self._candidate_errors))
         if isinstance(detector, str):
             from affedge.features.faces import FaceDetector
 
@@ -155,8 +171,7 @@ class Recognizer:
                 detect_every=DEFAULT_DETECT_EVERY if detect_every is None else detect_every,
                 roi_scale=roi_scale)
         except BaseException:
-            if self._owns_backend:
-                self.backend.close()
+            self._close_owned()
             raise
         self._callbacks: list[Callable[[Prediction], None]] = []
         if on_prediction is not None:
@@ -188,6 +203,73 @@ class Recognizer:
     def backend_name(self) -> str:
         return self.engine.backend_name
 
+    @staticmethod
+    def _check_candidate(c) -> None:
+        from affedge.sdk.backends import Backend
+
+        if not (isinstance(c, (str, Backend)) or callable(getattr(c, "run", None))):
+            raise TypeError(f"backend must be a backend name (e.g. 'auto') or an "
+                            f"affedge.sdk.backends.Backend (an object with "
+                            f"run(model_name, inputs)), got {type(c).__name__}")
+
+    def _next_backend(self):
+        """Create the next candidate that works (None when none is left); records why the
+        others could not be created."""
+        from affedge.sdk.backends import BackendUnavailable, select_backend
+
+        while self._candidates:
+            c = self._candidates.pop(0)
+            if isinstance(c, str):
+                try:
+                    be = select_backend(self.bundle, c, **self._backend_options)
+                except (RuntimeError, BackendUnavailable, ImportError) as exc:
+                    if not self._fallback and not self._candidates:
+                        raise
+                    self._candidate_errors.append(f"  {c}: {exc}")
+                    continue
+                self._owned.append(be)
+            else:
+                be = c
+                models = getattr(be, "models", None)
+                missing = [m for m in ("encoder", "step") if models is not None
+                           and m not in models]
+                if missing:
+                    raise ValueError(f"backend {be.name!r} cannot run {missing} (it has "
+                                     f"{be.models}); the runtime needs 'encoder' and 'step'")
+            return be
+        return None
+
+    def _process(self, frame_bgr, t: float, index: int | None = None) -> Prediction:
+        """One engine tick; with ``fallback`` a backend failure switches to the next candidate
+        and re-runs the same (prepared) tick."""
+        while True:
+            try:
+                return self.engine.process_frame(frame_bgr, t, index=index)
+            except Exception as exc:
+                if not (self._fallback and self.engine.pending_tick):
+                    raise
+                frame = self.engine._frame_index if index is None else int(index)
+                self.backend_failures.append((frame, self.engine.backend_name, repr(exc)))
+                failed = self.backend
+                nxt = self._next_backend()
+                if failed in self._owned:
+                    self._owned.remove(failed)
+                    _close_quietly(failed)
+                if nxt is None:
+                    lines = [f"  frame {f}: {name}: {err}"
+                             for f, name, err in self.backend_failures]
+                    raise RuntimeError(
+                        "every backend failed (fallback=True):\n" + "\n".join(lines)
+                        + ("\n  not created:\n" + "\n".join(self._candidate_errors)
+                           if self._candidate_errors else "")) from exc
+                self.backend = nxt
+                self.engine.set_backend(nxt)
+
+    def _close_owned(self) -> None:
+        for be in self._owned:
+            _close_quietly(be)
+        self._owned = []
+
     def on_prediction(self, callback: Callable[[Prediction], None]):
         """Register ``callback(prediction)`` for every Prediction (usable as a decorator)."""
         if not callable(callback):
@@ -204,7 +286,7 @@ class Recognizer:
         with self._tick_lock:
             if t is None:
                 t = time.monotonic()
-            p = self.engine.process_frame(frame_bgr, float(t))
+            p = self._process(frame_bgr, float(t))
             self._emit(p)
         return p
 
@@ -212,10 +294,13 @@ class Recognizer:
         """Add mono PCM (float in [-1, 1] or integer samples) whose first sample was captured at
         time ``t`` (default: ``time.monotonic()`` minus the chunk duration). Thread-safe (one
         producer at a time); cheap: features are computed by the next inference tick."""
+        from affedge.sdk.engine import check_sample_rate
+
         self._check_open()
+        sr = check_sample_rate(sample_rate)
         if t is None:
-            t = time.monotonic() - len(pcm) / float(sample_rate)
-        self.engine.push_audio(pcm, float(t), int(sample_rate))
+            t = time.monotonic() - len(pcm) / float(sr)
+        self.engine.push_audio(pcm, float(t), sr)
 
     def latest(self) -> Prediction | None:
         """The most recent Prediction (None before the first frame)."""
@@ -357,7 +442,7 @@ class Recognizer:
                     if audio_offset is None:  # file audio on a live clock starts with video
                         audio_offset = frame.t if live else 0.0
                     feed.feed_until(frame.t, audio_offset)
-                p = self.engine.process_frame(frame.image, frame.t, index=frame.index)
+                p = self._process(frame.image, frame.t, index=frame.index)
                 self._emit(p)
                 out.append((frame.image, p) if with_frames else p)
             yield from out
@@ -398,9 +483,7 @@ class Recognizer:
         with self._sub_lock:
             for q in self._subscribers:
                 q.put(_END)
-        close = getattr(self.backend, "close", None)
-        if self._owns_backend and callable(close):
-            close()
+        self._close_owned()
 
     def __enter__(self) -> Recognizer:
         return self

@@ -109,6 +109,9 @@ class OnnxRuntimeBackend(Backend):
         return list(self._providers)
 
     def run(self, model_name: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if not self._sessions:
+            raise RuntimeError(f"{self.name}: backend closed (its sessions were released by "
+                               "close()); create a new backend")
         feeds = self.check_inputs(model_name, inputs)
         sess = self._sessions[model_name]
         names = self.output_names(model_name)

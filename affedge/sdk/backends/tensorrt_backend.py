@@ -86,6 +86,9 @@ class TensorRTBackend(Backend):
 
     def run(self, model_name: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         torch, trt = self.torch, self._trt
+        if not self._engines:
+            raise RuntimeError(f"{self.name}: backend closed "
+                               "(its engines were released by close())")
         feeds = self.check_inputs(model_name, inputs)
         engine, ctx = self._engines[model_name], self._contexts[model_name]
         with torch.cuda.stream(self._stream):  # copies and execution on one stream

@@ -40,6 +40,9 @@ class _TorchModuleBackend(Backend):
 
     def run(self, model_name: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         torch = self.torch
+        if not self._modules:
+            raise RuntimeError(f"{self.name}: backend closed "
+                               "(its modules were released by close())")
         feeds = self.check_inputs(model_name, inputs)
         args = [torch.from_numpy(feeds[n]).to(self.device) for n in self.input_names(model_name)]
         with torch.inference_mode():
