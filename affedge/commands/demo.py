@@ -23,7 +23,9 @@ def add_arguments(p) -> None:
     p.add_argument("--clip", default=None, help="another clip (with --labels)")
     p.add_argument("--labels", default=None, help="frame,valence,arousal CSV for --clip")
     p.add_argument("--backend", default="auto")
-    p.add_argument("--smoothing", type=float, default=0.0)
+    p.add_argument("--smoothing", type=float, default=0.6,
+                   help="causal smoothing knob in [0, 1) (0 = raw; mean lag a/(1-a) frames; "
+                   "default 0.6 = 1.5 frames); raw values are reported too")
     p.add_argument("--show", action="store_true", help="show the overlay window if possible")
     p.add_argument("--quiet", action="store_true", help="no per-second status line")
 
