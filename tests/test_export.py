@@ -173,3 +173,12 @@ def test_manifest_is_plain_json(exported):
     _, out = exported
     m = json.loads((out / "manifest.json").read_text())
     assert isinstance(m["artifacts"], list) and m["parity_inputs"].startswith("deterministic")
+
+
+def test_export_leaves_the_grad_mode_of_the_process_alone(exported):
+    """Export runs under no_grad but must not switch autograd off process-wide (training in
+    the same process after an export failed with 'does not require grad')."""
+    assert torch.is_grad_enabled()
+    w = torch.ones(2, requires_grad=True)
+    (w * 3).sum().backward()
+    assert torch.equal(w.grad, torch.full((2,), 3.0))

@@ -144,7 +144,7 @@ def _manifest_fields(model_cfg, feature_cfg: FeatureConfig, info: dict, fps: flo
     }
 
 
-def export_bundle(checkpoint_dir: str | Path, out: str | Path,
+def _export_bundle(checkpoint_dir: str | Path, out: str | Path,
                   formats: Sequence[str] = DEFAULT_FORMATS, fp16: bool = False,
                   int8: bool = False, calib: str | Path | None = None,
                   dynamic_batch: bool = True, data: str | Path | None = None,
@@ -181,7 +181,6 @@ def export_bundle(checkpoint_dir: str | Path, out: str | Path,
         if not (out / "manifest.json").is_file() or not overwrite:
             raise FileExistsError(f"{out} exists and is not an affedge bundle; refusing to "
                                   "overwrite it")
-    torch.set_grad_enabled(False)
     model, info = load_checkpoint(checkpoint_dir)
     if not isinstance(model, AffectModel):
         raise ValueError(f"{checkpoint_dir}: export needs a full AffectModel checkpoint, got "
@@ -397,3 +396,17 @@ def _rezip_with_parity(zpath: Path, records, source: str) -> None:
         load_bundle(zpath)
     except BundleError as exc:  # pragma: no cover - would be a bug in the writer
         raise RuntimeError(f"rewritten bundle is invalid: {exc}") from None
+
+
+def export_bundle(*args, **kwargs) -> ExportResult:
+    """Export a checkpoint to a verified bundle (see :func:`_export_bundle` for the arguments).
+
+    Runs under ``torch.no_grad()`` and leaves the caller's grad mode as it was (an earlier
+    version switched autograd off process-wide, which broke training in the same process)."""
+    import torch
+
+    with torch.no_grad():
+        return _export_bundle(*args, **kwargs)
+
+
+export_bundle.__wrapped__ = _export_bundle  # type: ignore[attr-defined]
