@@ -169,10 +169,12 @@ def test_file_stream_equals_offline_window(bundle_dir, media_dir):
     assert any(p.speech_present for p in preds if p.timestamp > 1.0)
 
 
-def test_tracking_assisted_detection_stream_equals_offline(bundle_dir, media_dir):
-    """The default schedule (full frame every K frames, region searches in between): the
-    engine's boxes are framed like full-frame detections, and its outputs equal the offline
-    window form over the crops of the boxes it reports."""
+@pytest.mark.parametrize("async_detect", [False, True])
+def test_tracking_assisted_detection_stream_equals_offline(bundle_dir, media_dir, async_detect):
+    """The default schedule (full frame every K frames, region searches in between; the full
+    pass synchronous or on the worker thread): the engine's boxes are framed like full-frame
+    detections, and its outputs equal the offline window form over the crops of the boxes it
+    reports."""
     from affedge.bundle import load_bundle
     from affedge.features.audio_io import read_wav
     from affedge.features.faces import FaceBox, FaceDetector, align_crop
@@ -182,12 +184,13 @@ def test_tracking_assisted_detection_stream_equals_offline(bundle_dir, media_dir
 
     K = DEFAULT_DETECT_EVERY
     assert K > 1
-    with Recognizer(bundle_dir, backend="onnxruntime") as rec:
+    with Recognizer(bundle_dir, backend="onnxruntime", async_detect=async_detect) as rec:
         preds = list(rec.run(str(media_dir / "face.mp4"), audio=str(media_dir / "speech.wav")))
         stats = rec.stats()
+    assert not _face_detect_threads()  # close() stopped the worker
     frames = read_frames(media_dir / "face.mp4")
     n = len(frames)
-    assert stats["detect_every"] == K
+    assert stats["detect_every"] == K and stats["async_detect"] == async_detect
     assert stats["full_detections"] == -(-n // K)  # frames 0, K, 2K, ...
     assert stats["region_searches"] >= n - stats["full_detections"] - 2
     det = FaceDetector("haar")
@@ -378,3 +381,72 @@ def test_engine_rejects_bad_input(bundle_dir):
             rec.push_audio(np.full(10, np.nan, np.float32), t=0.0)
     with pytest.raises(RuntimeError, match="closed"):
         rec.push_frame(img, t=3.0)
+
+
+# ----------------------------------------------------------------------------- async detection
+def _face_detect_threads() -> list:
+    return [t for t in threading.enumerate() if t.name.startswith("affedge-face-detect")]
+
+
+def test_async_detect_is_deterministic_and_restartable(bundle_dir):
+    """async_detect: two runs over the same frames give identical predictions, also when the
+    backend fails inside the tick that submitted a full pass and the tick after it (the one
+    that merges it) and the same frame is re-run on another backend (detection is done once
+    per tick); reset() and close() stop the worker thread."""
+    from affedge.bundle import load_bundle
+    from affedge.features.faces import FaceDetector
+    from affedge.sdk.backends import select_backend
+    from affedge.sdk.engine import StreamingEngine
+
+    bundle = load_bundle(bundle_dir)
+    frames = two_face_frames(14)
+
+    class DiesAt:  # a real backend released (as a lost device) at given frames' encoder call
+        def __init__(self, frames_to_fail):
+            self.inner = select_backend(bundle, "onnxruntime")
+            self.name, self.fail, self.frame = self.inner.name, set(frames_to_fail), -1
+
+        def run(self, model_name, inputs):
+            if model_name == "encoder" and self.frame in self.fail:
+                self.fail.discard(self.frame)
+                self.inner.close()
+                self.inner = select_backend(bundle, "onnxruntime")  # the next one, for a retry
+                raise RuntimeError(f"device lost at frame {self.frame}")
+            return self.inner.run(model_name, inputs)
+
+    def run(backend):
+        e = StreamingEngine(bundle, backend, FaceDetector("haar"), detect_every=4,
+                            async_detect=True)
+        out = []
+        for i, f in enumerate(frames):
+            if isinstance(backend, DiesAt):
+                backend.frame = i
+            try:
+                out.append(e.process_frame(f, i / FPS))
+            except RuntimeError as exc:
+                assert "device lost" in str(exc) and e.pending_tick
+                out.append(e.process_frame(f, i / FPS))  # only the model part runs again
+        return e, out
+
+    def key(preds):
+        return [(p.valence, p.arousal, p.face_box, p.track_id, p.face_present,
+                 tuple((x.track_id, x.box, x.valence, x.arousal) for x in p.faces))
+                for p in preds]
+
+    e1, a = run(select_backend(bundle, "onnxruntime"))
+    e2, b = run(select_backend(bundle, "onnxruntime"))
+    flaky = DiesAt({4, 5, 9})
+    e3, c = run(flaky)
+    assert not flaky.fail  # the failures really happened
+    assert key(a) == key(b) == key(c)
+    assert e1.stats()["full_detections"] == e3.stats()["full_detections"] == 4  # 0, 4, 8, 12
+    assert all(len(p.faces) == 2 for p in a)  # both faces from frame 0 (pass run at once)
+    assert len(_face_detect_threads()) >= 1
+    e1.reset()
+    e2.close()
+    e3.close()
+    assert not _face_detect_threads()
+    # the engine is usable after reset(): the same predictions as a fresh one
+    d = [e1.process_frame(f, i / FPS) for i, f in enumerate(frames)]
+    e1.close()
+    assert key(d) == key(a) and not _face_detect_threads()

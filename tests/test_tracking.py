@@ -218,3 +218,121 @@ def test_assisted_detector_rejects_bad_settings(haar):
         TrackAssistedDetector(haar, roi_scale=0.5)
     with pytest.raises(TypeError, match="detect"):
         TrackAssistedDetector(object())
+
+
+# ----------------------------------------------------------------------------- async full pass
+def _face_detect_threads() -> list:
+    import threading
+
+    return [t for t in threading.enumerate() if t.name.startswith("affedge-face-detect")]
+
+
+class _SlowFullPass:
+    """The real Haar detector whose full-frame pass takes ``delay`` s longer (a loaded CPU):
+    the async schedule must give the same results whatever the worker's timing."""
+
+    def __init__(self, haar, delay: float):
+        self.haar, self.delay = haar, delay
+
+    def detect(self, frame):
+        import time
+
+        time.sleep(self.delay)
+        return self.haar.detect(frame)
+
+    def detect_region(self, frame, region, min_size, max_size):
+        return self.haar.detect_region(frame, region, min_size=min_size, max_size=max_size)
+
+
+def _boxes(run):
+    return [([d.as_tuple() for d in dets], tracks) for _, dets, tracks in run]
+
+
+def _run_async(detector, frames, k):
+    search = TrackAssistedDetector(detector, detect_every=k, async_detect=True)
+    got = _run(search, frames)
+    search.close()  # the last pass may still run on the worker: the cascade is not re-entrant
+    return search, got
+
+
+@pytest.mark.parametrize("k", [3, 4])
+def test_async_full_pass_is_deterministic_and_framed_like_full_frame(synth_frames, haar, k):
+    """async_detect: identical results on two runs, also when the full pass is slow (it is
+    always merged exactly one frame later); boxes stay within the synchronous schedule's
+    bounds against the full-frame detector (see the synchronous test above)."""
+    frames = synth_frames[:40]
+    a_search, a = _run_async(haar, frames, k)
+    _, b = _run_async(haar, frames, k)
+    _, c = _run_async(_SlowFullPass(haar, 0.03), frames, k)
+    assert not _face_detect_threads()
+    assert _boxes(a) == _boxes(b) == _boxes(c)
+    assert a_search.full_passes == -(-len(frames) // k)
+    assert [full for full, _, _ in a] == [i % k == 0 for i in range(len(frames))]
+    # nothing tracked at frame 0: that pass runs at once, the face is there from the start
+    assert [d.as_tuple() for d in a[0][1]] == [r.as_tuple() for r in haar.detect(frames[0])]
+    refs = [haar.detect(f) for f in frames]
+    ious = np.asarray([dets[0].iou(ref[0]) for (_, dets, _), ref in zip(a, refs)
+                       if dets and ref])
+    # every frame after the first is a region search here: Haar misses more frames in a
+    # region than the full pass does (6 of the 36 where the full pass finds the face, k=3 on
+    # this clip; the synchronous schedule misses 1-2), the boxes are framed alike
+    assert len(ious) >= 0.8 * sum(bool(r) for r in refs)
+    assert np.mean(ious >= 0.8) >= 0.95 and ious.min() >= 0.75, np.sort(ious)[:5]
+    assert np.mean(ious) >= 0.9
+    assert {tid for _, _, tracks in a for tid, _ in tracks} == {0}
+
+
+@pytest.mark.parametrize("k", [3, 4, 5])
+def test_async_face_entering_mid_clip_is_found_within_k_frames(synth_frames, haar, k):
+    """With async_detect a face entering while another is tracked is found one frame after the
+    next full pass (its boxes are merged into the following frame): at most k frames late."""
+    m = 7
+    blank = np.full_like(synth_frames[0], 110)
+    frames = [np.concatenate([synth_frames[i], synth_frames[40 + i] if i >= m else blank], 1)
+              for i in range(m + k + 3)]
+    _, got = _run_async(haar, frames, k)
+    first_seen = next(i for i, (_, _, tracks) in enumerate(got) if len(tracks) == 2)
+    assert m < first_seen <= m + k
+    assert first_seen == -(-m // k) * k + 1  # the frame after the next full pass
+    for _, _, tracks in got:
+        assert tracks[0][0] == 0
+    assert {tracks[1][0] for _, _, tracks in got[first_seen:]} == {1}
+    assert sum(tracks[1][1] for _, _, tracks in got[first_seen:]) >= len(got) - first_seen - 1
+
+
+def test_async_worker_stops_on_close_and_reset(synth_frames, haar):
+    search = TrackAssistedDetector(haar, detect_every=2, async_detect=True)
+    assert not _face_detect_threads()
+    _run(search, synth_frames[:5])  # frames 2, 4: passes on the worker
+    assert len(_face_detect_threads()) == 1
+    search.reset()
+    assert not _face_detect_threads()
+    assert search._pending is None
+    first = _run(search, synth_frames[:5])  # usable after reset, same results as a new one
+    search.close()
+    search.close()  # idempotent
+    assert not _face_detect_threads()
+    assert _boxes(first) == _boxes(_run_async(haar, synth_frames[:5], 2)[1])
+    # after close() it still works (a tick racing with close() on another thread), with
+    # synchronous full passes: the synchronous schedule's results, no new thread
+    sync = _run(TrackAssistedDetector(haar, 2), synth_frames[:5])
+    search.reset()
+    assert _boxes(_run(search, synth_frames[:5])) == _boxes(sync)
+    assert not _face_detect_threads()
+    assert not _face_detect_threads()
+
+
+def test_async_worker_error_is_raised_on_the_next_frame(synth_frames, haar):
+    class Broken(_SlowFullPass):
+        def detect(self, frame):
+            raise RuntimeError("camera frame unreadable")
+
+    tracker = IouTracker()
+    tracker.update([(100, 60, 80, 80)])  # a live track: the pass goes to the worker
+    search = TrackAssistedDetector(Broken(haar, 0.0), detect_every=4, async_detect=True)
+    search.detect(synth_frames[0], tracker.tracks)
+    with pytest.raises(RuntimeError, match="unreadable"):
+        search.detect(synth_frames[1], tracker.tracks)
+    search.detect(synth_frames[2], tracker.tracks)  # reported once, then the schedule goes on
+    search.close()
+    assert not _face_detect_threads()

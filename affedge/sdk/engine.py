@@ -30,6 +30,14 @@ Policies (documented in affedge/sdk/prediction.py as well)
     a track whose region search fails this frame is missed for this frame (the policy above);
     a face entering the frame is found by the next full-frame pass, at most K-1 frames late.
     ``detect_every=1`` runs the full-frame detector on every frame.
+  * Asynchronous full passes (``async_detect=True``; default :data:`DEFAULT_ASYNC_DETECT`
+    when ``detect_every > 1``, off for ``detect_every=1``, which means "the full-frame detector
+    on every frame"):
+    the full-frame pass due at frame n runs on a worker thread while frame n gets region
+    searches and its model calls; its boxes join frame n+1's detections (always exactly one
+    frame later, waiting for the worker if needed, so predictions do not depend on timing). A
+    new face is then found at most K frames late. :meth:`StreamingEngine.close` and
+    :meth:`StreamingEngine.reset` stop the worker.
   * No track at all: a "background" stream (filler + audio) produces the top-level values; it
     restarts from the zero state whenever it becomes active again.
   * Missing audio (no audio source, audio not arrived yet, or the newest audio row older than
@@ -70,6 +78,9 @@ from affedge.sdk.tracking import IouTracker, Track, TrackAssistedDetector
 #: between). Measured on the 2-core CPU (320x240, Haar): full pass 24-34 ms, region search
 #: ~1 ms per face; see the Recognizer docstring for the trade-off.
 DEFAULT_DETECT_EVERY = 4
+
+#: run the full-frame pass on a worker thread, merged one frame later (see the module docstring)
+DEFAULT_ASYNC_DETECT = False
 
 
 def _ringbuf():
@@ -162,13 +173,16 @@ class StreamingEngine:
         of ``roi_scale`` x the face around each track is searched (see
         :class:`affedge.sdk.tracking.TrackAssistedDetector`). 1: full frame every frame.
     roi_scale: side of the searched region relative to the tracked face's side.
+    async_detect: run each full-frame pass on a worker thread and merge its boxes one frame
+        later (see the module docstring); call :meth:`close` when done with the engine.
+        None: :data:`DEFAULT_ASYNC_DETECT` if ``detect_every > 1``, else False.
     """
 
     def __init__(self, bundle, backend, detector, *, smoothing: float = 0.0, max_faces: int = 4,
                  tracker: IouTracker | None = None, audio_capacity_s: float = 30.0,
                  audio_timeout: float = 1.0, gap_tolerance: float = 0.05,
                  presence_window: int = 30, detect_every: int = DEFAULT_DETECT_EVERY,
-                 roi_scale: float = 1.6):
+                 roi_scale: float = 1.6, async_detect: bool | None = None):
         from affedge.features.audio import IncrementalAudioFeatures
 
         if int(max_faces) < 1:
@@ -179,7 +193,10 @@ class StreamingEngine:
         self.backend = backend
         self.backend_name = str(getattr(backend, "name", type(backend).__name__))
         self.detector = detector
-        self.face_search = TrackAssistedDetector(detector, detect_every, roi_scale)
+        if async_detect is None:
+            async_detect = DEFAULT_ASYNC_DETECT and detect_every != 1
+        self.face_search = TrackAssistedDetector(detector, detect_every, roi_scale,
+                                                 async_detect=async_detect)
         self.smoothing = float(smoothing)
         ExponentialSmoother(self.smoothing)  # validates the knob early
         self.max_faces = int(max_faces)
@@ -521,6 +538,7 @@ class StreamingEngine:
             dets = self.face_search.detect(frame_bgr, self.tracker.tracks)
         else:
             dets = list(detections)
+            self.face_search.discard_pending()  # a full pass is merged only into the next frame
         dets = sorted(dets, key=lambda b: -(b.w * b.h))[: self.max_faces]
         tracks = self.tracker.update(dets)
         for tid in self.tracker.removed:
@@ -693,6 +711,7 @@ class StreamingEngine:
             "audio_seconds": self._audio_samples_consumed / self.sample_rate,
             "backend": self.backend_name,
             "detect_every": self.face_search.detect_every,
+            "async_detect": self.face_search.async_detect,
             "full_detections": self.face_search.full_passes,
             "region_searches": self.face_search.region_searches,
         }
@@ -722,6 +741,12 @@ class StreamingEngine:
         self._primary_id = None
         self._last_t = None
         self._frame_index = 0
+
+    def close(self) -> None:
+        """Stop the face-detection worker thread (``async_detect``) for good. Idempotent; may
+        be called from another thread during a tick; the engine stays usable, with
+        synchronous full-frame passes."""
+        self.face_search.close()
 
 
 def _fixed_batch(shape) -> int | None:

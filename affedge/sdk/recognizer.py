@@ -95,6 +95,12 @@ class Recognizer:
         exactly as if the full-frame detector had missed it. 1 = full frame every frame.
         Default :data:`affedge.sdk.engine.DEFAULT_DETECT_EVERY`.
     roi_scale: side of the region searched around a tracked face, relative to the face box.
+    async_detect: run the full-frame pass on a worker thread while the frame's model calls run,
+        and merge its boxes into the next frame (always exactly one frame later, so results do
+        not depend on timing); a new face is then found at most K frames late. Takes the full
+        pass off the per-frame critical path (the p99 latency). ``close()`` stops the worker.
+        None: :data:`affedge.sdk.engine.DEFAULT_ASYNC_DETECT` when ``detect_every > 1``,
+        else off.
     fallback: when True, ``backend`` may be a list of candidates (names and/or Backend
         instances, best first; ``"auto"`` means the candidates ``select_backend`` tries, in its
         order). The first that can be created runs; if it raises during a tick, the failure is
@@ -111,7 +117,8 @@ class Recognizer:
                  iou_threshold: float = 0.3, audio_capacity_s: float = 30.0,
                  on_prediction: Callable[[Prediction], None] | list | None = None,
                  backend_options: dict | None = None, detect_every: int | None = None,
-                 roi_scale: float = 1.6, fallback: bool = False):
+                 roi_scale: float = 1.6, fallback: bool = False,
+                 async_detect: bool | None = None):
         from affedge.bundle import Bundle, load_bundle
         from affedge.sdk.engine import DEFAULT_DETECT_EVERY, StreamingEngine
         from affedge.sdk.tracking import IouTracker
@@ -169,7 +176,8 @@ class Recognizer:
                 bundle, self.backend, detector, smoothing=smoothing, max_faces=max_faces,
                 tracker=tracker, audio_capacity_s=audio_capacity_s,
                 detect_every=DEFAULT_DETECT_EVERY if detect_every is None else detect_every,
-                roi_scale=roi_scale)
+                roi_scale=roi_scale,
+                async_detect=async_detect)
         except BaseException:
             self._close_owned()
             raise
@@ -483,6 +491,7 @@ class Recognizer:
         with self._sub_lock:
             for q in self._subscribers:
                 q.put(_END)
+        self.engine.close()  # stops the face-detection worker (async_detect)
         self._close_owned()
 
     def __enter__(self) -> Recognizer:

@@ -21,9 +21,15 @@ or a 4/5-sequence is accepted as a detection.
 from __future__ import annotations
 
 import math
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+
+#: two boxes with IoU above this are the same face (region searches of two tracks, or a
+#: one-frame-old full-pass box and this frame's region-search box)
+SAME_FACE_IOU = 0.5
 
 
 def iou(a, b) -> float:
@@ -191,10 +197,26 @@ class TrackAssistedDetector:
     full-frame detection frames them, and the crops match the training crops (the synthetic
     generator also searches a region around the head with a narrowed size range). Detectors
     without ``detect_region`` are run on the cropped region and filtered by size.
+
+    ``async_detect=True`` takes the full-frame pass off the frame it is due on: at frame ``n``
+    (``n % detect_every == 0``) the pass over a copy of frame ``n`` is handed to one worker
+    thread (OpenCV's cascade releases the GIL, so it runs while the caller runs the encoder),
+    and frame ``n`` gets region searches around the tracks like any other frame. At the next
+    :meth:`detect` call (frame ``n + 1``, always exactly one frame later) the pass's boxes are
+    collected, waiting for the worker if it is not done, so the results never depend on
+    timing: a full-pass box not already found by this frame's region searches (IoU >
+    :data:`SAME_FACE_IOU`) seeds a region search around it on frame ``n + 1`` (so the box is
+    framed on the current frame); if that search finds nothing, the one-frame-old box is used.
+    The detector is never called from two threads at once (the pass runs between two
+    :meth:`detect` calls). A pass due while no track is live runs synchronously (nothing is
+    tracked, so the frame has no face crop to encode and no model call worth overlapping; the
+    first face of a stream is found on its first frame). Cost: a face entering the frame while
+    others are tracked is found at most ``detect_every`` frames late (one frame more than
+    synchronously). :meth:`reset` and :meth:`close` wait for a running pass and stop the worker.
     """
 
     def __init__(self, detector, detect_every: int = 4, roi_scale: float = 1.6,
-                 size_range: float = 1.3):
+                 size_range: float = 1.3, async_detect: bool = False):
         if not hasattr(detector, "detect"):
             raise TypeError(f"detector must have detect(frame); got {type(detector).__name__}")
         if isinstance(detect_every, bool) or int(detect_every) != detect_every or \
@@ -211,44 +233,108 @@ class TrackAssistedDetector:
         self.full_passes = 0
         self.region_searches = 0
         self.last_full = False
+        self.async_detect = bool(async_detect)
         self._n = 0
+        self._worker: ThreadPoolExecutor | None = None
+        self._pending: Future | None = None  # async: the full pass of the previous frame
+        self._closed = False
+        self._lock = threading.Lock()  # close() may come from another thread than detect()
 
     def reset(self) -> None:
-        """Start a new stream: the next frame gets a full-frame pass."""
+        """Start a new stream: the next frame gets a full-frame pass. Stops the worker thread
+        (after the pass it may be running; its boxes are discarded); a later async
+        :meth:`detect` starts a new one."""
+        self._stop_worker()
         self._n = 0
         self.last_full = False
+
+    def close(self) -> None:
+        """Discard a pending full pass (waiting for it if it runs) and stop the worker thread
+        for good: later calls still work, with synchronous full passes (so a tick racing with
+        ``close()`` on another thread cannot start a new worker). Idempotent."""
+        self._stop_worker(close=True)
+
+    def _stop_worker(self, close: bool = False) -> None:
+        with self._lock:
+            self._closed = self._closed or close
+            worker, self._worker = self._worker, None
+        self.discard_pending()
+        if worker is not None:
+            worker.shutdown(wait=True)
+
+    def discard_pending(self) -> None:
+        """Drop the boxes of a submitted, not yet merged full pass (e.g. when the caller
+        supplies a frame's detections itself), waiting for it if it runs."""
+        fut = self._take_pending()
+        if fut is not None and not fut.cancel():
+            fut.exception()  # wait; an error of a discarded pass is not reported
+
+    def _take_pending(self) -> Future | None:
+        with self._lock:
+            fut, self._pending = self._pending, None
+        return fut
 
     def regions(self, tracks) -> list[tuple[tuple[float, float, float, float], int, int,
                                             tuple[float, float, float, float]]]:
         """``(region (x0, y0, x1, y1), min_size, max_size, predicted box)`` per track."""
-        out = []
-        for t in tracks:
-            pb = t.predicted_box(t.time_since_update + 1)
-            x, y, w, h = pb
-            side = max(w, h)
-            cx, cy, half = x + w / 2.0, y + h / 2.0, self.roi_scale * side / 2.0
-            lo = max(1, int(math.floor(side / self.size_range)))
-            hi = max(lo, int(math.ceil(side * self.size_range)))
-            out.append(((cx - half, cy - half, cx + half, cy + half), lo, hi, pb))
-        return out
+        return [self._region(t.predicted_box(t.time_since_update + 1)) for t in tracks]
+
+    def _region(self, pb) -> tuple:
+        """``(region, min_size, max_size, pb)`` of the search around the box ``pb``."""
+        x, y, w, h = pb
+        side = max(w, h)
+        cx, cy, half = x + w / 2.0, y + h / 2.0, self.roi_scale * side / 2.0
+        lo = max(1, int(math.floor(side / self.size_range)))
+        hi = max(lo, int(math.ceil(side * self.size_range)))
+        return ((cx - half, cy - half, cx + half, cy + half), lo, hi, pb)
 
     def detect(self, frame: np.ndarray, tracks) -> list:
         """This frame's detections (a list of FaceBox), see the class docstring."""
         full = self._n % self.detect_every == 0
         self._n += 1
         self.last_full = full
+        tracks = list(tracks)
+        if not self.async_detect or self._closed or (full and not tracks):
+            # synchronous (async with no live track as well: the frame has no face to encode,
+            # so there is no model call to overlap with, and a face is found at once)
+            self.discard_pending()  # this frame's own pass supersedes the previous one
+            if full:
+                self.full_passes += 1
+                return list(self.detector.detect(frame))
+            return self._region_detections(frame, self.regions(tracks), [])
+        fut = self._take_pending()  # the previous frame's full pass
+        seeds = fut.result() if fut is not None else []
+        found = self._region_detections(frame, self.regions(tracks), [])
+        new = [b for b in sorted(seeds, key=lambda b: -b.w * b.h)
+               if not any(iou(_box(b), _box(f)) > SAME_FACE_IOU for f in found)]
+        found = self._region_detections(frame, [self._region(_box(b)) for b in new], found,
+                                        fallback=new)
         if full:
-            self.full_passes += 1
-            return list(self.detector.detect(frame))
-        found: list = []
-        for region, lo, hi, pb in self.regions(tracks):
+            img = np.array(frame, copy=True)  # the caller may reuse its frame buffer
+            with self._lock:
+                if not self._closed:  # (closed meanwhile from another thread: no new worker)
+                    if self._worker is None:
+                        self._worker = ThreadPoolExecutor(
+                            1, thread_name_prefix="affedge-face-detect")
+                    self.full_passes += 1
+                    self._pending = self._worker.submit(lambda: list(self.detector.detect(img)))
+        return found
+
+    def _region_detections(self, frame, regions, found: list, fallback=None) -> list:
+        """Append to ``found`` the best detection of each region search (the one overlapping
+        the region's box most) unless it is a face already in ``found``; where a search finds
+        nothing, ``fallback[i]`` (if given) is used instead. Returns ``found``."""
+        for i, (region, lo, hi, pb) in enumerate(regions):
             self.region_searches += 1
             cands = self._search(frame, region, lo, hi)
-            if not cands:
+            if cands:
+                best = max(cands, key=lambda b: (iou(pb, _box(b)), b.score))
+            elif fallback is not None:
+                best = fallback[i]
+            else:
                 continue
-            best = max(cands, key=lambda b: (iou(pb, _box(b)), b.score))
-            if any(iou(_box(best), _box(f)) > 0.5 for f in found):
-                continue  # two tracks' regions found the same face: report it once
+            if any(iou(_box(best), _box(f)) > SAME_FACE_IOU for f in found):
+                continue  # two regions found the same face: report it once
             found.append(best)
         return found
 
