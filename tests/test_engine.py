@@ -450,3 +450,38 @@ def test_async_detect_is_deterministic_and_restartable(bundle_dir):
     d = [e1.process_frame(f, i / FPS) for i, f in enumerate(frames)]
     e1.close()
     assert key(d) == key(a) and not _face_detect_threads()
+
+
+def test_embeddings_of_each_stream_live_in_the_ring_buffer(bundle_dir, media_dir):
+    """Each stream keeps the embeddings it fed the model in the C++ ring (receptive-field
+    capacity): they equal the encoder applied to the same crops, with the frame times."""
+    from affedge.bundle import load_bundle
+    from affedge.features.faces import FaceDetector, align_crop, to_model_input
+    from affedge.sdk.backends import select_backend
+    from affedge.sdk.recognizer import Recognizer
+
+    frames = read_frames(media_dir / "face.mp4")
+    with Recognizer(bundle_dir, backend="onnxruntime", detect_every=1) as rec:
+        preds = [rec.push_frame(f, i / FPS) for i, f in enumerate(frames)]
+        tid = preds[-1].track_id
+        assert tid is not None
+        times, embs = rec.engine.embeddings(tid)
+        times, embs = times.copy(), embs.copy()
+        rf = rec.engine.receptive_field
+        with pytest.raises(KeyError):
+            rec.engine.embeddings(12345)
+    # the track existed for (almost) the whole clip; the ring holds min(frames, rf) rows
+    n = len(times)
+    assert 0 < n <= min(len(frames), rf)
+    np.testing.assert_allclose(times, np.arange(len(frames))[-n:] / FPS, atol=1e-9)
+    det = FaceDetector("haar")
+    bundle = load_bundle(bundle_dir)
+    backend = select_backend(bundle, "onnxruntime")
+    fcfg = bundle.feature_config()
+    for k in (-1, -n):
+        f = frames[k]
+        boxes = det.detect(f)
+        assert boxes
+        crop = align_crop(f, max(boxes, key=lambda b: b.area))
+        ref = backend.run("encoder", {"frames": to_model_input(crop[None], fcfg)})["embedding"][0]
+        np.testing.assert_allclose(embs[k], ref, atol=1e-5)

@@ -105,6 +105,10 @@ class _Stream:
     last_va: np.ndarray | None = None
     last_smoothed: np.ndarray | None = None
     last_conf: float = 0.0
+    # this stream's face embeddings (the model's input, filler included) with their frame
+    # times, in the C++ ring; capacity = the receptive field: exactly the history that the
+    # step's conv states summarise (used by `embeddings()` and window-form checks)
+    embeddings: object | None = None
 
 
 @dataclass
@@ -250,6 +254,7 @@ class StreamingEngine:
         self._background: _Stream | None = None
         self._primary_id: int | None = None
         self._filler_embedding = self._encode_filler()
+        self._embed_dim = int(self._filler_embedding.shape[-1])
         self._frame_index = 0
         self._last_t: float | None = None
         self._latencies: deque = deque(maxlen=2048)
@@ -315,7 +320,21 @@ class StreamingEngine:
         states = [np.zeros((1, *shape), np.float32) for _, shape in self._state_specs]
         s = _Stream(states=states, smoother=ExponentialSmoother(self.smoothing))
         s.presence = deque(maxlen=self.presence_window)
+        s.embeddings = _ringbuf().RingBuffer(self._embed_dim, max(1, int(self.receptive_field)))
         return s
+
+    def embeddings(self, track_id: int | None = None, n: int | None = None):
+        """The newest ``n`` face embeddings this stream fed the model, oldest first, with their
+        frame times: ``(times float64[n], embeddings float32[n, D])``, read-only zero-copy views
+        into the C++ ring (valid until the next ``process_frame``; copy to keep them). At most
+        ``receptive_field`` are kept: exactly the history the step's states summarise, so the
+        window form over them reproduces the step output. ``track_id=None``: the background
+        stream (no face tracked). ``n=None``: all that are stored."""
+        st = self._background if track_id is None else self._streams.get(int(track_id))
+        if st is None or st.embeddings is None:
+            raise KeyError(f"no stream for track {track_id!r}")
+        ring = st.embeddings
+        return ring.window(ring.size if n is None else int(n))
 
     # ------------------------------------------------------------------ audio (producer)
     def push_audio(self, pcm, t: float | None = None, sample_rate: int | None = None) -> None:
@@ -510,12 +529,12 @@ class StreamingEngine:
             self._pending = None
             tick = self._prepare_tick(frame_bgr, t, index, detections, tick0)
         try:
-            va, new_states = self._infer_tick(tick)
+            va, new_states, embs = self._infer_tick(tick)
         except Exception:
             self._pending = tick  # restartable: nothing of the stream state changed
             raise
         self._pending = None
-        return self._finish_tick(tick, va, new_states)
+        return self._finish_tick(tick, va, new_states, embs)
 
     @property
     def pending_tick(self) -> bool:
@@ -583,12 +602,19 @@ class StreamingEngine:
             enc = self._encode(tick.crops)
             for slot, e in zip(tick.enc_slot, enc):
                 embs[slot] = e
-        return self._step(tick.streams, np.stack(embs).astype(np.float32), tick.audio)
+        embs = np.stack(embs).astype(np.float32)
+        va, new_states = self._step(tick.streams, embs, tick.audio)
+        return va, new_states, embs
 
-    def _finish_tick(self, tick: _PendingTick, va: np.ndarray, new_states) -> Prediction:
-        """Commit the new states and build the Prediction."""
-        for st, states in zip(tick.streams, new_states):
+    def _finish_tick(self, tick: _PendingTick, va: np.ndarray, new_states,
+                     embs: np.ndarray) -> Prediction:
+        """Commit the new states (and embeddings) and build the Prediction."""
+        for st, states, e in zip(tick.streams, new_states, embs):
             st.states = states
+            ring = st.embeddings
+            if ring is not None and (ring.latest_time is None or tick.t > ring.latest_time):
+                ring.push(float(tick.t), np.ascontiguousarray(e, np.float32))
+                ring.consume()  # read through window(); nothing here is a lost item
         track_by_id = {tr.id: tr for tr in tick.tracks}
         af = 1.0 if (tick.audio_present or not self.audio_streams) else 0.5
         results: dict[int, tuple] = {}
