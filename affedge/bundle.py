@@ -44,6 +44,7 @@ import datetime as _dt
 import hashlib
 import io
 import json
+import math
 import os
 import pickletools
 import shutil
@@ -109,6 +110,7 @@ ARTIFACT_FIELDS: dict[str, type | tuple[type, ...]] = {
     "inputs": list,
     "outputs": list,
 }
+_FLOAT32_MAX = float(np.finfo(np.float32).max)  # statistics are used as float32 at run time
 ENGINE_FIELDS = {"gpu_name": str, "compute_capability": str, "tensorrt_version": str}
 
 
@@ -390,8 +392,12 @@ def validate_manifest(m: Any) -> None:
             raise BundleError(f"{w} must have 'mean' and 'std' lists")
         if len(st["mean"]) != len(st["std"]):
             raise BundleError(f"{w}: mean has {len(st['mean'])} values, std {len(st['std'])}")
-        if any(not isinstance(v, (int, float)) for v in st["mean"] + st["std"]):
+        if any(not isinstance(v, (int, float)) or isinstance(v, bool)
+               for v in st["mean"] + st["std"]):
             raise BundleError(f"{w}: mean/std must be numbers")
+        if not all(math.isfinite(v) and abs(v) <= _FLOAT32_MAX for v in st["mean"] + st["std"]):
+            raise BundleError(f"{w}: mean/std must be finite float32 values (NaN, Infinity or "
+                              "a magnitude above 3.4e38 found)")
         if any(not (v > 0) for v in st["std"]):
             raise BundleError(f"{w}: std must be positive")
     seen = set()

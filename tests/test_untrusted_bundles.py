@@ -146,6 +146,21 @@ def test_unknown_schema_version(copy, sessions, version):
     _refused(copy, sessions, "schema_version")
 
 
+@pytest.mark.parametrize("field,value", [("mean", float("nan")), ("std", float("inf")),
+                                         ("mean", float("-inf")), ("std", True),
+                                         ("mean", 1e300)])
+def test_non_finite_normalisation_statistics(copy, sessions, field, value):
+    """NaN/Infinity (valid in Python's JSON) in the audio statistics, or a value that overflows
+    float32, would turn every audio feature into NaN/Inf at run time: refused when the manifest
+    is read."""
+    m = _manifest(copy)
+    stream = next(iter(m["audio_norm"]))
+    m["audio_norm"][stream][field][3] = value
+    _write_manifest(copy, m)
+    assert ("NaN" in (copy / "manifest.json").read_text()) == (value != value)
+    _refused(copy, sessions, "finite" if not isinstance(value, bool) else "numbers")
+
+
 def test_manifest_not_json_or_oversized(copy, sessions):
     (copy / "manifest.json").write_bytes(b"{\"schema_version\": 1, \x00\xff")
     _refused(copy, sessions, "not valid JSON")

@@ -54,6 +54,15 @@ Policies (documented in affedge/sdk/prediction.py as well)
     VAD restart from that block's timestamp, so feature rows stay on the video clock; until the
     restarted extractor has produced a row, ``audio_present`` is False. Overruns are counted in
     ``stats()["audio_overruns"]`` and discontinuities in ``stats()["audio_discontinuities"]``.
+  * Non-finite values (NaN/Inf from a backend, e.g. an fp16 engine overflowing, or in the
+    audio features): never reach a stream's state. A face embedding that is not finite is
+    replaced by the filler embedding for the model (the prediction's confidence is 0 for that
+    face); an audio feature vector that is not finite is treated as missing audio
+    (``audio_present=False``); a stream whose step output (valence/arousal or any new state)
+    is not finite keeps its previous state, the frame is left out of its history, and its
+    prediction carries the previous values with ``stale=True`` and confidence 0 (NaN when
+    there are none yet). All three are counted in ``stats()`` (``nonfinite_embeddings``,
+    ``nonfinite_audio``, ``nonfinite_outputs``).
   * Restartable ticks: :meth:`StreamingEngine.process_frame` does the detection/tracking part once;
     if the backend raises during the model part, nothing of the stream state is changed and the
     prepared tick is kept: calling ``process_frame`` again with the same frame and timestamp
@@ -248,6 +257,7 @@ class StreamingEngine:
         self._seg_first_row: float | None = None  # time of that segment's first feature row
         self._discontinuities = 0
         self._pending: _PendingTick | None = None  # a prepared tick whose model part failed
+        self._nonfinite = {"embeddings": 0, "audio": 0, "outputs": 0}
 
         # video path
         self._streams: dict[int, _Stream] = {}
@@ -489,8 +499,13 @@ class StreamingEngine:
             v = np.asarray(self._feat_rings[s].at(float(t), "previous"), np.float32)
             if s in self._norm:
                 mean, std = self._norm[s]
-                v = (v - mean) / std
+                with np.errstate(over="ignore", invalid="ignore"):  # checked below
+                    v = (v - mean) / std
             feats[s] = v.astype(np.float32)
+        if present and not all(np.isfinite(v).all() for v in feats.values()):
+            self._nonfinite["audio"] += 1
+            present = False
+            feats = {s: np.zeros_like(v) for s, v in feats.items()}
         speech = False
         if self._vad is not None and self._vad_ring.latest_time is not None:
             if t - self._vad_ring.latest_time <= self.audio_timeout:
@@ -529,12 +544,12 @@ class StreamingEngine:
             self._pending = None
             tick = self._prepare_tick(frame_bgr, t, index, detections, tick0)
         try:
-            va, new_states, embs = self._infer_tick(tick)
+            va, new_states, embs, bad_embs = self._infer_tick(tick)
         except Exception:
             self._pending = tick  # restartable: nothing of the stream state changed
             raise
         self._pending = None
-        return self._finish_tick(tick, va, new_states, embs)
+        return self._finish_tick(tick, va, new_states, embs, bad_embs)
 
     @property
     def pending_tick(self) -> bool:
@@ -596,20 +611,32 @@ class StreamingEngine:
             crops=np.stack(to_encode) if to_encode else None, enc_slot=enc_slot)
 
     def _infer_tick(self, tick: _PendingTick):
-        """The model part of a tick (may be retried): encoder + step; mutates nothing."""
+        """The model part of a tick (may be retried): encoder + step; mutates nothing. Returns
+        (va, new states, embeddings fed, slots whose encoder output was not finite)."""
         embs = list(tick.embs)
+        bad: set[int] = set()
         if tick.crops is not None:
             enc = self._encode(tick.crops)
             for slot, e in zip(tick.enc_slot, enc):
-                embs[slot] = e
+                if np.isfinite(e).all():
+                    embs[slot] = e
+                else:  # the model sees a missing face rather than NaN (module docstring)
+                    embs[slot] = self._filler_embedding
+                    bad.add(slot)
         embs = np.stack(embs).astype(np.float32)
         va, new_states = self._step(tick.streams, embs, tick.audio)
-        return va, new_states, embs
+        return va, new_states, embs, bad
 
     def _finish_tick(self, tick: _PendingTick, va: np.ndarray, new_states,
-                     embs: np.ndarray) -> Prediction:
+                     embs: np.ndarray, bad_embs: set[int] = frozenset()) -> Prediction:
         """Commit the new states (and embeddings) and build the Prediction."""
-        for st, states, e in zip(tick.streams, new_states, embs):
+        finite = [bool(np.isfinite(y).all() and all(np.isfinite(x).all() for x in states))
+                  for y, states in zip(va, new_states)]
+        self._nonfinite["embeddings"] += len(bad_embs)
+        self._nonfinite["outputs"] += finite.count(False)
+        for st, states, e, ok in zip(tick.streams, new_states, embs, finite):
+            if not ok:
+                continue  # the frame is left out of this stream's history (module docstring)
             st.states = states
             ring = st.embeddings
             if ring is not None and (ring.latest_time is None or tick.t > ring.latest_time):
@@ -618,19 +645,25 @@ class StreamingEngine:
         track_by_id = {tr.id: tr for tr in tick.tracks}
         af = 1.0 if (tick.audio_present or not self.audio_streams) else 0.5
         results: dict[int, tuple] = {}
-        for sid, st, y in zip(tick.stream_ids, tick.streams, va):
+        for k, (sid, st, y, ok) in enumerate(zip(tick.stream_ids, tick.streams, va, finite)):
+            tr = track_by_id.get(sid)
+            detected = bool(tr is not None and tr.detected)
+            if not ok:
+                nan = np.full(len(y), np.nan, np.float32)
+                prev = st.last_va if st.last_va is not None else nan
+                prev_sm = st.last_smoothed if st.last_smoothed is not None else nan
+                results[sid] = (prev, prev_sm, 0.0, detected, False)
+                continue
             y = np.clip(y, -1.0, 1.0)
             sm = np.clip(st.smoother.update(y), -1.0, 1.0)
             st.steps += 1
-            tr = track_by_id.get(sid)
-            detected = bool(tr is not None and tr.detected)
             st.presence.append(1.0 if detected else 0.0)
-            face = float(np.clip(tr.score, 0.0, 1.0)) if detected else 0.0
+            face = float(np.clip(tr.score, 0.0, 1.0)) if detected and k not in bad_embs else 0.0
             presence = float(np.mean(st.presence))
             warm = 0.5 + 0.5 * min(1.0, st.steps / max(1, self.receptive_field))
             conf = float(np.clip(face * presence * af * warm, 0.0, 1.0))
             st.last_va, st.last_smoothed, st.last_conf = y, sm, conf
-            results[sid] = (y, sm, conf, detected)
+            results[sid] = (y, sm, conf, detected, True)
 
         confirmed = tick.confirmed
         primary = self._choose_primary(confirmed, tick.frame.shape)
@@ -638,19 +671,19 @@ class StreamingEngine:
         order = ([primary] if primary is not None else []) + \
             [tr for tr in confirmed if tr is not primary]
         for tr in order:
-            y, sm, conf, det = results[tr.id]
+            y, sm, conf, det, _ = results[tr.id]
             faces.append(FaceResult(
                 track_id=tr.id, box=tuple(float(v) for v in tr.box), detected=det,
                 score=float(tr.score) if det else 0.0, valence=self._o(y, "valence"),
                 arousal=self._o(y, "arousal"), valence_smoothed=self._o(sm, "valence"),
                 arousal_smoothed=self._o(sm, "arousal"), confidence=conf))
         if primary is not None:
-            y, sm, conf, det = results[primary.id]
+            y, sm, conf, det, ok = results[primary.id]
             box = tuple(float(v) for v in primary.box)
             tid: int | None = primary.id
             score = float(primary.score) if det else 0.0
         else:
-            y, sm, conf, det = results[-1]
+            y, sm, conf, det, ok = results[-1]
             box, tid, score = None, None, 0.0
         latency = (time.perf_counter() - tick.tick0) * 1000.0
         self._latencies.append(latency)
@@ -663,7 +696,7 @@ class StreamingEngine:
             arousal_smoothed=self._o(sm, "arousal"), confidence=conf, face_present=det,
             speech_present=tick.speech, face_box=box, track_id=tid, face_score=score,
             audio_present=tick.audio_present, latency_ms=latency, backend=self.backend_name,
-            stale=False, faces=tuple(faces))
+            stale=not ok, faces=tuple(faces))
 
     def _o(self, y: np.ndarray, name: str) -> float:
         i = self._out_index.get(name)
@@ -740,6 +773,7 @@ class StreamingEngine:
             "async_detect": self.face_search.async_detect,
             "full_detections": self.face_search.full_passes,
             "region_searches": self.face_search.region_searches,
+            **{f"nonfinite_{k}": v for k, v in self._nonfinite.items()},
         }
 
     def reset(self) -> None:

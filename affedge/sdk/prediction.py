@@ -32,6 +32,12 @@ Live mode
   When inference falls behind a live camera, skipped frames still get a ``Prediction`` with
   ``stale=True`` that carries the previous frame's values (frame index and timestamp are the
   skipped frame's own). Files are processed completely, never stale.
+
+Non-finite model output
+  When the backend returns NaN/Inf for a frame (e.g. an fp16 engine overflowing), that frame is
+  left out of the stream's state and its Prediction is ``stale=True`` with the previous values
+  (NaN if there are none yet) and confidence 0; see ``StreamingEngine`` and
+  ``stats()["nonfinite_*"]``.
 """
 from __future__ import annotations
 
