@@ -193,7 +193,7 @@ def run_soak(bundle_path: Path, n_frames: int, period: int = 125, workdir: Path 
         rec.close()
     wall = time.perf_counter() - wall0
     rss_samples.append((done, rss_mb()))
-    del rec
+    rec = None  # drop the last reference before counting threads
     gc.collect()
     deadline = time.monotonic() + 10
     while threading.active_count() > threads_before and time.monotonic() < deadline:

@@ -5,7 +5,6 @@ offset) far better than the same model untrained.
 Kept small for the test suite (about a minute on two cores); the full-size experiment with its
 numbers is ``python -m affedge.training.experiments`` (docs/RESULTS.md).
 """
-import numpy as np
 import pytest
 import torch
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-import pytest
 
 from test_engine import bundle_dir  # noqa: F401  (shared session fixture)
 

@@ -209,7 +209,7 @@ def check_backend(backend, ref: EagerReference, artifact_for: dict[str, dict],
 
             with torch.no_grad():
                 _, ref_states = run_step_sequence(
-                    lambda f: dict(zip(ref.step.output_names, [
+                    lambda f, names=names: dict(zip(ref.step.output_names, [
                         t.numpy() for t in ref.step(*[torch.from_numpy(f[n]) for n in names])])),
                     names, ref.step.state_specs(), ref.embedding, inp.audio)
             st = [errors(r, s) for r, s in zip(ref_states, states)]

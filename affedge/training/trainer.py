@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from affedge.config import FeatureConfig, ModelConfig, to_dict
+from affedge.config import FeatureConfig, ModelConfig
 from affedge.training import ddp
 from affedge.training.embedding_cache import (FrameFeatureCache, View, centre_view, encoder_head,
                                               frames_tensor, random_view, training_views)
