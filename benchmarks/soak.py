@@ -157,6 +157,11 @@ def run_soak(bundle_path: Path, n_frames: int, period: int = 125, workdir: Path 
     face = np.zeros(n_frames, bool)
     audio = np.zeros(n_frames, bool)
     rss_samples: list[tuple[int, float]] = []
+    # one row per sample point: (frame, simulated min, RSS MiB, fps, tick p50 ms, tick p99 ms,
+    # live threads) over the frames since the previous sample point
+    timeline: list[tuple] = []
+    window_lat: list[float] = []
+    window_t0 = time.perf_counter()
     warm_frame = min(n_frames - 1, 2 * period)
     th = threading.Thread(target=producer, name="soak-audio", daemon=True)
     th.start()
@@ -177,9 +182,16 @@ def run_soak(bundle_path: Path, n_frames: int, period: int = 125, workdir: Path 
             p = rec.push_frame(frames[i % period], t=t)
             va[i] = (p.valence, p.arousal)
             face[i], audio[i] = p.face_present, p.audio_present
+            window_lat.append(p.latency_ms)
             done = i + 1
             if i == warm_frame or (i > warm_frame and i % max(period, n_frames // 200) == 0):
                 rss_samples.append((i, rss_mb()))
+                now = time.perf_counter()
+                lat = np.asarray(window_lat)
+                timeline.append((i, t / 60.0, rss_samples[-1][1], len(lat) / (now - window_t0),
+                                 float(np.percentile(lat, 50)), float(np.percentile(lat, 99)),
+                                 threading.active_count()))
+                window_lat, window_t0 = [], now
             if progress and i and i % 5000 == 0:
                 progress(i, time.perf_counter() - wall0, rss_samples[-1][1] if rss_samples else 0)
             if max_seconds is not None and time.perf_counter() - wall0 > max_seconds:
@@ -223,6 +235,7 @@ def run_soak(bundle_path: Path, n_frames: int, period: int = 125, workdir: Path 
         "rss_max_mb": max(r for _, r in rss_samples),
         "rss_growth": (end_rss - warm_rss) / warm_rss,
         "rss_samples": rss_samples,
+        "timeline": timeline,
         "threads_before": threads_before,
         "threads_after": threads_after,
         "audio_overruns": int(stats["audio_overruns"]),
@@ -231,6 +244,34 @@ def run_soak(bundle_path: Path, n_frames: int, period: int = 125, workdir: Path 
         "latency_ms_p99": stats["latency_ms_p99"],
         "backend": stats["backend"],
     }
+
+
+def plot_timeline(res: dict, path) -> np.ndarray:
+    """One PNG, three panels over simulated time: RSS (MiB), tick latency p50/p99 (ms) and
+    throughput (frames/s) per sample window. Returns the image."""
+    import cv2
+
+    from affedge.plotting import plot_curves
+
+    tl = np.asarray(res["timeline"], np.float64)
+    if tl.ndim != 2 or len(tl) < 2:
+        raise ValueError("soak plot: the run has fewer than two sample points")
+    x = tl[:, 1]
+    hours = res["simulated_seconds"] / 3600
+    growth = 100 * res["rss_growth"]
+    panels = [
+        plot_curves(None, x, {"RSS (MiB)": tl[:, 2]}, xlabel="", ylabel="MiB",
+                    title=f"soak: {hours:.2f} h simulated, {res['frames']:,} frames, "
+                          f"RSS growth {growth:+.2f} %", size=(900, 300)),
+        plot_curves(None, x, {"tick p50 (ms)": tl[:, 4], "tick p99 (ms)": tl[:, 5]},
+                    xlabel="", ylabel="ms", size=(900, 300)),
+        plot_curves(None, x, {"frames / s": tl[:, 3]}, xlabel="simulated minutes",
+                    ylabel="fps", size=(900, 300)),
+    ]
+    img = np.vstack([f.image for f in panels])
+    if not cv2.imwrite(str(path), img):
+        raise OSError(f"soak plot: could not write {path}")
+    return img
 
 
 def main(argv=None) -> int:
@@ -242,6 +283,8 @@ def main(argv=None) -> int:
     ap.add_argument("--workdir", default=str(ROOT / ".soak"))
     ap.add_argument("--json", default=None, help="write the result here")
     ap.add_argument("--threads", type=int, default=1, help="torch/ORT threads hint")
+    ap.add_argument("--plot", default=None,
+                    help="write a PNG of RSS, tick latency and throughput over the run")
     args = ap.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     work = Path(args.workdir)
@@ -256,10 +299,13 @@ def main(argv=None) -> int:
     res = run_soak(bundle, n, period=args.period, workdir=work,
                    max_seconds=None if args.max_minutes is None else 60 * args.max_minutes,
                    progress=progress)
-    short = {k: v for k, v in res.items() if k != "rss_samples"}
+    short = {k: v for k, v in res.items() if k not in ("rss_samples", "timeline")}
     print(json.dumps(short, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2))
+    if args.plot:
+        plot_timeline(res, args.plot)
+        print("plot:", args.plot)
     ok = (res["predictions_match"] and res["rss_growth"] < 0.05 and res["audio_overruns"] == 0
           and res["threads_after"] == res["threads_before"])
     print("SOAK", "PASS" if ok else "FAIL",

@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import cv2
+import numpy as np
 
 from test_engine import bundle_dir  # noqa: F401  (shared session fixture)
 
@@ -32,3 +34,14 @@ def test_short_soak(bundle_dir, tmp_path):  # noqa: F811
     assert res["audio_overruns"] == 0 and res["audio_gaps_filled"] == 0
     assert res["threads_after"] == res["threads_before"]
     assert res["rss_growth"] < 0.05, res["rss_samples"]
+
+    # the timeline behind the soak plot: one row per sample point, all finite and positive
+    tl = np.asarray(res["timeline"])
+    assert tl.shape[0] >= 2 and tl.shape[1] == 7
+    assert np.all(np.isfinite(tl)) and np.all(tl[:, 2:6] > 0)
+    assert np.all(np.diff(tl[:, 0]) > 0) and np.all(tl[:, 5] >= tl[:, 4])  # p99 >= p50
+    png = tmp_path / "soak.png"
+    img = soak.plot_timeline(res, png)
+    back = cv2.imread(str(png))
+    assert back is not None and back.shape == img.shape == (900, 900, 3)
+    assert (img < 200).any(axis=2).mean() > 0.01  # curves, axes and text were drawn
