@@ -13,10 +13,12 @@ rate; a Bundle whose artifacts verify).
 """
 from __future__ import annotations
 
+import atexit
 import collections
 import contextlib
 import json
 import os
+import shutil
 import signal
 import struct
 import tempfile
@@ -32,7 +34,8 @@ from affedge.features.audio_io import WavFormatError, read_wav
 
 OUTCOMES: collections.Counter = collections.Counter()
 HANG_S = 10
-WORK = Path(tempfile.mkdtemp(prefix="affedge-fuzz-"))
+WORK = Path(tempfile.mkdtemp(prefix="affedge-fuzz-"))  # module-level: hypothesis targets use it
+atexit.register(shutil.rmtree, WORK, True)  # removed when the process ends (suite or fuzz_long)
 
 # benchmarks/fuzz_long.py sets these to run the same targets in long batches without shrinking
 FUZZ = settings(max_examples=int(os.environ.get("AFFEDGE_FUZZ_EXAMPLES", "300")), deadline=None,
