@@ -15,7 +15,8 @@ Checks (``run_soak`` returns them; ``tests/test_soak.py`` runs a short version):
     WAV features on the frame times -> the window form over the whole 2-period sequence from zero
     history; ``tests/test_engine.offline_va``). Because the model's receptive field (121 frames)
     is shorter than the period, period k of the stream must equal period 1 of the offline run.
-  * memory: resident set size at the end vs after warm-up (growth must stay < 5 %);
+  * memory: resident set size at the end of the stream (before `close()`) vs after warm-up
+    (growth must stay < 5 %); the size after `close()` is reported as well;
   * threads: ``threading.active_count()`` is back to its baseline after ``close()``;
   * audio: ``stats()["audio_overruns"] == 0`` and no filled gaps.
 """
@@ -202,9 +203,10 @@ def run_soak(bundle_path: Path, n_frames: int, period: int = 125, workdir: Path 
             cond.notify_all()
         th.join(10)
         stats = rec.stats()
+        rss_samples.append((done, rss_mb()))  # the end of the stream, still open
         rec.close()
     wall = time.perf_counter() - wall0
-    rss_samples.append((done, rss_mb()))
+    rss_closed = rss_mb()
     rec = None  # drop the last reference before counting threads
     gc.collect()
     deadline = time.monotonic() + 10
@@ -232,6 +234,7 @@ def run_soak(bundle_path: Path, n_frames: int, period: int = 125, workdir: Path 
         "audio_present_after_first_frame": bool(audio[1:done].all()) if done > 1 else True,
         "rss_warm_mb": warm_rss,
         "rss_end_mb": end_rss,
+        "rss_after_close_mb": rss_closed,
         "rss_max_mb": max(r for _, r in rss_samples),
         "rss_growth": (end_rss - warm_rss) / warm_rss,
         "rss_samples": rss_samples,
