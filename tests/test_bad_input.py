@@ -9,6 +9,7 @@ run that never saw the bad call.
 """
 from __future__ import annotations
 
+import struct
 import threading
 import time
 
@@ -97,6 +98,15 @@ def _bad_wav(kind: str, good: bytes, p) -> None:
         p.write_bytes(b"")
     elif kind == "alaw":
         media.write_wav(p, np.zeros(1600), SR, "alaw")
+    elif kind in ("f32_nan", "f64_beyond_f32"):  # IEEE float WAVs with unusable samples
+        x = np.zeros(1600)
+        x[800] = np.nan if kind == "f32_nan" else 1e300
+        bits = 32 if kind == "f32_nan" else 64
+        data = x.astype("<f4" if bits == 32 else "<f8").tobytes()
+        fmt = struct.pack("<HHIIHH", 3, 1, SR, SR * bits // 8, bits // 8, bits)
+        body = b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt + b"data" + \
+            struct.pack("<I", len(data)) + data
+        p.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
     else:  # a 16-bit file whose data chunk ends mid-sample
         data = bytearray(good[:44]) + good[44:1045]
         data[40:44] = (1001).to_bytes(4, "little")
@@ -108,7 +118,8 @@ def test_corrupt_wavs_are_clear_errors(bundle_dir, media_dir, tmp_path):  # noqa
 
     good = (media_dir / "speech.wav").read_bytes()
     with _rec(bundle_dir) as rec:
-        for kind in ("random", "truncated_data", "no_fmt", "empty", "alaw", "odd_bytes"):
+        for kind in ("random", "truncated_data", "no_fmt", "empty", "alaw", "odd_bytes",
+                     "f32_nan", "f64_beyond_f32"):
             p = tmp_path / f"{kind}.wav"
             _bad_wav(kind, good, p)
             with pytest.raises(SourceError, match=f"{kind}.wav"):

@@ -110,7 +110,8 @@ def _downmix(x: np.ndarray, channels: int) -> np.ndarray:
         )
     if channels > 1:
         x = x.reshape(-1, channels).mean(axis=1)
-    return x.astype(np.float32)
+    with np.errstate(over="ignore"):  # float64 beyond the float32 range -> Inf; callers refuse it
+        return x.astype(np.float32)
 
 
 # --------------------------------------------------------------------------- reading
@@ -194,7 +195,8 @@ def read_wav(path) -> tuple[np.ndarray, int]:
         )
     pcm = to_float_mono(pcm_bytes, dtype, channels)
     if fmt_tag == _FLOAT and not np.all(np.isfinite(pcm)):
-        raise WavFormatError(f"{path}: float samples contain NaN or Inf")
+        raise WavFormatError(f"{path}: float samples contain NaN or Inf (or values beyond "
+                             "the float32 range)")
     return pcm, int(sr)
 
 

@@ -360,7 +360,8 @@ class StreamingEngine:
         if x.dtype.kind in "iu":
             x = to_float_mono(x)
         elif x.dtype.kind == "f":
-            x = x.astype(np.float32, copy=False)
+            with np.errstate(over="ignore"):  # beyond the float32 range -> Inf, refused below
+                x = x.astype(np.float32, copy=False)
         else:
             raise ValueError(f"push_audio: pcm dtype must be float or integer, got {x.dtype}")
         if not np.all(np.isfinite(x)):
