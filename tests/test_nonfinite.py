@@ -95,6 +95,10 @@ def test_non_finite_step_output_leaves_the_frame_out(bundle_dir, frames, output,
                                        err_msg=f"frame {i}")
     s = eng.stats()
     assert (s["nonfinite_outputs"], s["nonfinite_embeddings"], s["nonfinite_audio"]) == (1, 0, 0)
+    from affedge.commands.run import _nonfinite_note  # the `affedge run` summary line says so
+
+    assert _nonfinite_note(s) == ", non-finite values left out: 1 outputs"
+    assert _nonfinite_note({**s, "nonfinite_outputs": 0}) == ""
     times, _ = eng.embeddings(got[-1].track_id)
     assert BAD / FPS not in set(np.round(times, 9)), "the poisoned frame entered the history"
 

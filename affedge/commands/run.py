@@ -144,7 +144,15 @@ def summary_line(rec, preds) -> str:
     n_face = sum(p.face_present for p in preds)
     return (f"{len(preds)} frames ({s['skipped_frames']} skipped, stale), faces in {n_face}, "
             f"backend {s['backend']}, latency p50 {s['latency_ms_p50']:.1f} ms "
-            f"p99 {s['latency_ms_p99']:.1f} ms, audio overruns {s['audio_overruns']}")
+            f"p99 {s['latency_ms_p99']:.1f} ms, audio overruns {s['audio_overruns']}"
+            + _nonfinite_note(s))
+
+
+def _nonfinite_note(s: dict) -> str:
+    """', non-finite model values: ...' when the backend produced NaN/Inf (else empty)."""
+    parts = [f"{s.get(f'nonfinite_{k}', 0)} {k}" for k in ("outputs", "embeddings", "audio")
+             if s.get(f"nonfinite_{k}", 0)]
+    return f", non-finite values left out: {', '.join(parts)}" if parts else ""
 
 
 def run(args) -> int:
