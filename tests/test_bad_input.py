@@ -364,11 +364,12 @@ def test_long_gap_restarts_the_audio_timeline_without_allocating_it(bundle_dir, 
 
 # ----------------------------------------------------------------------------- push API: frames
 BAD_FRAMES = [
-    (np.zeros((120, 160), np.uint8), "BGR uint8"),              # grayscale
-    (np.zeros((120, 160, 1), np.uint8), "BGR uint8"),
-    (np.zeros((120, 160, 4), np.uint8), "BGR uint8"),           # BGRA
-    (np.zeros((120, 160, 3), np.float32), "float32"),
-    (np.zeros((120, 160, 3), np.uint16), "uint16"),
+    # the error names the problem and, for common layouts, the conversion that fixes it
+    (np.zeros((120, 160), np.uint8), "BGR uint8.*COLOR_GRAY2BGR"),          # grayscale
+    (np.zeros((120, 160, 1), np.uint8), "BGR uint8.*COLOR_GRAY2BGR"),
+    (np.zeros((120, 160, 4), np.uint8), "BGR uint8.*COLOR_BGRA2BGR"),       # BGRA
+    (np.zeros((120, 160, 3), np.float32), "float32.*scale to 0-255"),
+    (np.zeros((120, 160, 3), np.uint16), "uint16.*>> 8"),
     (np.zeros((120, 160, 3), bool), "bool"),
     ([[0, 0, 0]], "BGR uint8"),
     (None, "BGR uint8"),

@@ -535,7 +535,7 @@ class StreamingEngine:
                 frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3:
             raise ValueError("process_frame: frame must be a BGR uint8 array [H,W,3], got "
                              f"{getattr(frame_bgr, 'dtype', type(frame_bgr))} "
-                             f"{getattr(frame_bgr, 'shape', '')}")
+                             f"{getattr(frame_bgr, 'shape', '')}" + _conversion_hint(frame_bgr))
         if frame_bgr.size == 0:
             raise ValueError(f"process_frame: frame is empty (shape {frame_bgr.shape})")
         index = self._frame_index if index is None else int(index)
@@ -808,6 +808,22 @@ class StreamingEngine:
         be called from another thread during a tick; the engine stays usable, with
         synchronous full-frame passes."""
         self.face_search.close()
+
+
+def _conversion_hint(frame) -> str:
+    """How to turn a common wrong frame layout into BGR uint8 (appended to the error)."""
+    if not isinstance(frame, np.ndarray):
+        return ""
+    if frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] == 1):
+        return " (grayscale: convert with cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR))"
+    if frame.ndim == 3 and frame.shape[2] == 4:
+        return " (BGRA: convert with cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR))"
+    if frame.dtype.kind == "f" and frame.ndim == 3 and frame.shape[2] == 3:
+        return " (float image: scale to 0-255 and cast, e.g. (frame * 255).clip(0, 255)" \
+               ".astype(np.uint8) for values in [0, 1])"
+    if frame.dtype == np.uint16 and frame.ndim == 3 and frame.shape[2] == 3:
+        return " (16-bit image: e.g. (frame >> 8).astype(np.uint8))"
+    return ""
 
 
 def _fixed_batch(shape) -> int | None:
