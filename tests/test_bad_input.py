@@ -470,3 +470,41 @@ def test_camera_disappearing_mid_run_raises_and_cleans_up(bundle_dir, frames):  
     while threading.active_count() > base and time.monotonic() < deadline:
         time.sleep(0.05)
     assert threading.active_count() == base, [t.name for t in threading.enumerate()]
+
+
+# ------------------------------------------------------------------------ long-running clocks
+@pytest.mark.parametrize("t0", [3.0e6, 1.7e9])  # 35 days of uptime; a Unix-epoch wall clock
+def test_large_clock_offsets_give_identical_predictions(bundle_dir, frames, t0):  # noqa: F811
+    """A kiosk's clock after days of uptime (time.monotonic()) or an epoch wall clock: the same
+    stream shifted by ``t0`` seconds gives the same predictions and the same audio alignment as
+    one starting at 0 (no float32 time anywhere, no rounding flip in "previous" look-ups)."""
+    n = len(frames)
+    rng = np.random.default_rng(3)
+    k = np.arange(int(SR * (n / FPS + 0.5)))
+    pcm = (0.3 * np.sin(2 * np.pi * 180 * k / SR) * (1 + np.sin(2 * np.pi * 3 * k / SR))
+           + 0.01 * rng.standard_normal(k.size)).astype(np.float32)
+    chunk = SR // 50  # 20 ms, pushed just ahead of the frames like a live microphone
+
+    def stream(offset):
+        out = []
+        with _rec(bundle_dir) as rec:
+            pushed = 0
+            for i, f in enumerate(frames):
+                while pushed < min(k.size, int((i / FPS + 0.1) * SR)):
+                    rec.push_audio(pcm[pushed:pushed + chunk], t=offset + pushed / SR,
+                                   sample_rate=SR)
+                    pushed += chunk
+                out.append(rec.push_frame(f, t=offset + i / FPS))
+            stats = rec.stats()
+        return out, stats
+
+    ref, ref_stats = stream(0.0)
+    got, stats = stream(t0)
+    assert [p.audio_present for p in got] == [p.audio_present for p in ref]
+    assert [p.speech_present for p in got] == [p.speech_present for p in ref]
+    assert sum(p.audio_present for p in ref) >= n - 1
+    np.testing.assert_allclose(_va(got), _va(ref), atol=1e-6, rtol=0)
+    np.testing.assert_allclose([p.timestamp - t0 for p in got], [p.timestamp for p in ref],
+                               atol=1e-6)
+    assert stats["audio_gaps_filled"] == ref_stats["audio_gaps_filled"] == 0
+    assert stats["audio_discontinuities"] == ref_stats["audio_discontinuities"] == 0
