@@ -45,3 +45,21 @@ def test_short_soak(bundle_dir, tmp_path):  # noqa: F811
     back = cv2.imread(str(png))
     assert back is not None and back.shape == img.shape == (900, 900, 3)
     assert (img < 200).any(axis=2).mean() > 0.01  # curves, axes and text were drawn
+
+
+def test_short_soak_tracking_assisted_steady_state(bundle_dir, tmp_path):  # noqa: F811
+    """The default cadence (full pass every 4 frames, region search in between): once the
+    tracker has settled and the receptive field (121 frames) lies in the settled part, every
+    prediction repeats exactly one lag (lcm(period, 4) frames) later; memory, threads and
+    overruns as above."""
+    soak = _soak_module()
+    period = 100  # 4 s clips; lag = lcm(100, 4) = 100 frames
+    res = soak.run_soak(bundle_dir, n_frames=6 * period, period=period, workdir=tmp_path,
+                        detect_every=4)
+    assert res["detect_every"] == 4 and res["reference"].endswith("100 frames earlier")
+    assert res["frames_checked"] == 6 * period - (2 * period + 121)
+    assert res["face_present_frac"] > 0.99
+    assert res["max_abs_diff"] <= 1e-6, f"max |diff| {res['max_abs_diff']:.2e}"  # repeats exactly
+    assert res["audio_overruns"] == 0 and res["audio_gaps_filled"] == 0
+    assert res["threads_after"] == res["threads_before"]
+    assert res["rss_growth"] < 0.05, res["rss_samples"]
