@@ -3,6 +3,7 @@ into ``Recognizer`` as fast as it can process them.
 
     python benchmarks/soak.py --hours 2              # 2 h x 25 fps = 180 000 frames
     python benchmarks/soak.py --hours 2 --max-minutes 9   # stop early; reports what was simulated
+    python benchmarks/soak.py --hours 2 --detect-every 4  # the tracking-assisted default cadence
 
 Input: a periodic clip (``period`` frames of a real face photo moving on a 160x120 frame, and the
 same duration of real espeak-ng speech at 16 kHz) repeated for the whole run. The video thread
