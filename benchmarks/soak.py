@@ -42,11 +42,14 @@ for p in (str(ROOT), str(TESTS)):
     if p not in sys.path:
         sys.path.insert(0, p)
 
+from affedge.sdk.engine import LATENCY_HISTORY  # noqa: E402  (after the sys.path set-up)
+
 FPS = 25.0
 SR = 16000
 FRAME_SIZE = (160, 120)
-WARMUP_FRAMES = 2560  # > the 2 048 latencies StreamingEngine keeps for stats()
 FACE_SIZE = (80, 90)  # Haar finds the face on every frame at this size
+# memory is compared from here on: the engine's bounded per-tick histories are full by then
+WARMUP_FRAMES = LATENCY_HISTORY + 512
 
 
 def rss_mb() -> float:
@@ -180,8 +183,8 @@ def run_soak(bundle_path: Path, n_frames: int, period: int = 125, workdir: Path 
     window_lat: list[float] = []
     window_t0 = time.perf_counter()
     warm_frame = min(n_frames - 1, 2 * period)  # the first memory sample
-    # the memory reference: after the bounded per-tick histories have filled (the engine keeps
-    # the last 2 048 tick latencies), or half-way through a short run
+    # the memory reference: after the bounded per-tick histories have filled, or half-way
+    # through a short run
     warm_ref = min(max(2 * period, WARMUP_FRAMES), n_frames // 2)
     th = threading.Thread(target=producer, name="soak-audio", daemon=True)
     th.start()

@@ -149,7 +149,7 @@ def summary_line(rec, preds) -> str:
 
 
 def _nonfinite_note(s: dict) -> str:
-    """', non-finite model values: ...' when the backend produced NaN/Inf (else empty)."""
+    """', non-finite values left out: ...' when the backend produced NaN/Inf (else empty)."""
     parts = [f"{s.get(f'nonfinite_{k}', 0)} {k}" for k in ("outputs", "embeddings", "audio")
              if s.get(f"nonfinite_{k}", 0)]
     return f", non-finite values left out: {', '.join(parts)}" if parts else ""

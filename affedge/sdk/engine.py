@@ -91,6 +91,9 @@ DEFAULT_DETECT_EVERY = 4
 #: run the full-frame pass on a worker thread, merged one frame later (see the module docstring)
 DEFAULT_ASYNC_DETECT = False
 
+#: how many recent tick latencies ``stats()`` keeps for its percentiles (a bounded history)
+LATENCY_HISTORY = 2048
+
 
 def _ringbuf():
     try:
@@ -267,7 +270,7 @@ class StreamingEngine:
         self._embed_dim = int(self._filler_embedding.shape[-1])
         self._frame_index = 0
         self._last_t: float | None = None
-        self._latencies: deque = deque(maxlen=2048)
+        self._latencies: deque = deque(maxlen=LATENCY_HISTORY)
         self.frames = 0
 
     # ------------------------------------------------------------------ setup helpers
@@ -629,7 +632,7 @@ class StreamingEngine:
         return va, new_states, embs, bad
 
     def _finish_tick(self, tick: _PendingTick, va: np.ndarray, new_states,
-                     embs: np.ndarray, bad_embs: set[int] = frozenset()) -> Prediction:
+                     embs: np.ndarray, bad_embs: set[int]) -> Prediction:
         """Commit the new states (and embeddings) and build the Prediction."""
         finite = [bool(np.isfinite(y).all() and all(np.isfinite(x).all() for x in states))
                   for y, states in zip(va, new_states)]
