@@ -172,7 +172,7 @@ def test_wav_formats_rates_and_channels_through_run(bundle_dir, media_dir, tmp_p
     with _rec(bundle_dir) as rec:
         rec.push_audio(_DECODE[fmt](np.clip(x, -1, 1)).astype(np.float32), t=0.0,
                        sample_rate=rate)
-        rec.engine.flush_audio()
+        rec.engine.audio.flush()
         ref = [rec.push_frame(f, t=i / FPS) for i, f in enumerate(video)]
     assert all(pr.audio_present for pr in got[2:])
     np.testing.assert_allclose(_va(got), _va(ref), atol=1e-5, rtol=0)
@@ -289,10 +289,10 @@ def test_audio_timestamps_jumping_back_or_forward(bundle_dir, frames):  # noqa: 
     with _rec(bundle_dir) as rec:
         rec.push_audio(x, t=0.0)
         rec.push_audio(x, t=0.1)  # back in time
-        assert rec.engine.audio_time == pytest.approx(1.0)
+        assert rec.engine.audio.time == pytest.approx(1.0)
         rec.push_audio(x, t=3.0)  # 2 s gap
         assert rec.stats()["audio_gaps_filled"] == 1
-        assert rec.engine.audio_time == pytest.approx(3.5)
+        assert rec.engine.audio.time == pytest.approx(3.5)
         p = rec.push_frame(frames[0], t=3.2)
         assert p.audio_present and np.isfinite(p.valence)
         assert rec.stats()["audio_overruns"] == 0
@@ -332,7 +332,7 @@ def test_overrun_mid_stream_restarts_features_on_the_video_clock(bundle_dir, fra
         rec.push_audio(tone[SR:5 * SR], t=1.0)  # 4 s into a 1 s ring: ~3 s lost
         assert rec.stats()["audio_overruns"] > 0
         # the surviving audio: the ring's newest 1 s (whole blocks), stamped on the video clock
-        ts, _ = rec.engine._pcm_ring.window(rec.engine._pcm_ring.capacity)
+        ts, _ = rec.engine.audio._pcm_ring.window(rec.engine.audio._pcm_ring.capacity)
         start = float(ts[0])
         k = round(start * SR)
         ref.push_audio(tone[k:5 * SR], t=start)
@@ -341,8 +341,8 @@ def test_overrun_mid_stream_restarts_features_on_the_video_clock(bundle_dir, fra
             p = rec.push_frame(frames[1 + j], t=t)
             q = ref.push_frame(frames[1 + j], t=t)
             assert p.audio_present and q.audio_present
-            fa, _, _ = rec.engine.audio_at(t)
-            fb, _, _ = ref.engine.audio_at(t)
+            fa, _, _ = rec.engine.audio.at(t)
+            fb, _, _ = ref.engine.audio.at(t)
             for s in fa:
                 np.testing.assert_allclose(fa[s], fb[s], atol=1e-5)
         assert rec.stats()["audio_discontinuities"] == 1
@@ -355,7 +355,7 @@ def test_long_gap_restarts_the_audio_timeline_without_allocating_it(bundle_dir, 
         rec.push_audio(np.zeros(SR // 2, np.float32), t=0.0)
         rec.push_frame(frames[0], t=0.4)
         rec.push_audio(np.zeros(SR // 2, np.float32), t=86400.0)
-        assert rec.engine.audio_time == pytest.approx(86400.5)
+        assert rec.engine.audio.time == pytest.approx(86400.5)
         assert rec.stats()["audio_gaps_filled"] == 1
         p = rec.push_frame(frames[1], t=86400.3)
         assert p.audio_present and np.isfinite(p.valence)

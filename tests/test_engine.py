@@ -315,7 +315,7 @@ def test_push_api_from_two_threads_matches_file_run(bundle_dir, media_dir, tmp_p
         def video_thread():
             for i, f in enumerate(frames):
                 t = i / FPS
-                while (rec.engine.audio_time or -1) < t + 0.1:  # wait for the audio producer
+                while (rec.engine.audio.time or -1) < t + 0.1:  # wait for the audio producer
                     time.sleep(0.001)
                 rec.push_frame(f, t=t)
 
@@ -356,7 +356,7 @@ def test_push_api_16k_float_equals_file_run_exactly(bundle_dir, media_dir):
         th.start()
         got = []
         for i, f in enumerate(frames):
-            while (rec.engine.audio_time or -1) < i / FPS + 0.1 and not done.is_set():
+            while (rec.engine.audio.time or -1) < i / FPS + 0.1 and not done.is_set():
                 time.sleep(0.001)
             got.append(rec.push_frame(f, t=i / FPS))
         th.join(30)
@@ -396,6 +396,7 @@ def test_async_detect_is_deterministic_and_restartable(bundle_dir):
     from affedge.bundle import load_bundle
     from affedge.features.faces import FaceDetector
     from affedge.sdk.backends import select_backend
+    from affedge.sdk.backends.fallback import FallbackBackend
     from affedge.sdk.engine import StreamingEngine
 
     bundle = load_bundle(bundle_dir)
@@ -419,13 +420,9 @@ def test_async_detect_is_deterministic_and_restartable(bundle_dir):
                             async_detect=True)
         out = []
         for i, f in enumerate(frames):
-            if isinstance(backend, DiesAt):
-                backend.frame = i
-            try:
-                out.append(e.process_frame(f, i / FPS))
-            except RuntimeError as exc:
-                assert "device lost" in str(exc) and e.pending_tick
-                out.append(e.process_frame(f, i / FPS))  # only the model part runs again
+            if isinstance(backend, FallbackBackend):
+                backend.current.frame = i
+            out.append(e.process_frame(f, i / FPS))  # a failed call re-runs inside the tick
         return e, out
 
     def key(preds):
@@ -436,8 +433,11 @@ def test_async_detect_is_deterministic_and_restartable(bundle_dir):
     e1, a = run(select_backend(bundle, "onnxruntime"))
     e2, b = run(select_backend(bundle, "onnxruntime"))
     flaky = DiesAt({4, 5, 9})
-    e3, c = run(flaky)
+    fb = FallbackBackend(bundle, [flaky] * 4)  # a device that comes back after each loss
+    e3, c = run(fb)
     assert not flaky.fail  # the failures really happened
+    assert [err for _, err in fb.failures] == [repr(RuntimeError(f"device lost at frame {i}"))
+                                               for i in (4, 5, 9)]
     assert key(a) == key(b) == key(c)
     assert e1.stats()["full_detections"] == e3.stats()["full_detections"] == 4  # 0, 4, 8, 12
     assert all(len(p.faces) == 2 for p in a)  # both faces from frame 0 (pass run at once)
@@ -452,36 +452,39 @@ def test_async_detect_is_deterministic_and_restartable(bundle_dir):
     assert key(d) == key(a) and not _face_detect_threads()
 
 
-def test_embeddings_of_each_stream_live_in_the_ring_buffer(bundle_dir, media_dir):
-    """Each stream keeps the embeddings it fed the model in the C++ ring (receptive-field
-    capacity): they equal the encoder applied to the same crops, with the frame times."""
+def test_step_is_fed_the_encoder_output_of_each_detected_crop(bundle_dir, media_dir):
+    """The embedding the step model gets for a detected face equals the encoder applied to
+    the same aligned crop (a recording wrapper around a real ONNX Runtime backend)."""
     from affedge.bundle import load_bundle
     from affedge.features.faces import FaceDetector, align_crop, to_model_input
     from affedge.sdk.backends import select_backend
     from affedge.sdk.recognizer import Recognizer
 
-    frames = read_frames(media_dir / "face.mp4")
-    with Recognizer(bundle_dir, backend="onnxruntime", detect_every=1) as rec:
-        preds = [rec.push_frame(f, i / FPS) for i, f in enumerate(frames)]
-        tid = preds[-1].track_id
-        assert tid is not None
-        times, embs = rec.engine.embeddings(tid)
-        times, embs = times.copy(), embs.copy()
-        rf = rec.engine.receptive_field
-        with pytest.raises(KeyError):
-            rec.engine.embeddings(12345)
-    # the track existed for (almost) the whole clip; the ring holds min(frames, rf) rows
-    n = len(times)
-    assert 0 < n <= min(len(frames), rf)
-    np.testing.assert_allclose(times, np.arange(len(frames))[-n:] / FPS, atol=1e-9)
-    det = FaceDetector("haar")
     bundle = load_bundle(bundle_dir)
+
+    class Recording:
+        def __init__(self):
+            self.inner = select_backend(bundle, "onnxruntime")
+            self.name, self.models, self.fed = self.inner.name, self.inner.models, []
+
+        def run(self, model_name, inputs):
+            if model_name == "step":
+                self.fed.append(np.array(inputs["embedding"][0]))
+            return self.inner.run(model_name, inputs)
+
+    frames = read_frames(media_dir / "face.mp4")
+    rec_be = Recording()
+    with Recognizer(bundle_dir, backend=rec_be, detect_every=1) as rec:
+        preds = [rec.push_frame(f, i / FPS) for i, f in enumerate(frames)]
+        assert preds[-1].track_id is not None
+    fed = rec_be.fed[-len(frames):]  # one step call per frame (one face)
+    det = FaceDetector("haar")
     backend = select_backend(bundle, "onnxruntime")
     fcfg = bundle.feature_config()
-    for k in (-1, -n):
+    for k in (-1, len(frames) // 2):
         f = frames[k]
         boxes = det.detect(f)
-        assert boxes
+        assert boxes and preds[k].face_present
         crop = align_crop(f, max(boxes, key=lambda b: b.area))
         ref = backend.run("encoder", {"frames": to_model_input(crop[None], fcfg)})["embedding"][0]
-        np.testing.assert_allclose(embs[k], ref, atol=1e-5)
+        np.testing.assert_allclose(fed[k], ref, atol=1e-5)

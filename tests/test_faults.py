@@ -72,13 +72,14 @@ def _va(preds):
 @pytest.mark.parametrize("detect_every", [1, 4])
 def test_backend_failure_mid_stream_then_fallback_keeps_the_stream(bundle_dir, frames,  # noqa: F811
                                                                    detect_every):
-    """A backend that dies at frame ~8: the tick raises (reported); the engine continues on the
-    next backend (the same frame re-run: only its model part runs again, so the detection
-    cadence and the tracker do not advance twice) and every prediction equals the
+    """A backend that dies at frame ~8: the FallbackBackend records the failure and re-runs the
+    failed call on the next backend inside the same tick (running a model changes no state, so
+    the detection cadence and the tracker advance once) and every prediction equals the
     uninterrupted run."""
     from affedge.bundle import load_bundle
     from affedge.features.faces import FaceDetector
     from affedge.sdk.backends import select_backend
+    from affedge.sdk.backends.fallback import FallbackBackend
     from affedge.sdk.engine import StreamingEngine
 
     bundle = load_bundle(bundle_dir)
@@ -86,24 +87,19 @@ def test_backend_failure_mid_stream_then_fallback_keeps_the_stream(bundle_dir, f
 
     def engine(backend):
         e = StreamingEngine(bundle, backend, FaceDetector("haar"), detect_every=detect_every)
-        e.push_audio(speech, 0.0, SR)
+        e.audio.push(speech, 0.0, SR)
         return e
 
     ref_engine = engine(select_backend(bundle, "onnxruntime"))
     ref = [ref_engine.process_frame(f, i / FPS) for i, f in enumerate(frames)]
 
     flaky = FailingAfter(select_backend(bundle, "onnxruntime"), n_ok=10**9)
-    eng = engine(flaky)  # the filler embedding is computed at construction: 1 call
+    failures = []
+    fb = FallbackBackend(bundle, [flaky, "onnxruntime"], on_failure=lambda name, exc: failures.append(
+        (eng.frame_index, type(exc).__name__, str(exc))))
+    eng = engine(fb)  # the filler embedding is computed at construction: 1 call
     flaky.n_ok = flaky.calls + 2 * 8 - 1  # encoder + step per frame: dies inside frame 7
-    failures, got = [], []
-    for i, f in enumerate(frames):
-        try:
-            got.append(eng.process_frame(f, i / FPS))
-        except Exception as exc:  # noqa: BLE001  (what a fallback-capable runtime catches)
-            failures.append((i, type(exc).__name__, str(exc)))
-            assert eng.pending_tick  # the failed tick is kept for a retry
-            eng.set_backend(select_backend(bundle, "onnxruntime"))  # the next backend in order
-            got.append(eng.process_frame(f, i / FPS))  # the same frame again
+    got = [eng.process_frame(f, i / FPS) for i, f in enumerate(frames)]
     assert [f[0] for f in failures] == [7], failures
     assert [p.frame for p in got] == list(range(len(frames)))
     np.testing.assert_allclose(_va(got), _va(ref), atol=1e-6, rtol=0)
@@ -167,7 +163,7 @@ def test_recognizer_auto_fallback_candidates_follow_select_backend(bundle_dir, f
     with Recognizer(bundle_dir, backend="auto", fallback=True) as rec, \
             Recognizer(bundle_dir, backend="auto") as ref:
         assert rec.backend_name == ref.backend_name
-        left = list(rec._candidates)
+        left = list(rec.backend.remaining)
         assert left == list(ORDER[len(ORDER) - len(left):])
         got = [rec.push_frame(f, t=i / FPS) for i, f in enumerate(frames[:4])]
         want = [ref.push_frame(f, t=i / FPS) for i, f in enumerate(frames[:4])]

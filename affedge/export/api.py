@@ -31,6 +31,7 @@ import numpy as np
 
 from affedge.bundle import BundleError, load_bundle, tensor_spec, update_manifest, write_bundle
 from affedge.config import FeatureConfig, to_dict
+from affedge.preprocess import DEFAULT_CROP
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ def _manifest_fields(model_cfg, feature_cfg: FeatureConfig, info: dict, fps: flo
                   "source's native rate; fps is the training data's typical rate"},
         "crop": {"size": model_cfg.crop_size, "frame_size": feature_cfg.frame_size,
                  "aligned_size": feature_cfg.aligned_size, "color": "RGB", "layout": "NCHW",
-                 "scale": 1.0 / 255.0, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5],
+                 **DEFAULT_CROP,
                  "resize": "INTER_AREA to frame_size, centre crop",
                  "filler": "black crop when no face (PAPER.md §1.3)"},
         "receptive_field": int(model_cfg.receptive_field),

@@ -95,6 +95,8 @@ def data_inputs(data_dir: str | Path, model_cfg, feature_cfg, n_frames: int = 16
             break
     if not trials:
         raise RuntimeError(f"no trials found in {data_dir}")
+    from affedge.preprocess import audio_normaliser
+
     td = ds.load(trials[0])
     t = min(n_frames, len(td.labels))
     frames = frames_to_input(td.frames[:t], model_cfg.crop_size)
@@ -102,9 +104,7 @@ def data_inputs(data_dir: str | Path, model_cfg, feature_cfg, n_frames: int = 16
     for name, _dim in (model_cfg.audio_streams if model_cfg.fusion else ()):
         a = np.asarray(td.audio[name][:t], np.float32)
         if audio_norm and name in audio_norm:
-            mean = np.asarray(audio_norm[name]["mean"], np.float32)
-            std = np.asarray(audio_norm[name]["std"], np.float32)
-            a = (a - mean) / std
+            a = audio_normaliser({name: audio_norm[name]})[name](a)
         audio[name] = a
     labels = np.asarray(td.labels[:t], np.float32)[:, : len(model_cfg.outputs)]
     return ParityInputs(frames.astype(np.float32), audio, labels,

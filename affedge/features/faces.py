@@ -345,12 +345,13 @@ def resize_crops(crops: np.ndarray, size: int = 48) -> np.ndarray:
 
 def frames_to_input(
     frames_rgb: np.ndarray, crop_size: int = 40, top: int | None = None, left: int | None = None,
-    flip: bool = False,
+    flip: bool = False, norm=None,
 ) -> np.ndarray:
     """RGB uint8 [N,S,S,3] (S = frame_size, 48) -> float32 [N,3,crop,crop] in [-1, 1].
 
     Takes the ``crop_size`` square at (top, left) (default: centred, PAPER.md §1.3 evaluation),
-    optionally flips horizontally (training augmentation), then (x/255 - 0.5)/0.5.
+    optionally flips horizontally (training augmentation), then normalises with ``norm`` (an
+    :class:`affedge.preprocess.CropNorm`; default (x/255 - 0.5)/0.5).
     """
     frames_rgb = _as_batch(frames_rgb, "frames_to_input")
     _, h, w, _ = frames_rgb.shape
@@ -363,15 +364,17 @@ def frames_to_input(
     x = frames_rgb[:, top : top + crop_size, left : left + crop_size]
     if flip:
         x = x[:, :, ::-1]
-    x = x.transpose(0, 3, 1, 2).astype(np.float32)
-    return (x / np.float32(255.0) - np.float32(0.5)) / np.float32(0.5)
+    from affedge.preprocess import crop_normaliser
+
+    return (norm or crop_normaliser())(x.transpose(0, 3, 1, 2).astype(np.float32))
 
 
-def to_model_input(crops_bgr: np.ndarray, cfg=None) -> np.ndarray:
+def to_model_input(crops_bgr: np.ndarray, cfg=None, norm=None) -> np.ndarray:
     """BGR uint8 crops [N,S,S,3] -> float32 [N,3,40,40] RGB model input (INTERFACES.md).
 
     Resize to ``cfg.frame_size`` (48, INTER_AREA), centre ``cfg.crop_size`` (40) crop,
-    BGR -> RGB, (x/255 - 0.5)/0.5. ``cfg`` is a FeatureConfig (default: FeatureConfig()).
+    BGR -> RGB, normalised with ``norm`` (see :func:`frames_to_input`). ``cfg`` is a
+    FeatureConfig (default: FeatureConfig()).
     """
     if cfg is None:
         from affedge.config import FeatureConfig
@@ -379,4 +382,4 @@ def to_model_input(crops_bgr: np.ndarray, cfg=None) -> np.ndarray:
         cfg = FeatureConfig()
     small = resize_crops(crops_bgr, cfg.frame_size)
     rgb = small[..., ::-1]
-    return frames_to_input(np.ascontiguousarray(rgb), cfg.crop_size)
+    return frames_to_input(np.ascontiguousarray(rgb), cfg.crop_size, norm=norm)

@@ -47,7 +47,7 @@ DEMO_BUNDLE = DEMO_DIR / "demo_bundle"
 DEMO_CLIP = DEMO_DIR / "demo_clip.mp4"
 DEMO_LABELS = DEMO_DIR / "demo_clip_labels.csv"
 DEMO_BUILD_HINT = (
-    "build them with `python scripts/build_demo.py` from an affedge source checkout "
+    "build them with `bash scripts/build_demo_assets.sh` from an affedge source checkout "
     "(it generates the synthetic data set with `affedge synth`, trains the demo model with "
     "`affedge train`, exports it with `affedge export` into affedge/assets/demo/demo_bundle "
     "and renders demo_clip.mp4 + demo_clip_labels.csv), or pass your own bundle with --bundle"
@@ -134,31 +134,9 @@ class Recognizer:
             raise TypeError(f"backend_options must be a dict of select_backend options, got "
                             f"{type(backend_options).__name__}")
         self._backend_options = dict(backend_options or {})
-        self._fallback = bool(fallback)
         self._owned: list = []  # backends this Recognizer created (closed by close())
         self.backend_failures: list[tuple[int, str, str]] = []
-        self._candidate_errors: list[str] = []  # candidates that could not be created
-        if isinstance(backend, (list, tuple)):
-            if not backend:
-                raise ValueError("backend: the candidate list is empty")
-            for c in backend:
-                self._check_candidate(c)
-            self._candidates = list(backend)
-        else:
-            self._check_candidate(backend)
-            if self._fallback and isinstance(backend, str):
-                from affedge.sdk.backends.select import ALIASES
-
-                self._candidates = list(ALIASES.get(backend, (backend,)))
-            else:
-                self._candidates = [backend]
-        if self._backend_options and not any(isinstance(c, str) for c in self._candidates):
-            raise ValueError("backend_options apply when backend is a name; a Backend "
-                             "instance is used as it is")
-        self.backend = self._next_backend()
-        if self.backend is None:
-            raise RuntimeError("no backend can run bundle " + str(bundle.source) + ":\n"
-                               + "\n".join(self._candidate_errors))
+        self.backend = self._make_backend(backend, bool(fallback))
         if isinstance(detector, str):
             from affedge.features.faces import FaceDetector
 
@@ -191,12 +169,10 @@ class Recognizer:
         self._subscribers: list[queue.Queue] = []
         self._latest: Prediction | None = None
         self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
         self._sources: list = []
         self._closed = False
         self.skipped_frames = 0
         self.emitted = 0
-        self._thread_error: BaseException | None = None
 
     # ------------------------------------------------------------------ construction helpers
     @classmethod
@@ -211,67 +187,44 @@ class Recognizer:
     def backend_name(self) -> str:
         return self.engine.backend_name
 
-    @staticmethod
-    def _check_candidate(c) -> None:
-        from affedge.sdk.backends import Backend
+    def _make_backend(self, backend, fallback: bool):
+        """The backend the engine runs: one created from a name or passed in, or (``fallback``)
+        a :class:`~affedge.sdk.backends.fallback.FallbackBackend` over the candidates."""
+        from affedge.sdk.backends.fallback import FallbackBackend, check_candidate, check_models
+        from affedge.sdk.backends.select import ALIASES, select_backend
 
-        if not (isinstance(c, (str, Backend)) or callable(getattr(c, "run", None))):
-            raise TypeError(f"backend must be a backend name (e.g. 'auto') or an "
-                            f"affedge.sdk.backends.Backend (an object with "
-                            f"run(model_name, inputs)), got {type(c).__name__}")
+        opts = self._backend_options
+        many = isinstance(backend, (list, tuple))
+        candidates = list(backend) if many else [backend]
+        if not candidates:
+            raise ValueError("backend: the candidate list is empty")
+        for c in candidates:
+            check_candidate(c)
+        if opts and not any(isinstance(c, str) for c in candidates):
+            raise ValueError("backend_options apply when backend is a name; a Backend "
+                             "instance is used as it is")
+        if fallback:
+            if not many and isinstance(backend, str):
+                candidates = list(ALIASES.get(backend, (backend,)))
 
-    def _next_backend(self):
-        """Create the next candidate that works (None when none is left); records why the
-        others could not be created."""
-        from affedge.sdk.backends import BackendUnavailable, select_backend
+            def record(name: str, exc: BaseException) -> None:
+                self.backend_failures.append((self.engine.frame_index, name, repr(exc)))
 
-        while self._candidates:
-            c = self._candidates.pop(0)
-            if isinstance(c, str):
-                try:
-                    be = select_backend(self.bundle, c, **self._backend_options)
-                except (RuntimeError, BackendUnavailable, ImportError) as exc:
-                    if not self._fallback and not self._candidates:
-                        raise
-                    self._candidate_errors.append(f"  {c}: {exc}")
-                    continue
-                self._owned.append(be)
-            else:
-                be = c
-                models = getattr(be, "models", None)
-                missing = [m for m in ("encoder", "step") if models is not None
-                           and m not in models]
-                if missing:
-                    raise ValueError(f"backend {be.name!r} cannot run {missing} (it has "
-                                     f"{be.models}); the runtime needs 'encoder' and 'step'")
+            fb = FallbackBackend(self.bundle, candidates, opts, on_failure=record)
+            self._owned.append(fb)
+            return fb
+        if not many:
+            if not isinstance(backend, str):
+                check_models(backend)
+                return backend
+            be = select_backend(self.bundle, backend, **opts)
+            self._owned.append(be)
             return be
-        return None
-
-    def _process(self, frame_bgr, t: float, index: int | None = None) -> Prediction:
-        """One engine tick; with ``fallback`` a backend failure switches to the next candidate
-        and re-runs the same (prepared) tick."""
-        while True:
-            try:
-                return self.engine.process_frame(frame_bgr, t, index=index)
-            except Exception as exc:
-                if not (self._fallback and self.engine.pending_tick):
-                    raise
-                frame = self.engine._frame_index if index is None else int(index)
-                self.backend_failures.append((frame, self.engine.backend_name, repr(exc)))
-                failed = self.backend
-                nxt = self._next_backend()
-                if failed in self._owned:
-                    self._owned.remove(failed)
-                    _close_quietly(failed)
-                if nxt is None:
-                    lines = [f"  frame {f}: {name}: {err}"
-                             for f, name, err in self.backend_failures]
-                    raise RuntimeError(
-                        "every backend failed (fallback=True):\n" + "\n".join(lines)
-                        + ("\n  not created:\n" + "\n".join(self._candidate_errors)
-                           if self._candidate_errors else "")) from exc
-                self.backend = nxt
-                self.engine.set_backend(nxt)
+        # a list without fallback: a selection order (the first that can be created)
+        fb = FallbackBackend(self.bundle, candidates, opts)
+        if fb.owns(fb.current):
+            self._owned.append(fb.current)
+        return fb.current
 
     def _close_owned(self) -> None:
         for be in self._owned:
@@ -294,7 +247,7 @@ class Recognizer:
         with self._tick_lock:
             if t is None:
                 t = time.monotonic()
-            p = self._process(frame_bgr, float(t))
+            p = self.engine.process_frame(frame_bgr, float(t))
             self._emit(p)
         return p
 
@@ -302,13 +255,13 @@ class Recognizer:
         """Add mono PCM (float in [-1, 1] or integer samples) whose first sample was captured at
         time ``t`` (default: ``time.monotonic()`` minus the chunk duration). Thread-safe (one
         producer at a time); cheap: features are computed by the next inference tick."""
-        from affedge.sdk.engine import check_sample_rate
+        from affedge.sdk.audio_timeline import check_sample_rate
 
         self._check_open()
         sr = check_sample_rate(sample_rate)
         if t is None:
             t = time.monotonic() - len(pcm) / float(sr)
-        self.engine.push_audio(pcm, float(t), sr)
+        self.engine.audio.push(pcm, t, sr)
 
     def latest(self) -> Prediction | None:
         """The most recent Prediction (None before the first frame)."""
@@ -362,7 +315,7 @@ class Recognizer:
         src = open_video(video)
         self._sources.append(src)
         audio_src = None
-        feed = None
+        feed = live_audio = None
         try:
             if audio is not None:
                 audio_src = self._open_audio(audio, video)
@@ -374,10 +327,12 @@ class Recognizer:
                             f"a live audio source ({audio_src.name}) needs a live video source "
                             f"(camera, URL, pipeline); {src.name} is a file: use "
                             f"audio='video' or a WAV file")
-                    self._start_audio_thread(audio_src)
+                    audio_src.connect(self.engine.audio.push)  # the capture callback feeds
+                    audio_src.start()                          # the audio timeline directly
+                    live_audio = audio_src
                 else:
-                    feed = _FileAudioFeeder(self.engine, audio_src)
-            yield from self._loop(src, feed, realtime, max_frames, with_frames)
+                    feed = _FileAudioFeeder(self.engine.audio, audio_src)
+            yield from self._loop(src, feed, live_audio, realtime, max_frames, with_frames)
         finally:
             self._stop.set()
             for s in (audio_src, src):  # closing unblocks the capture threads
@@ -385,9 +340,6 @@ class Recognizer:
                     _close_quietly(s)
                     if s in self._sources:
                         self._sources.remove(s)
-            for th in self._threads:
-                th.join(timeout=5.0)
-            self._threads = []
 
     def _open_audio(self, audio, video):
         from affedge.sdk.sources import open_audio
@@ -397,25 +349,8 @@ class Recognizer:
                              "track); use audio='mic'")
         return open_audio(audio, video)
 
-    def _start_audio_thread(self, audio_src) -> None:
-        def pump():
-            try:
-                audio_src.start()
-                while not self._stop.is_set():
-                    chunk = audio_src.read(timeout=0.25)
-                    if chunk is None:
-                        break
-                    if chunk.pcm.size:
-                        self.engine.push_audio(chunk.pcm, chunk.t, audio_src.sample_rate)
-            except BaseException as exc:  # surfaced by the video loop
-                if not self._stop.is_set():
-                    self._thread_error = exc
-
-        th = threading.Thread(target=pump, name="affedge-audio", daemon=True)
-        th.start()
-        self._threads.append(th)
-
-    def _loop(self, src, feed, realtime: bool, max_frames: int | None, with_frames: bool):
+    def _loop(self, src, feed, live_audio, realtime: bool, max_frames: int | None,
+              with_frames: bool):
         live = bool(getattr(src, "is_live", False))
         wall0 = t0 = None
         prev_index: int | None = None
@@ -423,9 +358,11 @@ class Recognizer:
         n = 0
         audio_offset = None
         while not self._stop.is_set():
-            if self._thread_error is not None:
-                err, self._thread_error = self._thread_error, None
-                raise RuntimeError(f"audio capture failed: {err}") from err
+            if live_audio is not None:
+                try:
+                    live_audio.check()
+                except Exception as err:
+                    raise RuntimeError(f"audio capture failed: {err}") from err
             frame = src.read()
             if frame is None:
                 break
@@ -450,7 +387,7 @@ class Recognizer:
                     if audio_offset is None:  # file audio on a live clock starts with video
                         audio_offset = frame.t if live else 0.0
                     feed.feed_until(frame.t, audio_offset)
-                p = self._process(frame.image, frame.t, index=frame.index)
+                p = self.engine.process_frame(frame.image, frame.t, index=frame.index)
                 self._emit(p)
                 out.append((frame.image, p) if with_frames else p)
             yield from out
@@ -485,8 +422,6 @@ class Recognizer:
         self._stop.set()
         for s in list(self._sources):
             _close_quietly(s)
-        for th in self._threads:
-            th.join(timeout=5.0)
         self._sources.clear()
         with self._sub_lock:
             for q in self._subscribers:
@@ -516,26 +451,26 @@ class _FileAudioFeeder:
 
     LOOKAHEAD_S = 0.1
 
-    def __init__(self, engine, source):
-        self.engine = engine
+    def __init__(self, timeline, source):
+        self.timeline = timeline
         self.source = source
         self.it = iter(source)
         self.done = False
 
     def feed_until(self, t: float, offset: float = 0.0) -> None:
         while not self.done:
-            at = self.engine.audio_time
+            at = self.timeline.time
             if at is not None and at >= t + self.LOOKAHEAD_S:
                 return
             try:
                 chunk = next(self.it)
             except StopIteration:
                 self.done = True
-                self.engine.flush_audio()
+                self.timeline.flush()
                 return
             if chunk.pcm.size:
-                self.engine.push_audio(chunk.pcm, chunk.t + offset,
-                                       getattr(self.source, "sample_rate", None))
+                self.timeline.push(chunk.pcm, chunk.t + offset,
+                                   getattr(self.source, "sample_rate", None))
 
 
 def _close_quietly(src) -> None:

@@ -1,12 +1,21 @@
 """Live microphone capture through pyaudio (PortAudio), lock-free hand-off via the C++ ring.
 
 Data path (ARCHITECTURE.md §5-§6): PortAudio's callback thread receives float32 blocks at the
-device rate, averages the channels, resamples to 16 kHz with ``audio_io.StreamResampler`` and
-pushes fixed ``chunk_ms`` blocks with their timestamps into an ``affedge._ringbuf.RingBuffer``
-(dim = samples per block, capacity ``capacity_s`` seconds). ``read()`` on the consumer side
-takes the blocks out in order. Audio is never dropped silently: blocks overwritten before they
-were read (consumer too slow for ``capacity_s``) and PortAudio input-overflow flags (capture
-too slow) are both counted in ``overruns``.
+device rate and averages the channels. Then, either
+
+* connected (``connect(push)``, what ``Recognizer.run`` does): the callback hands each block at
+  the device rate with its timestamp straight to ``push(pcm, t, sample_rate)`` -- the
+  recognizer's :class:`affedge.sdk.audio_timeline.AudioTimeline`, which resamples once and
+  keeps the one audio clock; no ring, no thread in between; capture errors are raised by
+  :meth:`MicrophoneSource.check`;
+* or read (``read()``, for apps that take the audio themselves): the callback resamples to
+  16 kHz with ``audio_io.StreamResampler`` and pushes fixed ``chunk_ms`` blocks with their
+  timestamps into an ``affedge._ringbuf.RingBuffer`` (capacity ``capacity_s`` seconds), which
+  ``read()`` empties in order.
+
+Audio is never dropped silently: blocks overwritten before they were read (consumer too slow for
+``capacity_s``) and PortAudio input-overflow flags (capture too slow) are both counted in
+``overruns``.
 
 Timestamps: ``time.monotonic()`` of each block's first sample, from the device's sample
 count and a clock anchor (the monotonic time of input sample 0). Each callback gives a
@@ -207,6 +216,27 @@ class MicrophoneSource(AudioSource):
         # nor have a stream opened after termination (both abort the process)
         self._life_lock = threading.Lock()
         self._stream = None
+        self._push = None  # connect(push): the callback delivers to push() instead of the ring
+        self._held: list[np.ndarray] = []  # connected: audio held during the settling period
+
+    def connect(self, push) -> None:
+        """Deliver every captured block to ``push(pcm_float32, t, sample_rate)`` from the
+        capture callback (device rate; ``t`` = time of its first sample) instead of the ring.
+        Call before :meth:`start`."""
+        if self._started:
+            raise SourceError(f"{self.name}: connect() must come before start()")
+        if not callable(push):
+            raise TypeError(f"connect needs a callable push(pcm, t, sample_rate), got "
+                            f"{type(push).__name__}")
+        self._push = push
+
+    def check(self) -> None:
+        """Raise SourceError if the capture failed or the device stopped delivering audio."""
+        if self._error is not None:
+            raise SourceError(f"{self.name} capture failed: {self._error}") from self._error
+        stream = self._stream  # close() on another thread may clear it
+        if stream is not None and not self._closed and not stream.is_active():
+            raise SourceError(f"{self.name} stopped delivering audio (disconnected?)")
 
     def _supported(self, rate, channels) -> bool:
         rate = rate or round(self.device["default_sample_rate"])
@@ -258,6 +288,9 @@ class MicrophoneSource(AudioSource):
 
     def _produce(self, x: np.ndarray, arrival: float):
         self._update_anchor(x.size, arrival)
+        if self._push is not None:
+            self._deliver(x)
+            return
         y = self._resampler.push(x)
         self._pending = np.concatenate([self._pending, y]) if self._pending.size else y
         b = self.chunk_size
@@ -274,6 +307,19 @@ class MicrophoneSource(AudioSource):
         if pushed:
             with self._cond:
                 self._cond.notify_all()
+
+    def _deliver(self, x: np.ndarray):
+        """Connected mode: hand the block (device rate) to push() with its timestamp, once the
+        anchor has settled (the blocks of the settling period go out together, then)."""
+        self._held.append(x)
+        if self._n_in < SETTLE_S * self.input_rate:
+            return
+        pcm = np.concatenate(self._held) if len(self._held) > 1 else self._held[0]
+        self._held = []
+        first = self._n_in - pcm.size  # input sample index of pcm[0]
+        t = max(self._anchor + first / self.input_rate, self._last_t + 1e-6)
+        self._last_t = t
+        self._push(pcm, t, self.input_rate)
 
     # ------------------------------------------------------------------ consumer
 
@@ -326,11 +372,7 @@ class MicrophoneSource(AudioSource):
                 return chunk
             if self._closed:
                 return None
-            if self._error is not None:
-                raise SourceError(f"{self.name} capture failed: {self._error}") from self._error
-            stream = self._stream  # close() on another thread may clear it
-            if stream is not None and not self._closed and not stream.is_active():
-                raise SourceError(f"{self.name} stopped delivering audio (disconnected?)")
+            self.check()
             wait = 0.25
             if deadline is not None:
                 left = deadline - time.monotonic()

@@ -11,6 +11,8 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
+from affedge.preprocess import audio_normaliser
+
 __all__ = ["MIN_STD", "apply", "apply_stats", "compute_stats", "validate_stats"]
 
 MIN_STD = 1e-6  # floor for constant dimensions
@@ -68,18 +70,19 @@ def validate_stats(stats: Mapping) -> None:
 
 
 def apply(audio: Mapping[str, np.ndarray], stats: Mapping) -> dict[str, np.ndarray]:
-    """(x - mean) / std per dimension, for every stream in ``audio`` -> float32."""
+    """(x - mean) / std per dimension, for every stream in ``audio`` -> float32 (the one
+    normalisation of :func:`affedge.preprocess.audio_normaliser`)."""
     out = {}
     for name, x in audio.items():
         if name not in stats:
             raise KeyError(f"no normalisation stats for audio stream {name!r}")
-        mean = np.asarray(stats[name]["mean"], np.float32)
-        std = np.asarray(stats[name]["std"], np.float32)
+        norm = audio_normaliser({name: stats[name]})[name]
         x = np.asarray(x, np.float32)
-        if x.shape[-1] != mean.shape[0]:
+        dim = len(stats[name]["mean"])
+        if x.shape[-1] != dim:
             raise ValueError(f"stream {name!r}: features have dim {x.shape[-1]}, "
-                             f"stats have {mean.shape[0]}")
-        out[name] = (x - mean) / std
+                             f"stats have {dim}")
+        out[name] = norm(x)
     return out
 
 

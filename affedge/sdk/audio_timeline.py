@@ -1,0 +1,323 @@
+"""The audio clock of one recognizer: PCM in, normalised features and speech flags at any time out.
+
+One producer (a capture callback, a file feeder or the app's own thread) calls :meth:`push`;
+the inference thread calls :meth:`at`. Data flow (ARCHITECTURE.md §5)::
+
+    push(pcm, t, sample_rate)            [producer]
+        -> checked (dtype, finite samples, finite timestamp) before anything changes
+        -> resampled once to the model rate (one resampler per input rate)
+        -> gap policy (below) -> blocks of gcd(hop, win) samples (80 = 5 ms, so blocking never
+           delays a feature row) -> the PCM ring (affedge._ringbuf), each block timestamped
+    at(t)                                [consumer]
+        1. drain the PCM ring -> the causal feature extractor (one row per hop for every
+           feature kind) and the VAD -> one ring per feature kind and a VAD ring, all on the
+           caller's clock;
+        2. the newest row that *ended at or before* ``t`` (the same "previous" rule as
+           :func:`affedge.features.align.sample_at`, which training uses), normalised with the
+           bundle's training statistics (:func:`affedge.preprocess.audio_normaliser`).
+
+Policies
+  * Timestamps: ``t`` must be finite and within ``MAX_ABS_TIME`` of zero; a refused call changes
+    nothing (the first accepted chunk defines the audio origin).
+  * Gaps: a chunk whose start is more than ``gap_tolerance`` after the expected time is preceded
+    by silence so the clocks stay aligned, as long as the gap fits in the PCM ring; a longer gap
+    restarts the timeline at the chunk's timestamp (nothing is allocated for the gap). A chunk
+    that starts *before* the expected time (overlap, clock jitter) continues the timeline.
+    Both kinds of gap are counted in ``stats()["audio_gaps_filled"]``.
+  * Discontinuities: when the drained blocks start later than the expected next sample by more
+    than one block (a ring overrun dropped audio, or the timeline restarted), the extractor and
+    the VAD restart at that block, so rows stay on the caller's clock; until the restarted
+    extractor has produced a row, audio counts as missing.
+  * Missing audio (none pushed, none that ended by ``t``, the newest row older than
+    ``audio_timeout``, or a non-finite feature row): zeros (the training mean) and
+    ``present=False``.
+"""
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+
+#: sample rates push() accepts (Hz): telephone-band 1 kHz to the 384 kHz of studio interfaces
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 384000
+
+#: |t| larger than this is refused: ~31.7 years of seconds; float64 still resolves 1 us there
+#: (2**53 us ~ 285 years), and epoch clocks (1.7e9 s) fit
+MAX_ABS_TIME = 1e12
+
+
+def check_sample_rate(sample_rate) -> int:
+    """An integer sample rate in [MIN_SAMPLE_RATE, MAX_SAMPLE_RATE] Hz, or ValueError naming it
+    (an integral float such as 16000.0 is accepted, 16000.7 is not; TypeError for bools and
+    non-numbers)."""
+    if isinstance(sample_rate, (bool, np.bool_)) or \
+            not isinstance(sample_rate, (int, float, np.integer, np.floating)):
+        raise TypeError(f"push_audio: sample_rate must be an integer number of Hz, got "
+                        f"{sample_rate!r} ({type(sample_rate).__name__})")
+    if not np.isfinite(sample_rate) or float(sample_rate) != int(sample_rate):
+        raise ValueError(f"push_audio: sample_rate must be an integer number of Hz, got "
+                         f"{sample_rate!r}")
+    sr = int(sample_rate)
+    if not MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE:
+        raise ValueError(f"push_audio: sample_rate must be > 0 and within "
+                         f"[{MIN_SAMPLE_RATE}, {MAX_SAMPLE_RATE}] Hz, got {sample_rate!r}")
+    return sr
+
+
+def check_time(t, what: str) -> float:
+    """A finite timestamp within ``MAX_ABS_TIME`` seconds, as float, or ValueError naming it."""
+    try:
+        x = float(t)
+    except (TypeError, ValueError):
+        raise TypeError(f"{what}: timestamp must be a number of seconds, got "
+                        f"{type(t).__name__}") from None
+    if not math.isfinite(x) or abs(x) > MAX_ABS_TIME:
+        raise ValueError(f"{what}: timestamp must be finite and within +-{MAX_ABS_TIME:g} s, "
+                         f"got {t!r}")
+    return x
+
+
+def to_pcm_float32(pcm) -> np.ndarray:
+    """1-D float32 samples from int (scaled to [-1, 1)) or float PCM; ValueError for other
+    shapes/dtypes and for NaN/Inf (including floats beyond the float32 range)."""
+    from affedge.features.audio_io import to_float_mono
+
+    x = np.asarray(pcm)
+    if x.ndim != 1:
+        raise ValueError(f"push_audio: pcm must be 1-D mono samples, got shape {x.shape}")
+    if x.dtype.kind in "iu":
+        x = to_float_mono(x)
+    elif x.dtype.kind == "f":
+        with np.errstate(over="ignore"):  # beyond the float32 range -> Inf, refused below
+            x = x.astype(np.float32, copy=False)
+    else:
+        raise ValueError(f"push_audio: pcm dtype must be float or integer, got {x.dtype}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("push_audio: pcm contains NaN or Inf")
+    return x
+
+
+def _ringbuf():
+    try:
+        from affedge import _ringbuf
+    except ImportError as exc:  # pragma: no cover - build problem
+        raise ImportError(
+            "affedge._ringbuf (the C++ ring buffer) is not built; run "
+            "`pip install -e . --no-deps --no-build-isolation` in the affedge checkout"
+        ) from exc
+    return _ringbuf
+
+
+class AudioTimeline:
+    """Audio for one recognizer (see the module docstring).
+
+    Parameters
+    ----------
+    feature_cfg: the bundle's :class:`affedge.config.FeatureConfig`.
+    feature_kinds: the audio feature kinds the model consumes, in order (e.g. mfcc, logmel).
+    normalise: ``{kind: callable(row) -> row}`` (from :func:`affedge.preprocess.audio_normaliser`).
+    capacity_s: seconds of PCM and of feature rows kept.
+    audio_timeout: newest row older than this (s) -> audio missing.
+    gap_tolerance: a later chunk start beyond this (s) is a gap (silence-filled or restart).
+    make_vad: ``make_vad(feature_cfg) -> VAD`` (``push(pcm) -> (times, values)``, value > 0.5
+        means speech), or None for no VAD.
+    """
+
+    def __init__(self, feature_cfg, feature_kinds, normalise: dict | None = None, *,
+                 capacity_s: float = 30.0, audio_timeout: float = 1.0,
+                 gap_tolerance: float = 0.05, make_vad=None):
+        from affedge.features.audio import IncrementalAudioFeatures
+
+        if not (isinstance(capacity_s, (int, float)) and math.isfinite(capacity_s)
+                and 0 < capacity_s <= 3600):
+            raise ValueError(f"audio_capacity_s must be in (0, 3600] seconds, got {capacity_s!r}")
+        self.cfg = fcfg = feature_cfg
+        self.kinds = tuple(feature_kinds)
+        self.sample_rate = int(fcfg.sample_rate)
+        self.audio_timeout = float(audio_timeout)
+        self.gap_tolerance = float(gap_tolerance)
+        self._normalise = dict(normalise or {})
+        self._make_vad = make_vad
+        rb = _ringbuf()
+        self._block = math.gcd(int(fcfg.hop_length), int(fcfg.win_length))
+        self._block_dt = self._block / self.sample_rate
+        self._pcm_ring = rb.RingBuffer(
+            self._block, max(4, int(capacity_s * self.sample_rate / self._block)))
+        self._pcm_capacity_s = self._pcm_ring.capacity * self._block_dt
+        rows = max(4, int(capacity_s / fcfg.hop_seconds) + 1)
+        self._rings = {k: rb.RingBuffer(fcfg.stream_dim(k), rows) for k in self.kinds}
+        self._vad_ring = rb.RingBuffer(1, rows)
+        self._new_extractor = lambda: IncrementalAudioFeatures(fcfg)
+        self._lock = threading.Lock()  # producer side (push/flush) against reset
+        self._counters = {"gaps": 0, "discontinuities": 0, "consumed": 0, "nonfinite": 0}
+        self._clear()
+
+    def _clear(self) -> None:
+        self._features = self._new_extractor()
+        self._vad = self._make_vad(self.cfg) if self._make_vad is not None else None
+        self._t0: float | None = None  # caller-clock time of sample 0 of the current timeline
+        self._pushed = 0  # samples pushed at the model rate since _t0 (incl. inserted silence)
+        self._rem = np.zeros(0, np.float32)  # < one block, waiting for the rest
+        self._resamplers: dict[int, object] = {}
+        self._feat_t0: float | None = None  # time of the extractor's first sample
+        self._next_block_t: float | None = None  # expected time of the next drained block
+        self._seg_start: float | None = None  # start of the segment after the last restart
+        self._seg_first_row: float | None = None  # that segment's first feature row
+
+    # ------------------------------------------------------------------ producer
+    def push(self, pcm, t: float | None = None, sample_rate: int | None = None) -> None:
+        """Add mono PCM whose first sample is at time ``t`` (None: right after the previous
+        chunk). Everything is checked before anything changes."""
+        from affedge.features.audio_io import StreamResampler
+
+        sr = self.sample_rate if sample_rate is None else check_sample_rate(sample_rate)
+        x = to_pcm_float32(pcm)
+        if t is not None:
+            t = check_time(t, "push_audio")
+        with self._lock:
+            if sr != self.sample_rate:
+                rs = self._resamplers.get(sr)
+                if rs is None:
+                    rs = self._resamplers[sr] = StreamResampler(sr, self.sample_rate)
+                x = np.asarray(rs.push(x), np.float32)
+            if self._t0 is None:
+                self._t0 = 0.0 if t is None else t
+            elif t is not None:
+                gap = t - (self._t0 + self._pushed / self.sample_rate)
+                if gap > self.gap_tolerance:
+                    self._counters["gaps"] += 1
+                    if gap <= self._pcm_capacity_s:  # short gap: silence keeps the clocks
+                        x = np.concatenate([np.zeros(int(round(gap * self.sample_rate)),
+                                                     np.float32), x])
+                    else:  # longer than the ring: restart the timeline (the drain sees a jump)
+                        self._t0, self._pushed = t, 0
+                        self._rem = np.zeros(0, np.float32)  # < 1 block, before the gap
+            self._push_blocks(x)
+
+    def _push_blocks(self, x: np.ndarray) -> None:
+        # with the producer lock held: re-block into self._block-sample ring items
+        if self._rem.size:
+            x = np.concatenate([self._rem, x])
+        n = x.size // self._block
+        if n:
+            ts = self._t0 + (self._pushed + self._block * np.arange(n)) / self.sample_rate
+            self._pcm_ring.push_many(ts, np.ascontiguousarray(
+                x[: n * self._block].reshape(n, self._block)))
+        self._rem = x[n * self._block:].copy()
+        self._pushed += x.size - self._rem.size
+
+    def flush(self) -> None:
+        """End of the stream: emit what the resamplers still hold. The < one block left over is
+        not pushed: every feature row ends on a multiple of the block, so it could not complete
+        a row anyway."""
+        with self._lock:
+            for rs in self._resamplers.values():
+                tail = np.asarray(rs.flush(), np.float32)
+                if tail.size:
+                    self._push_blocks(tail)
+
+    @property
+    def time(self) -> float | None:
+        """Time up to which audio has been pushed (None before any audio)."""
+        if self._t0 is None:
+            return None
+        return self._t0 + (self._pushed + self._rem.size) / self.sample_rate
+
+    # ------------------------------------------------------------------ consumer
+    def _drain(self) -> None:
+        ts, blocks = self._pcm_ring.read_new()
+        if len(ts) == 0:
+            return
+        expected = np.empty(len(ts))
+        expected[0] = ts[0] if self._next_block_t is None else self._next_block_t
+        expected[1:] = ts[:-1] + self._block_dt
+        jumps = np.flatnonzero(ts - expected > self._block_dt)
+        fresh = self._next_block_t is None
+        if fresh:
+            jumps = np.union1d([0], jumps).astype(int)
+        start = 0
+        for b in list(jumps) + [len(ts)]:
+            if b > start:
+                self._consume(blocks[start:b].reshape(-1))
+            if b < len(ts):
+                self._restart(float(ts[b]), first=fresh and b == 0)
+            start = b
+        self._next_block_t = float(ts[-1]) + self._block_dt
+
+    def _restart(self, t0: float, first: bool) -> None:
+        self._feat_t0 = t0
+        if first:
+            return  # the extractor is fresh already
+        self._features = self._new_extractor()
+        self._vad = self._make_vad(self.cfg) if self._make_vad is not None else None
+        self._seg_start, self._seg_first_row = t0, None
+        self._counters["discontinuities"] += 1
+
+    def _consume(self, pcm: np.ndarray) -> None:
+        new = self._features.push(pcm)
+        t0 = self._feat_t0
+        for k in self.kinds:
+            times, feats = new[k]
+            if len(times):
+                self._rings[k].push_many(t0 + times, np.ascontiguousarray(feats))
+                if self._seg_start is not None and self._seg_first_row is None:
+                    self._seg_first_row = t0 + float(times[0])
+        if self._vad is not None:
+            out = self._vad.push(pcm)
+            if not (isinstance(out, tuple) and len(out) == 2):
+                raise TypeError(f"VAD push returned {type(out).__name__}; expected "
+                                "(times, values)")
+            vt = np.asarray(out[0], np.float64)
+            if len(vt):
+                self._vad_ring.push_many(t0 + vt, np.asarray(out[1], np.float32).reshape(-1, 1))
+        self._counters["consumed"] += pcm.size
+
+    def _row_present(self, ring, t: float) -> bool:
+        """The newest row is at most ``audio_timeout`` older than ``t``."""
+        latest = ring.latest_time
+        return latest is not None and t - latest <= self.audio_timeout
+
+    def at(self, t: float) -> tuple[dict[str, np.ndarray], bool, bool]:
+        """Normalised features at ``t`` -> ({kind: float32[D]}, present, speech). Zeros and
+        ``present=False`` when audio is missing (see the module docstring)."""
+        t = float(t)
+        self._drain()
+        present = bool(self.kinds) and all(self._row_present(self._rings[k], t)
+                                           for k in self.kinds)
+        if present and self._seg_start is not None and t >= self._seg_start and \
+                (self._seg_first_row is None or t < self._seg_first_row):
+            present = False  # after a restart, before the restarted extractor's first row
+        feats: dict[str, np.ndarray] = {}
+        for k in self.kinds:
+            if not present:
+                feats[k] = np.zeros(self.cfg.stream_dim(k), np.float32)
+                continue
+            v = np.asarray(self._rings[k].at(t, "previous"), np.float32)
+            norm = self._normalise.get(k)
+            feats[k] = norm(v) if norm is not None else v
+        if present and not all(np.isfinite(v).all() for v in feats.values()):
+            self._counters["nonfinite"] += 1
+            present = False
+            feats = {k: np.zeros_like(v) for k, v in feats.items()}
+        speech = False
+        if self._vad is not None and self._row_present(self._vad_ring, t):
+            speech = bool(self._vad_ring.at(t, "previous")[0] > 0.5)
+        return feats, present, speech
+
+    # ------------------------------------------------------------------ lifecycle
+    def reset(self) -> None:
+        """Forget all audio (a new, unrelated stream follows). Counters are kept."""
+        with self._lock:
+            self._pcm_ring.clear()
+            for r in self._rings.values():
+                r.clear()
+            self._vad_ring.clear()
+            self._clear()
+
+    def stats(self) -> dict:
+        c = self._counters
+        return {"audio_overruns": int(self._pcm_ring.overruns), "audio_gaps_filled": c["gaps"],
+                "audio_discontinuities": c["discontinuities"],
+                "audio_seconds": c["consumed"] / self.sample_rate,
+                "nonfinite_audio": c["nonfinite"]}
