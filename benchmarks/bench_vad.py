@@ -317,7 +317,8 @@ def verdict(rows: list[dict], candidate: str = "silero", baseline: str = "energy
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True,
+                                   check=False).stdout.splitlines():
             if line.startswith("Model name"):
                 cpu = line.split(":", 1)[1].strip()
     except OSError:

@@ -9,7 +9,7 @@ file that decorates its class with :func:`register_vad`, imported by ``vad/__ini
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from affedge.config import FeatureConfig
 

@@ -42,7 +42,7 @@ from affedge.config import FeatureConfig
 from affedge.features.audio import FrameBuffer, check_pcm
 from affedge.features.vad.registry import register_vad
 
-__all__ = ["MODEL_PATH", "SileroVAD"]
+__all__ = ["MODEL_PATH", "Hysteresis", "SileroVAD"]
 
 SAMPLE_RATE = 16000
 WINDOW = 512  # samples per decision at 16 kHz (silero-vad)
@@ -71,7 +71,7 @@ def _model(path: str, num_threads: int):
     so.log_severity_level = 3  # the export leaves unused initializers ORT warns about
     try:
         sess = ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - ORT's load errors derive from Exception only
         raise ValueError(f"silero VAD model {p} cannot be loaded ({e}); {BUILD_HINT}") from None
     names = [i.name for i in sess.get_inputs()], [o.name for o in sess.get_outputs()]
     if names != (["input", "h", "c"], ["speech_probs", "hn", "cn"]):
@@ -104,18 +104,13 @@ class SileroVAD:
         if cfg.sample_rate != SAMPLE_RATE:
             raise ValueError(f"SileroVAD: the model reads {SAMPLE_RATE} Hz audio, the feature "
                              f"config says {cfg.sample_rate} Hz")
-        neg = threshold - 0.15 if neg_threshold is None else neg_threshold
-        if not 0.0 < neg <= threshold < 1.0:
-            raise ValueError(f"SileroVAD: need 0 < neg_threshold <= threshold < 1, got "
-                             f"{neg}, {threshold}")
-        if onset_windows < 1 or min_silence_s < 0 or num_threads < 1:
-            raise ValueError("SileroVAD: need onset_windows >= 1, min_silence_s >= 0, "
-                             "num_threads >= 1")
-        self.threshold, self.neg_threshold = float(threshold), float(neg)
-        self.onset_windows = int(onset_windows)
-        self.min_silence_windows = int(np.ceil(min_silence_s * SAMPLE_RATE / WINDOW - 1e-9))
+        if num_threads < 1:
+            raise ValueError(f"SileroVAD: need num_threads >= 1, got {num_threads}")
         self.window_s = WINDOW / SAMPLE_RATE
-        self.delay_s = self.onset_windows * self.window_s
+        neg = threshold - 0.15 if neg_threshold is None else neg_threshold
+        silence = int(np.ceil(min_silence_s / self.window_s - 1e-9)) if min_silence_s >= 0 else -1
+        self._hyst = Hysteresis(threshold, neg, onset_windows, silence)
+        self.delay_s = self._hyst.onset_windows * self.window_s
         self.model_path = Path(model_path) if model_path is not None else MODEL_PATH
         self._sess, self.model_sha256 = _model(str(self.model_path), int(num_threads))
         self._frames = FrameBuffer(CONTEXT + WINDOW, WINDOW)
@@ -126,9 +121,7 @@ class SileroVAD:
         self._frames.push(np.zeros(CONTEXT))  # the first window's context is silence
         self._h = np.zeros(STATE_SHAPE, np.float32)
         self._c = np.zeros(STATE_SHAPE, np.float32)
-        self._in_speech = False
-        self._run = 0  # consecutive windows >= threshold while not in speech
-        self._quiet = None  # windows since the silence timer started, None when not running
+        self._hyst.reset()
         self.probabilities = np.zeros(0, np.float32)
 
     def push(self, pcm) -> tuple[np.ndarray, np.ndarray]:
@@ -141,23 +134,40 @@ class SileroVAD:
             p, self._h, self._c = self._sess.run(None, {"input": block, "h": self._h,
                                                         "c": self._c})
             probs[s:s + len(block)] = np.asarray(p, np.float32).reshape(-1)
-        flags = np.array([self._step(float(p)) for p in probs], dtype=bool)
+        flags = np.array([self._hyst.step(float(p)) for p in probs], dtype=bool)
         self.probabilities = probs
         times = (np.arange(first, first + len(rows), dtype=np.float64) + 1.0) * self.window_s
         return times, flags
 
-    def _step(self, p: float) -> bool:
-        if not self._in_speech:
+
+class Hysteresis:
+    """Speech on/off from one probability per window (the rules in the module docstring)."""
+
+    def __init__(self, threshold: float, neg_threshold: float, onset_windows: int,
+                 min_silence_windows: int):
+        if not 0.0 < neg_threshold <= threshold < 1.0:
+            raise ValueError(f"SileroVAD: need 0 < neg_threshold <= threshold < 1, got "
+                             f"{neg_threshold}, {threshold}")
+        if onset_windows < 1 or min_silence_windows < 0:
+            raise ValueError("SileroVAD: need onset_windows >= 1 and min_silence_s >= 0")
+        self.threshold, self.neg_threshold = float(threshold), float(neg_threshold)
+        self.onset_windows, self.min_silence_windows = int(onset_windows), int(min_silence_windows)
+        self.reset()
+
+    def reset(self) -> None:
+        self.in_speech = False
+        self._run = 0  # consecutive windows >= threshold while not in speech
+        self._quiet: int | None = None  # windows since the silence timer started (None: off)
+
+    def step(self, p: float) -> bool:
+        if not self.in_speech:
             self._run = self._run + 1 if p >= self.threshold else 0
             if self._run >= self.onset_windows:
-                self._in_speech, self._quiet = True, None
-            return self._in_speech
-        if p >= self.threshold:
+                self.in_speech, self._quiet = True, None
+        elif p >= self.threshold:
             self._quiet = None
-        elif p < self.neg_threshold:
+        elif self._quiet is not None or p < self.neg_threshold:
             self._quiet = 0 if self._quiet is None else self._quiet + 1
-            if self._quiet >= self.min_silence_windows:
-                self._in_speech, self._run, self._quiet = False, 0, None
-        elif self._quiet is not None:
-            self._quiet += 1
-        return self._in_speech
+            if p < self.neg_threshold and self._quiet >= self.min_silence_windows:
+                self.in_speech, self._run, self._quiet = False, 0, None
+        return self.in_speech
