@@ -17,11 +17,13 @@ convention as the energy VAD's ``frame_times``). Decisions (hysteresis on the pr
   with ``p >= threshold`` stops it); speech ends at the first window with
   ``p < neg_threshold`` at least ``min_silence_s`` after the timer started.
 
-``delay_s`` = ``onset_windows * 512 / 16000`` (64 ms by default): a speech onset's first
-sample lies in some window, that window's decision comes at its end (up to 32 ms later) and
-``onset_windows - 1`` more windows must agree. This is the structural delay; the model itself
-usually needs one or two windows of speech before its probability rises
-(``benchmarks/bench_vad.py`` reports the measured onset latency).
+``delay_s`` = ``onset_windows * 512 / 16000`` (64 ms by default), computed like the energy
+VAD's (35 ms on its 25 ms / 10 ms grid): a window's decision comes at the window's end and an
+onset needs ``onset_windows`` windows of speech, so speech that starts at a window boundary is
+flagged ``onset_windows`` windows later at the earliest. Speech that starts inside a window is
+flagged at least ``onset_windows - 1`` windows after its start. The model's own reaction time
+adds to this: ``benchmarks/bench_vad.py`` measured a median onset latency of 85 ms on clean
+speech and 100-120 ms in noise and music.
 
 Every window's decision depends only on past and current samples, and the sequence model
 gives bit-identical probabilities however many windows one call holds, so any chunking of the
