@@ -1,4 +1,4 @@
-"""Causal voice-activity detection, one flag per 10 ms hop (``Prediction.speech_present``).
+"""Energy + speech-band VAD: one causal flag per 10 ms audio-feature hop (registry name ``energy``).
 
 Frames are the audio-feature frames (``affedge.features.audio``): frame ``i`` covers samples
 ``[i*hop, i*hop + win)`` and its flag is available at ``times[i] = (i*hop + win)/sr``. Per frame:
@@ -26,12 +26,22 @@ import numpy as np
 
 from affedge.config import FeatureConfig
 from affedge.features.audio import FrameBuffer, check_pcm, frame_times
+from affedge.features.vad.registry import register_vad
 
 __all__ = ["VoiceActivity", "detect_voice"]
 
 
+@register_vad("energy")
 class VoiceActivity:
-    """Incremental VAD; ``push(pcm) -> (times float64[k], flags bool[k])`` for the new hops."""
+    """Incremental VAD; ``push(pcm) -> (times float64[k], flags bool[k])`` for the new hops.
+
+    ``delay_s`` is the earliest a speech onset can be flagged after its first sample: the first
+    frame holding it ends one window later and ``onset_frames - 1`` more hops must agree,
+    ``(win_length + (onset_frames - 1) * hop_length) / sample_rate`` (35 ms by default).
+    """
+
+    name = "energy"
+    model_sha256 = None  # no model file
 
     def __init__(
         self,
@@ -64,6 +74,8 @@ class VoiceActivity:
         n = np.arange(cfg.win_length)
         self._hann = 0.5 - 0.5 * np.cos(2.0 * np.pi * n / cfg.win_length)
         self._frames = FrameBuffer(cfg.win_length, cfg.hop_length)
+        self.delay_s = (cfg.win_length + (self.onset_frames - 1) * cfg.hop_length) \
+            / cfg.sample_rate
         self.reset()
 
     def reset(self) -> None:
