@@ -60,24 +60,19 @@ from typing import Any
 
 import numpy as np
 
+from affedge import formats as _formats
+
 SCHEMA_VERSION = 1
 KNOWN_SCHEMA_VERSIONS = (1,)
 MANIFEST = "manifest.json"
 
-FORMATS = ("onnx", "onnx-int8", "torchscript", "torch-export", "aoti", "tensorrt", "safetensors")
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+# The formats and the file name suffix each must use (affedge.formats, the one table): a
+# TorchScript or .pt2 zip is allowed only where its format says so, and ".pt/.pth/.pkl" (plain
+# torch.save pickles) never.
+FORMATS = tuple(f.name for f in _formats.FORMATS)
+PRECISIONS = _formats.PRECISIONS
 DTYPES = ("float32", "float16", "bfloat16", "int8", "uint8", "int32", "int64", "bool")
-# The file name suffix each format must use: a TorchScript or .pt2 zip is allowed only where its
-# format says so, and ".pt/.pth/.pkl" (plain torch.save pickles) never.
-FORMAT_SUFFIXES = {
-    "onnx": (".onnx",),
-    "onnx-int8": (".onnx",),
-    "torchscript": (".torchscript",),
-    "torch-export": (".pt2",),
-    "aoti": (".pt2",),
-    "tensorrt": (".engine", ".plan"),
-    "safetensors": (".safetensors",),
-}
+FORMAT_SUFFIXES = {f.name: f.suffixes for f in _formats.FORMATS}
 FORBIDDEN_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".joblib", ".ckpt", ".dill")
 
 # Bounds (generous for the models here: IR-50 is ~44 M parameters, 175 MB in fp32).

@@ -40,11 +40,13 @@ class FeatureConfig:
     crop_size: int = 40
 
     def stream_dim(self, name: str) -> int:
-        if name == "mfcc":
-            return 3 * self.mfcc_n_ceps
-        if name == "logmel":
-            return self.logmel_n_mels
-        raise ValueError(f"unknown audio stream {name!r}; known: mfcc, logmel")
+        """Row length of the audio feature kind ``name`` (the registry in
+        :mod:`affedge.features.audio`)."""
+        from affedge.features.audio import FEATURE_KINDS
+
+        if name not in FEATURE_KINDS:
+            raise ValueError(f"unknown audio stream {name!r}; known: {', '.join(FEATURE_KINDS)}")
+        return FEATURE_KINDS[name].dim(self)
 
     @property
     def hop_seconds(self) -> float:
@@ -73,24 +75,6 @@ class ModelConfig:
         """1 + 2*(k-1)*sum(dilations) for the two convs of every block (PAPER.md §2.3)."""
         dil = sum(2**i for i in range(len(self.visual_channels)))
         return 1 + 2 * (self.kernel_size - 1) * dil
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    window: int = 300  # PAPER.md §5
-    hop: int = 200
-    label_delay: int = 0
-    batch_size: int = 8
-    lr: float = 1e-5  # PAPER.md §5 (for the pretrained encoder regime)
-    weight_decay: float = 1e-3
-    patience: int = 5
-    factor: float = 0.1
-    min_lr: float = 1e-6
-    max_epochs: int = 100
-    early_stop: int = 20
-    folds: tuple[int, ...] = (0,)
-    seed: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

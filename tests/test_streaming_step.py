@@ -12,7 +12,7 @@ from torch.nn.utils import parametrize
 
 from affedge.config import ModelConfig
 from affedge.export.folding import fold_encoder, fold_temporal_fusion, fold_weight_norm
-from affedge.export.streaming import StreamingStep, WindowForm, run_stream, state_specs
+from affedge.export.streaming import StreamingStep, WindowForm, run_stream
 from affedge.training.backbones import build_encoder
 from affedge.training.model import TemporalFusion
 from affedge.training.tcn import TemporalBlock
@@ -61,7 +61,7 @@ def test_step_reproduces_offline_forward(setup, length):
     y_step, states = run_stream(step, emb, audio)
     assert y_step.shape == y_off.shape == (2, length, 2)
     assert torch.allclose(y_step, y_off, atol=1e-5, rtol=0), (y_step - y_off).abs().max()
-    assert [tuple(s.shape[1:]) for s in states] == [shape for _, shape in state_specs(step)]
+    assert [tuple(s.shape[1:]) for s in states] == [shape for _, shape in step.state_specs()]
 
 
 def test_window_form_equals_step_form_when_window_covers_receptive_field(setup):
@@ -95,7 +95,7 @@ def test_step_continues_from_given_states(setup):
 def test_state_layout_and_names():
     tf = _random_tf(True)
     step = StreamingStep(tf)
-    specs = state_specs(step)
+    specs = step.state_specs()
     k = 5
     per_tcn = lambda c_in, c: [(c_in if i == 0 and j == 0 else c, (k - 1) * 2**i)
                                for i in range(4) for j in range(2)]

@@ -400,15 +400,17 @@ def _end_to_end(rec, clip: Clip, frames: int, warmup: int, max_seconds: float) -
 
 
 # ------------------------------------------------------------------------------ encoder table
-ENCODER_VARIANTS = (
-    # (label, backend name for select_backend, precision, artifact format, bf16 autocast)
-    ("ONNX Runtime CPU", "ort-cpu", "fp32", "onnx", False),
-    ("ONNX Runtime CPU", "ort-cpu", "int8", "onnx-int8", False),
-    ("TorchScript", "torchscript", "fp32", "torchscript", False),
-    ("torch.export", "torch-export", "fp32", "torch-export", False),
-    ("PyTorch eager", "torch", "fp32", "safetensors", False),
-    ("PyTorch eager", "torch", "bf16", "safetensors", True),
-)
+def encoder_variants() -> tuple[tuple[str, str, str, str, bool], ...]:
+    """(label, backend name for select_backend, precision, artifact format, bf16 autocast) for
+    every format of the format table that runs on a CPU, at each of its CPU precisions."""
+    from affedge.formats import FORMATS, RUNNERS
+
+    return tuple((RUNNERS[f.cpu_runner].description, f.cpu_runner, prec, f.name, prec == "bf16")
+                 for f in FORMATS if f.cpu_runner is not None
+                 for prec in f.precisions if prec != "fp16")  # no fp16 path on CPUs
+
+
+ENCODER_VARIANTS = encoder_variants()
 
 
 def parity_error(bundle, artifact: str, fmt: str, precision: str) -> float | None:

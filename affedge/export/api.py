@@ -31,12 +31,13 @@ import numpy as np
 
 from affedge.bundle import BundleError, load_bundle, tensor_spec, update_manifest, write_bundle
 from affedge.config import FeatureConfig, to_dict
+from affedge.formats import BY_NAME, DEFAULT_EXPORT_FORMATS, EXPORT_FORMATS, RUNNERS
 from affedge.preprocess import DEFAULT_CROP
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("onnx", "torchscript", "torch-export", "aoti", "tensorrt")
-DEFAULT_FORMATS = ("onnx", "torchscript", "torch-export")
+FORMATS = EXPORT_FORMATS  # what `formats=` accepts (affedge.formats, the one table)
+DEFAULT_FORMATS = DEFAULT_EXPORT_FORMATS
 MAX_BATCH = 16  # TensorRT profile max for the encoder/step batch (faces per frame)
 
 
@@ -50,7 +51,7 @@ class ExportResult:
 
 
 @dataclasses.dataclass
-class _Module:
+class Branch:
     name: str
     module: Any
     args: tuple
@@ -68,7 +69,7 @@ def _specs(names, tensors, dynamic) -> list[dict]:
     return out
 
 
-def _branches(model, window: int) -> list[_Module]:
+def _branches(model, window: int) -> list[Branch]:
     """The three exportable modules with example inputs (batch 2 so N is not specialised)."""
     import torch
 
@@ -81,7 +82,7 @@ def _branches(model, window: int) -> list[_Module]:
     mods = []
     enc = fold_encoder(model.encoder)
     frames = torch.rand(2, 3, s, s, generator=g) * 2 - 1
-    mods.append(_Module("encoder", enc, (frames,), (torch.rand(3, 3, s, s, generator=g) * 2 - 1,),
+    mods.append(Branch("encoder", enc, (frames,), (torch.rand(3, 3, s, s, generator=g) * 2 - 1,),
                         ["frames"], ["embedding"], {"frames": {0: "N"}, "embedding": {0: "N"}}))
     step = StreamingStep(model.temporal).eval()
 
@@ -92,7 +93,7 @@ def _branches(model, window: int) -> list[_Module]:
         return (emb, *audio, *states)
 
     dyn = {n: {0: "N"} for n in step.input_names + step.output_names}
-    mods.append(_Module("step", step, step_args(2), step_args(3), list(step.input_names),
+    mods.append(Branch("step", step, step_args(2), step_args(3), list(step.input_names),
                         list(step.output_names), dyn))
     win = WindowForm(model.temporal).eval()
 
@@ -101,13 +102,13 @@ def _branches(model, window: int) -> list[_Module]:
         return (emb, *[torch.randn(n, w, d, generator=g) for d in step.audio_dims])
 
     dyn = {n: {0: "N", 1: "W"} for n in win.input_names + win.output_names}
-    mods.append(_Module("window", win, win_args(2, window), win_args(1, window + 7),
+    mods.append(Branch("window", win, win_args(2, window), win_args(1, window + 7),
                         list(win.input_names), list(win.output_names), dyn))
     return mods
 
 
 def _manifest_fields(model_cfg, feature_cfg: FeatureConfig, info: dict, fps: float,
-                     step_mod: _Module) -> dict[str, Any]:
+                     step_mod: Branch) -> dict[str, Any]:
     norm = info.get("norm_stats") or {}
     audio_norm = {}
     for name, st in norm.items():
@@ -166,10 +167,10 @@ def _export_bundle(checkpoint_dir: str | Path, out: str | Path,
     import torch
 
     from affedge.export import parity as P
-    from affedge.export.onnx_export import export_onnx, onnx_io_specs
+    from affedge.export.exporters import ExportContext
+    from affedge.export.onnx_export import onnx_io_specs
     from affedge.export.tensorrt_build import build_engine, tensorrt_available
-    from affedge.export.torch_export import aoti_available, export_aoti, export_torch_program
-    from affedge.export.torchscript_export import export_torchscript
+    from affedge.formats import load
     from affedge.training.model import AffectModel, load_checkpoint
 
     say = progress or (lambda m: log.info("%s", m))
@@ -208,46 +209,34 @@ def _export_bundle(checkpoint_dir: str | Path, out: str | Path,
                       "source": stage / "model.safetensors", "file": "weights/model.safetensors",
                       "precision": "fp32", "inputs": [], "outputs": []})
 
-        def add(m: _Module, fmt: str, file: str, precision: str, extra: dict, io=None):
+        def add(m: Branch, fmt: str, file: str, precision: str, extra: dict, io=None):
             ins, outs = io or (_specs(m.input_names, m.args, m.dynamic),
                                _specs(m.output_names, _outputs(m), m.dynamic))
             files.append({"name": m.name, "format": fmt, "source": stage / file, "file": file,
                           "precision": precision, "inputs": ins, "outputs": outs, **extra})
 
         want_onnx = "onnx" in formats or "tensorrt" in formats or int8
-        for m in mods:
-            if want_onnx:
+        per_branch = [BY_NAME[f] for f in EXPORT_FORMATS if BY_NAME[f].exporter is not None
+                      and (f in formats or (f == "onnx" and want_onnx))]
+        ctx = ExportContext(opset=opset, onnx_exporter=onnx_exporter)
+        for fmt in per_branch:
+            ok, why = fmt.available()
+            if not ok:
+                skipped[fmt.name] = why
+                say(f"{fmt.name:9s} skipped: {why}")
+                continue
+            exporter = load(fmt.exporter)
+            for m in mods:
+                file = f"{m.name}{fmt.file_suffix}"
                 t0 = time.perf_counter()
-                rec = export_onnx(m.module, m.args, stage / f"{m.name}.onnx", m.input_names,
-                                  m.output_names, m.dynamic, opset=opset,
-                                  exporter=onnx_exporter)
-                seconds[f"onnx/{m.name}"] = time.perf_counter() - t0
-                say(f"onnx      {m.name:8s} {rec['exporter']} exporter, opset {rec['opset']} "
-                    f"({seconds[f'onnx/{m.name}']:.1f} s)")
-                add(m, "onnx", f"{m.name}.onnx", "fp32", rec, onnx_io_specs(stage / f"{m.name}.onnx"))
-            if "torchscript" in formats:
-                t0 = time.perf_counter()
-                rec = export_torchscript(m.module, m.args, stage / f"{m.name}.torchscript",
-                                         m.check_args if m.dynamic else None)
-                seconds[f"torchscript/{m.name}"] = time.perf_counter() - t0
-                add(m, "torchscript", f"{m.name}.torchscript", "fp32", rec)
-            if "torch-export" in formats:
-                t0 = time.perf_counter()
-                rec = export_torch_program(m.module, m.args, stage / f"{m.name}.pt2",
-                                           m.input_names, m.dynamic)
-                seconds[f"torch-export/{m.name}"] = time.perf_counter() - t0
-                add(m, "torch-export", f"{m.name}.pt2", "fp32", rec)
-            if "aoti" in formats:
-                ok, why = aoti_available()
-                if not ok:
-                    skipped["aoti"] = why
-                elif m.name != "window":  # the runtime path: encoder + step
-                    t0 = time.perf_counter()
-                    rec = export_aoti(m.module, m.args, stage / f"{m.name}.aoti.pt2",
-                                      m.input_names, m.dynamic)
-                    seconds[f"aoti/{m.name}"] = time.perf_counter() - t0
-                    say(f"aoti      {m.name:8s} compiled in {seconds[f'aoti/{m.name}']:.1f} s")
-                    add(m, "aoti", f"{m.name}.aoti.pt2", "fp32", rec)
+                out_rec = exporter(m, stage / file, ctx)
+                if out_rec is None:
+                    continue
+                rec, io = out_rec
+                seconds[f"{fmt.name}/{m.name}"] = time.perf_counter() - t0
+                say(f"{fmt.name:9s} {m.name:8s} {rec.get('exporter', '')} "
+                    f"({seconds[f'{fmt.name}/{m.name}']:.1f} s)")
+                add(m, fmt.name, file, "fp32", rec, io)
         if "onnx" not in formats and want_onnx:
             say("note: ONNX graphs are kept in the bundle (the TensorRT/int8 source and the "
                 "portable fallback)")
@@ -334,7 +323,7 @@ def _export_bundle(checkpoint_dir: str | Path, out: str | Path,
     return ExportResult(out, records, skipped, ok, seconds)
 
 
-def _outputs(m: _Module):
+def _outputs(m: Branch):
     import torch
 
     with torch.no_grad():
@@ -342,7 +331,7 @@ def _outputs(m: _Module):
     return y if isinstance(y, (tuple, list)) else (y,)
 
 
-def _trt_profiles(m: _Module, window: int) -> dict[str, tuple]:
+def _trt_profiles(m: Branch, window: int) -> dict[str, tuple]:
     """min/opt/max shapes for every input with dynamic axes."""
     prof = {}
     for n, a in zip(m.input_names, m.args):
@@ -360,24 +349,19 @@ def _trt_profiles(m: _Module, window: int) -> dict[str, tuple]:
 
 
 def _parity_backends(bundle, formats, int8):
-    from affedge.sdk.backends.onnxruntime_backend import OnnxRuntimeBackend
-    from affedge.sdk.backends.tensorrt_backend import TensorRTBackend
-    from affedge.sdk.backends.torch_backend import TorchExportBackend
-    from affedge.sdk.backends.torchscript_backend import TorchScriptBackend
-
-    if bundle.has("encoder", "onnx"):
-        yield "onnx", lambda: OnnxRuntimeBackend(bundle, "cpu")
-    if int8:
-        yield "onnx-int8", lambda: OnnxRuntimeBackend(bundle, "cpu", precision="int8",
-                                                      models=("encoder", "step"))
-    if "torchscript" in formats:
-        yield "torchscript", lambda: TorchScriptBackend(bundle)
-    if "torch-export" in formats:
-        yield "torch-export", lambda: TorchExportBackend(bundle)
-    if "aoti" in formats and bundle.has("encoder", "aoti"):
-        yield "aoti", lambda: TorchExportBackend(bundle, aoti=True)
-    if bundle.has("encoder", "tensorrt"):
-        yield "tensorrt", lambda: TensorRTBackend(bundle)
+    """(format, factory) for every artifact format in the bundle that a backend here can run,
+    through the runner the format table names for parity (its CPU runner, or its first)."""
+    for fmt in (BY_NAME[a] for a in dict.fromkeys(x["format"] for x in bundle.artifacts)):
+        if fmt.name == "safetensors" or (fmt.name == "onnx-int8" and not int8):
+            continue  # eager torch is the reference itself
+        name = fmt.cpu_runner or (fmt.runners[0].name if fmt.runners else None)
+        if name is None:
+            continue
+        runner = RUNNERS[name]
+        if fmt.name == "onnx-int8":
+            yield fmt.name, lambda r=runner: r.make(bundle, precision="int8")
+        else:
+            yield fmt.name, lambda r=runner: r.make(bundle)
 
 
 def _rezip_with_parity(zpath: Path, records, source: str) -> None:

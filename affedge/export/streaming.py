@@ -69,14 +69,6 @@ class StreamingStep(nn.Module):
         audio = [torch.zeros(n, d) for d in self.audio_dims]
         return (torch.zeros(n, self.embed_dim), *audio, *self.initial_states(n))
 
-    def dynamic_shapes(self, batch: object = None):
-        """``dynamic_shapes`` for ``torch.export``/``torch.onnx.export(dynamo=True)`` with a
-        dynamic batch axis (``forward(embedding, *args)`` takes ``(embedding, args_tuple)``)."""
-        if batch is None:
-            batch = torch.export.Dim("n", min=1, max=1024)
-        n_rest = len(self.audio_names) + len(self._specs)
-        return ({0: batch}, tuple({0: batch} for _ in range(n_rest)))
-
     def _check(self, embedding: torch.Tensor, audio, states) -> None:
         if embedding.dim() != 2 or embedding.shape[1] != self.embed_dim:
             raise ValueError(f"embedding must be [N, {self.embed_dim}], got {tuple(embedding.shape)}")
@@ -108,11 +100,6 @@ class StreamingStep(nn.Module):
         else:
             y = self.tf.head(outs[0])
         return (y, *new_states)
-
-
-def state_specs(step: StreamingStep) -> list[tuple[str, tuple[int, int]]]:
-    """``[(name, (C, L)), ...]`` of a :class:`StreamingStep`'s state inputs, in order."""
-    return step.state_specs()
 
 
 def run_stream(step: StreamingStep, embedding: torch.Tensor,

@@ -43,11 +43,6 @@ def export_torch_program(module: torch.nn.Module, args: Sequence[torch.Tensor], 
     return {"exporter": "torch.export", "notes": []}
 
 
-def load_torch_program(path: str | Path):
-    """The callable module of a saved ``.pt2`` program."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return torch.export.load(str(path)).module()
 
 
 def aoti_available() -> tuple[bool, str]:
@@ -79,6 +74,3 @@ def export_aoti(module: torch.nn.Module, args: Sequence[torch.Tensor], path: str
     return {"exporter": "torch._inductor.aoti_compile_and_package",
             "notes": [f"compile time {secs:.1f} s"], "compile_seconds": round(secs, 2)}
 
-
-def load_aoti(path: str | Path):
-    return torch._inductor.aoti_load_package(str(path))

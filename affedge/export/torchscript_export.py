@@ -40,8 +40,3 @@ def export_torchscript(module: torch.nn.Module, args: Sequence[torch.Tensor], pa
     return {"exporter": "torch.jit.trace+freeze",
             "notes": ["torch.jit is deprecated in torch>=2.10; kept for libtorch/JetPack"]}
 
-
-def load_torchscript(path: str | Path) -> torch.jit.ScriptModule:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return torch.jit.load(str(path), map_location="cpu").eval()

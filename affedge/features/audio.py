@@ -62,7 +62,10 @@ import numpy as np
 from affedge.config import FeatureConfig
 
 __all__ = [
+    "FEATURE_KINDS",
     "STREAM_NAMES",
+    "FeatureKind",
+    "register_feature_kind",
     "FrameBuffer",
     "IncrementalAudioFeatures",
     "causal_delta",
@@ -74,7 +77,6 @@ __all__ = [
     "mel_to_hz",
 ]
 
-STREAM_NAMES = ("mfcc", "logmel")
 # floor before the MFCC log. Measured here: white int16 quantisation noise gives mel powers
 # of ~4e-8 (median) to ~1.3e-6 (99th pct); speech at -60 dBFS gives ~4e-4. 1e-5 sits between.
 _LOG_FLOOR = 1e-5
@@ -212,83 +214,93 @@ def causal_delta(x: np.ndarray, history: np.ndarray | None, width: int) -> np.nd
 
 
 # --------------------------------------------------------------------------- the extractor
-class IncrementalAudioFeatures:
-    """Streaming MFCC-39 / log-mel-64 extractor.
+class FeatureKind:
+    """One audio feature kind, incremental: ``push(x) -> (times float64[k], rows float32[k, D])``
+    for the rows completed by the samples ``x``; ``reset()`` starts again at t = 0. Subclasses
+    register under a name with :func:`register_feature_kind` and give ``dim(cfg)``."""
 
-    ``push(chunk)`` accepts any number of float samples (1-D, at ``cfg.sample_rate``) and returns
-    ``{name: (times float64[k], feats float32[k, D])}`` for the ``k`` rows completed by the chunk
-    (k may be 0), for every stream in ``cfg.streams``. Concatenating all outputs equals
-    :func:`extract` of the concatenated input. ``reset()`` starts a new stream at t = 0.
-    """
+    name = ""
 
-    def __init__(self, cfg: FeatureConfig | None = None):
-        self.cfg = cfg = cfg or FeatureConfig()
-        unknown = [s for s in cfg.streams if s not in STREAM_NAMES]
-        if unknown:
-            raise ValueError(f"unknown audio stream(s) {unknown}; known: {list(STREAM_NAMES)}")
-        if cfg.win_length > cfg.n_fft:
-            raise ValueError(f"win_length {cfg.win_length} > n_fft {cfg.n_fft}")
-        self.streams = tuple(cfg.streams)
-        sr, nfft = cfg.sample_rate, cfg.n_fft
-        # MFCC pieces
-        self._hamming = np.hamming(cfg.win_length)
-        self._mfcc_fb = mel_filterbank(sr, nfft, cfg.mfcc_n_mels, cfg.mfcc_fmin, cfg.mfcc_fmax).T
-        self._dct = _dct_ortho(cfg.mfcc_n_mels, cfg.mfcc_n_ceps)
-        self._lifter = _htk_lifter(cfg.mfcc_n_ceps, cfg.mfcc_lifter)
-        # log-mel pieces (periodic Hann, as VGGish)
-        n = np.arange(cfg.win_length)
-        self._hann = 0.5 - 0.5 * np.cos(2.0 * np.pi * n / cfg.win_length)
-        self._logmel_fb = mel_filterbank(
-            sr, nfft, cfg.logmel_n_mels, cfg.logmel_fmin, cfg.logmel_fmax
-        ).T
-        self._raw = FrameBuffer(cfg.win_length, cfg.hop_length)
-        self._pre = FrameBuffer(cfg.win_length, cfg.hop_length)
-        self.reset()
+    def __init__(self, cfg: FeatureConfig):
+        self.cfg = cfg
+        self.frames = FrameBuffer(cfg.win_length, cfg.hop_length)
+
+    @staticmethod
+    def dim(cfg: FeatureConfig) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
 
     def reset(self) -> None:
-        self._raw.reset()
-        self._pre.reset()
+        self.frames.reset()
+
+    def push(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        first = self.frames.n_frames
+        frames = self.frames.push(x)
+        return frame_times(len(frames), self.cfg, first), self.rows(frames)
+
+    def rows(self, frames: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+#: feature kind name -> class (the registry; ``FeatureConfig.streams`` names entries of it)
+FEATURE_KINDS: dict[str, type[FeatureKind]] = {}
+
+
+def register_feature_kind(name: str):
+    """Class decorator: make a :class:`FeatureKind` available under ``name``."""
+    def add(cls):
+        cls.name = name
+        FEATURE_KINDS[name] = cls
+        return cls
+    return add
+
+
+def feature_kind(name: str) -> type[FeatureKind]:
+    """The registered class for ``name``; ValueError listing the known kinds."""
+    try:
+        return FEATURE_KINDS[name]
+    except KeyError:
+        raise ValueError(f"unknown audio feature kind {name!r}; known: "
+                         f"{', '.join(FEATURE_KINDS)}") from None
+
+
+@register_feature_kind("mfcc")
+class MfccFeatures(FeatureKind):
+    """MFCC-39 (module docstring): pre-emphasis, Hamming, 26 mel bands, DCT, lifter, causal
+    deltas and delta-deltas."""
+
+    def __init__(self, cfg: FeatureConfig):
+        super().__init__(cfg)
+        self._hamming = np.hamming(cfg.win_length)
+        self._fb = mel_filterbank(cfg.sample_rate, cfg.n_fft, cfg.mfcc_n_mels, cfg.mfcc_fmin,
+                                  cfg.mfcc_fmax).T
+        self._dct = _dct_ortho(cfg.mfcc_n_mels, cfg.mfcc_n_ceps)
+        self._lifter = _htk_lifter(cfg.mfcc_n_ceps, cfg.mfcc_lifter)
+        self.reset()
+
+    @staticmethod
+    def dim(cfg: FeatureConfig) -> int:
+        return 3 * cfg.mfcc_n_ceps
+
+    def reset(self) -> None:
+        super().reset()
         self._last_sample = 0.0  # pre-emphasis state x[-1]
         self._ceps_hist: np.ndarray | None = None  # last 2W cepstra rows
         self._delta_hist: np.ndarray | None = None  # last 2W delta rows
 
-    @property
-    def n_rows(self) -> int:
-        """Rows emitted so far."""
-        return self._raw.n_frames if "logmel" in self.streams else self._pre.n_frames
+    def push(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if x.size:
+            prev = np.concatenate([[self._last_sample], x[:-1]])
+            self._last_sample = float(x[-1])
+            x = x - self.cfg.preemphasis * prev
+        return super().push(x)
 
-    def dims(self) -> dict[str, int]:
-        return {s: self.cfg.stream_dim(s) for s in self.streams}
-
-    def push(self, chunk) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        x = check_pcm(chunk, "IncrementalAudioFeatures.push")
+    def rows(self, frames: np.ndarray) -> np.ndarray:
         cfg = self.cfg
-        out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        if "mfcc" in self.streams:
-            first = self._pre.n_frames
-            if x.size:
-                prev = np.concatenate([[self._last_sample], x[:-1]])
-                self._last_sample = float(x[-1])
-                pre = x - cfg.preemphasis * prev
-            else:
-                pre = x
-            frames = self._pre.push(pre)
-            out["mfcc"] = (frame_times(len(frames), cfg, first), self._mfcc(frames))
-        if "logmel" in self.streams:
-            first = self._raw.n_frames
-            frames = self._raw.push(x)
-            out["logmel"] = (frame_times(len(frames), cfg, first), self._logmel(frames))
-        return {s: out[s] for s in self.streams}
-
-    # -- per-stream maths (float64 inside, float32 out)
-    def _mfcc(self, frames: np.ndarray) -> np.ndarray:
-        cfg = self.cfg
-        d_out = 3 * cfg.mfcc_n_ceps
         if len(frames) == 0:
-            return np.zeros((0, d_out), dtype=np.float32)
+            return np.zeros((0, self.dim(cfg)), dtype=np.float32)
         spec = np.fft.rfft(frames * self._hamming, n=cfg.n_fft, axis=1)
         power = spec.real**2 + spec.imag**2
-        logmel = np.log(np.maximum(power @ self._mfcc_fb, _LOG_FLOOR))
+        logmel = np.log(np.maximum(power @ self._fb, _LOG_FLOOR))
         ceps = (logmel @ self._dct) * self._lifter
         w = cfg.delta_width
         d = causal_delta(ceps, self._ceps_hist, w)
@@ -297,12 +309,67 @@ class IncrementalAudioFeatures:
         self._delta_hist = _tail(self._delta_hist, d, 2 * w)
         return np.concatenate([ceps, d, dd], axis=1).astype(np.float32)
 
-    def _logmel(self, frames: np.ndarray) -> np.ndarray:
+
+@register_feature_kind("logmel")
+class LogMelFeatures(FeatureKind):
+    """Log-mel 64 with the VGGish front-end settings (module docstring)."""
+
+    def __init__(self, cfg: FeatureConfig):
+        super().__init__(cfg)
+        n = np.arange(cfg.win_length)
+        self._hann = 0.5 - 0.5 * np.cos(2.0 * np.pi * n / cfg.win_length)  # periodic Hann
+        self._fb = mel_filterbank(cfg.sample_rate, cfg.n_fft, cfg.logmel_n_mels,
+                                  cfg.logmel_fmin, cfg.logmel_fmax).T
+
+    @staticmethod
+    def dim(cfg: FeatureConfig) -> int:
+        return cfg.logmel_n_mels
+
+    def rows(self, frames: np.ndarray) -> np.ndarray:
         cfg = self.cfg
         if len(frames) == 0:
             return np.zeros((0, cfg.logmel_n_mels), dtype=np.float32)
         mag = np.abs(np.fft.rfft(frames * self._hann, n=cfg.n_fft, axis=1))
-        return np.log(mag @ self._logmel_fb + cfg.logmel_offset).astype(np.float32)
+        return np.log(mag @ self._fb + cfg.logmel_offset).astype(np.float32)
+
+
+STREAM_NAMES = tuple(FEATURE_KINDS)  # the registered kinds (name kept for existing callers)
+
+
+class IncrementalAudioFeatures:
+    """Streaming extractor of every feature kind in ``cfg.streams``.
+
+    ``push(chunk)`` accepts any number of float samples (1-D, at ``cfg.sample_rate``) and returns
+    ``{kind: (times float64[k], feats float32[k, D])}`` for the ``k`` rows completed by the chunk
+    (k may be 0), for every kind in ``cfg.streams``. Concatenating all outputs equals
+    :func:`extract` of the concatenated input. ``reset()`` starts a new stream at t = 0.
+    """
+
+    def __init__(self, cfg: FeatureConfig | None = None):
+        self.cfg = cfg = cfg or FeatureConfig()
+        unknown = [s for s in cfg.streams if s not in FEATURE_KINDS]
+        if unknown:
+            raise ValueError(f"unknown audio stream(s) {unknown}; known: {list(FEATURE_KINDS)}")
+        if cfg.win_length > cfg.n_fft:
+            raise ValueError(f"win_length {cfg.win_length} > n_fft {cfg.n_fft}")
+        self.streams = tuple(cfg.streams)
+        self._kinds = {s: FEATURE_KINDS[s](cfg) for s in self.streams}
+
+    def reset(self) -> None:
+        for k in self._kinds.values():
+            k.reset()
+
+    @property
+    def n_rows(self) -> int:
+        """Rows emitted so far."""
+        return next(iter(self._kinds.values())).frames.n_frames if self._kinds else 0
+
+    def dims(self) -> dict[str, int]:
+        return {s: self.cfg.stream_dim(s) for s in self.streams}
+
+    def push(self, chunk) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        x = check_pcm(chunk, "IncrementalAudioFeatures.push")
+        return {s: k.push(x) for s, k in self._kinds.items()}
 
 
 def _tail(hist: np.ndarray | None, new: np.ndarray, n: int) -> np.ndarray:
