@@ -77,7 +77,7 @@ def test_quantised_graph_is_refused(tmp_path):
 
 def test_trt_check_flags_asymmetric_and_qoperator_graphs(tmp_path):
     probs = check_graph(DEMO / "encoder.int8.onnx")  # ORT default: uint8 activations
-    assert any("UINT8 quantisation" in p for p in probs)
+    assert any("UINT8 quantisation" in p for p in probs), probs
     assert any("INT32 quantisation" in p for p in probs)  # quantised biases
     with pytest.raises(ValueError, match="cannot be built by TensorRT"):
         require_buildable(DEMO / "encoder.int8.onnx")

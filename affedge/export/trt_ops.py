@@ -63,6 +63,7 @@ def check_graph(model_or_path) -> list[str]:
             for a in n.attribute:
                 if a.name == "value":
                     consts[n.output[0]] = a.t
+    qdq: dict[str, list[str]] = {}  # reason -> node names
     for n in g.node:
         if n.op_type not in ("QuantizeLinear", "DequantizeLinear"):
             continue
@@ -71,16 +72,17 @@ def check_graph(model_or_path) -> list[str]:
             continue  # no zero point: int8 (or the output_dtype attribute), zero
         t = consts.get(zp_name)
         if t is None:
-            problems.append(f"{n.op_type} {n.name}: zero point {zp_name} is computed at run "
-                            "time; TensorRT needs a constant zero point of 0")
+            reason = "zero point computed at run time (TensorRT needs a constant 0)"
+        elif t.data_type not in (TensorProto.INT8, TensorProto.FLOAT8E4M3FN, TensorProto.INT4):
+            reason = (f"{TensorProto.DataType.Name(t.data_type)} quantisation (TensorRT takes "
+                      "symmetric int8 Q/DQ only)")
+        elif np.any(numpy_helper.to_array(t) != 0):
+            reason = "non-zero zero point (asymmetric; TensorRT takes symmetric Q/DQ only)"
+        else:
             continue
-        zp = numpy_helper.to_array(t)
-        if t.data_type not in (TensorProto.INT8, TensorProto.FLOAT8E4M3FN, TensorProto.INT4):
-            problems.append(f"{n.op_type} {n.name}: {TensorProto.DataType.Name(t.data_type)} "
-                            "quantisation; TensorRT takes symmetric int8 Q/DQ only")
-        elif np.any(zp != 0):
-            problems.append(f"{n.op_type} {n.name}: zero point {zp.ravel()[:4].tolist()} is "
-                            "not 0 (asymmetric); TensorRT takes symmetric Q/DQ only")
+        qdq.setdefault(reason, []).append(n.name or n.output[0])
+    for reason, nodes in qdq.items():
+        problems.append(f"{len(nodes)} Q/DQ node(s) with {reason}, e.g. {nodes[0]}")
     return problems
 
 
