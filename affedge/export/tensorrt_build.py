@@ -274,7 +274,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, profiles: Profi
     if timing_cache is not None:
         _write_atomic(Path(timing_cache), bytes(config.get_timing_cache().serialize()))
     rec = engine_target(gpu)
-    rec.update({"exporter": f"tensorrt {trt.__version__} OnnxParser", "source": onnx_path.name,
+    rec.update({"exporter": f"tensorrt {trt.__version__} OnnxParser", "graph": onnx_path.name,
                 "strongly_typed": bool(strong), "tf32": False, "api": gen,
                 "profiles": {k: [list(map(int, s)) for s in v] for k, v in profiles.items()}})
     if max_batch is not None:
