@@ -260,7 +260,7 @@ def run_variants(bundle, device: str, args, budget: Budget, work: Path) -> dict:
                 budget.need(10, f"{vname} CUDA graph")
                 fn = variants[vname]["step"]
                 with torch.inference_mode():
-                    replay, static = step_cuda_graph(fn, on_dev(inputs[n][1]))
+                    replay, _static = step_cuda_graph(fn, on_dev(inputs[n][1]))
                     row["parity"] = max_err(ref[("step", n)], replay())
                     row["latency"] = latency(replay, device, args.iters, args.warmup,
                                              args.max_seconds_per_case)
@@ -278,9 +278,8 @@ def run_pipeline(bundle_path: Path, device: str, args, budget: Budget) -> dict:
     """The demo clip through Recognizer(backend torch on ``device``) vs ONNX Runtime CPU."""
     out: dict = {"clip": str(CLIP.relative_to(ROOT)), "frames": args.pipeline_frames}
     try:
-        import cv2  # noqa: F401
-
         import affedge._ringbuf  # noqa: F401
+        import cv2  # noqa: F401
     except ImportError as exc:
         out["skipped"] = f"skipped: the pipeline needs OpenCV and the C++ ring buffer ({exc})"
         return out
@@ -367,9 +366,9 @@ def run_tensorrt(bundle_path: Path, args, budget: Budget, work: Path) -> dict:
 
 
 def machine(device: str) -> dict:
-    from affedge.benchmarking.harness import cpu_model
-
     import torch
+
+    from affedge.benchmarking.harness import cpu_model
 
     info = {"python": platform.python_version(), "torch": torch.__version__,
             "cuda": torch.version.cuda, "cpu": cpu_model(), "cores": os.cpu_count(),
@@ -391,8 +390,8 @@ def machine(device: str) -> dict:
 def markdown(rep: dict) -> str:
     m = rep["machine"]
     lines = [f"# GPU check ({'CPU dry run' if rep['cpu_dry_run'] else m.get('gpu', '?')})", "",
-             f"torch {m['torch']} (CUDA {m['cuda']}), CPU {m['cpu']} x{m['cores']}, load "
-             f"{m['load_1min']:.2f}, {rep['seconds']:.0f} s total", "",
+             (f"torch {m['torch']} (CUDA {m['cuda']}), CPU {m['cpu']} x{m['cores']}, load "
+              f"{m['load_1min']:.2f}, {rep['seconds']:.0f} s total"), "",
              "| variant | model | batch | max abs err vs CPU eager | fp32 ok | p50 ms | p99 ms |",
              "|---|---|---:|---:|:---:|---:|---:|"]
     for r in rep["variants"].get("rows", []):

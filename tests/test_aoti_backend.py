@@ -11,13 +11,13 @@ import pytest
 
 pytest.importorskip("torch")
 
-from affedge.bundle import load_bundle  # noqa: E402
-from affedge.sdk.backends.aoti_backend import (  # noqa: E402
+from affedge.bundle import load_bundle
+from affedge.sdk.backends.aoti_backend import (
     AotiBackend,
     check_package_target,
     package_target,
 )
-from affedge.sdk.backends.base import BackendUnavailable  # noqa: E402
+from affedge.sdk.backends.base import BackendUnavailable
 
 DEMO = Path(__file__).parents[1] / "affedge" / "assets" / "demo" / "demo_bundle"
 

@@ -33,7 +33,7 @@ def test_cuda_devices_probe_order_and_jetson_hint(tmp_path):
     got = cuda_devices(f, probes=(("cuda-driver", no_driver), ("torch", orin)))
     assert got["source"] == "torch" and got["devices"][0]["compute_capability"] == "8.7"
     assert got["tegra"]["l4t"] == "36.4.3" and "note" not in got
-    none = cuda_devices(f, probes=(("cuda-driver", no_driver), ("torch", lambda: [])))
+    none = cuda_devices(f, probes=(("cuda-driver", no_driver), ("torch", list)))
     assert none["devices"] == [] and "CUDA driver library not found" in none["note"]
     assert "this is a Jetson (L4T 36.4.3)" in none["note"] and "'video' group" in none["note"]
     # this machine: whatever it has, the real probes answer without raising

@@ -9,8 +9,8 @@ import pytest
 
 onnx = pytest.importorskip("onnx")
 
-from affedge.export.fp16 import convert_to_fp16, fp16_parity  # noqa: E402
-from affedge.export.trt_ops import check_graph, require_buildable  # noqa: E402
+from affedge.export.fp16 import convert_to_fp16, fp16_parity
+from affedge.export.trt_ops import check_graph, require_buildable
 
 DEMO = Path(__file__).parents[1] / "affedge" / "assets" / "demo" / "demo_bundle"
 

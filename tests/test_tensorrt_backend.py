@@ -13,11 +13,11 @@ import pytest
 
 pytest.importorskip("onnx")
 
-from fake_tensorrt import FAKE_GPU, HostDevice, install  # noqa: E402
+from fake_tensorrt import FAKE_GPU, HostDevice, install
 
-from affedge.bundle import load_bundle  # noqa: E402
-from affedge.sdk.backends.base import BackendUnavailable  # noqa: E402
-from affedge.sdk.backends.onnxruntime_backend import OnnxRuntimeBackend  # noqa: E402
+from affedge.bundle import load_bundle
+from affedge.sdk.backends.base import BackendUnavailable
+from affedge.sdk.backends.onnxruntime_backend import OnnxRuntimeBackend
 
 DEMO = Path(__file__).parents[1] / "affedge" / "assets" / "demo" / "demo_bundle"
 MAX_FACES = 4

@@ -11,8 +11,9 @@ import pytest
 
 pytest.importorskip("onnx")
 
-from affedge.export import tensorrt_build as tb  # noqa: E402
-from fake_tensorrt import FAKE_GPU, install  # noqa: E402
+from fake_tensorrt import FAKE_GPU, install
+
+from affedge.export import tensorrt_build as tb
 
 DEMO = Path(__file__).parents[1] / "affedge" / "assets" / "demo" / "demo_bundle"
 ENC_PROFILE = {"frames": ((1, 3, 40, 40), (1, 3, 40, 40), (16, 3, 40, 40))}

@@ -63,11 +63,11 @@ def tensorrt_available() -> tuple[bool, str]:
     """(True, "TensorRT x on GPU") when ``tensorrt`` imports and a CUDA GPU is visible."""
     try:
         import tensorrt as trt  # noqa: F401
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any import failure means "not available"
         return False, f"{NOT_AVAILABLE}: cannot import tensorrt ({exc})"
     try:
         gpu = engine_target()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - reported as the reason
         return False, f"{NOT_AVAILABLE}: no CUDA GPU ({exc})"
     return True, f"TensorRT {gpu['tensorrt_version']} on {gpu['gpu_name']}"
 

@@ -37,7 +37,7 @@ Scatter ScatterElements ScatterND Selu SequenceAt SequenceConstruct SequenceEmpt
 SequenceErase SequenceInsert SequenceLength Shape Shrink Sigmoid Sign Sin Sinh Size Slice
 Softmax Softplus Softsign SpaceToDepth Split SplitToSequence Sqrt Squeeze STFT Sub Sum Tan
 Tanh ThresholdedRelu Tile TopK Transpose Trilu Unsqueeze Upsample Where Xor
-""".split())
+""".split())  # noqa: SIM905 - a readable table of names
 
 
 def check_graph(model_or_path) -> list[str]:

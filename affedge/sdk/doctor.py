@@ -93,7 +93,8 @@ def tegra_release(path: str | os.PathLike = TEGRA_RELEASE) -> dict | None:
     ``# R36 (release), REVISION: 4.3, GCID: ..., BOARD: generic, EABI: aarch64`` ->
     ``{"l4t": "36.4.3", "board": "generic"}`` (L4T 36.x is JetPack 6)."""
     try:
-        text = open(path, encoding="utf-8", errors="replace").read(4096)
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            text = fh.read(4096)
     except OSError:
         return None
     m = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", text)

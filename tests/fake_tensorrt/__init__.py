@@ -269,7 +269,7 @@ def make_tensorrt(version: str = "10.3.0") -> types.ModuleType:
         def __init__(self):
             self.shapes = {}
 
-        def set_shape(self, name, min, opt, max):  # noqa: A002 - TensorRT's argument names
+        def set_shape(self, name, min, opt, max):
             self.shapes[name] = (tuple(min), tuple(opt), tuple(max))
 
         def get_shape(self, name):
@@ -455,9 +455,9 @@ def make_tensorrt(version: str = "10.3.0") -> types.ModuleType:
             shape = tuple(int(d) for d in shape)
             if len(shape) != len(eshape) or any(
                     not (a <= d <= b) for d, a, b in zip(shape, lo, hi)):
-                log.append((1, f"IExecutionContext::setInputShape: Error Code 3: API Usage "
-                               f"Error (shape {shape} for {name} is outside the profile "
-                               f"[{tuple(lo)}, {tuple(hi)}])"))
+                log.append((1, (f"IExecutionContext::setInputShape: Error Code 3: API Usage "
+                                f"Error (shape {shape} for {name} is outside the profile "
+                                f"[{tuple(lo)}, {tuple(hi)}])")))
                 return False
             self._shapes[name] = shape
             return True
@@ -492,8 +492,8 @@ def make_tensorrt(version: str = "10.3.0") -> types.ModuleType:
             missing = [n for n in ins if n not in self._shapes] + [
                 n for n in e._names if not self._addr.get(n)]
             if missing:
-                log.append((1, f"enqueueV3: Error Code 3: tensors {missing} have no shape or "
-                               "address"))
+                log.append((1, (f"enqueueV3: Error Code 3: tensors {missing} have no shape "
+                                "or address")))
                 return False
             feeds = {n: _read(self._addr[n], self._shapes[n], nptype(e._io[n][1])).copy()
                      for n in ins}

@@ -29,7 +29,7 @@ def package_target(path: str | Path) -> dict[str, str]:
             if not metas:
                 raise BackendUnavailable(f"{Path(path).name}: not an AOTInductor package (no "
                                          "aotinductor metadata)")
-            meta = json.loads(zf.read(sorted(metas)[0]))
+            meta = json.loads(zf.read(min(metas)))
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise BackendUnavailable(f"{Path(path).name}: unreadable AOTInductor package "
                                  f"({exc})") from None
@@ -76,6 +76,7 @@ class AotiBackend(TorchExportBackend):
         path = self.bundle.root / rec["file"]
         cc = None
         if self.device.startswith("cuda"):
-            cc = "%d%d" % self.torch.cuda.get_device_capability(self.device)
+            major, minor = self.torch.cuda.get_device_capability(self.device)
+            cc = f"{major}{minor}"
         check_package_target(package_target(path), self.device, here_cc=cc, name=rec["file"])
         return super()._load(model, rec)
