@@ -76,8 +76,13 @@ def load_calibration_crops(path: str | Path, crop_size: int = 40, limit: int = 2
 
 def quantize_encoder(fp32_path: str | Path, out_path: str | Path,
                      calib: np.ndarray | None = None, method: str = "static",
-                     per_channel: bool = True) -> dict[str, Any]:
-    """Write the int8 encoder; returns notes for the artifact record."""
+                     per_channel: bool = True, symmetric: bool = False) -> dict[str, Any]:
+    """Write the int8 encoder; returns notes for the artifact record.
+
+    ``symmetric=True`` (static only) writes the Q/DQ graph TensorRT takes: int8 activations and
+    weights with zero point 0 (``ActivationSymmetric``/``WeightSymmetric``) and float biases
+    (``QuantizeBias=False``: TensorRT has no int32 bias dequantisation); checked by
+    :func:`affedge.export.trt_ops.check_graph`."""
     from onnxruntime.quantization import (
         CalibrationMethod,
         QuantFormat,
@@ -87,6 +92,8 @@ def quantize_encoder(fp32_path: str | Path, out_path: str | Path,
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    if symmetric and method != "static":
+        raise ValueError("symmetric (TensorRT) int8 needs static quantization")
     out_path = Path(out_path)
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
@@ -94,10 +101,13 @@ def quantize_encoder(fp32_path: str | Path, out_path: str | Path,
         if method == "static":
             if calib is None or len(calib) == 0:
                 raise ValueError("static int8 quantization needs calibration crops (--calib)")
+            sym = {"ActivationSymmetric": True, "WeightSymmetric": True,
+                   "QuantizeBias": False} if symmetric else {}
             quantize_static(str(pre), str(out_path), CropReader(calib),
                             quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=CalibrationMethod.MinMax)
+                            activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
+                            weight_type=QuantType.QInt8,
+                            calibrate_method=CalibrationMethod.MinMax, extra_options=sym)
         elif method == "dynamic":
             quantize_dynamic(str(pre), str(out_path), per_channel=per_channel,
                              weight_type=QuantType.QInt8)
@@ -106,4 +116,5 @@ def quantize_encoder(fp32_path: str | Path, out_path: str | Path,
     return {"exporter": f"onnxruntime.quantization ({method}, "
                         f"{'per-channel' if per_channel else 'per-tensor'})",
             "quantization": {"method": method, "per_channel": per_channel,
+                             "symmetric": bool(symmetric),
                              "calibration_crops": 0 if calib is None else len(calib)}}

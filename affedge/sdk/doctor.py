@@ -3,13 +3,18 @@
 :func:`collect` returns a JSON-ready report (each probe catches its own failure and records it
 as text, so one broken component never hides the others); :func:`format_report` renders it.
 Probes: Python and package versions, OpenCV GUI support, ONNX Runtime execution providers,
-the affedge backends that can run a bundle, NVIDIA GPUs (``nvidia-smi``), CUDA / TensorRT
+the affedge backends that can run a bundle, NVIDIA GPUs (``nvidia-smi`` where there is one;
+otherwise - JetPack has none - the CUDA driver API through ctypes, torch.cuda, and
+``/etc/nv_tegra_release`` for the Jetson/L4T release: :func:`cuda_devices`), CUDA / TensorRT
 (import attempts: torch, tensorrt), cameras and microphones, and whether a bundle's TensorRT
 engines were built for this GPU and TensorRT version.
 """
 from __future__ import annotations
 
+import ctypes
+import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -75,6 +80,122 @@ def _nvidia_smi() -> dict:
     out = {"present": True, "gpus": gpus, "driver_cuda": cuda}
     if r.returncode != 0:
         out["error"] = r.stderr.strip()[:300]
+    return out
+
+
+TEGRA_RELEASE = "/etc/nv_tegra_release"
+_CUDA_LIBS = ("libcuda.so.1", "libcuda.so", "/usr/lib/aarch64-linux-gnu/tegra/libcuda.so.1",
+              "/usr/lib/aarch64-linux-gnu/nvidia/libcuda.so.1")
+
+
+def tegra_release(path: str | os.PathLike = TEGRA_RELEASE) -> dict | None:
+    """The L4T release of a Jetson from ``/etc/nv_tegra_release`` (None elsewhere), e.g.
+    ``# R36 (release), REVISION: 4.3, GCID: ..., BOARD: generic, EABI: aarch64`` ->
+    ``{"l4t": "36.4.3", "board": "generic"}`` (L4T 36.x is JetPack 6)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            text = fh.read(4096)
+    except OSError:
+        return None
+    m = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", text)
+    if m is None:
+        return {"l4t": None, "raw": text.strip().splitlines()[0][:200] if text.strip() else ""}
+    out = {"l4t": f"{m.group(1)}.{m.group(2)}"}
+    b = re.search(r"BOARD:\s*([^,\s]+)", text)
+    if b:
+        out["board"] = b.group(1)
+    major = int(m.group(1))
+    out["jetpack"] = {36: "6.x", 35: "5.x", 34: "5.0 (developer preview)", 32: "4.x"}.get(
+        major, "unknown")
+    return out
+
+
+def _cuda_driver_devices(libs=_CUDA_LIBS) -> list[dict]:
+    """GPUs through the CUDA driver API (libcuda: present wherever the NVIDIA driver is,
+    JetPack included); raises OSError/RuntimeError when it is not usable."""
+    lib = None
+    errors = []
+    for name in libs:
+        try:
+            lib = ctypes.CDLL(name)
+            break
+        except OSError as exc:
+            errors.append(str(exc))
+    if lib is None:
+        raise OSError("CUDA driver library not found (" + "; ".join(errors[:2]) + ")")
+    if lib.cuInit(0) != 0:
+        raise RuntimeError("cuInit failed (no usable NVIDIA GPU or driver)")
+    n = ctypes.c_int(0)
+    if lib.cuDeviceGetCount(ctypes.byref(n)) != 0:
+        raise RuntimeError("cuDeviceGetCount failed")
+    out = []
+    for i in range(n.value):
+        dev = ctypes.c_int(0)
+        lib.cuDeviceGet(ctypes.byref(dev), i)
+        name = ctypes.create_string_buffer(256)
+        lib.cuDeviceGetName(name, 256, dev)
+        major, minor = ctypes.c_int(0), ctypes.c_int(0)
+        lib.cuDeviceGetAttribute(ctypes.byref(major), 75, dev)  # ..._COMPUTE_CAPABILITY_MAJOR
+        lib.cuDeviceGetAttribute(ctypes.byref(minor), 76, dev)  # ..._COMPUTE_CAPABILITY_MINOR
+        mem = ctypes.c_size_t(0)
+        lib.cuDeviceTotalMem_v2(ctypes.byref(mem), dev)
+        out.append({"gpu_name": name.value.decode(errors="replace"),
+                    "compute_capability": f"{major.value}.{minor.value}",
+                    "memory_mib": int(mem.value) >> 20})
+    return out
+
+
+def _torch_cuda_devices() -> list[dict]:
+    import torch
+
+    if not torch.cuda.is_available():
+        raise RuntimeError("torch.cuda.is_available() is False")
+    out = []
+    for i in range(torch.cuda.device_count()):
+        p = torch.cuda.get_device_properties(i)
+        out.append({"gpu_name": p.name, "compute_capability": f"{p.major}.{p.minor}",
+                    "memory_mib": int(p.total_memory) >> 20})
+    return out
+
+
+def cuda_devices(tegra_path: str | os.PathLike = TEGRA_RELEASE,
+                 probes=(("cuda-driver", _cuda_driver_devices),
+                         ("torch", _torch_cuda_devices))) -> dict:
+    """NVIDIA GPUs without nvidia-smi: ``{"devices": [{"gpu_name", "compute_capability",
+    "memory_mib"}], "source": probe name, "tegra": tegra_release() or None, "note"}``.
+    ``tegra_path``/``probes`` exist to test the Jetson and no-GPU cases on any machine."""
+    notes = []
+    devices, source = [], None
+    for name, probe in probes:
+        try:
+            devices = probe()
+        except Exception as exc:  # noqa: BLE001 - each probe may be missing
+            notes.append(f"{name}: {exc}")
+            continue
+        if devices:
+            source = name
+            break
+        notes.append(f"{name}: no devices")
+    tegra = tegra_release(tegra_path)
+    out: dict[str, Any] = {"devices": devices, "source": source, "tegra": tegra}
+    if not devices:
+        out["note"] = "no CUDA GPU found (" + "; ".join(notes) + ")"
+        if tegra is not None:
+            out["note"] += (f"; this is a Jetson (L4T {tegra.get('l4t')}): check that the user "
+                            "is in the 'video' group and that JetPack's CUDA is installed")
+    return out
+
+
+def _gpu() -> dict:
+    """nvidia-smi where it exists, else the CUDA driver / torch / Jetson probes."""
+    smi = _nvidia_smi()
+    if smi.get("present"):
+        return smi
+    cd = cuda_devices()
+    gpus = [{"name": d["gpu_name"], "memory_mib": d.get("memory_mib"),
+             "compute_capability": d["compute_capability"]} for d in cd["devices"]]
+    out = {"present": bool(gpus), "gpus": gpus, "source": cd["source"], "tegra": cd["tegra"]}
+    out["note"] = cd.get("note") or f"found through {cd['source']} (nvidia-smi not found)"
     return out
 
 
@@ -158,7 +279,7 @@ def collect(bundle=None, devices: bool = True) -> dict:
     rep: dict[str, Any] = {
         "versions": _try(_versions),
         "onnxruntime": _try(_onnxruntime),
-        "gpu": _try(_nvidia_smi),
+        "gpu": _try(_gpu),
         "torch": _try(_torch),
         "tensorrt": _try(_tensorrt),
     }
@@ -198,6 +319,12 @@ def format_report(rep: dict) -> str:
             lines.append(f"gpu: {x.get('name')}  {x.get('memory_mib', '?')} MiB  driver "
                          f"{x.get('driver', '?')}  compute {x.get('compute_capability', '?')}  "
                          f"CUDA (driver) {g.get('driver_cuda')}")
+        if g.get("source"):
+            lines.append(f"  ({g.get('note')})")
+    if g.get("tegra"):
+        tg = g["tegra"]
+        lines.append(f"jetson: L4T {tg.get('l4t')} (JetPack {tg.get('jetpack', '?')}), board "
+                     f"{tg.get('board', '?')}")
     t = rep.get("torch", {})
     if t.get("installed"):
         lines.append(f"torch: {t['version']}  CUDA {t['cuda']}  cuda available: "
