@@ -39,7 +39,9 @@ VPY=.venv/bin/python
 # pip here warns about absent local mirrors; keep its real errors, drop that noise
 pipq() { "$VPY" -m pip install -q "$@" 2> >(grep -v "is ignored" >&2); }
 pipq --upgrade pip
-if ! $VPY -c "import torch" >/dev/null 2>&1; then
+if [ "${AFFEDGE_SYSTEM_RUNTIME:-0}" = "1" ]; then
+  echo "[setup] AFFEDGE_SYSTEM_RUNTIME=1: torch left to the system (JetPack's wheel)"
+elif ! $VPY -c "import torch" >/dev/null 2>&1; then
   case ",$EXTRAS," in
     *,train,*)
       echo "[setup] no torch found: installing torch 2.13.0 (CPU build)"
@@ -48,7 +50,15 @@ if ! $VPY -c "import torch" >/dev/null 2>&1; then
 else
   echo "[setup] using the installed torch $($VPY -c 'import torch; print(torch.__version__)')"
 fi
-echo "[setup] installing affedge[$EXTRAS] (editable, builds the C++ ring buffer)"
-pipq -e ".[$EXTRAS]"
+if [ "${AFFEDGE_SYSTEM_RUNTIME:-0}" = "1" ]; then
+  # Jetson/JetPack (docs/JETSON.md): keep the system's OpenCV (GStreamer) and ONNX Runtime GPU
+  # wheel; install affedge without pulling opencv-python-headless/onnxruntime over them
+  echo "[setup] AFFEDGE_SYSTEM_RUNTIME=1: affedge without its runtime wheels (system ones kept)"
+  pipq --no-deps -e .
+  pipq "numpy<2" safetensors "onnx>=1.16" tqdm
+else
+  echo "[setup] installing affedge[$EXTRAS] (editable, builds the C++ ring buffer)"
+  pipq -e ".[$EXTRAS]"
+fi
 $VPY -c "import affedge._ringbuf" || { echo "[setup] the C++ extension did not build" >&2; exit 1; }
 echo "[setup] done: $($VPY -c 'import affedge; print("affedge", affedge.__version__)')"
