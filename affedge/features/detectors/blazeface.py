@@ -13,34 +13,40 @@ from affedge.features.faces import FaceBox, to_bgr
 #: the shipped models (scripts/build_face_models.py; licence, source and sha256 in the NOTICE)
 MODEL_DIR = Path(__file__).resolve().parents[2] / "assets" / "models" / "blazeface"
 
-#: The decoding constants of MediaPipe's face detection graphs (mediapipe/modules/
-#: face_detection/face_detection.pbtxt and face_detection_{short,full}_range*.pbtxt):
-#: input side, anchor layout ((stride, anchors per cell), ...) with fixed-size anchors, box and
-#: keypoint scale = the input side, min_score_thresh, weighted NMS at IoU 0.3.
+#: MediaPipe's face detection graphs (mediapipe/modules/face_detection/
+#: face_detection_{short,full}_range*.pbtxt) give per model: the anchor layout ((stride,
+#: anchors per cell), ...) with fixed-size anchors, boxes/keypoints as offsets in input pixels,
+#: min_score_thresh (0.5 short, 0.6 full) and weighted NMS at IoU 0.3. The shipped ONNX graphs
+#: take any input size that is a multiple of ``align`` (scripts/build_face_models.py), so the
+#: detector chooses the input scale from the face sizes it searches for.
+#: ``faces``: the face side range (input pixels) the model scores well, measured with the
+#: astronaut's head pasted at 8-250 px on skimage's coffee photo (score >= 0.79 for the full
+#: model in [20, 96] px, >= 0.83 for the short one in [20, 128]; both fall below 0.5 under
+#: 16 px and above ~160 px). Passes aim the smallest face at ``faces[0]`` * 1.2.
 VARIANTS = {
-    "short": {"file": "blazeface_short.onnx", "side": 128,
-              "layout": ((8, 2), (16, 6)), "min_score": 0.5},
-    "full": {"file": "blazeface_full.onnx", "side": 192, "layout": ((4, 1),), "min_score": 0.6},
+    "short": {"file": "blazeface_short.onnx", "layout": ((8, 2), (16, 6)), "align": 16,
+              "min_score": 0.5, "faces": (20.0, 112.0)},
+    "full": {"file": "blazeface_full.onnx", "layout": ((4, 1),), "align": 32,
+             "min_score": 0.6, "faces": (20.0, 88.0)},
 }
 NMS_IOU = 0.3
 _SHA_CACHE: dict[Path, str] = {}
-#: a region search gives the model a square of at least this many face sides around the face:
-#: BlazeFace was trained on whole scenes, and scores a face that fills its input poorly
-#: (measured on the astronaut: see tests/test_blazeface.py)
-REGION_CONTEXT = {"short": 2.0, "full": 3.0}
+#: a full pass keeps boxes down to this fraction of ``min_size`` (see ``_detect``)
+FULL_PASS_SLACK = 0.75
+#: a region search shows the model a square of this many face sides around the tracked face
+REGION_CONTEXT = 2.5
 
 
-def ssd_anchor_centres(side: int, layout) -> np.ndarray:
-    """Anchor centres [N, 2] (x, y) in [0, 1]: per stride, a grid of (side/stride)^2 cells in
-    row-major order, each repeated ``per_cell`` times (MediaPipe's SSD anchors with
-    ``fixed_anchor_size``, so every anchor has width = height = 1)."""
+def anchor_centres(height: int, width: int, layout) -> np.ndarray:
+    """Anchor centres [N, 2] (x, y) in input pixels for an input of ``height`` x ``width``: per
+    stride, the grid of cells in row-major order, each repeated ``per_cell`` times (MediaPipe's
+    SSD anchors with ``fixed_anchor_size``: the regressors are offsets from these centres)."""
     out = []
     for stride, per_cell in layout:
-        n = int(np.ceil(side / stride))
-        c = (np.arange(n, dtype=np.float32) + 0.5) / n
-        yy, xx = np.meshgrid(c, c, indexing="ij")
-        grid = np.stack([xx.ravel(), yy.ravel()], axis=1)
-        out.append(np.repeat(grid, per_cell, axis=0))
+        ys = (np.arange(int(np.ceil(height / stride)), dtype=np.float32) + 0.5) * stride
+        xs = (np.arange(int(np.ceil(width / stride)), dtype=np.float32) + 0.5) * stride
+        yy, xx = np.meshgrid(ys, xs, indexing="ij")
+        out.append(np.repeat(np.stack([xx.ravel(), yy.ravel()], axis=1), per_cell, axis=0))
     return np.concatenate(out).astype(np.float32)
 
 
@@ -77,17 +83,21 @@ def weighted_nms(boxes: np.ndarray, scores: np.ndarray, iou_thr: float = NMS_IOU
 class BlazeFaceDetector(Detector):
     """MediaPipe BlazeFace on ONNX Runtime (numpy decoding, no TensorFlow).
 
-    The frame (BGR) is letterboxed into the model's square input (aspect kept, black padding,
-    INTER_AREA when shrinking), RGB scaled to [-1, 1]; boxes and the six keypoints
-    (:data:`affedge.features.faces.KEYPOINTS`) are decoded from the anchors, scores =
-    sigmoid(logit), thresholded at ``min_score``, merged by weighted NMS and mapped back to
-    frame pixels; faces outside [min_size, max_size] (larger box side) are dropped.
+    A full pass scales the frame so that a face of ``min_size`` pixels appears at 1.2x the
+    smallest face the model scores well (:data:`VARIANTS`), and adds coarser passes (each
+    covering the next band of face sizes) until the largest face possible (``max_size`` or the
+    frame's short side) is covered; inputs are padded with black to the model's multiple.
+    RGB in [-1, 1]; boxes and the six keypoints (:data:`affedge.features.faces.KEYPOINTS`) are
+    decoded from the anchors, scores = sigmoid(logit) >= ``min_score``; the candidates of all
+    passes are merged by weighted NMS and mapped to frame pixels; faces outside
+    [min_size, max_size] (larger box side) are dropped.
 
-    Options: ``min_size`` (default 20: BlazeFace finds faces smaller than Haar's 40),
-    ``max_size``, ``min_score`` (default: MediaPipe's, 0.5 short / 0.6 full), ``model_path``
-    (default: the shipped model), ``providers`` (ONNX Runtime execution providers, default
-    ``["CPUExecutionProvider"]``; e.g. ``["CUDAExecutionProvider", "CPUExecutionProvider"]``),
-    ``threads`` (intra-op threads, default 1: the detector shares the CPU with the model).
+    Options: ``min_size`` (default 40; a full pass keeps boxes down to
+    ``FULL_PASS_SLACK * min_size``, BlazeFace's box being tighter than Haar's), ``max_size``, ``min_score`` (default: MediaPipe's, 0.5
+    short / 0.6 full), ``model_path`` (default: the shipped model), ``providers`` (ONNX Runtime
+    execution providers, default ``["CPUExecutionProvider"]``, e.g.
+    ``["CUDAExecutionProvider", "CPUExecutionProvider"]``), ``threads`` (intra-op threads,
+    default 1: the detector shares the CPU with the model).
     """
 
     has_keypoints = True
@@ -100,14 +110,15 @@ class BlazeFaceDetector(Detector):
             _SHA_CACHE[path] = file_sha256(path)
         return _SHA_CACHE[path]
 
-    def __init__(self, min_size: int = 20, max_size: int | None = None,
+    def __init__(self, min_size: int = 40, max_size: int | None = None,
                  min_score: float | None = None, model_path: str | os.PathLike | None = None,
                  providers=None, threads: int = 1) -> None:
         super().__init__(min_size, max_size)
         import onnxruntime as ort
 
         spec = VARIANTS[self.variant]
-        self.side = int(spec["side"])
+        self.layout, self.align = spec["layout"], int(spec["align"])
+        self.face_lo, self.face_hi = spec["faces"]
         self.min_score = float(spec["min_score"] if min_score is None else min_score)
         if not 0.0 < self.min_score < 1.0:
             raise ValueError(f"{self.name}: min_score must be in (0, 1), got {self.min_score}")
@@ -124,86 +135,111 @@ class BlazeFaceDetector(Detector):
         self.providers = list(providers) if providers else ["CPUExecutionProvider"]
         self._sess = ort.InferenceSession(self.model_path, so, providers=self.providers)
         self._input = self._sess.get_inputs()[0].name
-        self._anchors = ssd_anchor_centres(self.side, spec["layout"])
-        n_out = self._sess.get_outputs()[0].shape[1]
-        if n_out != len(self._anchors):
-            raise ValueError(f"{self.name}: model has {n_out} anchors, expected "
-                             f"{len(self._anchors)} for a {self.side}x{self.side} BlazeFace")
+        self._anchors: dict[tuple[int, int], np.ndarray] = {}
 
     # ----------------------------------------------------------------- model call
-    def _run_square(self, square_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Raw decode of a ``side`` x ``side`` BGR image: boxes [N,16] in [0,1] units
-        (x0, y0, x1, y1, keypoints) after NMS, and their scores."""
-        x = cv2.cvtColor(square_bgr, cv2.COLOR_BGR2RGB).astype(np.float32)
+    def _candidates(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Decoded candidates of one BGR image (its size a multiple of ``align``): [N, 16]
+        (x0, y0, x1, y1, six keypoints (x, y)) in its pixels, and their scores (before NMS)."""
+        H, W = image.shape[:2]
+        x = cv2.cvtColor(image, cv2.COLOR_BGR2RGB).astype(np.float32)
         x = (x * np.float32(1 / 127.5) - np.float32(1.0)).transpose(2, 0, 1)[None]
         reg, cls = self._sess.run(None, {self._input: np.ascontiguousarray(x)})
+        anchors = self._anchors.get((H, W))
+        if anchors is None:
+            anchors = self._anchors[(H, W)] = anchor_centres(H, W, self.layout)
+        if reg.shape[1] != len(anchors):
+            raise ValueError(f"{self.name}: model gave {reg.shape[1]} anchors for a {W}x{H} "
+                             f"input, expected {len(anchors)}")
         logits = np.clip(cls.reshape(-1).astype(np.float64), -100.0, 100.0)
         scores = 1.0 / (1.0 + np.exp(-logits))
         keep = scores >= self.min_score
-        if not keep.any():
-            return np.zeros((0, 16), np.float32), np.zeros(0, np.float32)
-        r = reg.reshape(-1, 16)[keep] / np.float32(self.side)
-        a = self._anchors[keep]
-        cx, cy = a[:, 0] + r[:, 0], a[:, 1] + r[:, 1]
-        hw, hh = r[:, 2] / 2.0, r[:, 3] / 2.0
+        r = reg.reshape(-1, 16)[keep]
+        a = anchors[keep]
         out = np.empty_like(r)
-        out[:, 0], out[:, 1], out[:, 2], out[:, 3] = cx - hw, cy - hh, cx + hw, cy + hh
+        cx, cy = a[:, 0] + r[:, 0], a[:, 1] + r[:, 1]
+        out[:, 0], out[:, 2] = cx - r[:, 2] / 2.0, cx + r[:, 2] / 2.0
+        out[:, 1], out[:, 3] = cy - r[:, 3] / 2.0, cy + r[:, 3] / 2.0
         out[:, 4::2] = r[:, 4::2] + a[:, :1]
         out[:, 5::2] = r[:, 5::2] + a[:, 1:]
         ok = (out[:, 2] > out[:, 0]) & (out[:, 3] > out[:, 1])
-        return weighted_nms(out[ok], scores[keep][ok])
+        return out[ok], scores[keep][ok].astype(np.float32)
 
-    def _detect_square(self, image: np.ndarray, x0: float, y0: float, span: float,
-                       min_size: int, max_size: int | None) -> list[FaceBox]:
-        """Faces in the square [x0, x0+span) x [y0, y0+span) of ``image`` (parts outside are
-        black), in ``image`` coordinates."""
-        bgr = to_bgr(image)
+    def _pass(self, bgr: np.ndarray, x0: float, y0: float, span_w: float, span_h: float,
+              s: float) -> tuple[np.ndarray, np.ndarray]:
+        """Candidates (frame coordinates) of the rectangle [x0, x0+span_w) x [y0, y0+span_h)
+        of ``bgr`` seen at scale ``s`` (parts outside the frame are black)."""
         H, W = bgr.shape[:2]
-        s = self.side / span  # image pixels -> model pixels
-        # the part of the square inside the image, and where it lands in the model input
-        ix0, iy0 = max(int(np.floor(x0)), 0), max(int(np.floor(y0)), 0)
-        ix1, iy1 = min(int(np.ceil(x0 + span)), W), min(int(np.ceil(y0 + span)), H)
-        sq = np.zeros((self.side, self.side, 3), np.uint8)
-        if ix1 > ix0 and iy1 > iy0:
-            dx0, dy0 = int(round((ix0 - x0) * s)), int(round((iy0 - y0) * s))
-            dw = min(max(int(round((ix1 - ix0) * s)), 1), self.side - dx0)
-            dh = min(max(int(round((iy1 - iy0) * s)), 1), self.side - dy0)
-            if dw > 0 and dh > 0:
-                part = bgr[iy0:iy1, ix0:ix1]
-                interp = cv2.INTER_AREA if s < 1.0 else cv2.INTER_LINEAR
-                sq[dy0:dy0 + dh, dx0:dx0 + dw] = cv2.resize(part, (dw, dh), interpolation=interp)
-                # exact mapping of the pasted part (rounding): model px -> image px
-                sx, sy = (ix1 - ix0) / dw, (iy1 - iy0) / dh
-                ox, oy = ix0 - dx0 * sx, iy0 - dy0 * sy
-            else:
-                return []
-        else:
-            return []
-        boxes, scores = self._run_square(sq)
-        faces = []
+        a = self.align
+        iw = max(a, int(np.ceil(span_w * s / a)) * a)
+        ih = max(a, int(np.ceil(span_h * s / a)) * a)
+        img = np.zeros((ih, iw, 3), np.uint8)
+        fx0, fy0 = max(int(np.ceil(x0)), 0), max(int(np.ceil(y0)), 0)
+        fx1 = min(int(np.floor(x0 + span_w)), W)
+        fy1 = min(int(np.floor(y0 + span_h)), H)
+        if fx1 <= fx0 or fy1 <= fy0:
+            return np.zeros((0, 16), np.float32), np.zeros(0, np.float32)
+        dx0, dy0 = int(round((fx0 - x0) * s)), int(round((fy0 - y0) * s))
+        dw = min(max(int(round((fx1 - fx0) * s)), 1), iw - dx0)
+        dh = min(max(int(round((fy1 - fy0) * s)), 1), ih - dy0)
+        if dw < 1 or dh < 1:
+            return np.zeros((0, 16), np.float32), np.zeros(0, np.float32)
+        part = bgr[fy0:fy1, fx0:fx1]
+        interp = cv2.INTER_AREA if s < 1.0 else cv2.INTER_LINEAR
+        img[dy0:dy0 + dh, dx0:dx0 + dw] = cv2.resize(part, (dw, dh), interpolation=interp)
+        boxes, scores = self._candidates(img)
+        # input pixels -> frame pixels (exact for the pasted part, rounding included)
+        sx, sy = (fx1 - fx0) / dw, (fy1 - fy0) / dh
+        boxes[:, 0::2] = (boxes[:, 0::2] - dx0) * sx + fx0
+        boxes[:, 1::2] = (boxes[:, 1::2] - dy0) * sy + fy0
+        return boxes, scores
+
+    def _faces(self, parts, min_size: int, max_size: int | None, region=None) -> list[FaceBox]:
+        boxes = np.concatenate([p[0] for p in parts])
+        scores = np.concatenate([p[1] for p in parts])
+        boxes, scores = weighted_nms(boxes, scores)
+        out = []
         for b, sc in zip(boxes, scores):
-            px = b[0::2] * self.side * sx + ox
-            py = b[1::2] * self.side * sy + oy
-            box = FaceBox(float(px[0]), float(py[0]), float(px[1] - px[0]), float(py[1] - py[0]),
-                          float(sc), keypoints=tuple((float(u), float(v))
-                                                     for u, v in zip(px[2:], py[2:])))
-            if size_ok(box, min_size, max_size):
-                faces.append(box)
-        return faces
+            f = FaceBox(float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1]),
+                        float(sc), keypoints=tuple((float(b[i]), float(b[i + 1]))
+                                                   for i in range(4, 16, 2)))
+            if not size_ok(f, min_size, max_size):
+                continue
+            if region is not None:
+                cx, cy = f.center
+                if not (region[0] <= cx <= region[2] and region[1] <= cy <= region[3]):
+                    continue
+            out.append(f)
+        return out
+
+    def scales(self, height: int, width: int, min_size: int, max_size: int | None) -> list[float]:
+        """The input scales of a full pass over a ``height`` x ``width`` image."""
+        lo, hi = 1.2 * self.face_lo, self.face_hi
+        biggest = float(min(height, width) if max_size is None else min(max_size,
+                                                                       max(height, width)))
+        s = min(1.0, lo / max(min_size, 1))
+        out = [s]
+        while biggest * s > hi and s * lo / hi > 1e-3:
+            s *= lo / hi
+            out.append(s)
+        return out
 
     # ----------------------------------------------------------------- Detector interface
     def _detect(self, image: np.ndarray, min_size: int, max_size: int | None) -> list[FaceBox]:
-        H, W = image.shape[:2]
-        span = float(max(H, W))  # letterbox: the square centred on the image
-        return self._detect_square(image, (W - span) / 2.0, (H - span) / 2.0, span,
-                                   min_size, max_size)
+        bgr = to_bgr(image)
+        H, W = bgr.shape[:2]
+        parts = [self._pass(bgr, 0.0, 0.0, float(W), float(H), s)
+                 for s in self.scales(H, W, min_size, max_size)]
+        # BlazeFace's box is tight (brows to chin): a face searched for at ``min_size`` may
+        # come out up to ~20 % smaller, so a full pass keeps boxes down to FULL_PASS_SLACK x it
+        return self._faces(parts, max(1, int(FULL_PASS_SLACK * min_size)), max_size)
 
     def detect_region(self, frame: np.ndarray, region, min_size: int | None = None,
                       max_size: int | None = None) -> list[FaceBox]:
-        """Faces in ``region`` (x0, y0, x1, y1), frame coordinates, best first. The model sees
-        the square centred on the region, of side max(region side, REGION_CONTEXT x the
-        largest face searched for), so a face is seen with the context it was trained with;
-        only faces whose centre lies in the region are returned."""
+        """Faces whose centre lies in ``region`` (x0, y0, x1, y1), frame coordinates, best
+        first, side in [min_size, max_size]. One model pass over the square centred on the
+        region of side max(region side, REGION_CONTEXT x the middle face size), scaled so the
+        middle face size appears in the middle of the model's good range."""
         from affedge.features.faces import check_frame
 
         check_frame(frame)
@@ -213,22 +249,24 @@ class BlazeFaceDetector(Detector):
         H, W = frame.shape[:2]
         if min(rx1, W) - max(rx0, 0) < lo or min(ry1, H) - max(ry0, 0) < lo:
             return []
-        span = max(rx1 - rx0, ry1 - ry0, REGION_CONTEXT[self.variant] * (hi or lo))
+        mid = float(np.sqrt(lo * hi)) if hi else float(lo)
+        span = max(rx1 - rx0, ry1 - ry0, REGION_CONTEXT * mid)
+        s = float(np.sqrt(self.face_lo * self.face_hi)) / mid
         cx, cy = (rx0 + rx1) / 2.0, (ry0 + ry1) / 2.0
-        faces = self._detect_square(frame, cx - span / 2.0, cy - span / 2.0, span, lo, hi)
-        faces = [f for f in faces if rx0 <= f.center[0] <= rx1 and ry0 <= f.center[1] <= ry1]
+        part = self._pass(to_bgr(frame), cx - span / 2.0, cy - span / 2.0, span, span, s)
+        faces = self._faces([part], lo, hi, region=(rx0, ry0, rx1, ry1))
         return sorted(faces, key=lambda b: (b.score, b.area), reverse=True)
 
 
 @register_detector("blazeface")
 class BlazeFaceFull(BlazeFaceDetector):
-    __doc__ = "Full-range BlazeFace (192x192 input, faces up to ~5 m). " + \
+    __doc__ = "Full-range BlazeFace (trained at 192x192; MediaPipe: faces up to ~5 m). " + \
         (BlazeFaceDetector.__doc__ or "")
     variant = "full"
 
 
 @register_detector("blazeface-short")
 class BlazeFaceShort(BlazeFaceDetector):
-    __doc__ = "Short-range BlazeFace (128x128 input, faces within ~2 m). " + \
+    __doc__ = "Short-range BlazeFace (trained at 128x128; MediaPipe: faces within ~2 m). " + \
         (BlazeFaceDetector.__doc__ or "")
     variant = "short"
