@@ -1,7 +1,7 @@
 """Face boxes, the face-detector entry point, the box crop framing, and crop -> model input.
 
 Shared by training (the synthetic generator writes its ``cropped_aligned`` images with a
-detector + :func:`affedge.features.alignment.crop_face`; the Aff-Wild2 reader resizes crops with
+detector + :func:`affedge.features.crops.crop_face`; the Aff-Wild2 reader resizes crops with
 :func:`resize_crops`) and the runtime (same detector, same crop, same :func:`to_model_input`), so
 there is no train/serve skew. numpy + OpenCV only.
 
@@ -13,7 +13,7 @@ Crop pipeline (PAPER.md §1.3):
 Detectors live in the registry :mod:`affedge.features.detectors` (``blazeface``,
 ``blazeface-short``, ``haar``, ``yunet``); :func:`FaceDetector` is the compatibility entry point.
 Crop recipes (``box-v1`` = :func:`align_crop`, ``landmarks5-v1``) live in
-:mod:`affedge.features.alignment`.
+:mod:`affedge.features.crops`.
 """
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ A bundle without a record was trained on Haar box crops: :data:`LEGACY_FRONTEND`
 """
 from __future__ import annotations
 
-from affedge.features.alignment import CROP_RECIPES, get_recipe
+from affedge.features.crops import CROP_RECIPES, get_recipe
 
 #: the front end of bundles that carry no record (the demo bundle: Haar boxes, box-v1 crops)
 LEGACY_FRONTEND = {"detector": "haar", "detector_sha256": None, "crop_recipe": "box-v1",

@@ -25,8 +25,9 @@ MODEL_DIR = Path(__file__).resolve().parents[2] / "assets" / "models" / "blazefa
 #: 16 px and above ~160 px). Passes aim the smallest face at ``faces[0]`` * 1.2.
 VARIANTS = {
     "short": {"file": "blazeface_short.onnx", "layout": ((8, 2), (16, 6)), "align": 16,
+              "native": 128,
               "min_score": 0.5, "faces": (20.0, 112.0)},
-    "full": {"file": "blazeface_full.onnx", "layout": ((4, 1),), "align": 32,
+    "full": {"file": "blazeface_full.onnx", "layout": ((4, 1),), "align": 32, "native": 192,
              "min_score": 0.6, "faces": (20.0, 88.0)},
 }
 NMS_IOU = 0.3
@@ -80,13 +81,29 @@ def weighted_nms(boxes: np.ndarray, scores: np.ndarray, iou_thr: float = NMS_IOU
     return np.stack(keep_b).astype(np.float32), np.asarray(keep_s, np.float32)
 
 
+def drop_nested(boxes: np.ndarray, scores: np.ndarray, ratio: float = 0.6):
+    """Drop a box that contains the centre of a higher-scoring box less than ``ratio`` times
+    its size: a face does not contain a smaller face, but a coarse pass may fire on the blob of
+    head and shoulders around a face the fine pass found (boxes sorted by score)."""
+    keep = np.ones(len(scores), bool)
+    side = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+    for i in range(len(scores)):
+        inside = (boxes[i, 0] <= cx) & (cx <= boxes[i, 2]) & (boxes[i, 1] <= cy) & \
+            (cy <= boxes[i, 3]) & (side < ratio * side[i]) & (scores > scores[i])
+        keep[i] = not inside.any()
+    return boxes[keep], scores[keep]
+
+
 class BlazeFaceDetector(Detector):
     """MediaPipe BlazeFace on ONNX Runtime (numpy decoding, no TensorFlow).
 
     A full pass scales the frame so that a face of ``min_size`` pixels appears at 1.2x the
     smallest face the model scores well (:data:`VARIANTS`), and adds coarser passes (each
     covering the next band of face sizes) until the largest face possible (``max_size`` or the
-    frame's short side) is covered; inputs are padded with black to the model's multiple.
+    frame's short side) is covered or the pass is MediaPipe's letterbox (the whole frame in the
+    native 128/192 square); inputs are padded with black to the model's multiple and to at
+    least the native size.
     RGB in [-1, 1]; boxes and the six keypoints (:data:`affedge.features.faces.KEYPOINTS`) are
     decoded from the anchors, scores = sigmoid(logit) >= ``min_score``; the candidates of all
     passes are merged by weighted NMS and mapped to frame pixels; faces outside
@@ -118,6 +135,7 @@ class BlazeFaceDetector(Detector):
 
         spec = VARIANTS[self.variant]
         self.layout, self.align = spec["layout"], int(spec["align"])
+        self.native = int(spec["native"])
         self.face_lo, self.face_hi = spec["faces"]
         self.min_score = float(spec["min_score"] if min_score is None else min_score)
         if not 0.0 < self.min_score < 1.0:
@@ -171,8 +189,10 @@ class BlazeFaceDetector(Detector):
         of ``bgr`` seen at scale ``s`` (parts outside the frame are black)."""
         H, W = bgr.shape[:2]
         a = self.align
-        iw = max(a, int(np.ceil(span_w * s / a)) * a)
-        ih = max(a, int(np.ceil(span_h * s / a)) * a)
+        # never smaller than the trained input (black padding, like MediaPipe's letterbox):
+        # on tiny inputs the models fire on blobs
+        iw = max(self.native, int(np.ceil(span_w * s / a)) * a)
+        ih = max(self.native, int(np.ceil(span_h * s / a)) * a)
         img = np.zeros((ih, iw, 3), np.uint8)
         fx0, fy0 = max(int(np.ceil(x0)), 0), max(int(np.ceil(y0)), 0)
         fx1 = min(int(np.floor(x0 + span_w)), W)
@@ -198,6 +218,7 @@ class BlazeFaceDetector(Detector):
         boxes = np.concatenate([p[0] for p in parts])
         scores = np.concatenate([p[1] for p in parts])
         boxes, scores = weighted_nms(boxes, scores)
+        boxes, scores = drop_nested(boxes, scores)
         out = []
         for b, sc in zip(boxes, scores):
             f = FaceBox(float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1]),
@@ -217,10 +238,11 @@ class BlazeFaceDetector(Detector):
         lo, hi = 1.2 * self.face_lo, self.face_hi
         biggest = float(min(height, width) if max_size is None else min(max_size,
                                                                        max(height, width)))
-        s = min(1.0, lo / max(min_size, 1))
+        floor = min(1.0, self.native / float(max(height, width)))  # the letterbox scale
+        s = max(floor, min(1.0, lo / max(min_size, 1)))
         out = [s]
-        while biggest * s > hi and s * lo / hi > 1e-3:
-            s *= lo / hi
+        while biggest * s > hi and s > floor:
+            s = max(floor, s * lo / hi)
             out.append(s)
         return out
 
