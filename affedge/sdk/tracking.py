@@ -240,17 +240,20 @@ def select_detections(detections, tracks, max_faces: int, iou_threshold: float =
 PRIMARY_MATURITY_HITS = 5
 #: a challenger must beat the current primary's priority by this factor to take over
 PRIMARY_HYSTERESIS = 1.2
+#: ... and have been matched at least this many times (or as often as the current primary)
+PRIMARY_MIN_HITS = 5
 
 
 def primary_priority(track: Track, frame_shape) -> float:
-    """How much ``track`` deserves to be the primary face: relative area x centrality (1 at the
-    centre, 0.5 at a corner) x detection score x maturity hits / (hits + 5), halved while the
-    track is not detected in this frame."""
+    """How much ``track`` deserves to be the primary face: relative size (box side / frame
+    side, not area, so that size does not dominate) x centrality (1 at the centre, 0.5 at a
+    corner) x detection score x maturity hits / (hits + 5), halved while the track is not
+    detected in this frame."""
     h, w = frame_shape[:2]
     half_diag = 0.5 * math.hypot(w, h)
     x, y, bw, bh = track.box
     d = math.hypot(x + bw / 2 - w / 2, y + bh / 2 - h / 2) / half_diag
-    size = (bw * bh) / float(w * h) * (1.0 - 0.5 * min(d, 1.0))
+    size = math.sqrt((bw * bh) / float(w * h)) * (1.0 - 0.5 * min(d, 1.0))
     maturity = track.hits / (track.hits + PRIMARY_MATURITY_HITS)
     p = size * max(0.0, min(1.0, float(track.score))) * maturity
     return p if track.detected else 0.5 * p
@@ -259,16 +262,20 @@ def primary_priority(track: Track, frame_shape) -> float:
 def choose_primary(confirmed, frame_shape, previous_id: int | None) -> Track | None:
     """The primary face among the ``confirmed`` tracks: the highest :func:`primary_priority`,
     but the previous primary (``previous_id``) stays unless a challenger's priority is more
-    than :data:`PRIMARY_HYSTERESIS` x its own. A new track starts at 1/6 of its full weight
-    (maturity), so a one-frame false positive, even a large one, cannot take over a steady
-    face; a real face that stays grows to full weight within a few frames. None if no track."""
+    than :data:`PRIMARY_HYSTERESIS` x its own and the challenger has been matched at least
+    ``min(PRIMARY_MIN_HITS, current.hits)`` times. So a false positive lasting fewer than 5
+    frames, even a large one, never takes over a steady face (a new track also starts at 1/6
+    of its full weight), while a real face that stays and is clearly more prominent does
+    within a few frames. None if there is no track."""
     confirmed = list(confirmed)
     if not confirmed:
         return None
     best = max(confirmed, key=lambda t: primary_priority(t, frame_shape))
     current = next((t for t in confirmed if t.id == previous_id), None)
-    if current is not None and primary_priority(best, frame_shape) <= \
-            PRIMARY_HYSTERESIS * primary_priority(current, frame_shape):
+    if current is None or best is current:
+        return best
+    if best.hits < min(PRIMARY_MIN_HITS, current.hits) or primary_priority(best, frame_shape) \
+            <= PRIMARY_HYSTERESIS * primary_priority(current, frame_shape):
         return current
     return best
 
