@@ -214,8 +214,8 @@ def main(argv=None) -> int:
             f"{name}",
             f"  sha256 {m['sha256']}",
             f"  from {m['source_file']} (sha256 {m['source_sha256']}), input {m['input']}x{m['input']}",
-            f"  oracle: {o['images']} images, max |diff| {o['max_abs_diff']:.3g}, "
-            f"max |diff|/max(1,|ref|) {o['max_rel_diff']:.3g}",
+            (f"  oracle: {o['images']} images, max |diff| {o['max_abs_diff']:.3g}, "
+             f"max |diff|/max(1,|ref|) {o['max_rel_diff']:.3g}"),
         ]
     (args.out / "NOTICE").write_text("\n".join(lines) + "\n")
     print(f"wrote {', '.join(notice_models)} and NOTICE to {args.out}")

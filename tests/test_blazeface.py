@@ -16,8 +16,8 @@ import pytest
 
 skimage_data = pytest.importorskip("skimage.data")
 
-from affedge.features.detectors import make_detector  # noqa: E402
-from affedge.features.detectors.blazeface import (  # noqa: E402
+from affedge.features.detectors import make_detector
+from affedge.features.detectors.blazeface import (
     MODEL_DIR,
     anchor_centres,
     weighted_nms,

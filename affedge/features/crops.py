@@ -23,8 +23,8 @@ and RetinaFace's landmark accuracy (BlazeFace's keypoints are coarser, a few pix
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import cv2
 import numpy as np

@@ -13,6 +13,10 @@ new bundles), ``blazeface-short`` (short-range 128x128 for faces near the camera
 """
 from __future__ import annotations
 
+# importing a module registers its detectors
+from affedge.features.detectors import blazeface as _blazeface  # noqa: F401
+from affedge.features.detectors import haar as _haar  # noqa: F401
+from affedge.features.detectors import yunet as _yunet  # noqa: F401
 from affedge.features.detectors.base import (
     DEFAULT_DETECTOR,
     DETECTORS,
@@ -21,11 +25,6 @@ from affedge.features.detectors.base import (
     make_detector,
     register_detector,
 )
-
-# importing a module registers its detectors
-from affedge.features.detectors import blazeface as _blazeface  # noqa: E402,F401
-from affedge.features.detectors import haar as _haar  # noqa: E402,F401
-from affedge.features.detectors import yunet as _yunet  # noqa: E402,F401
 
 __all__ = ["DEFAULT_DETECTOR", "DETECTORS", "Detector", "available_detectors", "make_detector",
            "register_detector"]
