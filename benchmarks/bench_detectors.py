@@ -13,6 +13,9 @@ up to +-45 degrees, over skimage's face-free photos (coffee, rocket, brick, ...)
 * alignment (detectors with keypoints): the astronaut's eye centres (found once by OpenCV's eye
   cascade on the original photo) carried through the paste, then through the ``landmarks5-v1``
   transform: their distance to the template eye points in the 112x112 crop, median and p90;
+* moving-photo clip: the astronaut photo gliding over a grey canvas through the engine's face
+  path (tracking-assisted detection every 4 frames, select_detections, tracker,
+  choose_primary): track ids, frames with a phantom second face, primary switches;
 * cost: ``detect()`` on each 640x480 frame, detectors interleaved frame by frame in rotating
   order (same frames, same load), p50/p99 in ms and the ratio of medians to Haar's.
 
@@ -221,6 +224,56 @@ def evaluate(detectors: dict, samples: list[dict]) -> dict:
     return out
 
 
+def moving_photo_clip(n_frames: int = 240, scale: float = 0.6) -> list[np.ndarray]:
+    """The astronaut photo (scaled) gliding over a plain grey 640x480 canvas on a Lissajous
+    path, as in issue 12's report."""
+    from skimage import data
+
+    photo = _bgr(data.astronaut())
+    ph = int(round(512 * scale))
+    photo = cv2.resize(photo, (ph, ph), interpolation=cv2.INTER_AREA)
+    frames = []
+    for i in range(n_frames):
+        t = i / 30.0
+        x = int(round((W - ph) / 2 + (W - ph) / 2 * math.sin(0.7 * t)))
+        y = int(round((H - ph) / 2 + (H - ph) / 2 * math.sin(1.1 * t + 0.5)))
+        f = np.full((H, W, 3), 128, np.uint8)
+        f[y:y + ph, x:x + ph] = photo
+        frames.append(f)
+    return frames
+
+
+def track_clip(detector, frames, detect_every: int = 4, max_faces: int = 4) -> dict:
+    """The engine's face path on ``frames`` (TrackAssistedDetector -> select_detections ->
+    IouTracker -> choose_primary): track ids seen, frames with more than one confirmed face,
+    primary switches, and frames without a face."""
+    from affedge.sdk.tracking import (
+        IouTracker,
+        TrackAssistedDetector,
+        choose_primary,
+        select_detections,
+    )
+
+    search = TrackAssistedDetector(detector, detect_every)
+    tracker = IouTracker(max_tracks=max_faces)
+    ids, primaries = set(), []
+    multi = empty = 0
+    prim = None
+    for f in frames:
+        dets = select_detections(search.detect(f, tracker.tracks), tracker.tracks, max_faces)
+        tracks = tracker.update(dets)
+        confirmed = [t for t in tracks if t.confirmed]
+        ids.update(t.id for t in confirmed)
+        multi += len(confirmed) > 1
+        p = choose_primary(confirmed, f.shape, prim)
+        prim = p.id if p else None
+        primaries.append(prim)
+        empty += not any(t.detected for t in tracks)
+    switches = sum(a != b for a, b in zip(primaries, primaries[1:]))
+    return {"frames": len(frames), "track_ids": len(ids), "frames_with_2plus_faces": multi,
+            "primary_switches": switches, "frames_without_detection": empty}
+
+
 def machine() -> dict:
     cpu = platform.processor() or ""
     try:
@@ -240,6 +293,8 @@ def main(argv=None) -> int:
     ap.add_argument("--free", type=int, default=60, help="face-free frames (default 60)")
     ap.add_argument("--detectors", default="haar,blazeface,blazeface-short")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--clip", type=int, default=240,
+                    help="frames of the moving-photo clip (0: skip; default 240)")
     ap.add_argument("--json", help="also write the results to this file")
     args = ap.parse_args(argv)
     from affedge.features.detectors import make_detector
@@ -263,6 +318,11 @@ def main(argv=None) -> int:
         print(f"{c:28s}" + "".join(f"{'-' if v is None else f'{v:.3f}':>17s}" for v in vals))
     for n in dets:
         print(f"{n} missed (src, size, angle): {res[n]['missed']}")
+    if args.clip > 0:
+        clip = moving_photo_clip(args.clip)
+        res["_clip"] = {n: track_clip(d, clip) for n, d in dets.items()}
+        for n in dets:
+            print(f"moving-photo clip, {n}: {json.dumps(res['_clip'][n])}")
     print(json.dumps({"counts": res["_counts"], "machine": res["_machine"]}))
     if args.json:
         with open(args.json, "w") as f:
