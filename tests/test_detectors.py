@@ -191,3 +191,10 @@ def test_bad_records_and_pairs(blaze):
         check_frontend({"detector": "yunet", "detector_sha256": "1" * 64,
                         "crop_recipe": "box-v1", "crop_recipe_version": 1})
     assert set(CROP_RECIPES) == {"box-v1", "landmarks5-v1"}
+
+
+def test_every_detector_takes_the_common_options():
+    for name in ("blazeface", "blazeface-short", "haar"):
+        d = make_detector(name, min_size=32, max_size=400, providers=["CPUExecutionProvider"],
+                          threads=1)
+        assert (d.min_size, d.max_size) == (32, 400)

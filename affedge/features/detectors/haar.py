@@ -28,13 +28,16 @@ class HaarDetector(Detector):
         width (INTER_AREA) with min/max size scaled alike (never below the 24-pixel window) and
         map the boxes back; the smallest face found is then ``max(min_size, 24 * W /
         max_width)``. None: never downscale. Region searches are never downscaled.
+    providers, threads: accepted so that every detector takes the same options; unused (the
+        cascade runs in OpenCV on the CPU, with OpenCV's own threads).
     """
 
     HAAR_FILE = HAAR_FILE
 
     def __init__(self, model_path: str | os.PathLike | None = None, min_size: int = 40,
                  max_size: int | None = None, scale_factor: float = 1.1,
-                 min_neighbors: int = 4, max_width: int | None = 640) -> None:
+                 min_neighbors: int = 4, max_width: int | None = 640,
+                 providers=None, threads: int | None = None) -> None:
         super().__init__(min_size, max_size)
         if not scale_factor > 1.0:
             raise ValueError(f"haar: scale_factor must be > 1, got {scale_factor}")

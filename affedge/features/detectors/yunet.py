@@ -16,7 +16,8 @@ class YuNetDetector(Detector):
     ``face_detection_yunet_2023mar.onnx``; affedge never downloads it). Score = the model's face
     score; keypoints = its five landmarks (right eye, left eye, nose tip, right and left mouth
     corner, YuNet's order) reduced to the four of :data:`affedge.features.faces.KEYPOINTS`'
-    first entries (mouth centre = mean of the corners)."""
+    first entries (mouth centre = mean of the corners). ``providers``/``threads`` are accepted
+    like every detector's options and unused (OpenCV's DNN module runs it)."""
 
     has_keypoints = True
 
@@ -26,7 +27,8 @@ class YuNetDetector(Detector):
                          "file the bundle was trained with")
 
     def __init__(self, model_path: str | os.PathLike | None = None, min_size: int = 40,
-                 max_size: int | None = None, score_threshold: float = 0.6) -> None:
+                 max_size: int | None = None, score_threshold: float = 0.6,
+                 providers=None, threads: int | None = None) -> None:
         super().__init__(min_size, max_size)
         if model_path is None:
             raise ValueError(
