@@ -336,3 +336,121 @@ def test_async_worker_error_is_raised_on_the_next_frame(synth_frames, haar):
     search.detect(synth_frames[2], tracker.tracks)  # reported once, then the schedule goes on
     search.close()
     assert not _face_detect_threads()
+
+
+# ----------------------------------------------------------------------- slots and primary
+def _fb(x, y, s, score=0.9, kps=None):
+    from affedge.features.faces import FaceBox
+
+    return FaceBox(float(x), float(y), float(s), float(s), score, kps)
+
+
+def test_track_carries_the_latest_face_with_keypoints():
+    tr = IouTracker()
+    kps = ((110.0, 120.0), (140.0, 120.0), (125.0, 135.0), (125.0, 150.0))
+    tr.update([_fb(100, 100, 60, kps=kps)])
+    moved = tuple((u + 2, v) for u, v in kps)
+    (t,) = tr.update([_fb(102, 100, 60, kps=moved)])
+    assert t.face.keypoints == moved and t.face.as_tuple() == t.box
+    (t,) = tr.update([(104, 100, 60, 60, 0.8)])  # plain tuples still work (no keypoints)
+    assert t.face.keypoints is None and t.face.score == 0.8
+
+
+def test_one_frame_false_positives_do_not_keep_a_real_face_waiting():
+    """Issue 12: four one-frame false positives used to hold all four slots for max_age frames
+    while a real face waited; now the face takes the slot of a stale flicker at once."""
+    tr = IouTracker(max_tracks=4, max_age=15)
+    tr.update([_fb(10 + 100 * i, 10, 40, 0.7) for i in range(4)])
+    tracks = tr.update([_fb(200, 200, 80)])
+    real = [t for t in tracks if t.box[:2] == (200.0, 200.0)]
+    assert len(real) == 1 and real[0].detected and len(tracks) == 4
+    assert len(tr.removed) == 1  # the evicted flicker's id is reported for freeing its state
+
+
+def test_a_face_in_an_occlusion_gap_keeps_its_slot():
+    tr = IouTracker(max_tracks=1, max_age=15)
+    for i in range(10):
+        tr.update([_fb(100 + i, 100, 60)])
+    tracks = tr.update([_fb(400, 300, 60, 0.95)])  # the face is occluded, something else shows
+    assert [t.id for t in tracks] == [0] and tracks[0].time_since_update == 1
+    # a weak track is replaced, though: with slot_min_hits=20 the 10-hit track gives way
+    tr2 = IouTracker(max_tracks=1, max_age=15, slot_min_hits=20)
+    for i in range(10):
+        tr2.update([_fb(100 + i, 100, 60)])
+    assert [t.id for t in tr2.update([_fb(400, 300, 60)])] == [1] and tr2.removed == [0]
+
+
+def test_select_detections_keeps_tracked_faces_first():
+    from affedge.sdk.tracking import select_detections
+
+    tr = IouTracker(max_tracks=2)
+    for i in range(10):
+        tr.update([_fb(100 + i, 100, 50)])
+    dets = [_fb(0, 300, 200, 0.7), _fb(300, 0, 150, 0.8), _fb(110, 100, 50, 0.6),
+            _fb(400, 300, 120, 0.95)]
+    got = select_detections(dets, tr.tracks, 2)
+    assert got == [dets[2], dets[3]]  # the tracked face, then the best new one by score
+    assert select_detections(dets, [], 3) == [dets[3], dets[1], dets[0]]
+    assert select_detections([], tr.tracks, 2) == []
+    with pytest.raises(ValueError, match="max_faces"):
+        select_detections(dets, [], 0)
+
+
+def test_choose_primary_prefers_a_steady_face_over_a_new_large_one():
+    from affedge.sdk.tracking import choose_primary
+
+    tr = IouTracker(max_tracks=4)
+    shape = (480, 640)
+    prim = None
+    for i in range(30):
+        tracks = tr.update([_fb(280 + i % 3, 200, 80)])
+        prim = choose_primary(tracks, shape, prim.id if prim else None)
+    assert prim.id == 0
+    # a larger, higher-scoring newcomer (a false positive or a second person) appears
+    for k in range(30):
+        tracks = tr.update([_fb(280, 200, 80, 0.9), _fb(360, 140, 200, 0.99)])
+        prim = choose_primary(tracks, shape, prim.id)
+        if k < 3:
+            assert prim.id == 0, k  # a few frames cannot take over
+    assert prim.id == 1  # ... but a face that stays and is clearly bigger does, eventually
+    assert choose_primary([], shape, 1) is None
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_real_face_stays_primary_among_flickering_false_positives(seed):
+    """100 frames: one real face, and 0-4 one-frame false positives per frame at random places
+    off the face, larger than it and mostly with higher scores, max_faces=2, with the engine's
+    sequence select_detections -> tracker -> choose_primary. Until the face has a track, the
+    flickers can outscore it (nothing tells them apart on one frame); once tracked (within 5
+    frames here), it keeps one track id and is tracked in every frame, and from its third frame
+    on it is always the primary face."""
+    from affedge.sdk.tracking import choose_primary, select_detections
+
+    rng = np.random.default_rng(seed)
+    tr = IouTracker(max_tracks=2, max_age=15)
+    prim_id = None
+    ids = set()
+    first = None
+    last = []
+    for i in range(100):
+        real = _fb(300 + 2 * np.sin(i / 5), 200, 70, 0.85)
+        fps = [_fb(*rng.uniform(0, 500, 2), rng.uniform(80, 160), rng.uniform(0.8, 0.99))
+               for _ in range(int(rng.integers(0, 5)))]
+        # one-frame phantoms: off the face and off the previous frame's phantoms
+        fps = [f for f in fps if f.iou(real) == 0.0 and all(f.iou(p) == 0.0 for p in last)]
+        last = fps
+        dets = fps + [real]
+        rng.shuffle(dets)
+        tracks = tr.update(select_detections(dets, tr.tracks, 2))
+        mine = [t for t in tracks if t.detected and t.face == real]
+        prim = choose_primary([t for t in tracks if t.confirmed], (480, 640), prim_id)
+        prim_id = prim.id
+        if first is None:
+            if not mine:
+                continue
+            first = i
+        assert len(mine) == 1, i
+        ids.add(mine[0].id)
+        if i >= first + 2:  # a steady track from its third frame on
+            assert prim.id == mine[0].id, i
+    assert first is not None and first <= 5 and len(ids) == 1

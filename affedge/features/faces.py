@@ -1,23 +1,19 @@
-"""Face detection, THE crop framing, and crop -> model-input preprocessing.
+"""Face boxes, the face-detector entry point, the box crop framing, and crop -> model input.
 
-Shared by training (the synthetic generator writes its ``cropped_aligned`` images with
-:class:`FaceDetector` + :func:`align_crop`; the Aff-Wild2 reader resizes crops with
+Shared by training (the synthetic generator writes its ``cropped_aligned`` images with a
+detector + :func:`affedge.features.crops.crop_face`; the Aff-Wild2 reader resizes crops with
 :func:`resize_crops`) and the runtime (same detector, same crop, same :func:`to_model_input`), so
 there is no train/serve skew. numpy + OpenCV only.
 
 Crop pipeline (PAPER.md §1.3):
 
-    frame (BGR) --detect--> FaceBox --align_crop--> 112x112 BGR crop
+    frame (BGR) --detect--> FaceBox --crop_face(recipe)--> 112x112 BGR crop
         --resize_crops (INTER_AREA)--> 48x48 --centre 40x40--> RGB --(x/255-0.5)/0.5--> [3,40,40]
 
-Detectors:
-
-* ``kind="haar"`` (default): OpenCV's bundled frontal-face Haar cascade from
-  ``cv2.data.haarcascades`` (ships inside the opencv-python wheels, nothing is downloaded).
-  Score = n / (n + min_neighbors) where n is the number of merged raw detections (OpenCV's
-  ``numDetections``), so it lies in (0, 1) and grows with detector agreement.
-* ``kind="yunet"``: ``cv2.FaceDetectorYN`` with a user-supplied ONNX model file (e.g. OpenCV
-  Zoo's ``face_detection_yunet_2023mar.onnx``); score = the model's face score.
+Detectors live in the registry :mod:`affedge.features.detectors` (``blazeface``,
+``blazeface-short``, ``haar``, ``yunet``); :func:`FaceDetector` is the compatibility entry point.
+Crop recipes (``box-v1`` = :func:`align_crop`, ``landmarks5-v1``) live in
+:mod:`affedge.features.crops`.
 """
 from __future__ import annotations
 
@@ -30,6 +26,7 @@ import numpy as np
 __all__ = [
     "CROP_ENLARGE",
     "FILLER_CROP",
+    "KEYPOINTS",
     "FaceBox",
     "FaceDetector",
     "align_crop",
@@ -43,24 +40,29 @@ __all__ = [
 #: Aff-Wild2 cropped-aligned images.
 CROP_ENLARGE = 1.25
 
-#: side of the Haar cascade's detection window (haarcascade_frontalface_default.xml: 24x24);
-#: no face smaller than this is found at any scale.
-_HAAR_WINDOW = 24
-
 #: the image used when no face is available (PAPER.md §1.3: an all-black image).
 FILLER_CROP = np.zeros((112, 112, 3), dtype=np.uint8)
 FILLER_CROP.setflags(write=False)
 
+#: the order of :attr:`FaceBox.keypoints`, MediaPipe face detection's names. "Right" is the
+#: person's right, i.e. the image's LEFT side for a camera (non-mirrored) frame of a frontal
+#: face. Detectors with fewer points give a prefix (YuNet: the first four, the mouth centre
+#: being the mean of its two mouth corners).
+KEYPOINTS = ("right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear_tragion",
+             "left_ear_tragion")
+
 
 @dataclass(frozen=True)
 class FaceBox:
-    """A detected face: top-left corner, size (pixels, floats) and a score in [0, 1]."""
+    """A detected face: top-left corner, size (pixels, floats), a score in [0, 1], and the
+    detector's keypoints (frame pixels, order :data:`KEYPOINTS`) or None when it has none."""
 
     x: float
     y: float
     w: float
     h: float
     score: float = 1.0
+    keypoints: tuple[tuple[float, float], ...] | None = None
 
     @property
     def area(self) -> float:
@@ -81,8 +83,20 @@ class FaceBox:
         union = self.area + other.area - inter
         return float(inter / union) if union > 0 else 0.0
 
+    def shifted(self, dx: float, dy: float) -> FaceBox:
+        """The same face moved by (dx, dy) pixels (keypoints too)."""
+        kps = None if self.keypoints is None else \
+            tuple((u + dx, v + dy) for u, v in self.keypoints)
+        return FaceBox(self.x + dx, self.y + dy, self.w, self.h, self.score, kps)
 
-def _check_frame(frame: np.ndarray, what: str = "frame") -> np.ndarray:
+    def scaled(self, s: float) -> FaceBox:
+        """The same face in an image scaled by ``s`` (keypoints too)."""
+        kps = None if self.keypoints is None else \
+            tuple((u * s, v * s) for u, v in self.keypoints)
+        return FaceBox(self.x * s, self.y * s, self.w * s, self.h * s, self.score, kps)
+
+
+def check_frame(frame: np.ndarray, what: str = "frame") -> np.ndarray:
     """Validate a frame: uint8, [H,W] gray or [H,W,3] BGR (or [H,W,1]). Returns it as given."""
     if not isinstance(frame, np.ndarray):
         raise TypeError(f"{what} must be a numpy array, got {type(frame).__name__}")
@@ -98,7 +112,8 @@ def _check_frame(frame: np.ndarray, what: str = "frame") -> np.ndarray:
     return frame
 
 
-def _to_gray(frame: np.ndarray) -> np.ndarray:
+
+def to_gray(frame: np.ndarray) -> np.ndarray:
     if frame.ndim == 2:
         return frame
     if frame.shape[2] == 1:
@@ -106,7 +121,7 @@ def _to_gray(frame: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
 
 
-def _to_bgr(frame: np.ndarray) -> np.ndarray:
+def to_bgr(frame: np.ndarray) -> np.ndarray:
     if frame.ndim == 2:
         return cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
     if frame.shape[2] == 1:
@@ -114,174 +129,25 @@ def _to_bgr(frame: np.ndarray) -> np.ndarray:
     return frame
 
 
-class FaceDetector:
-    """Frontal face detector.
 
-    Parameters
-    ----------
-    kind: "haar" (OpenCV's bundled cascade, default) or "yunet" (needs ``model_path``).
-    model_path: ONNX model for "yunet"; for "haar" an optional cascade XML overriding the
-        bundled ``haarcascade_frontalface_default.xml``.
-    min_size: smallest face side in pixels that is searched for.
-    max_size: largest face side searched for (None: no limit). ``min_size``/``max_size`` may be
-        changed on the instance between calls (the generator narrows them per video for speed).
-    scale_factor, min_neighbors: Haar search parameters (OpenCV's meaning).
-    score_threshold: YuNet score threshold.
-    max_width: full-frame Haar passes on frames wider than this search a copy downscaled to
-        this width (INTER_AREA), with ``min_size``/``max_size`` scaled alike (never below the
-        cascade's 24-pixel window), and map the boxes back. The scale ladder then starts at
-        the downscaled size, so the smallest face found is ``max(min_size, 24 * W / max_width)``
-        pixels; boxes are quantised to ``W / max_width`` pixels. None: never downscale. Frames
-        of the training data (320x240) and region searches (:meth:`detect_region`) are never
-        downscaled.
-
-    Region search (:meth:`detect_region`) runs the same cascade with the same parameters on a
-    sub-rectangle, with the face-size range given per call: the boxes are framed like
-    full-frame boxes (this is also how the synthetic generator finds its training faces).
+def FaceDetector(kind: str = "haar", model_path: str | os.PathLike | None = None,
+                 min_size: int = 40, max_size: int | None = None, **options):
+    """Compatibility entry point: ``make_detector(kind, ...)`` from
+    :mod:`affedge.features.detectors` (``kind``: a registered name such as ``"haar"``,
+    ``"yunet"``, ``"blazeface"``, ``"blazeface-short"``). Haar options: ``scale_factor``,
+    ``min_neighbors``, ``max_width``; YuNet: ``score_threshold``; BlazeFace: ``min_score``,
+    ``providers``, ``threads``.
     """
+    from affedge.features.detectors import DETECTORS, available_detectors, make_detector
 
-    HAAR_FILE = "haarcascade_frontalface_default.xml"
-
-    def __init__(
-        self,
-        kind: str = "haar",
-        model_path: str | os.PathLike | None = None,
-        min_size: int = 40,
-        max_size: int | None = None,
-        scale_factor: float = 1.1,
-        min_neighbors: int = 4,
-        score_threshold: float = 0.6,
-        max_width: int | None = 640,
-    ) -> None:
-        if kind not in ("haar", "yunet"):
-            raise ValueError(f"FaceDetector: unknown kind {kind!r}; use 'haar' or 'yunet'")
-        if int(min_size) < 1:
-            raise ValueError(f"FaceDetector: min_size must be >= 1, got {min_size}")
-        if not scale_factor > 1.0:
-            raise ValueError(f"FaceDetector: scale_factor must be > 1, got {scale_factor}")
-        self.kind = kind
-        self.min_size = int(min_size)
-        self.max_size = None if max_size is None else int(max_size)
-        self.scale_factor = float(scale_factor)
-        self.min_neighbors = int(min_neighbors)
-        self.score_threshold = float(score_threshold)
-        if max_width is not None and int(max_width) < 32:
-            raise ValueError(f"FaceDetector: max_width must be >= 32 or None, got {max_width}")
-        self.max_width = None if max_width is None else int(max_width)
-        self._yunet = None
-        self._yunet_size: tuple[int, int] | None = None
-        if kind == "haar":
-            if model_path is None:
-                path = os.path.join(cv2.data.haarcascades, self.HAAR_FILE)
-            else:
-                path = os.fspath(model_path)
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"FaceDetector: Haar cascade file not found: {path}")
-            self._cascade = cv2.CascadeClassifier(path)
-            if self._cascade.empty():
-                raise ValueError(f"FaceDetector: could not load Haar cascade from {path}")
-            self.model_path = path
-        else:
-            if model_path is None:
-                raise ValueError(
-                    "FaceDetector(kind='yunet') needs model_path= an ONNX YuNet model file "
-                    "(e.g. face_detection_yunet_2023mar.onnx from the OpenCV Zoo); "
-                    "affedge never downloads models"
-                )
-            path = os.fspath(model_path)
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"FaceDetector: YuNet model file not found: {path}")
-            if not hasattr(cv2, "FaceDetectorYN"):
-                raise ImportError("this OpenCV build has no cv2.FaceDetectorYN (needs >= 4.5.4)")
-            self.model_path = path
-            self._yunet = cv2.FaceDetectorYN.create(path, "", (320, 320), self.score_threshold)
-
-    def detect(self, frame: np.ndarray) -> list[FaceBox]:
-        """Faces in a BGR uint8 [H,W,3] or grayscale uint8 [H,W] frame, best first.
-
-        Sorted by score, then by area (both descending).
-        """
-        _check_frame(frame)
-        if self.kind == "haar":
-            gray = _to_gray(frame)
-            W = gray.shape[1]
-            if self.max_width is not None and W > self.max_width:
-                s = self.max_width / float(W)
-                small = cv2.resize(gray, (self.max_width, max(1, round(gray.shape[0] * s))),
-                                   interpolation=cv2.INTER_AREA)
-                lo = max(_HAAR_WINDOW, int(round(self.min_size * s)))
-                hi = None if self.max_size is None else max(lo, int(round(self.max_size * s)))
-                boxes = [FaceBox(b.x / s, b.y / s, b.w / s, b.h / s, b.score)
-                         for b in self._detect_haar(small, lo, hi)]
-            else:
-                boxes = self._detect_haar(gray, self.min_size, self.max_size)
-        else:
-            boxes = self._detect_yunet(_to_bgr(frame), self.min_size, self.max_size)
-        boxes.sort(key=lambda b: (b.score, b.area), reverse=True)
-        return boxes
-
-    def detect_region(self, frame: np.ndarray, region, min_size: int | None = None,
-                      max_size: int | None = None) -> list[FaceBox]:
-        """Faces inside ``region`` = (x0, y0, x1, y1) of ``frame`` (clipped to the frame), in
-        *frame* coordinates, best first; ``min_size``/``max_size`` (default: the instance's)
-        bound the face side searched for.
-
-        Same cascade, same scale ladder and parameters as :meth:`detect` (never downscaled),
-        so a face found here is framed like a full-frame detection of it (up to the position
-        grid of the search, about a pixel). Costs a small fraction of a full-frame pass when
-        the region is a little larger than the face and the size range is narrow.
-        """
-        _check_frame(frame)
-        H, W = frame.shape[:2]
-        x0, y0, x1, y1 = (int(round(float(v))) for v in region)
-        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, W), min(y1, H)
-        lo = self.min_size if min_size is None else max(1, int(min_size))
-        hi = self.max_size if max_size is None else max(lo, int(max_size))
-        if x1 - x0 < lo or y1 - y0 < lo:
-            return []
-        sub = frame[y0:y1, x0:x1]
-        if self.kind == "haar":
-            boxes = self._detect_haar(_to_gray(sub), lo, hi)
-        else:
-            boxes = self._detect_yunet(np.ascontiguousarray(_to_bgr(sub)), lo, hi)
-        boxes = [FaceBox(b.x + x0, b.y + y0, b.w, b.h, b.score) for b in boxes]
-        boxes.sort(key=lambda b: (b.score, b.area), reverse=True)
-        return boxes
-
-    def _detect_haar(self, gray: np.ndarray, min_size: int,
-                     max_size: int | None) -> list[FaceBox]:
-        if min(gray.shape[:2]) < min_size:
-            return []
-        rects, counts = self._cascade.detectMultiScale2(
-            gray,
-            scaleFactor=self.scale_factor,
-            minNeighbors=self.min_neighbors,
-            minSize=(min_size, min_size),
-            maxSize=(max_size, max_size) if max_size else (0, 0),
-        )
-        out = []
-        for (x, y, w, h), n in zip(np.asarray(rects).reshape(-1, 4), np.asarray(counts).ravel()):
-            score = float(n) / (float(n) + max(self.min_neighbors, 1))
-            out.append(FaceBox(float(x), float(y), float(w), float(h), score))
-        return out
-
-    def _detect_yunet(self, bgr: np.ndarray, min_size: int,
-                      max_size: int | None) -> list[FaceBox]:
-        h, w = bgr.shape[:2]
-        if self._yunet_size != (w, h):
-            self._yunet.setInputSize((w, h))
-            self._yunet_size = (w, h)
-        _, faces = self._yunet.detect(bgr)
-        out = []
-        if faces is None:
-            return out
-        for f in np.asarray(faces).reshape(-1, 15):
-            if min(f[2], f[3]) < min_size:
-                continue
-            if max_size and max(f[2], f[3]) > max_size:
-                continue
-            out.append(FaceBox(float(f[0]), float(f[1]), float(f[2]), float(f[3]), float(f[14])))
-        return out
+    if kind not in DETECTORS:
+        raise ValueError(f"FaceDetector: unknown kind {kind!r}; known: "
+                         f"{', '.join(available_detectors())}")
+    if model_path is not None:
+        options["model_path"] = model_path
+    elif kind == "yunet":
+        options["model_path"] = None
+    return make_detector(kind, min_size=min_size, max_size=max_size, **options)
 
 
 def align_crop(frame_bgr: np.ndarray, box: FaceBox, size: int = 112) -> np.ndarray:
@@ -291,13 +157,13 @@ def align_crop(frame_bgr: np.ndarray, box: FaceBox, size: int = 112) -> np.ndarr
 
     Returns uint8 [size, size, 3] BGR (a grayscale frame is converted to BGR).
     """
-    _check_frame(frame_bgr, "align_crop frame")
+    check_frame(frame_bgr, "align_crop frame")
     size = int(size)
     if size < 1:
         raise ValueError(f"align_crop: size must be >= 1, got {size}")
     if not (np.isfinite([box.x, box.y, box.w, box.h]).all() and box.w > 0 and box.h > 0):
         raise ValueError(f"align_crop: invalid face box {box}")
-    bgr = _to_bgr(frame_bgr)
+    bgr = to_bgr(frame_bgr)
     H, W = bgr.shape[:2]
     cx, cy = box.center
     n = max(int(round(CROP_ENLARGE * max(box.w, box.h))), 1)

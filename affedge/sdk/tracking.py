@@ -12,6 +12,19 @@ re-associated). Rules:
   reported by :meth:`IouTracker.confirmed` (tentative ones still exist, so a real face is not
   delayed by more than ``min_hits - 1`` frames, while a one-frame false positive never shows up).
 
+* each track carries its latest detection as a :class:`~affedge.features.faces.FaceBox`
+  (``track.face``, with the detector's keypoints), for ``crop_face(frame, track.face, recipe)``;
+* slots: at most ``max_tracks`` live tracks. New tracks are made for the unmatched detections
+  best first (score, then area); when the tracker is full, a new detection takes the slot of a
+  *weak* track (not detected in this frame and matched fewer than ``slot_min_hits`` times: a
+  one- or two-frame false positive) instead of waiting for it to age out.
+
+:func:`select_detections` chooses which of a frame's detections are given to the tracker when
+there are more than slots (continuing tracks first, by their age, then new faces by score and
+size), and :func:`choose_primary` picks the primary face from score, track age and size with
+hysteresis, so a short-lived false positive can neither take a slot from a real face for long
+nor become the primary face over a steady track.
+
 :class:`TrackAssistedDetector` schedules the face detector around the tracks: a full-frame
 pass every K frames, a small region search around each track in between.
 
@@ -26,6 +39,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+
+from affedge.features.faces import FaceBox
 
 #: two boxes with IoU above this are the same face (region searches of two tracks, or a
 #: one-frame-old full-pass box and this frame's region-search box)
@@ -43,6 +58,15 @@ def iou(a, b) -> float:
     inter = iw * ih
     union = aw * ah + bw * bh - inter
     return inter / union if union > 0.0 else 0.0
+
+
+def _as_face(det) -> FaceBox:
+    """A detection as a FaceBox (a FaceBox is kept as it is, keypoints included)."""
+    if isinstance(det, FaceBox):
+        _as_box(det)  # validates
+        return det
+    box, score = _as_box(det)
+    return FaceBox(*box, score=score)
 
 
 def _as_box(det) -> tuple[tuple[float, float, float, float], float]:
@@ -73,6 +97,8 @@ class Track:
     time_since_update: int = 0
     velocity: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
     confirmed: bool = False
+    #: the last matched detection (keypoints included when the detector has them)
+    face: FaceBox | None = None
 
     @property
     def detected(self) -> bool:
@@ -90,7 +116,8 @@ class IouTracker:
     """Greedy IoU tracker with constant-velocity prediction; see the module docstring."""
 
     def __init__(self, iou_threshold: float = 0.3, max_age: int = 15, min_hits: int = 1,
-                 max_tracks: int | None = None, velocity_smoothing: float = 0.5):
+                 max_tracks: int | None = None, velocity_smoothing: float = 0.5,
+                 slot_min_hits: int = 3):
         if not 0.0 < iou_threshold <= 1.0:
             raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
         if max_age < 0 or min_hits < 1:
@@ -100,6 +127,9 @@ class IouTracker:
         self.min_hits = int(min_hits)
         self.max_tracks = max_tracks
         self.velocity_smoothing = float(velocity_smoothing)
+        if int(slot_min_hits) < 1:
+            raise ValueError(f"slot_min_hits must be >= 1, got {slot_min_hits}")
+        self.slot_min_hits = int(slot_min_hits)
         self.tracks: list[Track] = []
         self.removed: list[int] = []
         self._next_id = 0
@@ -113,43 +143,43 @@ class IouTracker:
         """Advance one frame with this frame's detections; returns all live tracks (matched,
         new, and those in an occlusion gap), oldest first. Also reports which tracks were
         removed in :attr:`removed` (ids) for the caller to free per-track state."""
-        dets = [_as_box(d) for d in detections]
+        faces = [_as_face(d) for d in detections]
+        dets = [(f.as_tuple(), f.score) for f in faces]
         # predicted boxes for this frame (tracks already missed s frames predict s+1 ahead)
         preds = [t.predicted_box(t.time_since_update + 1) for t in self.tracks]
-        pairs = []
-        for ti, pb in enumerate(preds):
-            for di, (db, _) in enumerate(dets):
-                v = iou(pb, db)
-                if v >= self.iou_threshold:
-                    pairs.append((v, ti, di))
-        pairs.sort(key=lambda p: -p[0])
-        used_t: set[int] = set()
-        used_d: set[int] = set()
-        for _, ti, di in pairs:
-            if ti in used_t or di in used_d:
-                continue
-            used_t.add(ti)
-            used_d.add(di)
-            self._match(self.tracks[ti], *dets[di])
+        used_t, used_d = _greedy_match(preds, [d[0] for d in dets], self.iou_threshold)
+        for ti, di in used_t.items():
+            self._match(self.tracks[ti], faces[di])
         for ti, t in enumerate(self.tracks):
             t.age += 1
             if ti not in used_t:
                 t.time_since_update += 1
-        # new tracks for unmatched detections, largest first, up to max_tracks
-        new = sorted((d for i, d in enumerate(dets) if i not in used_d),
-                     key=lambda d: -d[0][2] * d[0][3])
-        for box, score in new:
+        # new tracks for unmatched detections, best first (score, then area), up to max_tracks;
+        # when full, a new detection replaces the weakest track that is not detected in this
+        # frame and has fewer than slot_min_hits matches (a flicker, not a face in a gap)
+        evicted: list[int] = []
+        new = sorted((f for i, f in enumerate(faces) if i not in used_d),
+                     key=lambda f: (-f.score, -f.area))
+        for face in new:
             if self.max_tracks is not None and len(self.tracks) >= self.max_tracks:
-                break
-            t = Track(id=self._next_id, box=box, score=score)
+                weak = [t for t in self.tracks
+                        if t.time_since_update > 0 and t.hits < self.slot_min_hits]
+                if not weak:
+                    break
+                victim = min(weak, key=lambda t: (t.hits, -t.time_since_update, t.score))
+                self.tracks.remove(victim)
+                evicted.append(victim.id)
+            t = Track(id=self._next_id, box=face.as_tuple(), score=face.score, face=face)
             t.confirmed = t.hits >= self.min_hits
             self._next_id += 1
             self.tracks.append(t)
-        self.removed = [t.id for t in self.tracks if t.time_since_update > self.max_age]
+        self.removed = evicted + [t.id for t in self.tracks if t.time_since_update > self.max_age]
         self.tracks = [t for t in self.tracks if t.time_since_update <= self.max_age]
         return list(self.tracks)
 
-    def _match(self, t: Track, box, score: float) -> None:
+    def _match(self, t: Track, face: FaceBox) -> None:
+        box, score = face.as_tuple(), face.score
+        t.face = face
         gap = t.time_since_update + 1
         inst = tuple((b - a) / gap for a, b in zip(t.box, box))
         if t.hits == 1:
@@ -167,6 +197,87 @@ class IouTracker:
     def confirmed(self) -> list[Track]:
         """Confirmed live tracks (matched at least ``min_hits`` times)."""
         return [t for t in self.tracks if t.confirmed]
+
+
+def _greedy_match(preds, boxes, thr: float) -> tuple[dict[int, int], set[int]]:
+    """Greedy IoU matching (highest pair first): ({track index: detection index}, matched
+    detection indices)."""
+    pairs = sorted(((iou(pb, db), ti, di) for ti, pb in enumerate(preds)
+                    for di, db in enumerate(boxes)), key=lambda p: -p[0])
+    used_t: dict[int, int] = {}
+    used_d: set[int] = set()
+    for v, ti, di in pairs:
+        if v < thr:
+            break
+        if ti in used_t or di in used_d:
+            continue
+        used_t[ti] = di
+        used_d.add(di)
+    return used_t, used_d
+
+
+def select_detections(detections, tracks, max_faces: int, iou_threshold: float = 0.3) -> list:
+    """At most ``max_faces`` of this frame's ``detections`` to give to the tracker: first those
+    that continue a live track (matched to the tracks' predicted boxes as the tracker matches
+    them), the oldest tracks (most matches) first; then new faces by score, then area. Replaces
+    sorting by area and truncating, which let a large false positive push a tracked face out.
+    Detections are returned as given (FaceBox or tuples)."""
+    if int(max_faces) < 1:
+        raise ValueError(f"max_faces must be >= 1, got {max_faces}")
+    dets = list(detections)
+    faces = [_as_face(d) for d in dets]
+    tracks = list(tracks)
+    preds = [t.predicted_box(t.time_since_update + 1) for t in tracks]
+    used_t, used_d = _greedy_match(preds, [f.as_tuple() for f in faces], iou_threshold)
+    cont = sorted(used_t.items(), key=lambda p: (-tracks[p[0]].hits, tracks[p[0]].id))
+    order = [di for _, di in cont] + sorted(
+        (i for i in range(len(dets)) if i not in used_d),
+        key=lambda i: (-faces[i].score, -faces[i].area))
+    return [dets[i] for i in order[: int(max_faces)]]
+
+
+#: matches after which a track counts as half established in :func:`choose_primary`
+PRIMARY_MATURITY_HITS = 5
+#: a challenger must beat the current primary's priority by this factor to take over
+PRIMARY_HYSTERESIS = 1.2
+#: ... and have been matched at least this many times (or as often as the current primary)
+PRIMARY_MIN_HITS = 5
+
+
+def primary_priority(track: Track, frame_shape) -> float:
+    """How much ``track`` deserves to be the primary face: relative size (box side / frame
+    side, not area, so that size does not dominate) x centrality (1 at the centre, 0.5 at a
+    corner) x detection score x maturity hits / (hits + 5), halved while the track is not
+    detected in this frame."""
+    h, w = frame_shape[:2]
+    half_diag = 0.5 * math.hypot(w, h)
+    x, y, bw, bh = track.box
+    d = math.hypot(x + bw / 2 - w / 2, y + bh / 2 - h / 2) / half_diag
+    size = math.sqrt((bw * bh) / float(w * h)) * (1.0 - 0.5 * min(d, 1.0))
+    maturity = track.hits / (track.hits + PRIMARY_MATURITY_HITS)
+    p = size * max(0.0, min(1.0, float(track.score))) * maturity
+    return p if track.detected else 0.5 * p
+
+
+def choose_primary(confirmed, frame_shape, previous_id: int | None) -> Track | None:
+    """The primary face among the ``confirmed`` tracks: the highest :func:`primary_priority`,
+    but the previous primary (``previous_id``) stays unless a challenger's priority is more
+    than :data:`PRIMARY_HYSTERESIS` x its own and the challenger has been matched at least
+    ``min(PRIMARY_MIN_HITS, current.hits)`` times. So a false positive lasting fewer than 5
+    frames, even a large one, never takes over a steady face (a new track also starts at 1/6
+    of its full weight), while a real face that stays and is clearly more prominent does
+    within a few frames. None if there is no track."""
+    confirmed = list(confirmed)
+    if not confirmed:
+        return None
+    best = max(confirmed, key=lambda t: primary_priority(t, frame_shape))
+    current = next((t for t in confirmed if t.id == previous_id), None)
+    if current is None or best is current:
+        return best
+    if best.hits < min(PRIMARY_MIN_HITS, current.hits) or primary_priority(best, frame_shape) \
+            <= PRIMARY_HYSTERESIS * primary_priority(current, frame_shape):
+        return current
+    return best
 
 
 class TrackAssistedDetector:
@@ -193,7 +304,7 @@ class TrackAssistedDetector:
     ``detect_every``; the frames with a full pass cost as much as before (they set the p99).
 
     The region search uses the *same* detector, cascade and parameters
-    (:meth:`affedge.features.faces.FaceDetector.detect_region`), so boxes are framed as a
+    (:meth:`affedge.features.detectors.Detector.detect_region`), so boxes are framed as a
     full-frame detection frames them, and the crops match the training crops (the synthetic
     generator also searches a region around the head with a narrowed size range). Detectors
     without ``detect_region`` are run on the cropped region and filtered by size.
@@ -342,8 +453,6 @@ class TrackAssistedDetector:
         fn = getattr(self.detector, "detect_region", None)
         if callable(fn):
             return list(fn(frame, region, min_size=lo, max_size=hi))
-        from affedge.features.faces import FaceBox
-
         H, W = frame.shape[:2]
         x0, y0 = max(int(round(region[0])), 0), max(int(round(region[1])), 0)
         x1, y1 = min(int(round(region[2])), W), min(int(round(region[3])), H)
@@ -352,7 +461,8 @@ class TrackAssistedDetector:
         out = []
         for b in self.detector.detect(np.ascontiguousarray(frame[y0:y1, x0:x1])):
             if lo <= max(b.w, b.h) <= hi:
-                out.append(FaceBox(b.x + x0, b.y + y0, b.w, b.h, getattr(b, "score", 1.0)))
+                out.append(b.shifted(x0, y0) if isinstance(b, FaceBox) else
+                           FaceBox(b.x + x0, b.y + y0, b.w, b.h, getattr(b, "score", 1.0)))
         return out
 
 

@@ -48,9 +48,10 @@ Video (per frame; the face is a procedurally drawn head, one identity per video)
   information, just like real occlusions in Aff-Wild2.
 * out of view: a few short stretches (about 1-2 s) where the head slides out of the frame;
   frames where the detector finds no face (or only a box far from the real face) have no crop.
-Crops are produced exactly as at run time: ``FaceDetector("haar")`` on the rendered frame
-(searched inside a region around the drawn head to keep generation fast; the box is in frame
-coordinates) and ``align_crop``. No ground-truth-box fallback is used. Measured: the detector
+Crops are produced exactly as at run time: the front end's detector (default ``haar``) on the
+rendered frame (searched inside a region around the drawn head to keep generation fast; the box
+is in frame coordinates) and ``crop_face`` with the front end's crop recipe (default ``box-v1``;
+``synthetic.json`` records the front end, see :mod:`affedge.features.frontend`). No ground-truth-box fallback is used. Measured: the detector
 finds the face in >99 % of visible frames (generator, and the full-frame runtime detector on
 the decoded mp4; 12 unseen identities x 8 s). Speed: ~240 frames per CPU-second on one core
 (measured on a heavily shared 2-core machine); the Haar detector is about half of it.
@@ -77,7 +78,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from affedge.features.faces import FaceBox, FaceDetector, align_crop
+from affedge.features.crops import crop_face
+from affedge.features.detectors import Detector, make_detector
+from affedge.features.frontend import frontend_record
 
 __all__ = ["GENERATOR_VERSION", "Identity", "generate", "make_identity", "render_video"]
 
@@ -607,8 +610,8 @@ def _in_any(i: int, stretches) -> bool:
 
 
 def render_video(name: str, identity: int, seed: int, seconds: float, fps: float,
-                 occlusion: float, out: Path, detector: FaceDetector, partition: str,
-                 progress=None, audio_codec: str = "aac") -> dict:
+                 occlusion: float, out: Path, detector: Detector, partition: str,
+                 progress=None, audio_codec: str = "aac", crop_recipe: str = "box-v1") -> dict:
     """Render one video (mp4 + crops + annotation) and return its synthetic.json record."""
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(identity), 0xA17]))
     ident = make_identity(identity)
@@ -698,7 +701,7 @@ def render_video(name: str, identity: int, seed: int, seconds: float, fps: float
         box = None
         if x1 - x0 >= detector.min_size and y1 - y0 >= detector.min_size:
             for b in detector.detect(np.ascontiguousarray(frame[y0:y1, x0:x1])):
-                bb = FaceBox(b.x + x0, b.y + y0, b.w, b.h, b.score)
+                bb = b.shifted(x0, y0)
                 bcx, bcy = bb.center
                 if abs(bcx - cx) < 0.3 * expect and abs(bcy - cy) < 0.3 * expect:
                     box = bb
@@ -711,7 +714,7 @@ def render_video(name: str, identity: int, seed: int, seconds: float, fps: float
             n_vis_det += visible
         if box is not None:
             crop_written[i] = True
-            crop = align_crop(frame, box, CROP_SIZE)
+            crop = crop_face(frame, box, crop_recipe, CROP_SIZE)
             cv2.imwrite(str(crop_dir / f"{i + 1:05d}.jpg"), crop,
                         [cv2.IMWRITE_JPEG_QUALITY, jpeg_q])
         if _in_any(i, invalid):
@@ -751,11 +754,13 @@ def render_video(name: str, identity: int, seed: int, seconds: float, fps: float
 def generate(out_dir: str | os.PathLike, n_videos: int, seed: int = 0, seconds: float = 30.0,
              fps: float = 30.0, occlusion: float = 0.0, identity_offset: int = 0,
              val_fraction: float = 0.2, progress: bool = True, audio_codec: str = "aac",
-             ) -> dict:
+             detector: str = "haar", crop_recipe: str = "box-v1") -> dict:
     """Write ``n_videos`` synthetic videos in the Aff-Wild2 VA layout under ``out_dir``.
 
-    Deterministic given (seed, identity_offset, n_videos, seconds, fps, occlusion). Returns the
-    record written to ``out_dir/synthetic.json``.
+    Deterministic given (seed, identity_offset, n_videos, seconds, fps, occlusion, detector,
+    crop_recipe). ``detector`` (a registry name) and ``crop_recipe`` (a crop recipe name) are
+    the front end the crops are made with; the default (haar, box-v1) is the demo bundle's.
+    Returns the record written to ``out_dir/synthetic.json``.
     """
     if int(n_videos) < 1:
         raise ValueError(f"synth: --videos must be >= 1, got {n_videos}")
@@ -781,7 +786,8 @@ def generate(out_dir: str | os.PathLike, n_videos: int, seed: int = 0, seconds: 
         n_val = min(max(n_val, 1), n_videos - 1)
     order = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5B17])).permutation(n_videos)
     val_set = {int(j) for j in order[:n_val]}
-    detector = FaceDetector("haar")
+    det = make_detector(detector)
+    frontend = frontend_record(det, crop_recipe)  # validates the pair before rendering
     bar = None
     if progress:
         try:
@@ -799,7 +805,7 @@ def generate(out_dir: str | os.PathLike, n_videos: int, seed: int = 0, seconds: 
             name = f"synth_{identity:05d}"
             part = "Validation_Set" if j in val_set else "Train_Set"
             videos.append(render_video(name, identity, seed, seconds, fps, occlusion, out,
-                                       detector, part, bar, audio_codec))
+                                       det, part, bar, audio_codec, crop_recipe))
     finally:
         if bar is not None:
             bar.close()
@@ -819,8 +825,8 @@ def generate(out_dir: str | os.PathLike, n_videos: int, seed: int = 0, seconds: 
         "val_fraction": float(val_fraction),
         "frame_size": [FRAME_W, FRAME_H],
         "sample_rate": SAMPLE_RATE,
-        "crops": {"detector": "haar (affedge.features.faces.FaceDetector)",
-                  "framing": "affedge.features.faces.align_crop", "size": CROP_SIZE,
+        "crops": {"frontend": frontend,
+                  "framing": "affedge.features.crops.crop_face", "size": CROP_SIZE,
                   "occluded_frames": "crop only where the detector finds the face", "missing": "no detection"},
         "visible_detect_rate": (vis_det / vis) if vis else None,
         "frames_per_second_generated": total / elapsed if elapsed > 0 else None,

@@ -1,0 +1,299 @@
+"""MediaPipe BlazeFace (short and full range) on ONNX Runtime: anchors, keypoints, weighted NMS."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from affedge.features.detectors.base import Detector, file_sha256, register_detector, size_ok
+from affedge.features.faces import FaceBox, to_bgr
+
+#: the shipped models (scripts/build_face_models.py; licence, source and sha256 in the NOTICE)
+MODEL_DIR = Path(__file__).resolve().parents[2] / "assets" / "models" / "blazeface"
+
+#: MediaPipe's face detection graphs (mediapipe/modules/face_detection/
+#: face_detection_{short,full}_range*.pbtxt) give per model: the anchor layout ((stride,
+#: anchors per cell), ...) with fixed-size anchors, boxes/keypoints as offsets in input pixels,
+#: min_score_thresh (0.5 short, 0.6 full) and weighted NMS at IoU 0.3. The shipped ONNX graphs
+#: take any input size that is a multiple of ``align`` (scripts/build_face_models.py), so the
+#: detector chooses the input scale from the face sizes it searches for.
+#: ``faces``: the face side range (input pixels) the model scores well, measured with the
+#: astronaut's head pasted at 8-250 px on skimage's coffee photo (score >= 0.79 for the full
+#: model in [20, 96] px, >= 0.83 for the short one in [20, 128]; both fall below 0.5 under
+#: 16 px and above ~160 px). Passes aim the smallest face at ``faces[0]`` * 1.2.
+#: ``min_score``: MediaPipe's 0.6 for the full model; 0.7 for the short one instead of
+#: MediaPipe's 0.5, because our passes show it small faces in whole 640x480 scenes, outside
+#: its selfie use, where it fires on texture: benchmarks/bench_detectors.py measured, at 0.5 /
+#: 0.6 / 0.7, face-free frames with a false positive 22 % / 12 % / 3 % at recall 0.97 / 0.94 /
+#: 0.92.
+VARIANTS = {
+    "short": {"file": "blazeface_short.onnx", "layout": ((8, 2), (16, 6)), "align": 16,
+              "native": 128,
+              "min_score": 0.7, "faces": (20.0, 112.0)},
+    "full": {"file": "blazeface_full.onnx", "layout": ((4, 1),), "align": 32, "native": 192,
+             "min_score": 0.6, "faces": (20.0, 88.0)},
+}
+NMS_IOU = 0.3
+_SHA_CACHE: dict[Path, str] = {}
+#: a full pass keeps boxes down to this fraction of ``min_size`` (see ``_detect``)
+FULL_PASS_SLACK = 0.75
+#: a region search shows the model a square of this many face sides around the tracked face
+REGION_CONTEXT = 2.5
+
+
+def anchor_centres(height: int, width: int, layout) -> np.ndarray:
+    """Anchor centres [N, 2] (x, y) in input pixels for an input of ``height`` x ``width``: per
+    stride, the grid of cells in row-major order, each repeated ``per_cell`` times (MediaPipe's
+    SSD anchors with ``fixed_anchor_size``: the regressors are offsets from these centres)."""
+    out = []
+    for stride, per_cell in layout:
+        ys = (np.arange(int(np.ceil(height / stride)), dtype=np.float32) + 0.5) * stride
+        xs = (np.arange(int(np.ceil(width / stride)), dtype=np.float32) + 0.5) * stride
+        yy, xx = np.meshgrid(ys, xs, indexing="ij")
+        out.append(np.repeat(np.stack([xx.ravel(), yy.ravel()], axis=1), per_cell, axis=0))
+    return np.concatenate(out).astype(np.float32)
+
+
+def weighted_nms(boxes: np.ndarray, scores: np.ndarray, iou_thr: float = NMS_IOU):
+    """MediaPipe's weighted NMS: take the best remaining candidate, average the boxes and
+    keypoints of all candidates overlapping it by IoU > ``iou_thr`` (weights = scores), keep the
+    best score. ``boxes`` [N, 16] = (x0, y0, x1, y1, 6 keypoints (x, y)). Returns (boxes, scores).
+    """
+    order = np.argsort(-scores, kind="stable")
+    boxes, scores = boxes[order], scores[order]
+    keep_b, keep_s = [], []
+    alive = np.ones(len(scores), bool)
+    area = np.maximum(boxes[:, 2] - boxes[:, 0], 0) * np.maximum(boxes[:, 3] - boxes[:, 1], 0)
+    for i in range(len(scores)):
+        if not alive[i]:
+            continue
+        ix0 = np.maximum(boxes[i, 0], boxes[:, 0])
+        iy0 = np.maximum(boxes[i, 1], boxes[:, 1])
+        ix1 = np.minimum(boxes[i, 2], boxes[:, 2])
+        iy1 = np.minimum(boxes[i, 3], boxes[:, 3])
+        inter = np.maximum(ix1 - ix0, 0) * np.maximum(iy1 - iy0, 0)
+        iou = inter / np.maximum(area[i] + area - inter, 1e-12)
+        group = alive & (iou > iou_thr)
+        group[i] = True
+        w = scores[group]
+        keep_b.append((boxes[group] * w[:, None]).sum(0) / w.sum())
+        keep_s.append(scores[i])
+        alive &= ~group
+    if not keep_b:
+        return np.zeros((0, 16), np.float32), np.zeros(0, np.float32)
+    return np.stack(keep_b).astype(np.float32), np.asarray(keep_s, np.float32)
+
+
+def drop_nested(boxes: np.ndarray, scores: np.ndarray, ratio: float = 0.6):
+    """Drop a box that contains the centre of a higher-scoring box less than ``ratio`` times
+    its size: a face does not contain a smaller face, but a coarse pass may fire on the blob of
+    head and shoulders around a face the fine pass found (boxes sorted by score)."""
+    keep = np.ones(len(scores), bool)
+    side = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+    for i in range(len(scores)):
+        inside = (boxes[i, 0] <= cx) & (cx <= boxes[i, 2]) & (boxes[i, 1] <= cy) & \
+            (cy <= boxes[i, 3]) & (side < ratio * side[i]) & (scores > scores[i])
+        keep[i] = not inside.any()
+    return boxes[keep], scores[keep]
+
+
+class BlazeFaceDetector(Detector):
+    """MediaPipe BlazeFace on ONNX Runtime (numpy decoding, no TensorFlow).
+
+    A full pass scales the frame so that a face of ``min_size`` pixels appears at 1.2x the
+    smallest face the model scores well (:data:`VARIANTS`), and adds coarser passes (each
+    covering the next band of face sizes) until the largest face possible (``max_size`` or the
+    frame's short side) is covered or the pass is MediaPipe's letterbox (the whole frame in the
+    native 128/192 square); inputs are padded with black to the model's multiple and to at
+    least the native size.
+    RGB in [-1, 1]; boxes and the six keypoints (:data:`affedge.features.faces.KEYPOINTS`) are
+    decoded from the anchors, scores = sigmoid(logit) >= ``min_score``; the candidates of all
+    passes are merged by weighted NMS and mapped to frame pixels; faces outside
+    [min_size, max_size] (larger box side) are dropped.
+
+    Options: ``min_size`` (default 40; a full pass keeps boxes down to
+    ``FULL_PASS_SLACK * min_size``, BlazeFace's box being tighter than Haar's), ``max_size``, ``min_score`` (default 0.6 full, as
+    MediaPipe; 0.7 short, see :data:`VARIANTS`), ``model_path`` (default: the shipped model), ``providers`` (ONNX Runtime
+    execution providers, default ``["CPUExecutionProvider"]``, e.g.
+    ``["CUDAExecutionProvider", "CPUExecutionProvider"]``), ``threads`` (intra-op threads,
+    default 1: the detector shares the CPU with the model).
+    """
+
+    has_keypoints = True
+    variant = "full"
+
+    @classmethod
+    def default_model_sha256(cls) -> str | None:
+        path = MODEL_DIR / VARIANTS[cls.variant]["file"]
+        if path not in _SHA_CACHE:
+            _SHA_CACHE[path] = file_sha256(path)
+        return _SHA_CACHE[path]
+
+    def __init__(self, min_size: int = 40, max_size: int | None = None,
+                 min_score: float | None = None, model_path: str | os.PathLike | None = None,
+                 providers=None, threads: int = 1) -> None:
+        super().__init__(min_size, max_size)
+        import onnxruntime as ort
+
+        spec = VARIANTS[self.variant]
+        self.layout, self.align = spec["layout"], int(spec["align"])
+        self.native = int(spec["native"])
+        self.face_lo, self.face_hi = spec["faces"]
+        self.min_score = float(spec["min_score"] if min_score is None else min_score)
+        if not 0.0 < self.min_score < 1.0:
+            raise ValueError(f"{self.name}: min_score must be in (0, 1), got {self.min_score}")
+        path = Path(MODEL_DIR / spec["file"] if model_path is None else model_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{self.name}: model file not found: {path} (built by "
+                                    f"scripts/build_face_models.py)")
+        self.model_path = str(path)
+        self.model_sha256 = self.default_model_sha256() if model_path is None \
+            else file_sha256(path)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = max(1, int(threads))
+        so.inter_op_num_threads = 1
+        self.providers = list(providers) if providers else ["CPUExecutionProvider"]
+        self._sess = ort.InferenceSession(self.model_path, so, providers=self.providers)
+        self._input = self._sess.get_inputs()[0].name
+        self._anchors: dict[tuple[int, int], np.ndarray] = {}
+
+    # ----------------------------------------------------------------- model call
+    def _candidates(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Decoded candidates of one BGR image (its size a multiple of ``align``): [N, 16]
+        (x0, y0, x1, y1, six keypoints (x, y)) in its pixels, and their scores (before NMS)."""
+        H, W = image.shape[:2]
+        x = cv2.cvtColor(image, cv2.COLOR_BGR2RGB).astype(np.float32)
+        x = (x * np.float32(1 / 127.5) - np.float32(1.0)).transpose(2, 0, 1)[None]
+        reg, cls = self._sess.run(None, {self._input: np.ascontiguousarray(x)})
+        anchors = self._anchors.get((H, W))
+        if anchors is None:
+            anchors = self._anchors[(H, W)] = anchor_centres(H, W, self.layout)
+        if reg.shape[1] != len(anchors):
+            raise ValueError(f"{self.name}: model gave {reg.shape[1]} anchors for a {W}x{H} "
+                             f"input, expected {len(anchors)}")
+        logits = np.clip(cls.reshape(-1).astype(np.float64), -100.0, 100.0)
+        scores = 1.0 / (1.0 + np.exp(-logits))
+        keep = scores >= self.min_score
+        r = reg.reshape(-1, 16)[keep]
+        a = anchors[keep]
+        out = np.empty_like(r)
+        cx, cy = a[:, 0] + r[:, 0], a[:, 1] + r[:, 1]
+        out[:, 0], out[:, 2] = cx - r[:, 2] / 2.0, cx + r[:, 2] / 2.0
+        out[:, 1], out[:, 3] = cy - r[:, 3] / 2.0, cy + r[:, 3] / 2.0
+        out[:, 4::2] = r[:, 4::2] + a[:, :1]
+        out[:, 5::2] = r[:, 5::2] + a[:, 1:]
+        ok = (out[:, 2] > out[:, 0]) & (out[:, 3] > out[:, 1])
+        return out[ok], scores[keep][ok].astype(np.float32)
+
+    def _pass(self, bgr: np.ndarray, x0: float, y0: float, span_w: float, span_h: float,
+              s: float) -> tuple[np.ndarray, np.ndarray]:
+        """Candidates (frame coordinates) of the rectangle [x0, x0+span_w) x [y0, y0+span_h)
+        of ``bgr`` seen at scale ``s`` (parts outside the frame are black)."""
+        H, W = bgr.shape[:2]
+        a = self.align
+        # never smaller than the trained input (black padding, like MediaPipe's letterbox):
+        # on tiny inputs the models fire on blobs
+        iw = max(self.native, int(np.ceil(span_w * s / a)) * a)
+        ih = max(self.native, int(np.ceil(span_h * s / a)) * a)
+        img = np.zeros((ih, iw, 3), np.uint8)
+        fx0, fy0 = max(int(np.ceil(x0)), 0), max(int(np.ceil(y0)), 0)
+        fx1 = min(int(np.floor(x0 + span_w)), W)
+        fy1 = min(int(np.floor(y0 + span_h)), H)
+        if fx1 <= fx0 or fy1 <= fy0:
+            return np.zeros((0, 16), np.float32), np.zeros(0, np.float32)
+        dx0, dy0 = int(round((fx0 - x0) * s)), int(round((fy0 - y0) * s))
+        dw = min(max(int(round((fx1 - fx0) * s)), 1), iw - dx0)
+        dh = min(max(int(round((fy1 - fy0) * s)), 1), ih - dy0)
+        if dw < 1 or dh < 1:
+            return np.zeros((0, 16), np.float32), np.zeros(0, np.float32)
+        part = bgr[fy0:fy1, fx0:fx1]
+        interp = cv2.INTER_AREA if s < 1.0 else cv2.INTER_LINEAR
+        img[dy0:dy0 + dh, dx0:dx0 + dw] = cv2.resize(part, (dw, dh), interpolation=interp)
+        boxes, scores = self._candidates(img)
+        # input pixels -> frame pixels (exact for the pasted part, rounding included)
+        sx, sy = (fx1 - fx0) / dw, (fy1 - fy0) / dh
+        boxes[:, 0::2] = (boxes[:, 0::2] - dx0) * sx + fx0
+        boxes[:, 1::2] = (boxes[:, 1::2] - dy0) * sy + fy0
+        return boxes, scores
+
+    def _faces(self, parts, min_size: int, max_size: int | None, region=None) -> list[FaceBox]:
+        boxes = np.concatenate([p[0] for p in parts])
+        scores = np.concatenate([p[1] for p in parts])
+        boxes, scores = weighted_nms(boxes, scores)
+        boxes, scores = drop_nested(boxes, scores)
+        out = []
+        for b, sc in zip(boxes, scores):
+            f = FaceBox(float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1]),
+                        float(sc), keypoints=tuple((float(b[i]), float(b[i + 1]))
+                                                   for i in range(4, 16, 2)))
+            if not size_ok(f, min_size, max_size):
+                continue
+            if region is not None:
+                cx, cy = f.center
+                if not (region[0] <= cx <= region[2] and region[1] <= cy <= region[3]):
+                    continue
+            out.append(f)
+        return out
+
+    def scales(self, height: int, width: int, min_size: int, max_size: int | None) -> list[float]:
+        """The input scales of a full pass over a ``height`` x ``width`` image."""
+        lo, hi = 1.2 * self.face_lo, self.face_hi
+        biggest = float(min(height, width) if max_size is None else min(max_size,
+                                                                       max(height, width)))
+        floor = min(1.0, self.native / float(max(height, width)))  # the letterbox scale
+        s = max(floor, min(1.0, lo / max(min_size, 1)))
+        out = [s]
+        while biggest * s > hi and s > floor:
+            s = max(floor, s * lo / hi)
+            out.append(s)
+        return out
+
+    # ----------------------------------------------------------------- Detector interface
+    def _detect(self, image: np.ndarray, min_size: int, max_size: int | None) -> list[FaceBox]:
+        bgr = to_bgr(image)
+        H, W = bgr.shape[:2]
+        parts = [self._pass(bgr, 0.0, 0.0, float(W), float(H), s)
+                 for s in self.scales(H, W, min_size, max_size)]
+        # BlazeFace's box is tight (brows to chin): a face searched for at ``min_size`` may
+        # come out up to ~20 % smaller, so a full pass keeps boxes down to FULL_PASS_SLACK x it
+        return self._faces(parts, max(1, int(FULL_PASS_SLACK * min_size)), max_size)
+
+    def detect_region(self, frame: np.ndarray, region, min_size: int | None = None,
+                      max_size: int | None = None) -> list[FaceBox]:
+        """Faces whose centre lies in ``region`` (x0, y0, x1, y1), frame coordinates, best
+        first, side in [min_size, max_size]. One model pass over the square centred on the
+        region of side max(region side, REGION_CONTEXT x the middle face size), scaled so the
+        middle face size appears in the middle of the model's good range."""
+        from affedge.features.faces import check_frame
+
+        check_frame(frame)
+        lo = self.min_size if min_size is None else max(1, int(min_size))
+        hi = self.max_size if max_size is None else max(lo, int(max_size))
+        rx0, ry0, rx1, ry1 = (float(v) for v in region)
+        H, W = frame.shape[:2]
+        if min(rx1, W) - max(rx0, 0) < lo or min(ry1, H) - max(ry0, 0) < lo:
+            return []
+        mid = float(np.sqrt(lo * hi)) if hi else float(lo)
+        span = max(rx1 - rx0, ry1 - ry0, REGION_CONTEXT * mid)
+        s = float(np.sqrt(self.face_lo * self.face_hi)) / mid
+        cx, cy = (rx0 + rx1) / 2.0, (ry0 + ry1) / 2.0
+        part = self._pass(to_bgr(frame), cx - span / 2.0, cy - span / 2.0, span, span, s)
+        faces = self._faces([part], lo, hi, region=(rx0, ry0, rx1, ry1))
+        return sorted(faces, key=lambda b: (b.score, b.area), reverse=True)
+
+
+@register_detector("blazeface")
+class BlazeFaceFull(BlazeFaceDetector):
+    __doc__ = "Full-range BlazeFace (trained at 192x192; MediaPipe: faces up to ~5 m). " + \
+        (BlazeFaceDetector.__doc__ or "")
+    variant = "full"
+
+
+@register_detector("blazeface-short")
+class BlazeFaceShort(BlazeFaceDetector):
+    __doc__ = "Short-range BlazeFace (trained at 128x128; MediaPipe: faces within ~2 m). " + \
+        (BlazeFaceDetector.__doc__ or "")
+    variant = "short"

