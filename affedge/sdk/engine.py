@@ -59,7 +59,13 @@ import numpy as np
 from affedge.sdk.audio_timeline import AudioTimeline, check_time
 from affedge.sdk.prediction import FaceResult, Prediction
 from affedge.sdk.smoothing import ExponentialSmoother
-from affedge.sdk.tracking import IouTracker, Track, TrackAssistedDetector
+from affedge.sdk.tracking import (
+    IouTracker,
+    Track,
+    TrackAssistedDetector,
+    choose_primary,
+    select_detections,
+)
 
 #: full-frame face detection every this many frames (region searches around the tracks in
 #: between). Measured on the 2-core CPU (320x240, Haar): full pass 24-34 ms, region search
@@ -112,7 +118,10 @@ class StreamingEngine:
                  tracker: IouTracker | None = None, audio_capacity_s: float = 30.0,
                  audio_timeout: float = 1.0, gap_tolerance: float = 0.05,
                  presence_window: int = 30, detect_every: int = DEFAULT_DETECT_EVERY,
-                 roi_scale: float = 1.6, async_detect: bool | None = None):
+                 roi_scale: float = 1.6, async_detect: bool | None = None,
+                 crop_recipe: str | None = None):
+        from affedge.features.crops import get_recipe
+        from affedge.features.frontend import frontend_of
         from affedge.preprocess import audio_normaliser, crop_normaliser
 
         if int(max_faces) < 1:
@@ -135,6 +144,9 @@ class StreamingEngine:
         self.model_cfg = bundle.model_config()
         self.feature_cfg = fcfg = bundle.feature_config()
         self.receptive_field = int(bundle.receptive_field)
+        #: how detected faces become crops: the bundle's front-end record (training's recipe)
+        self.crop_recipe = get_recipe(crop_recipe or frontend_of(
+            bundle.manifest.get("face_frontend"))["crop_recipe"]).name
         self._crop_norm = crop_normaliser(bundle.manifest.get("crop"))
         self._parse_artifacts()
         self.audio = AudioTimeline(
@@ -292,14 +304,14 @@ class StreamingEngine:
     def _faces(self, frame_bgr, detections):
         """Detection, tracking and crops for one frame -> (tracks, confirmed tracks, stream
         ids, TrackStates, embeddings with None where a crop is to be encoded, crops, slots)."""
-        from affedge.features.faces import FaceBox, align_crop
+        from affedge.features.crops import crop_face
 
         if detections is None:
             dets = self.face_search.detect(frame_bgr, self.tracker.tracks)
         else:
             dets = list(detections)
             self.face_search.discard_pending()  # a full pass is merged only into the next frame
-        dets = sorted(dets, key=lambda b: -(b.w * b.h))[: self.max_faces]
+        dets = select_detections(dets, self.tracker.tracks, self.max_faces)
         tracks = self.tracker.update(dets)
         for tid in self.tracker.removed:
             self._streams.pop(tid, None)
@@ -316,8 +328,8 @@ class StreamingEngine:
                 self._streams[tr.id] = self._new_stream()
             stream_ids.append(tr.id)
             if tr.detected:
-                box = FaceBox(*tr.box, score=tr.score)
-                to_encode.append(align_crop(frame_bgr, box, self.feature_cfg.aligned_size))
+                to_encode.append(crop_face(frame_bgr, tr.face, self.crop_recipe,
+                                           self.feature_cfg.aligned_size))
                 enc_slot.append(len(embs))
                 embs.append(None)
             else:
@@ -393,24 +405,10 @@ class StreamingEngine:
         return np.asarray(out[self._va_out], np.float32).reshape(n, -1), new_states
 
     def _choose_primary(self, confirmed: list[Track], shape) -> Track | None:
-        """Largest and most central confirmed track, with 20 % hysteresis to avoid flicker."""
-        if not confirmed:
-            self._primary_id = None
-            return None
-        h, w = shape[:2]
-        half_diag = 0.5 * float(np.hypot(w, h))
-
-        def score(tr: Track) -> float:
-            x, y, bw, bh = tr.box
-            d = float(np.hypot(x + bw / 2 - w / 2, y + bh / 2 - h / 2)) / half_diag
-            s = (bw * bh) / float(w * h) * (1.0 - 0.5 * min(d, 1.0))
-            return s if tr.detected else 0.5 * s
-
-        best = max(confirmed, key=score)
-        current = next((tr for tr in confirmed if tr.id == self._primary_id), None)
-        if current is not None and score(best) <= 1.2 * score(current):
-            best = current
-        self._primary_id = best.id
+        """The primary face (score, track age and size, with hysteresis: see
+        :func:`affedge.sdk.tracking.choose_primary`)."""
+        best = choose_primary(confirmed, shape, self._primary_id)
+        self._primary_id = None if best is None else best.id
         return best
 
     # ------------------------------------------------------------------ bookkeeping

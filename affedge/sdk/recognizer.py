@@ -76,8 +76,14 @@ class Recognizer:
         ``close()`` does not close it.
     smoothing: causal exponential smoothing knob in [0, 1); 0 = raw. Mean lag
         ``smoothing / (1 - smoothing)`` frames (0.8 -> 4 frames); see ``affedge.sdk.smoothing``.
-    detector: "haar" (OpenCV's bundled cascade), "yunet" (needs ``yunet_model``), or any object
-        with ``detect(frame_bgr) -> list[FaceBox]``.
+    detector: None (default: the face detector the bundle's training crops came from, its
+        front-end record; bundles without one: "haar"), a registry name
+        (:func:`affedge.features.detectors.available_detectors`: "blazeface",
+        "blazeface-short", "haar", "yunet" with ``yunet_model``), or any object with
+        ``detect(frame_bgr) -> list[FaceBox]``. Faces are cropped with the bundle's crop recipe
+        either way; a bundle whose front end this install cannot reproduce (unknown detector or
+        recipe, another model file) is refused with the reason.
+    min_face: smallest face side (pixels) the detector looks for (default: the detector's).
     max_faces: faces tracked at once (each keeps its own temporal state).
     min_hits, max_age, iou_threshold: tracker settings (see ``affedge.sdk.tracking``).
     audio_capacity_s: audio ring buffer capacity in seconds.
@@ -112,13 +118,13 @@ class Recognizer:
     """
 
     def __init__(self, bundle_path=None, backend="auto", smoothing: float = 0.0,
-                 detector="haar", yunet_model: str | os.PathLike | None = None,
+                 detector=None, yunet_model: str | os.PathLike | None = None,
                  max_faces: int = 4, *, min_hits: int = 1, max_age: int = 15,
                  iou_threshold: float = 0.3, audio_capacity_s: float = 30.0,
                  on_prediction: Callable[[Prediction], None] | list | None = None,
                  backend_options: dict | None = None, detect_every: int | None = None,
                  roi_scale: float = 1.6, fallback: bool = False,
-                 async_detect: bool | None = None):
+                 async_detect: bool | None = None, min_face: int | None = None):
         from affedge.bundle import Bundle, load_bundle
         from affedge.sdk.engine import DEFAULT_DETECT_EVERY, StreamingEngine
         from affedge.sdk.tracking import IouTracker
@@ -137,16 +143,11 @@ class Recognizer:
         self._owned: list = []  # backends this Recognizer created (closed by close())
         self.backend_failures: list[tuple[int, str, str]] = []
         self.backend = self._make_backend(backend, bool(fallback))
-        if isinstance(detector, str):
-            from affedge.features.faces import FaceDetector
-
-            if detector not in ("haar", "yunet"):
-                raise ValueError(f"detector must be 'haar', 'yunet' or an object with "
-                                 f"detect(); got {detector!r}")
-            detector = FaceDetector(detector, model_path=yunet_model)
-        elif not hasattr(detector, "detect"):
-            raise TypeError(f"detector must be 'haar', 'yunet' or have a detect(frame) method; "
-                            f"got {type(detector).__name__}")
+        try:
+            detector = self._make_detector(detector, yunet_model, min_face)
+        except BaseException:
+            self._close_owned()
+            raise
         tracker = IouTracker(iou_threshold=iou_threshold, max_age=max_age, min_hits=min_hits,
                              max_tracks=max_faces)
         try:
@@ -182,6 +183,31 @@ class Recognizer:
             raise FileNotFoundError(f"the demo bundle is missing ({DEMO_BUNDLE}); "
                                     + DEMO_BUILD_HINT)
         return cls(DEMO_BUNDLE, **kwargs)
+
+    def _make_detector(self, detector, yunet_model, min_face):
+        """The face detector: from the bundle's front-end record (None), by registry name, or
+        the caller's object."""
+        from affedge.features.detectors import available_detectors, make_detector
+        from affedge.features.frontend import detector_from_record
+
+        opts = {}
+        if min_face is not None:
+            if isinstance(min_face, bool) or not isinstance(min_face, int) or min_face < 8:
+                raise ValueError(f"min_face must be an integer >= 8 pixels, got {min_face!r}")
+            opts["min_size"] = min_face
+        if yunet_model is not None:
+            opts["model_path"] = yunet_model
+        if detector is None:
+            return detector_from_record(self.bundle.manifest.get("face_frontend"), **opts)
+        if isinstance(detector, str):
+            if detector not in available_detectors():
+                raise ValueError(f"detector must be one of {', '.join(available_detectors())} "
+                                 f"or an object with detect(); got {detector!r}")
+            return make_detector(detector, **opts)
+        if not hasattr(detector, "detect"):
+            raise TypeError(f"detector must be a detector name or have a detect(frame) method; "
+                            f"got {type(detector).__name__}")
+        return detector
 
     @property
     def backend_name(self) -> str:
