@@ -5,6 +5,7 @@ reader sees every frame at once and a SIGTERM or power loss after ``close`` lose
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import stat
@@ -28,10 +29,15 @@ class _FileSink(Sink):
         super().__init__()
         self.target = self.path = os.fspath(target)
         self._fh = open_output_file(self.path)
+        self.error: OSError | None = None  # the write error already raised to the caller
 
     def _emit(self, text: str) -> None:
-        self._fh.write(text)
-        self._fh.flush()
+        try:
+            self._fh.write(text)
+            self._fh.flush()
+        except OSError as exc:
+            self.error = exc
+            raise
 
     def flush(self) -> None:
         if not self._fh.closed:
@@ -42,6 +48,10 @@ class _FileSink(Sink):
             return
         self.closed = True
         fh = self._fh
+        if self.error is not None:  # reported once already: release the file, no new error
+            with contextlib.suppress(OSError):
+                fh.close()
+            return
         try:
             fh.flush()
             st = os.fstat(fh.fileno())
