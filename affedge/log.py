@@ -94,9 +94,14 @@ def debug(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
-def filter_third_party_warnings() -> None:
+def filter_third_party_warnings(import_first: tuple[str, ...] = ()) -> None:
     """Ignore the warnings in ``_NOISE`` (by category and issuing module) and quiet the
-    third-party loggers; called unless -v."""
+    third-party loggers; called unless -v. ``import_first``: modules to import before the
+    logger levels are set (``import torch`` resets its loggers' levels)."""
+    import importlib
+
+    for name in import_first:
+        importlib.import_module(name)
     for cat, mod in _NOISE:
         warnings.filterwarnings("ignore", category=cat, module=mod)
     if "torch" in sys.modules:  # torch's own category, only once torch is imported anyway

@@ -55,7 +55,7 @@ def wait_for_frames(lines: queue.Queue, at_least: int, seen: list[str], timeout:
         m = STATUS.search(line)
         if m and int(m.group(1)) >= at_least:
             return int(m.group(1))
-    raise AssertionError("no status line reached frame %d:\n%s" % (at_least, "".join(seen)))
+    raise AssertionError(f"no status line reached frame {at_least}:\n" + "".join(seen))
 
 
 def drain(lines: queue.Queue, seen: list[str]) -> str:
@@ -103,7 +103,7 @@ def test_signal_mid_run_keeps_every_reported_row_and_the_plot(tmp_path, sig):
 def test_jsonl_on_stdout_is_strict_and_flushed_per_line(tmp_path):
     """``--out -``: one strict-JSON schema-1 record per line on stdout, readable while the run
     goes on (each line is flushed), status lines on stderr only."""
-    proc, lines = start(["run", str(DEMO_CLIP), "--out", "-", "--realtime", "--threads", "1"])
+    proc, _ = start(["run", str(DEMO_CLIP), "--out", "-", "--realtime", "--threads", "1"])
     got = []
     try:
         for _ in range(5):

@@ -72,7 +72,7 @@ def test_jsonl_is_strict_json_with_nulls_in_nested_faces(tmp_path):
     assert len(lines) == 2
     a, b = (strict_loads(x) for x in lines)
     assert a["schema"] == SCHEMA == 1
-    assert list(a)[0] == "schema"
+    assert next(iter(a)) == "schema"
     assert set(a) - {"schema"} == set(pred(0, 0.0).to_dict())  # Prediction's field names
     assert a["valence"] is None and a["faces"][0]["valence"] is None
     assert a["faces"][0]["box"][0] is None and a["faces"][0]["score"] is None

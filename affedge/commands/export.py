@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     from affedge.export.parity import format_table
 
     if not log.verbose():
-        log.filter_third_party_warnings()  # again: torch is imported now
+        log.filter_third_party_warnings(import_first=("torch",))
     res = export_bundle(
         args.checkpoint, args.output, formats=formats, fp16=args.fp16,
         int8=args.int8, calib=args.calib, dynamic_batch=args.dynamic_batch, data=args.data,

@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     opts = options_from_args(args)
     out = Path(args.out or f"runs/{args.encoder}-{args.modality}")
     if not log.verbose():
-        log.filter_third_party_warnings()  # again: torch is imported now
+        log.filter_third_party_warnings(import_first=("torch",))
     try:
         summary = cross_validate(data, out, folds, opts=opts)
         is_main = ddp.context().is_main
