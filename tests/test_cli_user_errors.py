@@ -187,3 +187,38 @@ def test_verbose_shows_the_traceback(tmp_path):
     f.write_text("x")
     r = affedge("synth", f, "-v")
     assert r.returncode == 1 and "Traceback" in r.stderr
+
+
+def test_onnxruntime_invalid_argument_is_one_line(tmp_path):
+    """A real ONNX Runtime InvalidArgument (wrong input rank) becomes one line."""
+    onnx = pytest.importorskip("onnx")
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from affedge.cli import _user_error
+
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    path = tmp_path / "relu.onnx"
+    onnx.save(m, str(path))
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    with pytest.raises(Exception) as ei:
+        sess.run(None, {"x": np.zeros((2, 2, 2), np.float32)})
+    msg = _user_error(ei.value)
+    assert msg is not None and "\n" not in msg and "x" in msg, msg
+
+
+def test_overlay_window_starts_at_a_readable_size():
+    from affedge.sdk.overlay import WINDOW_LONG_SIDE, window_size
+
+    assert window_size(320, 240) == (900, 675)  # the demo clip: scaled up, aspect kept
+    assert window_size(3840, 2160) == (1280, 720)  # 4K: fits a laptop screen
+    assert window_size(1000, 700) == (1000, 700)
+    lo, hi = WINDOW_LONG_SIDE
+    for w, h in ((160, 120), (640, 480), (1920, 1080), (480, 640)):
+        ww, hh = window_size(w, h)
+        assert lo <= max(ww, hh) <= hi and abs(ww / hh - w / h) < 0.01
