@@ -247,3 +247,20 @@ def test_export_quiet_prints_only_its_result_line(fresh_checkpoint, tmp_path):
     assert r.stderr == ""
     assert r.stdout.strip() == f"wrote bundle {out}"
     assert (out / "manifest.json").is_file()
+
+
+def test_training_curves_have_whole_epoch_ticks(tmp_path):
+    """One epoch: a single tick at 0 (no -0.4 .. 0.4 axis); many epochs: whole numbers only;
+    other x (seconds) keep fractional ticks."""
+    import cv2
+
+    from affedge.plotting import _xticks, plot_curves
+
+    one = plot_curves(tmp_path / "one.png", [0], {"loss": [0.9]})
+    assert list(_xticks(one.panels[0])) == [0.0]
+    assert cv2.imread(str(tmp_path / "one.png")) is not None
+    many = plot_curves(None, [0, 1, 2, 3], {"loss": [0.9, 0.7, 0.6, 0.5]})
+    t = _xticks(many.panels[0])
+    assert len(t) >= 2 and all(float(v).is_integer() for v in t)
+    secs = plot_curves(None, [0.0, 0.5, 1.25], {"v": [0.1, 0.2, 0.3]}, xlabel="s")
+    assert any(not float(v).is_integer() for v in _xticks(secs.panels[0]))
