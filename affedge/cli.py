@@ -3,6 +3,10 @@
 Each subcommand lives in ``affedge/commands/<name>.py`` and exposes ``HELP`` (one line),
 ``add_arguments(parser)`` and ``run(args) -> int``. Command modules must import only light
 modules at top level (no torch): heavy imports happen inside ``run``.
+
+Shared grammar (added here to every subcommand): ``-q/--quiet``, ``-v/--verbose`` (see
+:mod:`affedge.log`); every option's help shows its default; a usage mistake is one line on
+stderr and exit 2; a user-facing error is one line and exit 1 (``-v`` shows the traceback).
 """
 from __future__ import annotations
 
@@ -14,41 +18,90 @@ import sys
 COMMANDS = ("demo", "run", "train", "synth", "export", "bench", "doctor")
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends ``(default: X)`` to options whose help does not mention a default already and
+    whose default is a value (not None / False / a suppressed one)."""
+
+    def _get_help_string(self, action):
+        h = action.help or ""
+        if "default" in h.lower() or action.default in (None, False, argparse.SUPPRESS):
+            return h
+        if action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
+            return h + " (default: %(default)s)"
+        return h
+
+
+class Parser(argparse.ArgumentParser):
+    """One-line usage errors: ``affedge CMD: error: MESSAGE (see affedge CMD --help)``."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def add_common_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("output")
+    x = g.add_mutually_exclusive_group()
+    x.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bars and no status lines; errors and the result are "
+                        "still printed")
+    x.add_argument("-v", "--verbose", action="store_true",
+                   help="debug detail, third-party warnings and error tracebacks (replaces "
+                        "the deprecated AFFEDGE_DEBUG=1)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from affedge import __version__
 
-    parser = argparse.ArgumentParser(
-        prog="affedge",
-        description="Continuous valence/arousal recognition from face video and speech.",
+    parser = Parser(
+        prog="affedge", formatter_class=HelpFormatter,
+        description="Continuous valence/arousal recognition from face video and speech. "
+                    "Every command takes -q/--quiet and -v/--verbose; progress bars appear "
+                    "only on a terminal (not under CI=true, TERM=dumb or NO_COLOR).",
     )
     parser.add_argument("--version", action="version", version=f"affedge {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name in COMMANDS:
         mod = importlib.import_module(f"affedge.commands.{name}")
-        p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
+        p = sub.add_parser(name, help=mod.HELP, description=mod.HELP,
+                           formatter_class=HelpFormatter)
         mod.add_arguments(p)
+        add_common_arguments(p)
         p.set_defaults(_run=mod.run)
     return parser
 
 
+def _user_error(exc: BaseException) -> str | None:
+    """The one-line message for an error caused by the user's input or machine, else None."""
+    if isinstance(exc, OSError) and exc.strerror and exc.filename:
+        return f"{exc.filename}: {exc.strerror}"
+    if isinstance(exc, (OSError, ValueError, RuntimeError, ImportError)):
+        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    mod = type(exc).__module__ or ""
+    if mod.startswith(("onnxruntime", "cv2")) or type(exc).__name__ == "error":
+        text = str(exc).strip().splitlines()
+        return f"{type(exc).__name__}: {text[0] if text else ''}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    from affedge import log
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
+    log.setup(quiet_flag=args.quiet, verbose_flag=args.verbose)
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(f"affedge {args.command}: interrupted", file=sys.stderr)
         return 130
-    except (FileNotFoundError, ValueError, RuntimeError, ImportError) as exc:
-        # user-facing errors: one clear line, no traceback (AFFEDGE_DEBUG=1 shows it)
-        import os
-
-        if os.environ.get("AFFEDGE_DEBUG"):
+    except Exception as exc:  # user-facing errors: one line, no traceback
+        msg = _user_error(exc)
+        if msg is None or log.verbose():
             raise
-        print(f"affedge {args.command}: error: {exc}", file=sys.stderr)
+        print(f"affedge {args.command}: error: {msg}", file=sys.stderr)
         return 1
 
 

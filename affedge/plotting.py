@@ -40,6 +40,7 @@ class Panel:
     y1: int
     xlim: tuple[float, float]
     ylim: tuple[float, float]
+    integer_x: bool = False  # x ticks only at whole numbers (epochs)
 
     def x_px(self, x):
         x = np.asarray(x, dtype=np.float64)
@@ -94,7 +95,7 @@ def _axes(img, p: Panel, ylabel: str, xlabel: str | None, show_xticklabels: bool
         cv2.line(img, (p.x0, y), (p.x1, y), color, 1, cv2.LINE_AA)
         cv2.line(img, (p.x0 - 5, y), (p.x0, y), _AXIS, 1, cv2.LINE_AA)
         _text(img, _fmt(ty), (p.x0 - 9, y + 5), 0.45, anchor="right")
-    for tx in nice_ticks(*p.xlim, target=max(3, (p.x1 - p.x0) // 110)):
+    for tx in _xticks(p):
         x = round(float(p.x_px(tx)))
         cv2.line(img, (x, p.y0), (x, p.y1), _GRID, 1, cv2.LINE_AA)
         cv2.line(img, (x, p.y1), (x, p.y1 + 5), _AXIS, 1, cv2.LINE_AA)
@@ -104,6 +105,16 @@ def _axes(img, p: Panel, ylabel: str, xlabel: str | None, show_xticklabels: bool
     _text(img, ylabel, (p.x0 + 8, p.y0 - 8), 0.55, thick=1)
     if xlabel:
         _text(img, xlabel, ((p.x0 + p.x1) // 2, p.y1 + 44), 0.5, anchor="center")
+
+
+def _xticks(p: Panel) -> np.ndarray:
+    ticks = nice_ticks(*p.xlim, target=max(3, (p.x1 - p.x0) // 110))
+    if not p.integer_x:
+        return ticks
+    step = ticks[1] - ticks[0] if ticks.size > 1 else 1.0
+    if step < 1:  # never a tick between two epochs
+        ticks = np.arange(np.ceil(p.xlim[0] - 1e-9), np.floor(p.xlim[1] + 1e-9) + 1)
+    return ticks[np.abs(ticks - np.round(ticks)) < 1e-9]
 
 
 def _line(img, p: Panel, x, y, color, thick=2, markers=False):
@@ -256,7 +267,10 @@ def plot_curves(
     size: tuple[int, int] = (900, 540),
     ylim: tuple[float, float] | None = None,
 ) -> Figure:
-    """Curves ``{label: y[len(x)]}`` against ``x`` (e.g. CCC per epoch), markers at the points."""
+    """Curves ``{label: y[len(x)]}`` against ``x`` (e.g. CCC per epoch), markers at the points.
+
+    When every x is a whole number (epochs), x ticks are whole numbers only and a single point
+    sits in the middle of a one-unit axis."""
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 1 or x.size == 0:
         raise ValueError(f"plot_curves: x must be a non-empty 1-D array, got shape {x.shape}")
@@ -285,7 +299,9 @@ def plot_curves(
     left, right = 80, w - 25
     entries = [(str(k), PALETTE[i % len(PALETTE)], "line") for i, k in enumerate(data)]
     y = _legend(img, entries, left, y, right) + 34
-    p = Panel(left, y, right, h - 62, _xlim(x), ylim)
+    fin = x[np.isfinite(x)]
+    integer_x = bool(fin.size) and bool(np.all(fin == np.round(fin)))
+    p = Panel(left, y, right, h - 62, _xlim(x), ylim, integer_x=integer_x)
     _axes(img, p, ylabel, xlabel, show_xticklabels=True)
     for i, v in enumerate(data.values()):
         _line(img, p, x, v, PALETTE[i % len(PALETTE)], markers=x.size <= 60)

@@ -14,13 +14,23 @@ from test_engine import FPS, bundle_dir  # noqa: F401  (shared session fixture)
 
 
 def cli(name: str, argv: list[str]) -> int:
-    """Parse with the command's own add_arguments and run it (as affedge/cli.py does)."""
+    """Parse with the command's own add_arguments plus the shared -q/-v and run it (as
+    affedge/cli.py does, but letting exceptions through)."""
     import importlib
+
+    from affedge import log
+    from affedge.cli import add_common_arguments
 
     mod = importlib.import_module(f"affedge.commands.{name}")
     p = argparse.ArgumentParser(prog=f"affedge {name}")
     mod.add_arguments(p)
-    return int(mod.run(p.parse_args(argv)) or 0)
+    add_common_arguments(p)
+    args = p.parse_args(argv)
+    log.setup(quiet_flag=args.quiet, verbose_flag=args.verbose)
+    try:
+        return int(mod.run(args) or 0)
+    finally:
+        log.setup()  # back to the default level for the next test
 
 
 @pytest.fixture(scope="module")

@@ -49,10 +49,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "around each tracked face in between (1: full frame every frame; "
                         "default: the runtime's default, affedge.sdk.engine."
                         "DEFAULT_DETECT_EVERY)")
-    p.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT")
+    p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
+                   help="also write the results as JSON to FILE ('-' or no FILE: JSON on "
+                        "stdout instead of the tables)")
 
 
 def run(args: argparse.Namespace) -> int:
+    import json
+
+    from affedge import log
     from affedge.benchmarking import report
     from affedge.benchmarking.runner import render, run_bench
 
@@ -65,10 +70,15 @@ def run(args: argparse.Namespace) -> int:
                     encoder_only=args.encoder_only, clip=args.clip, encoder=args.encoder,
                     reference=args.reference, window=args.window, roofline=args.roofline,
                     max_seconds=args.max_seconds, min_face=args.min_face,
-                    detect_every=args.detect_every)
+                    detect_every=args.detect_every, say=log.status)
+    if args.json == "-":
+        print(json.dumps(report.jsonable(doc), indent=2))
+        return 0
+    # the project's own targets stay in the JSON ("targets"), not in the user's tables
     print()
-    print(render(doc))
+    print(render({k: v for k, v in doc.items() if k != "targets"}))
     if args.json:
         path = report.write_json(doc, args.json)
-        print(f"\nJSON: {path}")
+        log.status(f"\nJSON: {path}")
     return 0
+

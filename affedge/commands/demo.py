@@ -8,26 +8,35 @@ metrics JSON into ``--out-dir``.
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 HELP = "run the built-in demo clip through the streaming pipeline and score it"
 
 
 def add_arguments(p) -> None:
+    from affedge.commands.run import add_runtime_arguments
+
     p.add_argument("--fast", action="store_true", help="as fast as possible (default: real time)")
-    p.add_argument("--out-dir", default="affedge_demo_out", help="where to write the CSV, PNG "
-                                                                  "and metrics (default: "
-                                                                  "./affedge_demo_out)")
-    p.add_argument("--bundle", default=None, help="another bundle instead of the demo one")
-    p.add_argument("--clip", default=None, help="another clip (with --labels)")
+    p.add_argument("--out-dir", default="affedge_demo_out",
+                   help="directory for the predictions CSV, the V/A PNG and the metrics JSON")
+    p.add_argument("--clip", default=None, help="another clip (with --labels; default: the "
+                                                "bundled demo clip)")
     p.add_argument("--labels", default=None, help="frame,valence,arousal CSV for --clip")
-    p.add_argument("--backend", default="auto")
-    p.add_argument("--smoothing", type=float, default=0.6,
-                   help="causal smoothing knob in [0, 1) (0 = raw; mean lag a/(1-a) frames; "
-                   "default 0.6 = 1.5 frames); raw values are reported too")
-    p.add_argument("--show", action="store_true", help="show the overlay window if possible")
-    p.add_argument("--quiet", action="store_true", help="no per-second status line")
+    add_runtime_arguments(p, "causal smoothing knob in [0, 1) (0 = raw; mean lag a/(1-a) "
+                             "frames; 0.6 = 1.5 frames); raw values are reported too")
+
+
+def check_out_dir(path: Path) -> None:
+    """The output directory exists or can be made, and is a directory (checked up front)."""
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise ValueError(f"--out-dir {path}: {probe} is a file, not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"--out-dir {path}: cannot create it ({exc.strerror or exc})") from None
 
 
 def read_labels(path) -> dict[int, tuple[float, float]]:
@@ -71,7 +80,17 @@ def run(args) -> int:
 
     import numpy as np
 
-    from affedge.commands.run import stream_to_outputs, summary_line
+    from affedge import log
+    from affedge.commands.run import (
+        GracefulStop,
+        apply_threads,
+        open_window,
+        recognizer_options,
+        stream_to_outputs,
+        summary_line,
+    )
+
+    window = open_window(args.show)  # before anything imports PyAV
     from affedge.sdk.recognizer import (
         DEMO_BUILD_HINT,
         DEMO_BUNDLE,
@@ -93,9 +112,10 @@ def run(args) -> int:
                                     + "; " + DEMO_BUILD_HINT)
     labels = read_labels(labels_path) if labels_path else None
     out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_out_dir(out_dir)
     csv_path = out_dir / "demo_predictions.csv"
     png_path = out_dir / "demo_va.png"
+    metrics_path = out_dir / "demo_metrics.json"
 
     def labels_for(preds):
         if labels is None:
@@ -104,24 +124,29 @@ def run(args) -> int:
         a = np.array([labels.get(p.frame, (np.nan, np.nan))[1] for p in preds])
         return (v, a)
 
-    with Recognizer(bundle, backend=args.backend, smoothing=args.smoothing) as rec:
-        print(f"affedge demo: {clip} with its audio track, backend {rec.backend_name}, "
-              f"{'as fast as possible' if args.fast else 'real time (use --fast to skip pacing)'}",
-              file=sys.stderr)
+    with GracefulStop() as stop, Recognizer(bundle, **recognizer_options(args)) as rec:
+        apply_threads(rec, args.threads)
+        log.status(f"affedge demo: {clip} with its audio track, backend {rec.backend_name}, "
+                   f"{'as fast as possible' if args.fast else 'real time (use --fast to skip pacing)'}")
         preds = stream_to_outputs(rec, str(clip), "video", out=csv_path, plot=png_path,
-                                  show=args.show, realtime=not args.fast, quiet=args.quiet,
-                                  labels_fn=labels_for, title="affedge demo: prediction vs labels")
-        print(summary_line(rec, preds), file=sys.stderr)
+                                  realtime=not args.fast, labels_fn=labels_for,
+                                  title="affedge demo: prediction vs labels", stop=stop,
+                                  window=window)
+        log.status(summary_line(rec, preds))
         stats = rec.stats()
     result = {"clip": str(clip), "bundle": str(bundle), "frames": len(preds), "stats": stats}
-    if labels is not None:
+    if labels is not None and len(preds) >= 2:
         result["metrics"] = score(preds, labels)
         m = result["metrics"]
         print(f"CCC vs ground truth ({m['frames_scored']} frames): "
               f"valence {m['raw']['valence_ccc']:.3f}  arousal {m['raw']['arousal_ccc']:.3f}  "
               f"(smoothed: {m['smoothed']['valence_ccc']:.3f} / "
               f"{m['smoothed']['arousal_ccc']:.3f})")
-    with open(out_dir / "demo_metrics.json", "w", encoding="utf-8") as fh:
+    with open(metrics_path, "w", encoding="utf-8") as fh:
         json.dump(result, fh, indent=2, default=float)
-    print(f"wrote {csv_path}, {png_path}, {out_dir / 'demo_metrics.json'}", file=sys.stderr)
-    return 0
+    if stop.stopped:
+        log.status(f"stopped by {stop.describe()} after {len(preds)} frames")
+    log.status(f"wrote {csv_path}, {png_path}, {metrics_path}")
+    log.status(f"next: affedge run 0 --bundle {bundle}   (your camera; --out preds.csv to "
+               "keep the predictions)")
+    return stop.exit_code

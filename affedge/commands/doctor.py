@@ -1,5 +1,5 @@
 """``affedge doctor``: backends, execution providers, GPU, CUDA/TensorRT, cameras, microphones,
-and whether a bundle's engines fit this machine."""
+and whether a bundle's engines fit this machine (exit 1 when ``--bundle`` cannot be used)."""
 from __future__ import annotations
 
 HELP = "report backends, GPU, CUDA/TensorRT, cameras and microphones available here"
@@ -7,16 +7,31 @@ HELP = "report backends, GPU, CUDA/TensorRT, cameras and microphones available h
 
 def add_arguments(p) -> None:
     p.add_argument("--bundle", default=None, help="also check this bundle (artifacts, engines "
-                                                  "vs this GPU, the backend 'auto' picks)")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
+                                                  "vs this GPU, the backend 'auto' picks); "
+                                                  "exit 1 when it cannot be loaded")
+    p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
+                   help="the report as JSON on stdout (or written to FILE)")
     p.add_argument("--no-devices", action="store_true", help="skip probing cameras/microphones")
 
 
 def run(args) -> int:
     import json
+    import sys
 
+    from affedge import log
     from affedge.sdk.doctor import collect, format_report
 
     rep = collect(bundle=args.bundle, devices=not args.no_devices)
-    print(json.dumps(rep, indent=2, default=str) if args.json else format_report(rep))
+    if args.json == "-":
+        print(json.dumps(rep, indent=2, default=str))
+    else:
+        print(format_report(rep))
+        if args.json:
+            with open(args.json, "w", encoding="utf-8") as fh:
+                json.dump(rep, fh, indent=2, default=str)
+            log.status(f"JSON: {args.json}")
+    b = rep.get("bundle")
+    if isinstance(b, dict) and "error" in b:
+        print(f"affedge doctor: error: bundle {args.bundle}: {b['error']}", file=sys.stderr)
+        return 1
     return 0

@@ -1,16 +1,80 @@
 """``affedge run SOURCE``: stream valence/arousal from a video file, camera, URL or pipeline.
 
 Prints a status line about once per second (fps, tick latency p50/p99, V/A), optionally writes
-every Prediction to ``--out`` (.csv or .jsonl), a V/A-over-time PNG (``--plot``) and shows an
-overlay window (``--show``, when a display and a GUI OpenCV exist; otherwise it says so and
-carries on).
+every Prediction to ``--out`` (a sink: .csv, .jsonl or ``-`` for JSONL on stdout, each row
+flushed as it is written), a V/A-over-time PNG (``--plot``) and shows an overlay window
+(``--show``, when a display and a GUI OpenCV exist; otherwise it says so and carries on).
+
+Outputs are checked before the model loads. SIGTERM (systemd, docker) and SIGINT (Ctrl-C) stop
+the same way: the current frame is finished and written, the output is flushed and fsynced, the
+plot is written, cameras and microphones are released, and the exit code is 128 + the signal
+(143 / 130).
 """
 from __future__ import annotations
 
+import argparse
+import os
+import signal
 import sys
 import time
 
 HELP = "run the recognizer on a video file, camera, URL or GStreamer pipeline"
+
+# the demo's smoothing (affedge/commands/demo.py): mean lag 0.6/0.4 = 1.5 frames
+DEFAULT_SMOOTHING = 0.6
+PLOT_SUFFIXES = (".png",)
+
+
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def smoothing_value(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+    if not 0.0 <= v < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {v}")
+    return v
+
+
+def add_runtime_arguments(p, smoothing_help: str) -> None:
+    """Options shared by ``run`` and ``demo`` (same names, same defaults)."""
+    p.add_argument("--bundle", default=None,
+                   help="model bundle directory or .zip (default: the demo bundle)")
+    p.add_argument("--backend", default="auto",
+                   help="auto, onnxruntime, ort-cpu, ort-cuda, ort-tensorrt, tensorrt, "
+                        "torchscript, torch, torch-export")
+    p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
+                   help="encoder precision (int8: the bundle's ONNX int8 encoder, ONNX Runtime)")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="intra-op threads of the model sessions (default: ONNX Runtime's own "
+                        "choice, all cores)")
+    p.add_argument("--smoothing", type=smoothing_value, default=DEFAULT_SMOOTHING,
+                   help=smoothing_help)
+    p.add_argument("--detector", default="haar", choices=("haar", "yunet"),
+                   help="face detector: OpenCV Haar cascade (built in) or YuNet (needs "
+                        "--yunet-model)")
+    p.add_argument("--yunet-model", default=None, metavar="ONNX",
+                   help="YuNet face detector ONNX file for --detector yunet")
+    p.add_argument("--min-face", type=positive_int, default=None, metavar="PX",
+                   help="smallest face side in pixels the detector searches for; larger is "
+                        "faster (default: the detector's own, 40)")
+    p.add_argument("--detect-every", type=positive_int, default=None, metavar="K",
+                   help="full-frame face detection every K frames, a search around each "
+                        "tracked face in between; 1 = full frame every frame (default: "
+                        "affedge.sdk.engine.DEFAULT_DETECT_EVERY, 4)")
+    p.add_argument("--max-faces", type=positive_int, default=4,
+                   help="faces tracked at once, each with its own temporal state")
+    p.add_argument("--show", action="store_true",
+                   help="show an overlay window (needs a display and a GUI OpenCV build)")
 
 
 def add_arguments(p) -> None:
@@ -19,23 +83,102 @@ def add_arguments(p) -> None:
     p.add_argument("--audio", default=None,
                    help="'mic', 'mic:N', a WAV file, 'video' (the file's own audio track) or "
                         "'none' (default: 'video' for files that have an audio track, else none)")
-    p.add_argument("--bundle", default=None, help="model bundle dir or .zip (default: the demo "
-                                                  "bundle)")
-    p.add_argument("--backend", default="auto", help="auto (default), onnxruntime, ort-cpu, "
-                                                     "ort-cuda, ort-tensorrt, tensorrt, "
-                                                     "torchscript, torch")
-    p.add_argument("--smoothing", type=float, default=0.0,
-                   help="causal exponential smoothing in [0, 1); 0 = raw; lag = s/(1-s) frames")
-    p.add_argument("--detector", default="haar", choices=("haar", "yunet"))
-    p.add_argument("--yunet-model", default=None, help="YuNet ONNX file for --detector yunet")
-    p.add_argument("--max-faces", type=int, default=4)
-    p.add_argument("--out", default=None, help="write predictions to a .csv or .jsonl file")
-    p.add_argument("--plot", default=None, help="write a PNG plot of V/A over time")
-    p.add_argument("--show", action="store_true", help="show an overlay window")
+    add_runtime_arguments(p, "causal exponential smoothing in [0, 1) of the *_smoothed "
+                             "columns (raw values are written too); mean lag s/(1-s) frames; "
+                             "same default as demo")
+    p.add_argument("--out", default=None, metavar="TARGET",
+                   help="write every prediction: a .csv or .jsonl file, or '-' for JSONL on "
+                        "stdout (rows flushed as they are written)")
+    p.add_argument("--plot", default=None, metavar="PNG",
+                   help="write a PNG plot of V/A over time at the end (also after SIGTERM/"
+                        "Ctrl-C)")
     p.add_argument("--realtime", action="store_true",
                    help="pace a video file to its frame rate (live sources always are)")
-    p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
-    p.add_argument("--quiet", action="store_true", help="no per-second status line")
+    p.add_argument("--max-frames", type=positive_int, default=None,
+                   help="stop after this many frames (default: the whole source)")
+
+
+# --------------------------------------------------------------------------- outputs, checks
+def check_plot_path(path) -> None:
+    """Refuse a --plot target that cannot be written, before anything runs."""
+    path = os.fspath(path)
+    if os.path.splitext(path)[1].lower() not in PLOT_SUFFIXES:
+        raise ValueError(f"--plot {path}: the plot is a PNG; use a name ending in .png")
+    _check_writable(path, "--plot")
+
+
+def _check_writable(path: str, option: str) -> None:
+    if os.path.isdir(path):
+        raise ValueError(f"{option} {path}: is a directory; give a file name")
+    parent = os.path.dirname(os.path.abspath(path))
+    probe = parent
+    while not os.path.exists(probe):  # the first existing ancestor must be a writable dir
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        raise ValueError(f"{option} {path}: {probe} is a file, not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(f"{option} {path}: {probe} is not writable")
+    existed = os.path.exists(path)
+    try:  # the real test (root passes os.access on read-only mounts): create and remove
+        os.makedirs(parent, exist_ok=True)
+        with open(path, "ab"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"{option} {path}: cannot write here ({exc.strerror or exc})") from None
+    if not existed:
+        os.remove(path)
+
+
+def open_out(target):
+    """The sink for ``--out``, opened now so a bad target fails before the model loads."""
+    from affedge.sdk.sinks import open_sink
+
+    try:
+        return open_sink(target)
+    except OSError as exc:
+        raise ValueError(f"--out {target}: cannot write here ({exc.strerror or exc})") from None
+    except ValueError as exc:
+        raise ValueError(f"--out {exc}") from None
+
+
+class GracefulStop:
+    """SIGINT and SIGTERM handled alike while active: the first one asks the frame loop to
+    stop after the current frame (``signum`` is set); a second one interrupts at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._old: dict = {}
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __enter__(self):
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+        self._old.clear()
+
+    @property
+    def stopped(self) -> bool:
+        return self.signum is not None
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.signum is None else 128 + int(self.signum)
+
+    def describe(self) -> str:
+        return signal.Signals(self.signum).name if self.signum else ""
 
 
 class LiveLine:
@@ -69,17 +212,13 @@ class LiveLine:
 
 def default_audio(source: str) -> str | None:
     """'video' when ``source`` is a file with an audio track, else None."""
-    import os
-
     if not os.path.isfile(source):
         return None
     try:
-        import av  # noqa: F401  (PyAV reads the track; optional dependency)
-    except ImportError:
+        import av
+    except ImportError:  # PyAV reads the track; optional dependency
         return None
     try:
-        import av
-
         with av.open(source) as c:
             return "video" if c.streams.audio else None
     except Exception:  # noqa: BLE001 - unreadable container: let the video source report it
@@ -102,41 +241,78 @@ def plot_predictions(path, preds, labels=None, title: str = "") -> None:
     plot_va(path, t, series, title=title, masks=masks)
 
 
-def stream_to_outputs(rec, video, audio, *, out=None, plot=None, show=False, realtime=False,
-                      max_frames=None, quiet=False, labels_fn=None, title=""):
-    """Shared by ``run`` and ``demo``: iterate ``rec.run``, write/print/show; returns the list
-    of Predictions."""
-    from affedge.sdk.overlay import OverlayWindow, display_available, draw_overlay
-    from affedge.sdk.prediction import PredictionWriter
+def open_window(show: bool):
+    """The overlay window, created *before* PyAV is imported (a PyAV/OpenCV-Qt clash hangs
+    ``cv2.namedWindow`` otherwise), or None with a note when there is no display."""
+    if not show:
+        return None
+    from affedge.sdk.overlay import OverlayWindow, display_available
 
-    window = None
-    if show:
-        ok, why = display_available()
-        if ok:
-            window = OverlayWindow("affedge")
-        else:
-            print(f"--show: {why}; continuing without a window", file=sys.stderr)
-    writer = PredictionWriter(out) if out else None
-    live = LiveLine(rec, enabled=not quiet)
+    ok, why = display_available()
+    if not ok:
+        print(f"--show: {why}; continuing without a window", file=sys.stderr)
+        return None
+    return OverlayWindow("affedge")
+
+
+def stream_to_outputs(rec, video, audio, *, out=None, plot=None, show=False, realtime=False,
+                      max_frames=None, quiet=False, labels_fn=None, title="", stop=None,
+                      window=None):
+    """Shared by ``run`` and ``demo``: iterate ``rec.run``, write/print/show; returns the list
+    of Predictions. ``out``: a target or an open Sink (closed here); ``stop``: a
+    :class:`GracefulStop` whose signal ends the loop after the current frame; ``window``: an
+    overlay window opened earlier (else one is opened when ``show``)."""
+    from affedge import log
+    from affedge.sdk.overlay import draw_overlay
+    from affedge.sdk.sinks import Sink, open_sink
+
+    if window is None and show:
+        window = open_window(True)
+    sink = out if isinstance(out, Sink) or out is None else open_sink(out)
+    live = LiveLine(rec, enabled=not (quiet or log.quiet()))
     preds = []
+    frames = rec.run(video=video, audio=audio, realtime=realtime, max_frames=max_frames,
+                     with_frames=True)
     try:
-        for image, p in rec.run(video=video, audio=audio, realtime=realtime,
-                                max_frames=max_frames, with_frames=True):
+        for image, p in frames:
             preds.append(p)
-            if writer is not None:
-                writer.write(p)
-            live.update(p)
-            if window is not None and image is not None:
-                if not window.show(draw_overlay(image, p, live.fps)):
+            if sink is not None:
+                try:
+                    sink.write(p)
+                except BrokenPipeError:  # `affedge run ... --out - | head`: reader left
+                    _silence_stdout()
+                    sink = None
                     break
+                except OSError as exc:
+                    raise ValueError(f"--out {sink.target}: {exc.strerror or exc} after "
+                                     f"{sink.rows} rows") from None
+            live.update(p)
+            if window is not None and image is not None \
+                    and not window.show(draw_overlay(image, p, live.fps)):
+                break
+            if stop is not None and stop.stopped:
+                break
     finally:
-        if writer is not None:
-            writer.close()
+        frames.close()  # releases the camera/microphone now, not at garbage collection
+        try:
+            if sink is not None:
+                sink.close()
+        except OSError as exc:
+            if sys.exc_info()[0] is None:  # not while another error is on its way out
+                raise ValueError(f"--out {sink.target}: {exc.strerror or exc}") from None
         if window is not None:
             window.close()
     if plot and preds:
         plot_predictions(plot, preds, labels_fn(preds) if labels_fn else None, title)
     return preds
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def summary_line(rec, preds) -> str:
@@ -155,32 +331,93 @@ def _nonfinite_note(s: dict) -> str:
     return f", non-finite values left out: {', '.join(parts)}" if parts else ""
 
 
-def run(args) -> int:
-    from affedge.sdk.recognizer import DEMO_BUILD_HINT, DEMO_BUNDLE, Recognizer
+def build_detector(args):
+    """The face detector for --detector/--yunet-model/--min-face (a clear error for a file
+    OpenCV cannot load as YuNet)."""
+    import cv2
 
-    bundle = args.bundle
-    if bundle is None:
-        if not (DEMO_BUNDLE / "manifest.json").exists():
-            raise FileNotFoundError("no --bundle given and the demo bundle is missing "
-                                    f"({DEMO_BUNDLE}); " + DEMO_BUILD_HINT)
-        bundle = DEMO_BUNDLE
+    from affedge.features.faces import FaceDetector
+
+    if args.detector == "yunet":
+        if not args.yunet_model:
+            raise ValueError("--detector yunet needs --yunet-model ONNX_FILE")
+        if not os.path.isfile(args.yunet_model):
+            raise ValueError(f"--yunet-model {args.yunet_model}: no such file")
+    kw = {} if args.min_face is None else {"min_size": args.min_face}
+    try:
+        return FaceDetector(args.detector, model_path=args.yunet_model, **kw)
+    except cv2.error:
+        raise ValueError(f"--yunet-model {args.yunet_model}: OpenCV cannot load it as a YuNet "
+                         f"ONNX face detector model") from None
+
+
+def recognizer_options(args) -> dict:
+    """Recognizer keyword arguments from the shared runtime options."""
+    opts: dict = {"backend": args.backend, "smoothing": args.smoothing,
+                  "detector": build_detector(args), "max_faces": args.max_faces,
+                  "detect_every": args.detect_every}
+    bo: dict = {}
+    if args.precision != "fp32":
+        bo["precision"] = args.precision
+    if args.threads is not None:
+        bo["intra_op_threads"] = args.threads
+    if bo:
+        opts["backend_options"] = bo
+    return opts
+
+
+def apply_threads(rec, threads) -> None:
+    """torch backends take their thread count from torch, not from a session option."""
+    torch = getattr(rec.backend, "torch", None)
+    if threads is not None and torch is not None:
+        torch.set_num_threads(int(threads))
+
+
+def resolve_bundle(bundle):
+    from affedge.sdk.recognizer import DEMO_BUILD_HINT, DEMO_BUNDLE
+
+    if bundle is not None:
+        return bundle
+    if not (DEMO_BUNDLE / "manifest.json").exists():
+        raise FileNotFoundError("no --bundle given and the demo bundle is missing "
+                                f"({DEMO_BUNDLE}); " + DEMO_BUILD_HINT)
+    return DEMO_BUNDLE
+
+
+def run(args) -> int:
+    from affedge import log
+
+    window = open_window(args.show)  # before anything imports PyAV
+    if args.plot:
+        check_plot_path(args.plot)
+    bundle = resolve_bundle(args.bundle)
     source = args.source
     video = int(source) if source.isdigit() else source
     audio = args.audio if args.audio is not None else default_audio(source)
     if audio is not None and audio.lower() in ("none", "off", ""):
         audio = None
-    with Recognizer(bundle, backend=args.backend, smoothing=args.smoothing,
-                    detector=args.detector, yunet_model=args.yunet_model,
-                    max_faces=args.max_faces) as rec:
-        print(f"affedge run: {source} (audio: {audio or 'none'}), backend {rec.backend_name}",
-              file=sys.stderr)
-        preds = stream_to_outputs(rec, video, audio, out=args.out, plot=args.plot,
-                                  show=args.show, realtime=args.realtime,
-                                  max_frames=args.max_frames, quiet=args.quiet,
-                                  title=f"affedge run {source}")
-        print(summary_line(rec, preds), file=sys.stderr)
-    if args.out:
-        print(f"wrote {args.out}", file=sys.stderr)
-    if args.plot and preds:
-        print(f"wrote {args.plot}", file=sys.stderr)
-    return 0
+    opts = recognizer_options(args)
+    sink = open_out(args.out) if args.out else None
+    from affedge.sdk.recognizer import Recognizer
+
+    try:
+        with GracefulStop() as stop, Recognizer(bundle, **opts) as rec:
+            apply_threads(rec, args.threads)
+            log.status(f"affedge run: {source} (audio: {audio or 'none'}), backend "
+                       f"{rec.backend_name}")
+            preds = stream_to_outputs(rec, video, audio, out=sink, plot=args.plot,
+                                      realtime=args.realtime, max_frames=args.max_frames,
+                                      title=f"affedge run {source}", stop=stop, window=window)
+            sink = None
+            log.status(summary_line(rec, preds))
+    finally:
+        if sink is not None:  # the model failed to load: keep no half-made output
+            sink.close()
+    wrote = [x for x in (args.out if args.out != "-" else None,
+                         args.plot if preds else None) if x]
+    if stop.stopped:
+        log.status(f"stopped by {stop.describe()} after {len(preds)} frames; every one is "
+                   "written")
+    if wrote:
+        log.status("wrote " + ", ".join(wrote))
+    return stop.exit_code

@@ -13,20 +13,35 @@ def add_arguments(p) -> None:
     p.add_argument("--occlusion", type=float, default=0.0,
                    help="fraction of frames with the face occluded, in long stretches (default 0)")
     p.add_argument("--identity-offset", type=int, default=0,
-                   help="first identity index; use a disjoint range for a held-out test set")
+                   help="first identity index; use a disjoint range for a held-out test set "
+                        "(default 0)")
     p.add_argument("--val-fraction", type=float, default=0.2,
                    help="fraction of videos in Validation_Set (default 0.2)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (it is also off with -q, when stderr is not a "
+                        "terminal, and under CI=true, TERM=dumb or NO_COLOR)")
 
 
 def run(args) -> int:
+    from pathlib import Path
+
+    from affedge import log
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file; synth writes a data set directory: choose a new path")
+    probe = out.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ValueError(f"{out}: {probe} is a file, not a directory")
     from affedge.training.data.synthetic import generate
 
     try:
         rec = generate(args.out, args.videos, seed=args.seed, seconds=args.seconds,
                        fps=args.fps, occlusion=args.occlusion,
                        identity_offset=args.identity_offset, val_fraction=args.val_fraction,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress and log.progress_enabled())
     except FileExistsError as exc:
         raise ValueError(str(exc)) from None
     n_train = sum(v["partition"] == "Train_Set" for v in rec["videos"])
@@ -35,4 +50,5 @@ def run(args) -> int:
           f"{rec['n_videos'] - n_train} Validation_Set); face detected in "
           f"{100 * rate:.1f}% of visible frames; {rec['frames_per_second_generated']:.0f} frames/s"
           if rate is not None else f"wrote {rec['n_videos']} videos to {args.out}")
+    log.status(f"next: affedge train {args.out} --encoder mobile --epochs 5 --out runs/m")
     return 0

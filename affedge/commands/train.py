@@ -26,20 +26,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-decay", type=float, default=1e-3, help="classic L2 weight decay (default 1e-3)")
     p.add_argument("--window", type=int, default=300, help="window length in frames (default 300)")
     p.add_argument("--hop", type=int, default=200, help="window hop in frames (default 200)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/fold*/last/")
     p.add_argument("--pretrained-encoder", default=None, metavar="CKPT",
                    help="checkpoint dir whose encoder.* weights start the gradual release (skips stage 0)")
     p.add_argument("--pretrain-epochs", type=int, default=3, help="stage 0 encoder pretraining epochs (0 = skip)")
-    p.add_argument("--pretrain-lr", type=float, default=1e-3)
-    p.add_argument("--pretrain-stride", type=int, default=1, help="use every n-th face frame per pretraining epoch")
+    p.add_argument("--pretrain-lr", type=float, default=1e-3, help="stage 0 learning rate (default 1e-3)")
+    p.add_argument("--pretrain-stride", type=int, default=1, help="use every n-th face frame per pretraining epoch (default 1)")
     p.add_argument("--views", type=int, default=2, help="cached augmentation views per frame (default 2)")
     p.add_argument("--no-reload-best", action="store_true", help="do not reset to the best weights after each epoch")
     p.add_argument("--no-release", action="store_true", help="never release encoder groups beyond the output layer")
-    p.add_argument("--max-minutes", type=float, default=None, help="wall-time budget per fold")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--cache-dir", default=None, help="dataset feature cache directory")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars / per-epoch lines")
+    p.add_argument("--max-minutes", type=float, default=None, help="wall-time budget of each fold in minutes, counted from the fold's start (data loading and stage 0 included) and checked between steps; the final validation and checkpoint writing come on top, and so does the process start-up (default: none)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own, all cores)")
+    p.add_argument("--cache-dir", default=None, help="dataset feature cache directory (default: inside DATA_DIR)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars / per-epoch lines (bars are also off with -q, when "
+                        "stderr is not a terminal, and under CI=true, TERM=dumb or NO_COLOR)")
+    p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
+                   help="the cross-validation summary as JSON on stdout (or written to FILE)")
 
 
 def options_from_args(args: argparse.Namespace):
@@ -52,10 +56,39 @@ def options_from_args(args: argparse.Namespace):
         release=not args.no_release, views=args.views, pretrained_encoder=args.pretrained_encoder,
         pretrain_epochs=args.pretrain_epochs, pretrain_lr=args.pretrain_lr,
         pretrain_stride=args.pretrain_stride, max_minutes=args.max_minutes, threads=args.threads,
-        resume=args.resume, progress=not args.no_progress, cache_dir=args.cache_dir)
+        resume=args.resume, progress=not args.no_progress and not _quiet(), cache_dir=args.cache_dir)
+
+
+def _quiet() -> bool:
+    from affedge import log
+
+    return log.quiet()
+
+
+def check_dataset_size(data: Path, folds: list[int]) -> None:
+    """Refuse a data set too small for 6-fold cross-validation, saying how many videos it needs
+    (affedge.training.data.folds.six_fold_split: the Train_Set is cut into
+    len(PAPER_CHUNKS) chunks, one per fold, and the Validation_Set is the sixth part)."""
+    from affedge.training.data.affwild2 import AffWild2VA
+    from affedge.training.data.folds import PAPER_CHUNKS
+
+    ds = AffWild2VA(data)
+    n_train, n_val = len(ds.trials("Train_Set")), len(ds.trials("Validation_Set"))
+    need_train, need_val = len(PAPER_CHUNKS), 1
+    if n_train < need_train or n_val < need_val:
+        raise ValueError(
+            f"{data}: {n_train} Train_Set and {n_val} Validation_Set videos; cross-validation "
+            f"(fold {', '.join(map(str, folds))} of 6) needs >= {need_train} Train_Set videos "
+            f"(one per fold chunk) and >= {need_val} Validation_Set video, "
+            f"{need_train + need_val} in all (e.g. affedge synth DIR --videos "
+            f"{need_train + need_val})")
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from affedge import log
+
     data = Path(args.data_dir)
     if not data.is_dir():
         raise FileNotFoundError(f"dataset directory not found: {data}")
@@ -65,18 +98,43 @@ def run(args: argparse.Namespace) -> int:
     from affedge.training.crossval import cross_validate, parse_folds
 
     folds = parse_folds(args.folds)
+    check_dataset_size(data, folds)
     opts = options_from_args(args)
     out = Path(args.out or f"runs/{args.encoder}-{args.modality}")
+    if not log.verbose():
+        log.filter_third_party_warnings(import_first=("torch",))
     try:
         summary = cross_validate(data, out, folds, opts=opts)
         is_main = ddp.context().is_main
     finally:
         ddp.shutdown()
-    if is_main:
+    if not is_main:
+        return 0
+    best_fold = max(summary["folds"], key=lambda f: _mean_ccc(summary["folds"][f]))
+    best_ckpt = out / f"fold{best_fold}" / "best"
+    if args.json == "-":
+        print(json.dumps({**summary, "results": str(out / "crossval.json"),
+                          "checkpoint": str(best_ckpt)}, indent=2, default=str))
+    else:
         for f, r in summary["folds"].items():
             m = r["best_metrics"]
-            print(f"fold {f}: valence CCC {m['valence_ccc']:.4f}  arousal CCC {m['arousal_ccc']:.4f}  "
-                  f"(best epoch {r['best_epoch']}, {r['stop_reason']}, {r['wall_seconds']:.0f} s)")
-        print(f"results: {out / 'crossval.json'}")
-        print(json.dumps(summary["mean"]))
+            print(f"fold {f}: valence CCC {m['valence_ccc']:.4f}  arousal CCC "
+                  f"{m['arousal_ccc']:.4f}  (best epoch {r['best_epoch']}, {r['stop_reason']}, "
+                  f"{r['wall_seconds']:.0f} s)")
+        mean = summary["mean"]
+        print("mean over folds: " + "  ".join(f"{k} {v:.4f}" for k, v in mean.items()
+                                              if isinstance(v, (int, float))))
+        if args.json:
+            with open(args.json, "w", encoding="utf-8") as fh:
+                json.dump(summary, fh, indent=2, default=str)
+    stream = sys.stderr if args.json == "-" else sys.stdout
+    print(f"wrote {out / 'crossval.json'}, checkpoints {out}/fold*/best, curves "
+          f"{out}/fold*/curves.png", file=stream)
+    log.status(f"next: affedge export {best_ckpt} -o my_bundle   (then: affedge run 0 --bundle "
+               "my_bundle)")
     return 0
+
+
+def _mean_ccc(r: dict) -> float:
+    m = r.get("best_metrics", {})
+    return (float(m.get("valence_ccc", float("-inf"))) + float(m.get("arousal_ccc", float("-inf")))) / 2

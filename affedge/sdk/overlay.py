@@ -92,18 +92,43 @@ def draw_overlay(frame_bgr: np.ndarray, prediction, fps: float | None = None) ->
     return img
 
 
+# the window's initial longer side in pixels: small frames (320x240 clips) are scaled up so the
+# overlay text stays legible, 4K frames down so the window fits a laptop screen
+WINDOW_LONG_SIDE = (900, 1280)
+
+
+def window_size(frame_w: int, frame_h: int, long_side=WINDOW_LONG_SIDE) -> tuple[int, int]:
+    """Initial window (width, height) for a frame: aspect kept, longer side clamped into
+    ``long_side`` (min, max)."""
+    lo, hi = long_side
+    m = max(frame_w, frame_h, 1)
+    scale = lo / m if m < lo else hi / m if m > hi else 1.0
+    return max(1, int(round(frame_w * scale))), max(1, int(round(frame_h * scale)))
+
+
 class OverlayWindow:
     """An OpenCV window for the overlay; ``show()`` returns False once the user closed it or
-    pressed ``q``/Esc."""
+    pressed ``q``/Esc.
+
+    Create it *before* PyAV is imported: with a Qt OpenCV build, ``cv2.namedWindow`` hangs
+    when PyAV's bundled FFmpeg/Qt libraries were loaded first (the CLI opens its window first).
+    The window is resizable and starts at a readable size (:func:`window_size`)."""
 
     def __init__(self, title: str = "affedge"):
         ok, why = display_available()
         if not ok:
             raise RuntimeError(why)
         self.title = title
-        cv2.namedWindow(title, cv2.WINDOW_NORMAL)
+        self._sized = False
+        cv2.namedWindow(title, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO)
 
     def show(self, image: np.ndarray) -> bool:
+        if not self._sized:
+            self._sized = True
+            try:
+                cv2.resizeWindow(self.title, *window_size(image.shape[1], image.shape[0]))
+            except cv2.error:
+                pass
         cv2.imshow(self.title, image)
         key = cv2.waitKey(1) & 0xFF
         if key in (ord("q"), 27):

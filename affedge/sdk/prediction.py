@@ -139,61 +139,41 @@ class Prediction:
         return d
 
     def to_csv_row(self) -> list[str]:
-        """Values for :attr:`CSV_FIELDS` as strings (empty for None, 0/1 for booleans)."""
-        d = self.to_dict(include_faces=False)
-        out = []
-        for k in self.CSV_FIELDS:
-            v = d[k]
-            if v is None:
-                out.append("")
-            elif isinstance(v, bool):
-                out.append("1" if v else "0")
-            elif isinstance(v, float):
-                out.append(f"{v:.6g}")
-            else:
-                out.append(str(v))
-        return out
+        """Values for :attr:`CSV_FIELDS` as strings (empty for None/NaN, 0/1 for booleans,
+        floats at full precision); the CSV sink's formatting (:mod:`affedge.sdk.sinks`)."""
+        from affedge.sdk.sinks import csv_row
+
+        return csv_row(self)
 
 
 class PredictionWriter:
-    """Streams Predictions to ``.csv`` (columns :attr:`Prediction.CSV_FIELDS`, primary face) or
-    ``.jsonl`` (one :meth:`Prediction.to_dict` object per line, with every face). Rows are
-    written as they arrive, so a crash keeps what was computed."""
+    """Streams Predictions to ``.csv`` or ``.jsonl``: kept for existing callers, it delegates to
+    the sinks (:func:`affedge.sdk.sinks.open_sink`), which flush every row and fsync on close."""
 
     def __init__(self, path):
-        import csv
         import os
+
+        from affedge.sdk.sinks import open_sink
 
         self.path = os.fspath(path)
         ext = os.path.splitext(self.path)[1].lower()
         if ext not in (".csv", ".jsonl"):
             raise ValueError(f"output file must end in .csv or .jsonl, got {self.path!r}")
         self.kind = ext[1:]
-        parent = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(parent, exist_ok=True)
-        self._fh = open(self.path, "w", newline="", encoding="utf-8")
-        self.rows = 0
-        if self.kind == "csv":
-            self._csv = csv.writer(self._fh)
-            self._csv.writerow(Prediction.CSV_FIELDS)
+        self._sink = open_sink(self.path)
+
+    @property
+    def rows(self) -> int:
+        return self._sink.rows
 
     def write(self, p: Prediction) -> None:
-        import json
-        import math
+        self._sink.write(p)
 
-        if self.kind == "csv":
-            self._csv.writerow(p.to_csv_row())
-        else:
-            d = p.to_dict()
-            # JSON has no NaN: write null (stale rows before the first prediction)
-            d = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-                 for k, v in d.items()}
-            self._fh.write(json.dumps(d) + "\n")
-        self.rows += 1
+    def flush(self) -> None:
+        self._sink.flush()
 
     def close(self) -> None:
-        if not self._fh.closed:
-            self._fh.close()
+        self._sink.close()
 
     def __enter__(self) -> PredictionWriter:
         return self

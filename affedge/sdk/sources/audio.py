@@ -13,6 +13,7 @@ File sources never block and return chunks of exactly ``chunk_ms`` (the last may
 """
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -197,6 +198,9 @@ class VideoAudioSource(_FileAudio):
     for ``CAP_PROP_POS_MSEC``), so audio chunks and :class:`VideoFrame` s share one clock; for
     audio-only files the origin is the audio stream's start."""
 
+    GAP_TOLERANCE_S = 0.005  # timestamp rounding (1 ms in MKV) stays far below this
+    MAX_GAP_S = 600.0
+
     def __init__(self, path, chunk_ms: float = 20):
         super().__init__(path, chunk_ms)
         av = _import_av()
@@ -225,17 +229,39 @@ class VideoAudioSource(_FileAudio):
         self._origin = origin or 0.0
 
     def _pieces(self):
+        """Decoded audio on one continuous 16 kHz sample clock anchored at the first packet's
+        presentation time. Every later packet's own time is checked against that clock: a
+        hole in the track (the packet starts more than ``GAP_TOLERANCE_S`` after the samples
+        so far end) is filled with silence, so the audio after it keeps its media time; a hole
+        longer than ``MAX_GAP_S`` is refused as a SourceError (a corrupt timestamp, not a
+        pause). Small overlaps (packets starting early) are played as they come."""
         av = _import_av()
         to_fltp = None
         resampler = None
         t0 = None
+        rate = 0
+        fed = 0  # input-rate samples pushed so far (incl. filled silence)
         try:
             for frame in self._container.decode(self._stream):
+                t = float(frame.time) - self._origin if frame.time is not None else None
                 if t0 is None:
-                    t0 = float(frame.time) - self._origin if frame.time is not None else 0.0
+                    t0 = t if t is not None and math.isfinite(t) else 0.0
                     rate = int(frame.sample_rate)
                     to_fltp = av.AudioResampler(format="fltp", layout=frame.layout.name, rate=rate)
                     resampler = audio_io.StreamResampler(rate, SAMPLE_RATE)
+                elif t is not None and math.isfinite(t):
+                    gap = t - (t0 + fed / rate)
+                    if gap > self.MAX_GAP_S:
+                        raise SourceError(
+                            f"{self.path}: the audio timestamps jump {gap:.1f} s ahead at "
+                            f"{t0 + fed / rate:.3f} s (more than {self.MAX_GAP_S:.0f} s: a "
+                            f"corrupt timestamp?)")
+                    if gap > self.GAP_TOLERANCE_S:
+                        n_fill = round(gap * rate)
+                        for y in self._silence(resampler, n_fill, rate):
+                            yield t0, y
+                        fed += n_fill
+                fed += int(frame.samples)
                 for f in to_fltp.resample(frame):
                     x = f.to_ndarray()  # [channels, n] planar float32
                     y = resampler.push(x.mean(axis=0) if x.shape[0] > 1 else x[0])
@@ -247,6 +273,16 @@ class VideoAudioSource(_FileAudio):
             y = resampler.flush()
             if y.size:
                 yield t0, y
+
+    @staticmethod
+    def _silence(resampler, n: int, rate: int):
+        """Push ``n`` zero samples (input rate) through the resampler, one second at a time."""
+        while n > 0:
+            k = min(n, rate)
+            y = resampler.push(np.zeros(k, np.float32))
+            n -= k
+            if y.size:
+                yield y
 
     def close(self):
         super().close()

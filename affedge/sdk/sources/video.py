@@ -266,12 +266,16 @@ class VideoSource:
         return self._make_frame(image, self._file_time(pos))
 
     def _file_time(self, pos: float) -> float:
-        """Media time: the decoder's position when it is sane (finite, increasing, within a few
-        frames of index/fps), else index/fps; always strictly increasing."""
-        nominal = self._index / self.fps
-        if math.isfinite(pos) and pos > self._last_t and abs(pos - nominal) < 5.0 / self.fps + 0.5:
+        """Media time: the container's presentation time of this frame (OpenCV's position
+        after the read, in s from the video stream's start) whenever it is finite and later
+        than the previous frame's, so variable-frame-rate files keep their true times (never
+        replaced by index/average fps). A repeated or backwards time becomes the previous
+        time + 1 us (strictly increasing); a frame without a usable time gets index/fps."""
+        if math.isfinite(pos) and pos > self._last_t:
             return pos
-        return max(nominal, self._last_t + 1e-6)
+        if math.isfinite(pos) and math.isfinite(self._last_t):
+            return self._last_t + 1e-6
+        return max(self._index / self.fps, self._last_t + 1e-6)
 
     def _pace_file(self):
         now = time.monotonic()

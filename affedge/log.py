@@ -1,0 +1,132 @@
+"""Console output shared by every ``affedge`` subcommand: verbosity, progress bars, warnings.
+
+One grammar for all commands (affedge/cli.py adds the flags to each subparser):
+
+* ``-q/--quiet``: no progress bars and no status lines; errors and a command's result are still
+  printed.
+* ``-v/--verbose``: debug detail, third-party warnings and tracebacks of errors.
+  ``AFFEDGE_DEBUG=1`` is the deprecated spelling of ``-v``.
+
+Progress bars (tqdm, also those drawn inside the library) appear only when stderr is a terminal
+and none of these documented conventions asks for plain output: ``CI`` set to a true value (set by
+GitHub Actions, GitLab CI and most CI services), ``TERM=dumb`` (a terminal that cannot move the
+cursor), ``NO_COLOR`` (https://no-color.org: no decorations for people who asked for plain
+output). When they are off, ``TQDM_DISABLE=1`` is exported so that every tqdm bar in this process
+is switched off at its source (tqdm >= 4.66 reads it).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import warnings
+
+QUIET, NORMAL, VERBOSE = 0, 1, 2
+
+# Third-party warnings a user of the CLI cannot act on, filtered by (category, module regex)
+# unless -v. Module patterns match the module that *issues* the warning (warnings' ``module``).
+_NOISE: tuple[tuple[type[Warning], str], ...] = (
+    (UserWarning, r"torchvision(\..*)?"),
+    (UserWarning, r"torch(\..*)?"),
+    (DeprecationWarning, r"torch(\..*)?"),
+    (FutureWarning, r"torch(\..*)?"),
+    (FutureWarning, r"onnxscript(\..*)?"),
+    (DeprecationWarning, r"onnxscript(\..*)?"),
+    (UserWarning, r"onnxruntime(\..*)?"),
+    (RuntimeWarning, r"av(\..*)?"),
+)
+# torch's tracer warnings are their own category (imported lazily: torch is optional)
+_NOISY_LOGGERS = ("torch", "torch.onnx", "torch._dynamo", "torch._inductor", "torch.export",
+                  "onnxscript", "onnx_ir", "onnxruntime")
+
+_level = NORMAL
+
+
+def truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def plain_output_requested(env=None) -> str | None:
+    """The convention that asks for plain (no progress bar) output, or None."""
+    env = os.environ if env is None else env
+    if truthy(env.get("CI")):
+        return "CI"
+    if env.get("TERM", "") == "dumb":
+        return "TERM=dumb"
+    if "NO_COLOR" in env and env.get("NO_COLOR", "") != "":
+        return "NO_COLOR"
+    return None
+
+
+def progress_enabled(stream=None) -> bool:
+    """Progress bars only on an interactive terminal, never under -q or plain-output settings."""
+    stream = sys.stderr if stream is None else stream
+    if _level == QUIET or plain_output_requested() is not None:
+        return False
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def level() -> int:
+    return _level
+
+
+def verbose() -> bool:
+    return _level >= VERBOSE
+
+
+def quiet() -> bool:
+    return _level == QUIET
+
+
+def status(msg: str) -> None:
+    """A status line on stderr (suppressed by -q)."""
+    if _level > QUIET:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def debug(msg: str) -> None:
+    """Detail shown only with -v."""
+    if _level >= VERBOSE:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def filter_third_party_warnings(import_first: tuple[str, ...] = ()) -> None:
+    """Ignore the warnings in ``_NOISE`` (by category and issuing module) and quiet the
+    third-party loggers; called unless -v. ``import_first``: modules to import before the
+    logger levels are set (``import torch`` resets its loggers' levels)."""
+    import importlib
+
+    for name in import_first:
+        importlib.import_module(name)
+    for cat, mod in _NOISE:
+        warnings.filterwarnings("ignore", category=cat, module=mod)
+    if "torch" in sys.modules:  # torch's own category, only once torch is imported anyway
+        with contextlib.suppress(Exception):
+            from torch.jit import TracerWarning
+
+            warnings.filterwarnings("ignore", category=TracerWarning)
+    for name in _NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def setup(quiet_flag: bool = False, verbose_flag: bool = False, env=None) -> int:
+    """Apply -q/-v (and the deprecated ``AFFEDGE_DEBUG``) for this process; returns the level."""
+    global _level
+    env = os.environ if env is None else env
+    if truthy(env.get("AFFEDGE_DEBUG")) and not quiet_flag:
+        verbose_flag = True
+        print("affedge: AFFEDGE_DEBUG is deprecated; use -v/--verbose", file=sys.stderr)
+    _level = VERBOSE if verbose_flag else QUIET if quiet_flag else NORMAL
+    logging.basicConfig(level=logging.DEBUG if verbose_flag else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if verbose_flag:
+        warnings.simplefilter("default")
+    else:
+        filter_third_party_warnings()
+    if not progress_enabled():
+        os.environ["TQDM_DISABLE"] = "1"  # every tqdm bar in this process, at its source
+    return _level

@@ -1,0 +1,147 @@
+"""The ``Sink`` interface, the registry of sink kinds and the one record schema they share.
+
+A sink receives every :class:`~affedge.sdk.prediction.Prediction` of a stream, in order:
+``write(p)`` once per frame (the row is flushed before it returns, so a reader or a kill sees
+every frame already reported), ``flush()``, ``close()`` (flushes, fsyncs files, idempotent).
+
+Sinks are chosen by a URL-like *target* (:func:`open_sink`): a path ending in a registered
+suffix (``.csv``, ``.jsonl``), ``-`` (JSONL on stdout) or ``SCHEME://...`` for sinks that other
+modules register with :func:`register_sink` (one file per sink kind, e.g. ``zmq``, ``ws``).
+
+Record schema (:data:`SCHEMA` = 1), shared by every sink: ``{"schema": 1}`` followed by the fields
+of :meth:`Prediction.to_dict` with their names unchanged (``faces``: one object per tracked face).
+Non-finite numbers become ``null`` everywhere, nested lists included, and JSON text is strict
+(``allow_nan=False``). CSV sinks write the flat fields (:attr:`Prediction.CSV_FIELDS`) with the
+same null rule (an empty cell) and floats at full precision (``repr``: the shortest text that
+reads back to the same double, so epoch or multi-day monotonic timestamps stay distinct).
+"""
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import os
+from collections.abc import Callable
+from typing import Any
+
+SCHEMA = 1
+
+_REGISTRY: dict[str, Callable[[str], Sink]] = {}
+
+
+class Sink:
+    """Receives Predictions; subclasses implement ``_write_record`` or override ``write``."""
+
+    target: str = ""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.closed = False
+
+    def write(self, prediction) -> None:
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        """Push everything written so far to the destination."""
+
+    def close(self) -> None:
+        """Flush and release the destination (idempotent)."""
+        self.closed = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def register_sink(key: str):
+    """Class decorator: make ``open_sink`` build this sink for ``key``.
+
+    ``key`` is a URL scheme (``"zmq"`` matches ``zmq://host:port``), a file suffix with its dot
+    (``".csv"``) or ``"-"`` (stdout). The class is called with the target string."""
+    k = key.lower()
+
+    def deco(cls):
+        if k in _REGISTRY and _REGISTRY[k] is not cls:
+            raise ValueError(f"register_sink: {key!r} is registered already ({_REGISTRY[k]})")
+        _REGISTRY[k] = cls
+        return cls
+
+    return deco
+
+
+def sink_key(target: str) -> str:
+    """The registry key of ``target``: ``-``, the URL scheme, or the lowercased file suffix."""
+    t = os.fspath(target)
+    if t == "-":
+        return "-"
+    if "://" in t:
+        return t.split("://", 1)[0].lower()
+    return os.path.splitext(t)[1].lower()
+
+
+def supported_targets() -> str:
+    keys = sorted(_REGISTRY)
+    files = [k for k in keys if k.startswith(".")]
+    schemes = [f"{k}://..." for k in keys if k not in files and k != "-"]
+    return ", ".join(["a path ending in " + " or ".join(files)]
+                     + (["'-' (JSONL on stdout)"] if "-" in _REGISTRY else []) + schemes)
+
+
+def open_sink(target) -> Sink:
+    """A sink for ``target`` (see the module docstring); ValueError for an unknown kind."""
+    t = os.fspath(target)
+    cls = _REGISTRY.get(sink_key(t))
+    if cls is None:
+        raise ValueError(f"{t!r}: unknown output kind; use {supported_targets()}")
+    return cls(t)
+
+
+def _clean(v: Any) -> Any:
+    if v is None or isinstance(v, (bool, str)):
+        return v
+    if isinstance(v, numbers.Integral):
+        return int(v)
+    if isinstance(v, numbers.Real):
+        f = float(v)
+        return f if math.isfinite(f) else None
+    if isinstance(v, dict):
+        return {str(k): _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    if hasattr(v, "item"):  # numpy scalar of another kind
+        return _clean(v.item())
+    raise TypeError(f"prediction record: cannot serialise {type(v).__name__}")
+
+
+def prediction_record(p, include_faces: bool = True, **extra) -> dict[str, Any]:
+    """The schema-1 record of Prediction ``p`` (non-finite -> None, nested too); ``extra``
+    fields (e.g. ``source``) follow ``schema``."""
+    rec: dict[str, Any] = {"schema": SCHEMA}
+    rec.update(extra)
+    rec.update(p.to_dict(include_faces=include_faces))
+    return _clean(rec)
+
+
+def record_json(p, **extra) -> str:
+    """One line of strict JSON for Prediction ``p`` (no newline)."""
+    return json.dumps(prediction_record(p, **extra), allow_nan=False, separators=(",", ":"))
+
+
+def csv_value(v: Any) -> str:
+    """A CSV cell: '' for None/non-finite, 1/0 for booleans, ``repr`` for floats."""
+    v = _clean(v)
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "1" if v else "0"
+    if isinstance(v, float):
+        return repr(v)
+    return str(v)
+
+
+def csv_row(p) -> list[str]:
+    """The cells of ``Prediction.CSV_FIELDS`` for ``p``."""
+    d = p.to_dict(include_faces=False)
+    return [csv_value(d[k]) for k in p.CSV_FIELDS]

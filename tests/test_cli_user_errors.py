@@ -1,0 +1,224 @@
+"""User mistakes get one line on stderr and exit 1 (or 2 for usage), never a traceback: real
+``python -m affedge.cli`` subprocesses on real files. Outputs are checked before a run starts,
+so a bad ``--plot`` does not cost a whole run."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from affedge.sdk.recognizer import DEMO_BUNDLE, DEMO_CLIP
+
+ROOT = Path(__file__).resolve().parents[1]
+HAVE_DEMO = (DEMO_BUNDLE / "manifest.json").is_file() and DEMO_CLIP.is_file()
+needs_demo = pytest.mark.skipif(not HAVE_DEMO, reason="demo assets missing")
+
+
+def affedge(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env.pop("AFFEDGE_DEBUG", None)
+    return subprocess.run([sys.executable, "-m", "affedge.cli", *map(str, args)], env=env,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def one_line_error(r: subprocess.CompletedProcess, code: int = 1, *needles: str) -> str:
+    err = r.stderr.strip()
+    assert r.returncode == code, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr, r.stderr
+    assert len(err.splitlines()) == 1, err
+    for n in needles:
+        assert n in err, (n, err)
+    return err
+
+
+# ------------------------------------------------------------------------------ run --out/--plot
+@needs_demo
+def test_out_is_a_directory(tmp_path):
+    d = tmp_path / "outdir.csv"
+    d.mkdir()
+    one_line_error(affedge("run", DEMO_CLIP, "--out", d, "-q"), 1, "--out", "is a directory")
+
+
+@needs_demo
+def test_out_under_a_file(tmp_path):
+    f = tmp_path / "afile"
+    f.write_text("x")
+    one_line_error(affedge("run", DEMO_CLIP, "--out", f / "p.csv", "-q"), 1, "--out",
+                   "not a directory")
+
+
+@needs_demo
+def test_out_unknown_kind(tmp_path):
+    one_line_error(affedge("run", DEMO_CLIP, "--out", tmp_path / "p.txt", "-q"), 1,
+                   ".csv", ".jsonl")
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A directory on a full file system: a 32 KiB tmpfs when this process may mount one, else
+    a directory whose .csv name is a symlink to /dev/full (every write: ENOSPC)."""
+    mnt = tmp_path / f"tiny-{uuid.uuid4().hex[:6]}"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32k", "tmpfs", str(mnt)],
+                       capture_output=True, check=False)
+    if r.returncode == 0:
+        yield mnt / "p.csv"
+        subprocess.run(["umount", str(mnt)], check=False)
+        return
+    if not os.path.exists("/dev/full"):
+        pytest.skip("cannot mount a tmpfs and there is no /dev/full")
+    (mnt / "p.csv").symlink_to("/dev/full")
+    yield mnt / "p.csv"
+
+
+@needs_demo
+def test_disk_full_is_one_line_with_the_rows_written(full_disk):
+    err = one_line_error(affedge("run", DEMO_CLIP, "--out", full_disk, "-q"), 1,
+                         "--out", "No space left on device")
+    assert "rows" in err
+
+
+@needs_demo
+def test_plot_must_be_a_png_and_is_checked_before_the_run(tmp_path):
+    out = tmp_path / "p.csv"
+    one_line_error(affedge("run", DEMO_CLIP, "--plot", tmp_path / "x.txt", "--out", out), 1,
+                   "--plot", ".png")
+    assert not out.exists()  # refused before any output was opened or any frame ran
+
+
+@needs_demo
+def test_plot_into_an_unwritable_place(tmp_path):
+    one_line_error(affedge("run", DEMO_CLIP, "--plot", "/proc/affedge_va.png"), 1, "--plot")
+    f = tmp_path / "afile"
+    f.write_text("x")
+    one_line_error(affedge("run", DEMO_CLIP, "--plot", f / "va.png"), 1, "--plot",
+                   "not a directory")
+
+
+@needs_demo
+def test_yunet_model_that_is_not_onnx(tmp_path):
+    bad = tmp_path / "yunet.onnx"
+    bad.write_text("this is not a protobuf\n")
+    one_line_error(affedge("run", DEMO_CLIP, "--detector", "yunet", "--yunet-model", bad), 1,
+                   "--yunet-model", "cannot load")
+    one_line_error(affedge("run", DEMO_CLIP, "--detector", "yunet"), 1, "--yunet-model")
+
+
+@pytest.mark.parametrize("n", ["0", "-5", "x"])
+def test_max_frames_must_be_positive(n):
+    one_line_error(affedge("run", "clip.mp4", "--max-frames", n), 2, "--max-frames",
+                   "affedge run --help")
+
+
+def test_missing_bundle(tmp_path):
+    one_line_error(affedge("run", "0", "--bundle", tmp_path / "nope", "-q"), 1)
+
+
+# ------------------------------------------------------------------------------ other commands
+def test_synth_onto_an_existing_file(tmp_path):
+    f = tmp_path / "data"
+    f.write_text("x")
+    one_line_error(affedge("synth", f, "--videos", "1"), 1, "is a file")
+    assert f.read_text() == "x"
+
+
+@needs_demo
+def test_demo_when_out_dir_is_a_file(tmp_path):
+    f = tmp_path / "demo_out"
+    f.write_text("x")
+    one_line_error(affedge("demo", "--out-dir", f, "--fast"), 1, "--out-dir", "is a file")
+
+
+def test_doctor_with_a_bad_bundle_exits_non_zero(tmp_path):
+    bad = tmp_path / "bad_bundle"
+    bad.mkdir()
+    (bad / "manifest.json").write_text("{not json")
+    r = affedge("doctor", "--bundle", bad, "--no-devices")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr
+    assert "bundle" in r.stderr and "error" in r.stderr
+
+
+def test_export_tensorrt_without_tensorrt_refuses_and_writes_nothing(tmp_path):
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("TensorRT is installed here")
+    except ImportError:
+        pass
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    out = tmp_path / "bundle"
+    one_line_error(affedge("export", ckpt, "-o", out, "--format", "onnx,tensorrt"), 1,
+                   "tensorrt", "nothing was written")
+    assert not out.exists()
+
+
+def test_export_fp16_without_a_format_that_uses_it(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    out = tmp_path / "bundle"
+    one_line_error(affedge("export", ckpt, "-o", out, "--fp16"), 1, "--fp16", "tensorrt")
+    assert not out.exists()
+
+
+def test_export_unknown_format(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    one_line_error(affedge("export", ckpt, "-o", tmp_path / "b", "--format", "onnx,tflite"), 1,
+                   "tflite")
+
+
+def test_train_on_a_data_set_too_small_for_its_folds(tmp_path):
+    data = tmp_path / "small"
+    r = affedge("synth", data, "--videos", "3", "--seconds", "0.5", "--fps", "10", "-q")
+    assert r.returncode == 0, r.stderr
+    err = one_line_error(affedge("train", data, "--encoder", "mobile", "--out",
+                                 tmp_path / "run"), 1, ">= 5 Train_Set", "6 in all")
+    assert "--videos 6" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_verbose_shows_the_traceback(tmp_path):
+    f = tmp_path / "data"
+    f.write_text("x")
+    r = affedge("synth", f, "-v")
+    assert r.returncode == 1 and "Traceback" in r.stderr
+
+
+def test_onnxruntime_invalid_argument_is_one_line(tmp_path):
+    """A real ONNX Runtime InvalidArgument (wrong input rank) becomes one line."""
+    onnx = pytest.importorskip("onnx")
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from affedge.cli import _user_error
+
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    path = tmp_path / "relu.onnx"
+    onnx.save(m, str(path))
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    with pytest.raises(Exception) as ei:
+        sess.run(None, {"x": np.zeros((2, 2, 2), np.float32)})
+    msg = _user_error(ei.value)
+    assert msg is not None and "\n" not in msg and "x" in msg, msg
+
+
+def test_overlay_window_starts_at_a_readable_size():
+    from affedge.sdk.overlay import WINDOW_LONG_SIDE, window_size
+
+    assert window_size(320, 240) == (900, 675)  # the demo clip: scaled up, aspect kept
+    assert window_size(3840, 2160) == (1280, 720)  # 4K: fits a laptop screen
+    assert window_size(1000, 700) == (1000, 700)
+    lo, hi = WINDOW_LONG_SIDE
+    for w, h in ((160, 120), (640, 480), (1920, 1080), (480, 640)):
+        ww, hh = window_size(w, h)
+        assert lo <= max(ww, hh) <= hi and abs(ww / hh - w / h) < 0.01

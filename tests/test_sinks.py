@@ -1,0 +1,171 @@
+"""Prediction sinks (affedge.sdk.sinks): one schema, strict JSON, full-precision CSV, rows
+readable by another process as soon as they are written, clear errors for bad targets."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+
+import pytest
+
+from affedge.sdk.prediction import FaceResult, Prediction, PredictionWriter
+from affedge.sdk.sinks import SCHEMA, Sink, open_sink, prediction_record, register_sink
+
+NAN = float("nan")
+
+
+def pred(frame: int, t: float, v: float = 0.25, faces=None, box=(10.0, 20.0, 30.0, 40.0)):
+    faces = faces if faces is not None else (
+        FaceResult(track_id=1, box=box, detected=True, score=0.9, valence=v, arousal=-0.5,
+                   valence_smoothed=v, arousal_smoothed=-0.5, confidence=0.8),)
+    return Prediction(frame=frame, timestamp=t, valence=v, arousal=-0.5, valence_smoothed=v,
+                      arousal_smoothed=-0.5, confidence=0.8, face_present=True,
+                      speech_present=False, face_box=box, track_id=1, face_score=0.9,
+                      audio_present=True, latency_ms=3.25, backend="ort-cpu", faces=faces)
+
+
+def strict_loads(line: str):
+    def refuse(name):
+        raise AssertionError(f"non-standard JSON constant {name}")
+    return json.loads(line, parse_constant=refuse)
+
+
+@pytest.mark.parametrize("t0", [1.7e9, 3.5 * 86400.0, 1e6 + 0.1])
+def test_csv_timestamps_keep_full_precision(tmp_path, t0):
+    """30 frames at 30 fps on an epoch clock (~1.7e9 s) or a monotonic clock after 3.5 days:
+    every timestamp reads back as the same double, so all 30 stay distinct."""
+    ts = [t0 + i / 30.0 for i in range(30)]
+    path = tmp_path / "p.csv"
+    with open_sink(path) as s:
+        for i, t in enumerate(ts):
+            s.write(pred(i, t))
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    back = [float(r["timestamp"]) for r in rows]
+    assert back == ts
+    assert len(set(back)) == 30
+    assert list(rows[0]) == list(Prediction.CSV_FIELDS)
+
+
+def test_csv_null_rule_and_booleans(tmp_path):
+    path = tmp_path / "p.csv"
+    with open_sink(path) as s:
+        s.write(pred(0, 0.0, v=NAN, box=None, faces=()))
+    with open(path, newline="") as fh:
+        row = next(csv.DictReader(fh))
+    assert row["valence"] == "" and row["face_x"] == "" and row["track_id"] == "1"
+    assert row["success"] == "1" and row["speech_present"] == "0"
+    assert row["arousal"] == "-0.5" and row["latency_ms"] == "3.25"
+
+
+def test_jsonl_is_strict_json_with_nulls_in_nested_faces(tmp_path):
+    path = tmp_path / "p.jsonl"
+    nan_face = FaceResult(track_id=2, box=(NAN, 1.0, 2.0, 3.0), detected=False, score=NAN,
+                          valence=NAN, arousal=NAN, valence_smoothed=NAN,
+                          arousal_smoothed=NAN, confidence=0.0)
+    with open_sink(path) as s:
+        s.write(pred(0, 1.7e9 + 1 / 30, v=NAN, faces=(nan_face,)))
+        s.write(pred(1, 1.7e9 + 2 / 30))
+    lines = path.read_text().splitlines()
+    assert len(lines) == 2
+    a, b = (strict_loads(x) for x in lines)
+    assert a["schema"] == SCHEMA == 1
+    assert next(iter(a)) == "schema"
+    assert set(a) - {"schema"} == set(pred(0, 0.0).to_dict())  # Prediction's field names
+    assert a["valence"] is None and a["faces"][0]["valence"] is None
+    assert a["faces"][0]["box"][0] is None and a["faces"][0]["score"] is None
+    assert a["timestamp"] == 1.7e9 + 1 / 30
+    assert b["faces"][0]["box"] == [10.0, 20.0, 30.0, 40.0]
+
+
+def test_record_is_the_same_for_every_sink(tmp_path):
+    p = pred(3, 12.5, v=NAN)
+    rec = prediction_record(p)
+    out = io.StringIO()
+    s = open_sink("-")
+    s._stream = out  # the stdout sink's stream, pointed at a buffer for this check
+    s.write(p)
+    s.close()
+    path = tmp_path / "p.jsonl"
+    with open_sink(path) as f:
+        f.write(p)
+    assert strict_loads(out.getvalue()) == strict_loads(path.read_text()) == rec
+    assert math.isnan(p.valence)  # the Prediction itself is untouched
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_every_row_is_visible_to_another_reader_before_close(tmp_path, suffix):
+    path = tmp_path / f"live{suffix}"
+    s = open_sink(path)
+    try:
+        for i in range(3):
+            s.write(pred(i, i / 30))
+            with open(path, newline="") as other:  # a second reader, e.g. `tail -f`
+                text = other.read()
+            n = len(text.splitlines()) - (1 if suffix == ".csv" else 0)
+            assert n == i + 1 and text.endswith("\n")
+    finally:
+        s.close()
+    s.close()  # idempotent
+    assert s.rows == 3
+
+
+def test_prediction_writer_delegates_to_the_sinks(tmp_path):
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    with PredictionWriter(a) as w, open_sink(b) as s:
+        for i in range(4):
+            w.write(pred(i, 1.7e9 + i / 30))
+            s.write(pred(i, 1.7e9 + i / 30))
+    assert a.read_bytes() == b.read_bytes()
+    assert pred(0, 1.7e9 + 1 / 30).to_csv_row()[1] == repr(1.7e9 + 1 / 30)
+    with pytest.raises(ValueError, match=r"\.csv or \.jsonl"):
+        PredictionWriter(tmp_path / "x.txt")
+
+
+def test_register_a_new_sink_kind():
+    seen = []
+
+    @register_sink("cli-test-mem")
+    class MemSink(Sink):
+        def __init__(self, target):
+            super().__init__()
+            self.target = target
+
+        def write(self, prediction):
+            seen.append(prediction_record(prediction))
+            self.rows += 1
+
+    s = open_sink("cli-test-mem://anything")
+    assert isinstance(s, MemSink) and s.target == "cli-test-mem://anything"
+    s.write(pred(0, 0.0))
+    assert seen[0]["schema"] == 1
+    with pytest.raises(ValueError, match="registered already"):
+        register_sink("cli-test-mem")(type("Other", (Sink,), {}))
+
+
+def test_bad_targets_are_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown output kind.*\.csv.*\.jsonl.*'-'"):
+        open_sink(tmp_path / "x.txt")
+    with pytest.raises(ValueError, match="unknown output kind"):
+        open_sink("nosuch://host")
+    d = tmp_path / "dir.csv"
+    d.mkdir()
+    with pytest.raises(IsADirectoryError):
+        open_sink(d)
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(NotADirectoryError):
+        open_sink(f / "p.csv")
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_disk_full_surfaces_at_the_row_that_failed(tmp_path):
+    link = tmp_path / "full.jsonl"
+    link.symlink_to("/dev/full")  # writes fail with ENOSPC, like a full disk
+    s = open_sink(link)
+    with pytest.raises(OSError) as ei:
+        s.write(pred(0, 0.0))
+    assert ei.value.errno == 28  # ENOSPC
+    s.close()  # closing after the failure does not raise a second error
