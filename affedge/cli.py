@@ -15,7 +15,7 @@ import importlib
 import sys
 
 # order shown in --help
-COMMANDS = ("demo", "run", "train", "synth", "export", "bench", "doctor")
+COMMANDS = ("demo", "run", "train", "synth", "export", "build-engines", "bench", "doctor")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"affedge {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name in COMMANDS:
-        mod = importlib.import_module(f"affedge.commands.{name}")
+        mod = importlib.import_module(f"affedge.commands.{name.replace('-', '_')}")
         p = sub.add_parser(name, help=mod.HELP, description=mod.HELP,
                            formatter_class=HelpFormatter)
         mod.add_arguments(p)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from affedge.formats import DEFAULT_EXPORT_FORMATS, export_help
+
 HELP = "export a checkpoint to a model bundle (ONNX, TorchScript, torch.export, TensorRT) + parity"
 
 
@@ -13,9 +15,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="checkpoint directory (model.safetensors + config.json)")
     p.add_argument("-o", "--output", required=True,
                    help="bundle directory, or a path ending in .zip")
-    p.add_argument("--format", default="onnx,torchscript,torch-export",
-                   help="comma-separated: onnx, torchscript, torch-export, aoti (AOTInductor, "
-                        "slow C++ compile), tensorrt (default: %(default)s)")
+    p.add_argument("--format", default=",".join(DEFAULT_EXPORT_FORMATS),
+                   help=export_help() + "; aoti is a slow C++ compile, tensorrt needs a GPU "
+                        "(or build the engines on the target: affedge build-engines)")
     p.add_argument("--fp16", action="store_true",
                    help="FP16 TensorRT engines (needs tensorrt in --format; the other formats "
                         "are fp32)")

@@ -18,6 +18,9 @@ import signal
 import sys
 import time
 
+from affedge.features.detectors import available_detectors
+from affedge.formats import backend_help
+
 HELP = "run the recognizer on a video file, camera, URL or GStreamer pipeline"
 
 # the demo's smoothing (affedge/commands/demo.py): mean lag 0.6/0.4 = 1.5 frames
@@ -49,9 +52,7 @@ def add_runtime_arguments(p, smoothing_help: str) -> None:
     """Options shared by ``run`` and ``demo`` (same names, same defaults)."""
     p.add_argument("--bundle", default=None,
                    help="model bundle directory or .zip (default: the demo bundle)")
-    p.add_argument("--backend", default="auto",
-                   help="auto, onnxruntime, ort-cpu, ort-cuda, ort-tensorrt, tensorrt, "
-                        "torchscript, torch, torch-export")
+    p.add_argument("--backend", default="auto", help=backend_help())
     p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
                    help="encoder precision (int8: the bundle's ONNX int8 encoder, ONNX Runtime)")
     p.add_argument("--threads", type=positive_int, default=None,
@@ -59,9 +60,10 @@ def add_runtime_arguments(p, smoothing_help: str) -> None:
                         "choice, all cores)")
     p.add_argument("--smoothing", type=smoothing_value, default=DEFAULT_SMOOTHING,
                    help=smoothing_help)
-    p.add_argument("--detector", default="haar", choices=("haar", "yunet"),
-                   help="face detector: OpenCV Haar cascade (built in) or YuNet (needs "
-                        "--yunet-model)")
+    p.add_argument("--detector", default=None, choices=available_detectors(),
+                   help="face detector (default: the one the bundle's training crops came "
+                        "from, its front-end record; haar for bundles without one); yunet "
+                        "needs --yunet-model")
     p.add_argument("--yunet-model", default=None, metavar="ONNX",
                    help="YuNet face detector ONNX file for --detector yunet")
     p.add_argument("--min-face", type=positive_int, default=None, metavar="PX",
@@ -331,30 +333,21 @@ def _nonfinite_note(s: dict) -> str:
     return f", non-finite values left out: {', '.join(parts)}" if parts else ""
 
 
-def build_detector(args):
-    """The face detector for --detector/--yunet-model/--min-face (a clear error for a file
-    OpenCV cannot load as YuNet)."""
-    import cv2
-
-    from affedge.features.faces import FaceDetector
-
+def check_detector_args(args) -> None:
+    """--detector/--yunet-model mistakes, found before anything loads."""
     if args.detector == "yunet":
         if not args.yunet_model:
             raise ValueError("--detector yunet needs --yunet-model ONNX_FILE")
         if not os.path.isfile(args.yunet_model):
             raise ValueError(f"--yunet-model {args.yunet_model}: no such file")
-    kw = {} if args.min_face is None else {"min_size": args.min_face}
-    try:
-        return FaceDetector(args.detector, model_path=args.yunet_model, **kw)
-    except cv2.error:
-        raise ValueError(f"--yunet-model {args.yunet_model}: OpenCV cannot load it as a YuNet "
-                         f"ONNX face detector model") from None
 
 
 def recognizer_options(args) -> dict:
     """Recognizer keyword arguments from the shared runtime options."""
+    check_detector_args(args)
     opts: dict = {"backend": args.backend, "smoothing": args.smoothing,
-                  "detector": build_detector(args), "max_faces": args.max_faces,
+                  "detector": args.detector, "yunet_model": args.yunet_model,
+                  "min_face": args.min_face, "max_faces": args.max_faces,
                   "detect_every": args.detect_every}
     bo: dict = {}
     if args.precision != "fp32":

@@ -48,8 +48,6 @@ Policies (documented in affedge/sdk/prediction.py as well)
 """
 from __future__ import annotations
 
-import math
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
