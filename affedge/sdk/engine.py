@@ -170,6 +170,11 @@ class StreamingEngine:
         return str(getattr(self.backend, "name", type(self.backend).__name__))
 
     @property
+    def started(self) -> bool:
+        """True once a frame was processed since construction or the last reset()."""
+        return self._last_t is not None
+
+    @property
     def frame_index(self) -> int:
         """The index of the frame being processed now (or the next one, between ticks)."""
         return self._frame_index
@@ -310,6 +315,7 @@ class StreamingEngine:
             dets = list(detections)
             self.face_search.discard_pending()  # a full pass is merged only into the next frame
         dets = select_detections(dets, self.tracker.tracks, self.max_faces)
+        _check_boxes(dets, frame_bgr.shape, self.detector)
         tracks = self.tracker.update(dets)
         for tid in self.tracker.removed:
             self._streams.pop(tid, None)
@@ -458,6 +464,25 @@ class StreamingEngine:
         be called from another thread during a tick; the engine stays usable, with
         synchronous full-frame passes."""
         self.face_search.close()
+
+
+#: a detection box may reach this many frame sides beyond the frame (a face partly outside
+#: the image is normal; a box of 1e9 pixels is a broken detector)
+MAX_BOX_SPAN = 4.0
+
+
+def _check_boxes(dets, shape, detector) -> None:
+    """ValueError naming the detector when a box cannot be a face in a frame of ``shape``
+    (checked before the tracker or any crop sees it)."""
+    h, w = shape[:2]
+    lim = MAX_BOX_SPAN * max(h, w)
+    for d in dets:
+        x, y, bw, bh = (float(v) for v in (d.as_tuple() if hasattr(d, "as_tuple") else
+                                           tuple(d)[:4]))
+        if bw > lim or bh > lim or not (-lim < x < w + lim and -lim < y < h + lim):
+            name = getattr(detector, "name", type(detector).__name__)
+            raise ValueError(f"face detector {name!r} returned a box that cannot be a face in "
+                             f"a {w}x{h} frame: (x, y, w, h) = ({x:g}, {y:g}, {bw:g}, {bh:g})")
 
 
 def _conversion_hint(frame) -> str:

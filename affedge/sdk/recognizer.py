@@ -165,7 +165,9 @@ class Recognizer:
             for cb in (on_prediction if isinstance(on_prediction, (list, tuple))
                        else [on_prediction]):
                 self.on_prediction(cb)
-        self._tick_lock = threading.Lock()
+        # re-entrant: a callback (on_prediction) runs while the tick holds it and may call
+        # reset(), push_frame() or close() on the same thread
+        self._tick_lock = threading.RLock()
         self._sub_lock = threading.Lock()
         self._subscribers: list[queue.Queue] = []
         self._latest: Prediction | None = None
@@ -332,11 +334,19 @@ class Recognizer:
 
         ``realtime=True`` paces a *file* to its media clock (like a camera, but no frame is
         skipped). Live sources are always real time. Stops at the end of a file, after
-        ``max_frames`` frames, or on ``close()``.
+        ``max_frames`` frames, or on ``close()``. Each ``run()`` is a new, unrelated stream:
+        when frames were processed before (an earlier ``run()`` or ``push_frame``), tracks,
+        states and audio are reset first, as by :meth:`reset` (a second file starts at t = 0).
         """
         from affedge.sdk.sources import open_video
 
         self._check_open()
+        if max_frames is not None and (isinstance(max_frames, bool) or
+                                       not isinstance(max_frames, int) or max_frames < 1):
+            raise ValueError(f"max_frames must be a positive integer or None, got "
+                             f"{max_frames!r}")
+        if self.engine.started:
+            self.reset()
         self._stop.clear()
         src = open_video(video)
         self._sources.append(src)

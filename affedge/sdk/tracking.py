@@ -81,6 +81,8 @@ def _as_box(det) -> tuple[tuple[float, float, float, float], float]:
         score = float(seq[4]) if len(seq) == 5 else 1.0
     if not all(np.isfinite(box)) or box[2] <= 0 or box[3] <= 0:
         raise ValueError(f"detection box must be finite with positive size; got {box}")
+    if not np.isfinite(score):
+        raise ValueError(f"detection score must be a finite number; got {score} for box {box}")
     return box, score  # type: ignore[return-value]
 
 
