@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_threads import bundle_for, cpu_model  # noqa: E402
+from bench_threads import bundle_for, cpu_model
 
 
 def cpu_flags() -> list[str]:

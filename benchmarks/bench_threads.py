@@ -65,10 +65,8 @@ class Hog:
 
     def start(self) -> None:
         if self.proc is None:
-            cpu = self.cpu
-            self.proc = subprocess.Popen(
-                [sys.executable, "-c", "while True: pass"],
-                preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
+            self.proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            os.sched_setaffinity(self.proc.pid, {self.cpu})
             time.sleep(0.2)  # let it reach the loop
 
     def stop(self) -> None:

@@ -5,7 +5,9 @@ Shared by every torch backend (:class:`_TorchModuleBackend`):
 
 * ``precision="bf16"`` runs the encoder with its weights cast to bfloat16 and in channels_last
   layout (the layout oneDNN's bf16 convolutions are fastest in); its input is cast to bfloat16
-  and its output back to float32. No autocast: autocast re-casts the fp32 weights on every call,
+  and its output back to float32. A module that cannot be cast (a frozen TorchScript trace,
+  whose weights are graph constants; a graph with fp32 casts baked in) is refused at
+  construction with the reason (a probe call runs once). No autocast: autocast re-casts the fp32 weights on every call,
   which made it slower than fp32 (issue 18). The step and window stay fp32 (small, and they
   produce the predictions), as in the ONNX Runtime and OpenVINO backends.
 * threads follow :mod:`affedge.sdk.backends.threads` (``intra_op_threads``, else
@@ -66,6 +68,18 @@ class _TorchModuleBackend(Backend):
             raise BackendUnavailable(f"{self.name}: cannot cast the encoder to bfloat16 "
                                      f"({exc})") from None
         self._bf16.add(model)
+        # probe once: a graph with fp32 casts baked in (e.g. some torch.export programs)
+        # fails here, at construction, instead of on the first frame
+        probe = [np.zeros([1 if isinstance(d, str) else d for d in s["shape"]],
+                          np.dtype(s["dtype"])) for s in self._spec(model)["inputs"]]
+        try:
+            with torch.inference_mode():
+                module(*[self._to_torch(model, a) for a in probe])
+        except RuntimeError as exc:
+            lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+            first = lines[-1] if lines else repr(exc)  # TorchScript puts the cause last
+            raise BackendUnavailable(f"{self.name}: the encoder does not run in bfloat16 "
+                                     f"({first})") from None
         return module
 
     def precision(self, model: str) -> str:
@@ -109,6 +123,16 @@ class _TorchModuleBackend(Backend):
 class TorchScriptBackend(_TorchModuleBackend):
     name = "torchscript"
     format = "torchscript"
+
+    def _prepare(self, model: str, module):
+        if self.precision_pref == "bf16" and model == "encoder" and \
+                not any(p.is_floating_point() for p in module.parameters()):
+            # affedge exports frozen traces (torch.jit.freeze): the weights are fp32 constants
+            # inside the graph, which no cast reaches
+            raise BackendUnavailable("torchscript: the encoder is a frozen trace (weights inlined "
+                                     "as fp32 constants), so it cannot run in bf16; use the "
+                                     "torch backend (bundle weights) for bf16")
+        return super()._prepare(model, module)
 
     def _load(self, model: str, rec: dict):
         with warnings.catch_warnings():
