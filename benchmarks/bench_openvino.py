@@ -1,7 +1,7 @@
 """IR-50 encoder, batch 1: ONNX Runtime fp32 / int8 vs OpenVINO fp32 / bf16 / int8 vs torch bf16.
 
-Every variant is the shipped backend class (what runs is what is measured), with the runtime's
-thread policy (``--threads``, default: the policy's default), on a random-weights IR-50 bundle
+Every variant is the shipped backend class (what runs is what is measured), with ``--threads``
+intra-op threads (default 1) through the runtime's thread policy, on a random-weights IR-50 bundle
 (``fresh_bundle``; latency does not depend on the weights' values). Latency: variants
 interleaved round by round, p50/p99 per variant and the p50 ratio to ONNX Runtime fp32.
 Error: max |embedding - ONNX Runtime fp32 embedding| on real face crops from a small synthetic
@@ -96,7 +96,9 @@ def main(argv=None) -> int:
     ap.add_argument("--bundles", type=Path,
                     default=Path(tempfile.gettempdir()) / "affedge-bench-bundles")
     ap.add_argument("--encoder", default="ir50")
-    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="intra-op threads for every variant (default 1, as in issue 18's table "
+                         "and the roofline)")
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--cell-seconds", type=float, default=0.4)
     ap.add_argument("--json", type=Path, default=None)

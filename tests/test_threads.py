@@ -10,6 +10,7 @@ from affedge.sdk.backends.threads import (
     DEFAULT_SPINNING,
     DEFAULT_THREADS,
     ENV_VAR,
+    default_threads,
     thread_policy,
 )
 from affedge.sdk.recognizer import DEMO_BUNDLE, demo_assets_missing
@@ -21,12 +22,25 @@ needs_demo = pytest.mark.skipif(bool(demo_assets_missing()),
 def test_default_env_and_option_precedence(monkeypatch):
     monkeypatch.delenv(ENV_VAR, raising=False)
     p = thread_policy()
-    assert (p.threads, p.spinning, p.source) == (DEFAULT_THREADS, DEFAULT_SPINNING, "default")
+    assert (p.threads, p.spinning, p.source) == (default_threads(), DEFAULT_SPINNING, "default")
     monkeypatch.setenv(ENV_VAR, " 3 ")
     assert (thread_policy().threads, thread_policy().source) == (3, ENV_VAR)
     assert (thread_policy(2).threads, thread_policy(2).source) == (2, "option")
     assert thread_policy(2, spinning=True).spinning is True
     assert "2 intra-op threads, spinning on (option)" == thread_policy(2, True).describe()
+
+
+def test_default_is_capped_at_the_usable_cpus(monkeypatch):
+    import os
+
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    before = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(before)})
+        assert default_threads() == 1 and thread_policy().threads == 1
+    finally:
+        os.sched_setaffinity(0, before)
+    assert default_threads() == min(DEFAULT_THREADS, len(before))
 
 
 @pytest.mark.parametrize("bad", ["0", "-1", "two", "1.5"])
@@ -54,7 +68,7 @@ def test_every_backend_takes_the_same_option_name():
 
 
 @needs_demo
-@pytest.mark.parametrize("env,opt,want", [(None, None, DEFAULT_THREADS), ("2", None, 2),
+@pytest.mark.parametrize("env,opt,want", [(None, None, "default"), ("2", None, 2),
                                           ("2", 1, 1)])
 def test_onnxruntime_sessions_get_the_policy(monkeypatch, env, opt, want):
     from affedge.bundle import load_bundle
@@ -64,6 +78,7 @@ def test_onnxruntime_sessions_get_the_policy(monkeypatch, env, opt, want):
     if env:
         monkeypatch.setenv(ENV_VAR, env)
     be = OnnxRuntimeBackend(load_bundle(DEMO_BUNDLE), "cpu", intra_op_threads=opt)
+    want = default_threads() if want == "default" else want
     for sess in be._sessions.values():
         so = sess.get_session_options()
         assert so.intra_op_num_threads == want and so.inter_op_num_threads == 1
@@ -99,6 +114,6 @@ def test_torch_backend_sets_torch_threads(monkeypatch):
         TorchBackend(load_bundle(DEMO_BUNDLE), models=("step",), intra_op_threads=2)
         assert torch.get_num_threads() == 2
         TorchBackend(load_bundle(DEMO_BUNDLE), models=("step",))
-        assert torch.get_num_threads() == DEFAULT_THREADS
+        assert torch.get_num_threads() == default_threads()
     finally:
         torch.set_num_threads(before)

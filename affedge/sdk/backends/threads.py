@@ -1,16 +1,21 @@
 """The one thread policy every backend applies: intra-op thread count and spinning.
 
-Policy (measured with ``benchmarks/bench_threads.py``; numbers in benchmarks/README.md,
+Policy (measured with ``benchmarks/bench_threads.py``; table in benchmarks/README.md,
 "Thread policy"):
 
-* **1 intra-op thread by default.** The runtime already keeps a second core busy (the
-  ``async_detect`` worker, audio capture, the caller's own work), and an edge box is shared.
-  Two ONNX Runtime threads bought at most ~1.2x on an idle 2-core machine and lost up to
-  ~1.9x as soon as another process held the second core; one thread lost the least under the
-  same hog. One thread is the default that holds under load.
-* **No spinning.** When more threads are asked for, ONNX Runtime's pool workers do not
-  busy-wait between ops (``session.intra_op.allow_spinning = 0``): spinning threads steal the
-  core a concurrent job needs and then wait for it, which is what collapsed under load.
+* **2 intra-op threads (at most the CPUs this process may use), spinning off.** Measured on a
+  shared 2-vCPU AMD EPYC (3 runs, ONNX Runtime 1.32, IR-50 and mobile encoders, batch 1): with
+  a CPU hog on the other core, 2 non-spinning threads took 0.19-0.74x the time of 1 thread; on
+  the machine without the hog they took 1.06-1.36x. Taking the variant whose *worse* load
+  state is fastest (a kiosk's other core is busy with face detection, audio and the OS
+  whenever it matters), 2 non-spinning threads win; 1 thread lost 2.0-2.2x to the hog.
+  Caveat: that machine was shared (load average 9-13 throughout), so "without the hog" was
+  not idle; re-measure on a quiet kiosk before trusting the exact ratios.
+* **No spinning**, ever: 2 *spinning* threads (ONNX Runtime's default on 2 cores, the old
+  affedge default) were the slowest variant on the machine without the hog (1.85-2.13x of 1
+  thread) and 1.0-1.5x of 1 thread under the hog (1.8-7x of 2 non-spinning threads).
+  Spinning pool workers busy-wait between ops and steal the core the concurrent work needs.
+  (``session.intra_op.allow_spinning = 0``.)
 * **Override** with the backends' ``intra_op_threads`` option (the same name for every backend;
   ``affedge ... --threads N`` passes it), or the environment variable ``AFFEDGE_THREADS``; the
   option wins over the variable, the variable over the default. Use it on a dedicated machine
@@ -33,8 +38,8 @@ from dataclasses import dataclass
 
 #: environment variable overriding the default thread count (an integer >= 1)
 ENV_VAR = "AFFEDGE_THREADS"
-#: measured default (benchmarks/README.md, "Thread policy")
-DEFAULT_THREADS = 1
+#: measured default, capped at the usable CPUs (benchmarks/README.md, "Thread policy")
+DEFAULT_THREADS = 2
 #: measured default: pool workers sleep instead of busy-waiting between ops
 DEFAULT_SPINNING = False
 
@@ -51,6 +56,15 @@ class ThreadPolicy:
     def describe(self) -> str:
         return (f"{self.threads} intra-op thread{'s' if self.threads != 1 else ''}, spinning "
                 f"{'on' if self.spinning else 'off'} ({self.source})")
+
+
+def default_threads() -> int:
+    """:data:`DEFAULT_THREADS`, but never more than the CPUs this process may run on."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        usable = os.cpu_count() or 1
+    return max(1, min(DEFAULT_THREADS, usable))
 
 
 def _positive_int(value, where: str) -> int:
@@ -72,7 +86,7 @@ def thread_policy(intra_op_threads: int | None = None,
     elif os.environ.get(ENV_VAR, "").strip():
         n, src = _positive_int(os.environ[ENV_VAR], ENV_VAR), ENV_VAR
     else:
-        n, src = DEFAULT_THREADS, "default"
+        n, src = default_threads(), "default"
     spin = DEFAULT_SPINNING if spinning is None else bool(spinning)
     return ThreadPolicy(n, spin, src)
 
