@@ -78,6 +78,9 @@ def _embed(be, x: np.ndarray, n: int) -> np.ndarray:
 @pytest.mark.parametrize("n", [1, 3])
 def test_encoder_fp32_matches_onnxruntime_on_real_crops(ov, ort, crops, n):
     assert ov.precision("encoder") == "fp32" and ov.providers == ["openvino:CPU"]
+    # batch 1 runs the static-N copy, batch 3 the dynamic model: both paths are compared
+    assert set(ov._requests["encoder"]) == set(ov._requests["step"]) == {None, 1}
+    assert set(ov._requests["window"]) == {None}  # N and W free: dynamic only
     got, ref = _embed(ov, crops, n), _embed(ort, crops, n)
     assert got.shape == ref.shape == (len(crops) // n * n, 512) and got.dtype == np.float32
     err = float(np.abs(got - ref).max())
@@ -170,6 +173,8 @@ def test_bad_options_and_closed_backend(bundle, tmp_path):
         OpenVinoBackend(bundle, device="NOPE")
     with pytest.raises(ValueError, match="intra_op_threads"):
         OpenVinoBackend(bundle, intra_op_threads=0)
+    with pytest.raises(ValueError, match="static_batch"):
+        OpenVinoBackend(bundle, static_batch=(0,))
     be = OpenVinoBackend(bundle, models=("encoder",), cache_dir=tmp_path / "c")
     assert any((tmp_path / "c").iterdir()), "compiled model not cached in cache_dir"
     with pytest.raises(ValueError, match="must have shape"):

@@ -16,6 +16,12 @@ window always run in fp32 (they are small, and their outputs are the predictions
 * ``None`` / ``"auto"``: bf16 where the device reports BF16, else fp32.
 
 ``precision(model)`` reports what actually runs, read back from the compiled model.
+
+Batch: every model is compiled with its dynamic ``N``; in addition the batch sizes in
+``static_batch`` (default ``(1,)``: one face, one stream -- the common tick) get their own
+compiled copy with that ``N`` fixed, which OpenVINO optimises further (mobile encoder, batch 1:
+1.5 ms static vs 1.9 ms dynamic on an AMD EPYC; IR-50: no difference). Calls with another N use
+the dynamic model, so no call ever waits for a compile.
 Threads follow :mod:`affedge.sdk.backends.threads` (``intra_op_threads``, ``$AFFEDGE_THREADS``).
 Compiled models are cached (OpenVINO ``CACHE_DIR``) in ``cache_dir``: default
 ``$AFFEDGE_CACHE_DIR/openvino``, else ``$XDG_CACHE_HOME/affedge/openvino``, else
@@ -101,8 +107,11 @@ class OpenVinoBackend(Backend):
 
     def __init__(self, bundle: Bundle, device: str = "CPU", precision: str | None = None,
                  cache_dir: str | os.PathLike | bool | None = None,
-                 intra_op_threads: int | None = None, models: tuple[str, ...] | None = None):
+                 intra_op_threads: int | None = None, models: tuple[str, ...] | None = None,
+                 static_batch: tuple[int, ...] = (1,)):
         ov = import_openvino()
+        if any(not isinstance(n, int) or n < 1 for n in static_batch):
+            raise ValueError(f"static_batch must be batch sizes >= 1, got {static_batch!r}")
         if precision not in (None, "auto", *PRECISIONS):
             raise ValueError(f"openvino precision must be one of {PRECISIONS} or 'auto', "
                              f"got {precision!r}")
@@ -158,9 +167,16 @@ class OpenVinoBackend(Backend):
                 raise BackendUnavailable(f"openvino could not compile {rec['file']} for "
                                          f"{device}: {first}") from None
             self._compiled[model] = compiled
-            self._requests[model] = compiled.create_infer_request()
+            self._requests[model] = {None: compiled.create_infer_request()}
             self._locks[model] = threading.Lock()
             self._effective[model] = self._read_precision(compiled, rec)
+            if self._batch_only(rec):
+                for n in static_batch:
+                    fixed = net.clone()
+                    fixed.reshape({p.get_any_name(): [n, *[int(d) for d in s["shape"][1:]]]
+                                   for p, s in zip(fixed.inputs, rec["inputs"])})
+                    self._requests[model][n] = core.compile_model(
+                        fixed, device, cfg).create_infer_request()
         self._out_index = {m: self._output_index(m) for m in self._compiled}
 
     # -- which artifact serves a model: the int8 QDQ encoder when asked and present
@@ -170,6 +186,13 @@ class OpenVinoBackend(Backend):
             if rec is not None:
                 return rec
         return self.bundle.find(model, "onnx", "fp32") or self.bundle.find(model, "onnx")
+
+    @staticmethod
+    def _batch_only(rec: dict) -> bool:
+        """True when the only free dimension of every input is the leading batch ``N``."""
+        shapes = [s["shape"] for s in rec["inputs"]]
+        return all(sh and sh[0] == shapes[0][0] and isinstance(sh[0], str)
+                   and all(isinstance(d, int) for d in sh[1:]) for sh in shapes)
 
     @staticmethod
     def _read_precision(compiled, rec: dict) -> str:
@@ -206,7 +229,8 @@ class OpenVinoBackend(Backend):
             raise RuntimeError(f"{self.name}: backend closed (its compiled models were released "
                                "by close()); create a new backend")
         feeds = self.check_inputs(model_name, inputs)
-        req = self._requests[model_name]
+        reqs = self._requests[model_name]
+        req = reqs.get(len(next(iter(feeds.values()))), reqs[None])
         with self._locks[model_name]:
             res = req.infer(feeds)
             outs = [np.array(res[i], dtype=np.float32, copy=True)
