@@ -5,6 +5,8 @@ engine cache (``trt_fp16_enable``, ``trt_engine_cache_enable``, ``trt_engine_cac
 CUDA, then CPU as fallbacks inside the session; ``"cuda"`` -> CUDA then CPU; ``"cpu"`` -> CPU.
 ``providers`` reports what ``session.get_providers()`` says was actually used.
 ``precision="int8"`` runs the ``onnx-int8`` encoder (CPU QDQ model) with the fp32 step/window.
+Threads and spinning follow the runtime's one thread policy (:mod:`affedge.sdk.backends.threads`):
+``intra_op_threads`` (else ``$AFFEDGE_THREADS``, else the measured default) and ``spinning``.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import numpy as np
 
 from affedge.bundle import Bundle
 from affedge.sdk.backends.base import Backend, BackendUnavailable
+from affedge.sdk.backends.threads import apply_to_ort, thread_policy
 
 PROVIDER_NAMES = {
     "tensorrt": "TensorrtExecutionProvider",
@@ -59,7 +62,8 @@ class OnnxRuntimeBackend(Backend):
 
     def __init__(self, bundle: Bundle, provider: str = "cpu", precision: str = "fp32",
                  fp16: bool = False, cache_dir: str | os.PathLike | None = None,
-                 intra_op_threads: int | None = None, models: tuple[str, ...] | None = None):
+                 intra_op_threads: int | None = None, models: tuple[str, ...] | None = None,
+                 spinning: bool | None = None):
         try:
             import onnxruntime as ort
         except ImportError as exc:  # pragma: no cover - onnxruntime is a runtime dependency
@@ -77,8 +81,8 @@ class OnnxRuntimeBackend(Backend):
         chain = provider_list(provider, fp16=fp16, cache_dir=cache_dir)
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if intra_op_threads is not None:
-            so.intra_op_num_threads = int(intra_op_threads)
+        self.threads = thread_policy(intra_op_threads, spinning)
+        apply_to_ort(so, self.threads)
         self._sessions = {}
         for model, rec in self._specs.items():
             path = self.bundle.root / rec["file"]

@@ -4,8 +4,10 @@
 The eager backend rebuilds ``AffectModel`` from the manifest's model config, loads the
 ``weights`` safetensors artifact, and serves the same three models as the exported artifacts:
 ``encoder`` (folded encoder), ``step`` (:class:`affedge.export.streaming.StreamingStep`) and
-``window``. It imports torch and the model code lazily, only when constructed (the runtime never
-imports them otherwise; this is the one place the runtime may reach into affedge.training).
+``window``. ``precision="bf16"`` casts the encoder's weights (see
+:mod:`affedge.sdk.backends.torchscript_backend`). It imports torch and the model code lazily,
+only when constructed (the runtime never imports them otherwise; this is the one place the
+runtime may reach into affedge.training).
 """
 from __future__ import annotations
 
@@ -22,9 +24,10 @@ class TorchBackend(_TorchModuleBackend):
     name = "torch"
     format = "safetensors"
 
-    def __init__(self, bundle: Bundle, device: str = "cpu", models=None):
+    def __init__(self, bundle: Bundle, device: str = "cpu", models=None,
+                 precision: str = "fp32", intra_op_threads: int | None = None):
         self._model = None
-        super().__init__(bundle, device, models)
+        super().__init__(bundle, device, models, precision, intra_op_threads)
 
     def _record(self, model: str) -> dict | None:
         if self.bundle.find("weights", "safetensors") is None:
@@ -76,10 +79,14 @@ class TorchExportBackend(_TorchModuleBackend):
     name = "torch-export"
     format = "torch-export"
 
-    def __init__(self, bundle: Bundle, device: str = "cpu", models=None, aoti: bool = False):
+    def __init__(self, bundle: Bundle, device: str = "cpu", models=None, aoti: bool = False,
+                 precision: str = "fp32", intra_op_threads: int | None = None):
         if aoti:
             self.name, self.format = "aoti", "aoti"
-        super().__init__(bundle, device, models)
+            if precision != "fp32":  # a compiled package's kernels are fixed at export
+                raise BackendUnavailable("aoti: an AOTInductor package runs the precision it was "
+                                         "compiled for (fp32); bf16 needs torch or torch-export")
+        super().__init__(bundle, device, models, precision, intra_op_threads)
 
     def _load(self, model: str, rec: dict):
         path = str(self.bundle.root / rec["file"])
