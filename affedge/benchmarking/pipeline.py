@@ -400,14 +400,16 @@ def _end_to_end(rec, clip: Clip, frames: int, warmup: int, max_seconds: float) -
 
 
 # ------------------------------------------------------------------------------ encoder table
-def encoder_variants() -> tuple[tuple[str, str, str, str, bool], ...]:
-    """(label, backend name for select_backend, precision, artifact format, bf16 autocast) for
-    every format of the format table that runs on a CPU, at each of its CPU precisions."""
-    from affedge.formats import FORMATS, RUNNERS
+def encoder_variants() -> tuple[tuple[str, str, str, str], ...]:
+    """(label, backend name for select_backend, precision, artifact format) for every runner of
+    the format table that runs on a CPU, at each precision it is benchmarked at."""
+    from affedge.formats import FORMATS
 
-    return tuple((RUNNERS[f.cpu_runner].description, f.cpu_runner, prec, f.name, prec == "bf16")
-                 for f in FORMATS if f.cpu_runner is not None
-                 for prec in f.precisions if prec != "fp16")  # no fp16 path on CPUs
+    return tuple((r.description, r.name, prec,
+                  "onnx-int8" if (f.name == "onnx" and prec == "int8") else f.name)
+                 for f in FORMATS
+                 for r in sorted(f.runners, key=lambda r: r.name != f.cpu_runner)
+                 for prec in r.cpu_precisions)
 
 
 ENCODER_VARIANTS = encoder_variants()
@@ -433,49 +435,41 @@ def encoder_rows(bundle, threads: int = 1, iters: int = 100, warmup: int = 10,
     crop = int(bundle.model_config().crop_size)
     x = np.random.default_rng(0).uniform(-1, 1, (batch, 3, crop, crop)).astype(np.float32)
     rows = []
-    eager_ref = None  # fp32 eager output: the bf16 autocast row's parity is measured against it
-    for label, be_name, prec, fmt, autocast in ENCODER_VARIANTS:
+    ref_out = None  # the first fp32 row's output (ONNX Runtime): what rows without a manifest
+    for label, be_name, prec, fmt in ENCODER_VARIANTS:  # parity record are measured against
         eager = fmt == "safetensors"
         # eager runs the weights file (size: the whole model's weights); others their artifact
         rec = bundle.find("weights", "safetensors") if eager else \
-            bundle.find("encoder", fmt, prec)
-        row: dict[str, Any] = {"format": label,
-                               "precision": f"{prec} autocast" if autocast else prec,
-                               "artifact": fmt, "batch": batch}
+            bundle.find("encoder", fmt, prec if fmt != "onnx" else "fp32")
+        row: dict[str, Any] = {"format": label, "precision": prec, "artifact": fmt,
+                               "batch": batch}
         if rec is None:
             row.update(status="absent", reason=f"bundle has no {fmt} {prec} encoder")
             rows.append(row)
             continue
         row["size_mb"] = rec["size"] / 1e6
-        if eager:  # fp32 eager is the parity reference itself; bf16 is measured against it
-            row["parity_max_abs"], row["parity_source"] = \
-                (None, "measured vs eager fp32") if autocast else (0.0, "reference")
-        else:
-            row["parity_max_abs"] = parity_error(bundle, "encoder", fmt, prec)
-            row["parity_source"] = "manifest"
+        from affedge.formats import BY_NAME
+
+        measured = prec != rec.get("precision", prec) or be_name != BY_NAME[fmt].cpu_runner
+        if not measured:
+            row["parity_max_abs"] = 0.0 if eager else parity_error(bundle, "encoder", fmt, prec)
+            row["parity_source"] = "reference" if eager else "manifest"
         try:
-            opts: dict[str, Any] = {}
-            if be_name.startswith("ort"):
-                opts = {"intra_op_threads": threads, "precision": prec}
-            be = select_backend(bundle, be_name, **opts)
+            be = select_backend(bundle, be_name, intra_op_threads=threads, precision=prec)
         except Exception as exc:  # noqa: BLE001 - backend not usable here: say why, go on
             row.update(status="unavailable", reason=str(exc).splitlines()[0][:160])
             rows.append(row)
             continue
         try:
             e_in, e_out = _enc_io(be)
-            if hasattr(be, "torch"):
-                be.torch.set_num_threads(int(threads))
-            ctx = be.torch.autocast("cpu", dtype=be.torch.bfloat16) if autocast else \
-                contextlib.nullcontext()
-            with ctx:
-                st = measure(lambda be=be, e_in=e_in: be.run("encoder", {e_in: x}), iters=iters,
-                             warmup=warmup, max_seconds=max_seconds)
-                y = be.run("encoder", {e_in: x})[e_out]
-            if eager and not autocast:
-                eager_ref = y
-            elif autocast and eager_ref is not None:
-                row["parity_max_abs"] = float(np.max(np.abs(y - eager_ref)))
+            st = measure(lambda be=be, e_in=e_in: be.run("encoder", {e_in: x}), iters=iters,
+                         warmup=warmup, max_seconds=max_seconds)
+            y = be.run("encoder", {e_in: x})[e_out]
+            if ref_out is None and prec == "fp32":
+                ref_out = y
+            elif measured and ref_out is not None:
+                row["parity_max_abs"] = float(np.max(np.abs(y - ref_out)))
+                row["parity_source"] = "measured vs the first fp32 row"
             row.update(status="ok", backend=be.name, providers=list(be.providers),
                        stats=st)
         except Exception as exc:  # noqa: BLE001 - one failing format must not stop the table

@@ -227,6 +227,27 @@ def _devices() -> dict:
     return {"cameras": _try(list_cameras), "microphones": _try(list_microphones)}
 
 
+def _openvino() -> dict:
+    from affedge.sdk.backends.openvino_backend import openvino_device_lines
+
+    return {"lines": openvino_device_lines()}
+
+
+def _front_end(b) -> dict:
+    """The bundle's face front end (detector + crop recipe) and whether this install can
+    reproduce it."""
+    from affedge.features.frontend import check_frontend, frontend_of
+
+    rec = frontend_of(b.manifest.get("face_frontend"))
+    out = {**rec, "recorded": b.manifest.get("face_frontend") is not None}
+    try:
+        check_frontend(rec)
+        out["reproducible"] = True
+    except ValueError as exc:
+        out["reproducible"], out["why"] = False, str(exc)
+    return out
+
+
 def _bundle(path) -> dict:
     from affedge.bundle import load_bundle
     from affedge.sdk.backends import select_backend
@@ -237,6 +258,7 @@ def _bundle(path) -> dict:
         "encoder": b.model_config().encoder,
         "receptive_field": b.receptive_field,
         "artifacts": [f"{a['name']} {a['format']} {a['precision']}" for a in b.artifacts],
+        "front_end": _try(_front_end, b),
     }
     engines = [a for a in b.artifacts if a["format"] == "tensorrt"]
     if engines:
@@ -282,6 +304,7 @@ def collect(bundle=None, devices: bool = True) -> dict:
         "gpu": _try(_gpu),
         "torch": _try(_torch),
         "tensorrt": _try(_tensorrt),
+        "openvino": _try(_openvino),
     }
     if devices:
         rep["devices"] = _try(_devices)
@@ -334,6 +357,8 @@ def format_report(rep: dict) -> str:
     r = rep.get("tensorrt", {})
     lines.append(f"tensorrt: {r['version']}" if r.get("installed")
                  else f"tensorrt: {r.get('note', _fmt(r))}")
+    ov = rep.get("openvino", {})
+    lines.extend(ov.get("lines") or [f"openvino: {_fmt(ov)}"])
     d = rep.get("devices")
     if d is not None:
         if "error" in d and len(d) == 1:
@@ -359,6 +384,18 @@ def format_report(rep: dict) -> str:
                          f"{b['receptive_field']} frames)")
             for a in b["artifacts"]:
                 lines.append(f"  artifact {a}")
+            fe = b.get("front_end", {})
+            if "detector" in fe:
+                sha = (fe.get("detector_sha256") or "")[:12]
+                lines.append(
+                    f"  face front end: detector {fe['detector']}"
+                    + (f" (model sha256 {sha}...)" if sha else "")
+                    + f", crop recipe {fe['crop_recipe']} v{fe['crop_recipe_version']}"
+                    + ("" if fe["recorded"] else " (no record: the legacy default)")
+                    + ("; reproducible here" if fe.get("reproducible")
+                       else f"; NOT reproducible here: {fe.get('why')}"))
+            else:
+                lines.append(f"  face front end: {_fmt(fe)}")
             if not b["engines"]:
                 lines.append("  TensorRT engines: none in this bundle")
             for e in b["engines"]:
