@@ -274,9 +274,12 @@ class AudioTimeline:
         self._counters["consumed"] += pcm.size
 
     def _row_present(self, ring, t: float) -> bool:
-        """The newest row is at most ``audio_timeout`` older than ``t``."""
-        latest = ring.latest_time
-        return latest is not None and t - latest <= self.audio_timeout
+        """A row that ended at or before ``t`` exists (a frame never sees audio from after its
+        own time) and the newest one by ``t`` is at most ``audio_timeout`` old."""
+        oldest, latest = ring.oldest_time, ring.latest_time
+        if oldest is None or oldest > t:
+            return False  # nothing yet, or only audio from after t
+        return t - min(latest, t) <= self.audio_timeout
 
     def at(self, t: float) -> tuple[dict[str, np.ndarray], bool, bool]:
         """Normalised features at ``t`` -> ({kind: float32[D]}, present, speech). Zeros and
