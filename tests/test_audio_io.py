@@ -267,9 +267,11 @@ def test_stream_resampler_any_chunking(sizes):
 
 def test_stream_resampler_latency_and_state():
     rs = StreamResampler(48000, 16000)
-    assert 0 < rs.latency_s < 0.003  # ~2.2 ms look-ahead
+    assert 0 < rs.latency_s <= 0.011  # libsoxr HQ: 10 ms (the polyphase filter before: 2.2 ms)
     first = rs.push(np.zeros(480))  # 10 ms in -> 10 ms out minus the look-ahead
-    assert first.size == -(-(480 - round(rs.latency_s * 48000)) // 3)
+    # no output before its input support: at most 10 ms minus the filter delay (libsoxr holds a
+    # little more back while it starts)
+    assert first.size <= -(-(480 - round(rs.latency_s * 48000)) // 3)
     rs.flush()
     with pytest.raises(RuntimeError, match="after flush"):
         rs.push(np.zeros(10))

@@ -55,19 +55,30 @@ def inputs(bundle_dir):
     return {"encoder": {"frames": frames}, "step": feeds, "window": win}
 
 
+def _openvino_importable() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("openvino") is not None
+
+
 def test_auto_selects_onnxruntime_cpu_with_reasons(bundle_dir):
+    """No GPU here: auto picks OpenVINO where it is installed (ahead of ONNX Runtime CPU in the
+    format table), ONNX Runtime CPU otherwise; the skipped candidates carry their reasons."""
     be = select_backend(load_bundle(bundle_dir))
-    assert be.name == "onnxruntime-cpu"
-    assert be.providers == ["CPUExecutionProvider"]
+    want = ("openvino", "openvino") if _openvino_importable() else ("onnxruntime-cpu", "ort-cpu")
+    assert be.name == want[0]
     report = {name: (status, why) for name, status, why in be.selection}
-    assert report["ort-cpu"][0] == "selected"
+    assert report[want[1]][0] == "selected"
     assert report["tensorrt"][0] == "skipped" and "TensorRT/NVIDIA GPU not available" in \
         report["tensorrt"][1]
     assert "CUDAExecutionProvider" in report["ort-cuda"][1]
     assert "skipped" in describe_selection(be)
+    be.close()
+    ort = select_backend(load_bundle(bundle_dir), "onnxruntime")
+    assert ort.name == "onnxruntime-cpu" and ort.providers == ["CPUExecutionProvider"]
     # INTERFACES.md argument order and a path are accepted too
-    assert select_backend("auto", load_bundle(bundle_dir)).name == "onnxruntime-cpu"
-    assert select_backend(str(bundle_dir)).name == "onnxruntime-cpu"
+    assert select_backend("ort-cpu", load_bundle(bundle_dir)).name == "onnxruntime-cpu"
+    assert select_backend(str(bundle_dir), "onnxruntime").name == "onnxruntime-cpu"
     with pytest.raises(ValueError, match="unknown backend"):
         select_backend(bundle_dir, "coreml")
 

@@ -1,4 +1,4 @@
-"""WAV reading/writing, sample-format conversion and band-limited resampling (numpy only).
+"""WAV reading/writing, sample-format conversion and band-limited resampling.
 
 * :func:`read_wav` parses the RIFF chunks itself. The stdlib ``wave`` module of Python 3.11 only
   reads ``WAVE_FORMAT_PCM`` and refuses IEEE float and ``WAVE_FORMAT_EXTENSIBLE`` files, so one
@@ -10,18 +10,16 @@
 * :func:`to_float_mono` turns raw sample bytes or integer/float arrays into float32 mono in
   [-1, 1] (integers scale by 2^(bits-1); unsigned 8-bit is offset by 128). Microphone sources
   use it for pyaudio's int16 buffers.
-* :func:`resample` / :class:`StreamResampler`: rational polyphase resampling with a
-  Kaiser-windowed sinc low-pass (cut-off ``rolloff`` = 0.9 x the lower Nyquist, 32 zero crossings
-  per side, beta 8.6). Measured for 48/44.1 kHz -> 16 kHz: flat (< 0.01 dB) to 6.5 kHz, -1.6 dB
-  at 7 kHz, below -90 dB from 8 kHz on (no aliasing). The filter is symmetric (zero phase): output
-  sample ``n`` sits at input time ``n * sr_in / sr_out``; the streaming form therefore emits each
-  output once its ``half_width`` future input samples have arrived (``latency_s`` = half_width /
-  sr_in, 2.2 ms for 48 kHz -> 16 kHz) and ``flush()`` emits the rest. Chunked output equals the
-  batch output exactly.
+* :func:`resample` / :class:`StreamResampler`: libsoxr (the ``soxr`` package, numpy only, wheels
+  for x86-64 and aarch64) in its "HQ" recipe: for 48/44.1 kHz -> 16 kHz the stop band is below
+  -136 dB (measured) and the pass band flat to 7 kHz; the delay (``latency_s``, 10 ms) is
+  compensated, so output sample ``n`` sits at input time ``n * sr_in / sr_out``; the streaming
+  form emits each output once its input support has arrived and ``flush()`` the rest. Chunked
+  output equals the batch output exactly.
 """
 from __future__ import annotations
 
-import math
+import functools
 import os
 import struct
 import wave
@@ -223,43 +221,16 @@ def write_wav(path, pcm, sr: int) -> None:
 
 
 # --------------------------------------------------------------------------- resampling
-class _Polyphase:
-    """Rational resampler design: up ``L``, down ``M``, ``2*K`` taps per phase."""
+#: libsoxr's "HQ" recipe: stop band beyond -140 dB (measured -143 dB for 11 kHz 48k->16k), flat
+#: pass band (6 kHz tone within 1e-8 of its level), 160 output samples of delay at 16 kHz
+RESAMPLE_QUALITY = "HQ"
 
-    def __init__(self, sr_in: int, sr_out: int, zero_crossings: int, rolloff: float, beta: float):
-        for name, v in (("sr_in", sr_in), ("sr_out", sr_out)):
-            if int(v) != v or v < 1:
-                raise ValueError(f"resample: {name} must be a positive integer, got {v!r}")
-        if not 0 < rolloff <= 1:
-            raise ValueError(f"resample: rolloff must be in (0, 1], got {rolloff}")
-        g = math.gcd(int(sr_in), int(sr_out))
-        self.L, self.M = int(sr_out) // g, int(sr_in) // g
-        scale = min(1.0, sr_out / sr_in) * rolloff  # cut-off as a fraction of the input Nyquist
-        self.K = K = math.ceil(zero_crossings / scale)  # half-width in input samples
-        # Output n lies at input position n*M/L = j0 + p/L; tap k reads input j0 - K + 1 + k,
-        # at distance tau = p/L + K - 1 - k (input samples) from the output position.
-        p = np.arange(self.L, dtype=np.float64)[:, None] / self.L
-        tau = p + (K - 1) - np.arange(2 * K, dtype=np.float64)[None, :]
-        win = np.zeros_like(tau)
-        inside = np.abs(tau) < K
-        win[inside] = np.i0(beta * np.sqrt(1.0 - (tau[inside] / K) ** 2)) / np.i0(beta)
-        self.taps = scale * np.sinc(scale * tau) * win  # [L, 2K]
 
-    def n_out(self, n_in: int) -> int:
-        return -(-n_in * self.L // self.M)  # ceil(n_in * L / M)
-
-    def compute(self, xpad: np.ndarray, offset: int, n_first: int, n_count: int) -> np.ndarray:
-        """Outputs ``n_first .. n_first+n_count-1``; ``xpad[i]`` holds input ``i - offset``."""
-        out = np.empty(n_count, dtype=np.float64)
-        idx = np.arange(2 * self.K)
-        block = 4096
-        for b in range(0, n_count, block):
-            n = np.arange(n_first + b, n_first + min(b + block, n_count), dtype=np.int64)
-            j0 = (n * self.M) // self.L
-            phase = (n * self.M) % self.L
-            seg = xpad[(j0 - self.K + 1 + offset)[:, None] + idx[None, :]]
-            out[b: b + n.size] = (seg * self.taps[phase]).sum(axis=1)
-        return out
+def _check_rates(sr_in, sr_out) -> tuple[int, int]:
+    for name, v in (("sr_in", sr_in), ("sr_out", sr_out)):
+        if isinstance(v, bool) or int(v) != v or v < 1:
+            raise ValueError(f"resample: {name} must be a positive integer, got {v!r}")
+    return int(sr_in), int(sr_out)
 
 
 def _check_resample_input(pcm, what: str) -> np.ndarray:
@@ -271,84 +242,73 @@ def _check_resample_input(pcm, what: str) -> np.ndarray:
     return x.astype(np.float64, copy=False)
 
 
-def resample(
-    pcm, sr_in: int, sr_out: int, *, zero_crossings: int = 32, rolloff: float = 0.9,
-    beta: float = 8.6,
-) -> np.ndarray:
-    """Band-limited resampling of 1-D float PCM -> float32, ``ceil(n * sr_out / sr_in)`` samples.
-
-    Samples outside the signal count as zeros. ``sr_in == sr_out`` returns a float32 copy.
-    """
+def resample(pcm, sr_in: int, sr_out: int) -> np.ndarray:
+    """Band-limited resampling of 1-D float PCM -> float32, ``ceil(n * sr_out / sr_in)`` samples
+    (libsoxr; exactly what :class:`StreamResampler` gives for the same signal in any chunks).
+    ``sr_in == sr_out`` returns a float32 copy."""
     x = _check_resample_input(pcm, "resample")
-    if sr_in == sr_out:
-        _Polyphase(sr_in, sr_out, zero_crossings, rolloff, beta)  # validates the rates
-        return x.astype(np.float32)
-    d = _Polyphase(sr_in, sr_out, zero_crossings, rolloff, beta)
-    pad = np.zeros(d.K + 1)
-    xpad = np.concatenate([pad, x, pad])
-    return d.compute(xpad, d.K + 1, 0, d.n_out(x.size)).astype(np.float32)
+    rs = StreamResampler(sr_in, sr_out)
+    return np.concatenate([rs.push(x), rs.flush()])
+
+
+@functools.lru_cache(maxsize=64)
+def _soxr_delay_s(sr_in: int, sr_out: int) -> float:
+    import soxr
+
+    probe = soxr.ResampleStream(sr_in, sr_out, 1, dtype="float64", quality=RESAMPLE_QUALITY)
+    probe.resample_chunk(np.zeros(sr_in // 10), last=False)
+    return float(probe.delay()) / sr_out
 
 
 class StreamResampler:
-    """Chunked :func:`resample`: ``push(chunk)`` returns the outputs whose input support is
-    complete, ``flush()`` the rest (end-of-stream zeros). ``concat(pushes + flush)`` equals
-    ``resample(whole, sr_in, sr_out)``. ``latency_s`` = look-ahead needed per output.
-    """
+    """Chunked resampling through libsoxr's streaming interface (the ``soxr`` package):
+    ``push(chunk)`` returns the outputs whose input support is complete, ``flush()`` the rest
+    (end-of-stream zeros). ``concat(pushes + flush)`` is the same for any chunking and equals
+    :func:`resample` of the whole signal. ``latency_s``: the filter's delay (outputs held back
+    until their input support has arrived)."""
 
-    def __init__(self, sr_in: int, sr_out: int, *, zero_crossings: int = 32,
-                 rolloff: float = 0.9, beta: float = 8.6):
-        self.sr_in, self.sr_out = int(sr_in), int(sr_out)
-        self._d = _Polyphase(sr_in, sr_out, zero_crossings, rolloff, beta)
+    def __init__(self, sr_in: int, sr_out: int):
+        self.sr_in, self.sr_out = _check_rates(sr_in, sr_out)
         self.reset()
+
+    def reset(self) -> None:
+        import soxr  # small, numpy only; a runtime dependency (pyproject)
+
+        self._rs = None if self.sr_in == self.sr_out else soxr.ResampleStream(
+            self.sr_in, self.sr_out, 1, dtype="float64", quality=RESAMPLE_QUALITY)
+        self._n_in = 0
+        self._n_out = 0
+        self._flushed = False
 
     @property
     def latency_s(self) -> float:
-        return 0.0 if self.sr_in == self.sr_out else self._d.K / self.sr_in
-
-    def reset(self) -> None:
-        self._buf = np.zeros(self._d.K + 1)  # leading zeros: inputs -K-1 .. -1
-        self._buf_start = -(self._d.K + 1)  # input index of _buf[0]
-        self._n_in = 0
-        self._n_done = 0  # outputs emitted
-        self._flushed = False
+        """Input seconds an output waits for (the filter's delay; measured once per rate pair
+        on a probe stream, since libsoxr reports it only after some input)."""
+        if self._rs is None:
+            return 0.0
+        return _soxr_delay_s(self.sr_in, self.sr_out)
 
     def push(self, chunk) -> np.ndarray:
         x = _check_resample_input(chunk, "StreamResampler.push")
         if self._flushed:
             raise RuntimeError("StreamResampler.push after flush(); call reset() first")
-        if self.sr_in == self.sr_out:
+        if self._rs is None:
             return x.astype(np.float32)
-        self._buf = np.concatenate([self._buf, x])
         self._n_in += x.size
-        d = self._d
-        # output n needs inputs up to j0 + K where j0 = floor(n*M/L); all inputs < n_in present.
-        # outputs n with floor(n*M/L) + K <= n_in - 1, i.e. n*M < (n_in - K) * L:
-        limit = self._n_in - d.K
-        n_ready = 0 if limit <= 0 else -(-limit * d.L // d.M)
-        n_ready = min(n_ready, d.n_out(self._n_in))
-        return self._emit(n_ready)
+        return self._take(self._rs.resample_chunk(x, last=False))
 
     def flush(self) -> np.ndarray:
-        """Emit the remaining outputs (the signal is taken as zero after the last input)."""
+        """Emit the remaining outputs (the signal is taken as zero after the last input), up to
+        ``ceil(n_in * sr_out / sr_in)`` outputs in all."""
         if self._flushed:
             return np.zeros(0, dtype=np.float32)
         self._flushed = True
-        if self.sr_in == self.sr_out:
+        if self._rs is None:
             return np.zeros(0, dtype=np.float32)
-        self._buf = np.concatenate([self._buf, np.zeros(self._d.K + 1)])
-        return self._emit(self._d.n_out(self._n_in))
+        return self._take(self._rs.resample_chunk(np.zeros(0), last=True))
 
-    def _emit(self, n_end: int) -> np.ndarray:
-        d = self._d
-        count = n_end - self._n_done
-        if count <= 0:
-            return np.zeros(0, dtype=np.float32)
-        y = d.compute(self._buf, -self._buf_start, self._n_done, count)
-        self._n_done = n_end
-        # keep inputs from the first one the next output can need: floor(n_done*M/L) - K + 1
-        keep_from = (self._n_done * d.M) // d.L - d.K + 1
-        drop = max(0, keep_from - self._buf_start)
-        if drop:
-            self._buf = self._buf[drop:]
-            self._buf_start += drop
+    def _take(self, y: np.ndarray) -> np.ndarray:
+        total = -(-self._n_in * self.sr_out // self.sr_in)
+        y = y[: max(0, total - self._n_out)]
+        self._n_out += y.size
         return y.astype(np.float32)
