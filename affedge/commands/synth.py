@@ -17,6 +17,16 @@ def add_arguments(p) -> None:
                         "(default 0)")
     p.add_argument("--val-fraction", type=float, default=0.2,
                    help="fraction of videos in Validation_Set (default 0.2)")
+    p.add_argument("--detector", default="blazeface",
+                   help="face detector the training crops are made with (a registry name: "
+                        "blazeface, blazeface-short, haar, yunet); recorded in the data set and, "
+                        "through training and export, in the bundle, whose runtime then uses it "
+                        "(default: blazeface)")
+    p.add_argument("--crop-recipe", default=None,
+                   help="how a detected face becomes a crop: landmarks5-v1 (similarity "
+                        "transform of eyes/nose/mouth to the 112x112 five-point template, as "
+                        "Aff-Wild2's aligned crops) or box-v1 (the detector's box, enlarged) "
+                        "(default: landmarks5-v1 for detectors with keypoints, else box-v1)")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (it is also off with -q, when stderr is not a "
                         "terminal, and under CI=true, TERM=dumb or NO_COLOR)")
@@ -35,13 +45,20 @@ def run(args) -> int:
         probe = probe.parent
     if not probe.is_dir():
         raise ValueError(f"{out}: {probe} is a file, not a directory")
+    from affedge.features.detectors import DETECTORS, available_detectors
     from affedge.training.data.synthetic import generate
 
+    if args.detector not in available_detectors():
+        raise ValueError(f"--detector {args.detector!r}: choose one of "
+                         f"{', '.join(available_detectors())}")
+    recipe = args.crop_recipe or ("landmarks5-v1" if DETECTORS[args.detector].has_keypoints
+                                  else "box-v1")
     try:
         rec = generate(args.out, args.videos, seed=args.seed, seconds=args.seconds,
                        fps=args.fps, occlusion=args.occlusion,
                        identity_offset=args.identity_offset, val_fraction=args.val_fraction,
-                       progress=not args.no_progress and log.progress_enabled())
+                       progress=not args.no_progress and log.progress_enabled(),
+                       detector=args.detector, crop_recipe=recipe)
     except FileExistsError as exc:
         raise ValueError(str(exc)) from None
     n_train = sum(v["partition"] == "Train_Set" for v in rec["videos"])
