@@ -54,6 +54,17 @@ def provider_list(kind: str, fp16: bool = False, cache_dir: str | os.PathLike | 
     return chain
 
 
+def onnx_record(bundle: Bundle, model: str, precision: str | None) -> dict | None:
+    """The ONNX artifact that serves ``model``: the int8 QDQ encoder when ``precision`` is int8
+    and the bundle has one, else the fp32 graph (any ONNX graph of that name as a last resort).
+    Every backend that runs the bundle's ONNX picks its graphs this way."""
+    if precision == "int8" and model == "encoder":
+        rec = bundle.find(model, "onnx-int8")
+        if rec is not None:
+            return rec
+    return bundle.find(model, "onnx", "fp32") or bundle.find(model, "onnx")
+
+
 class OnnxRuntimeBackend(Backend):
     """Runs the bundle's ONNX artifacts in ONNX Runtime sessions (one per model)."""
 
@@ -102,11 +113,7 @@ class OnnxRuntimeBackend(Backend):
                                      f"{self._providers}")
 
     def _record(self, model: str) -> dict | None:
-        if self.precision_pref == "int8" and model == "encoder":
-            rec = self.bundle.find(model, "onnx-int8")
-            if rec is not None:
-                return rec
-        return self.bundle.find(model, "onnx", "fp32") or self.bundle.find(model, "onnx")
+        return onnx_record(self.bundle, model, self.precision_pref)
 
     @property
     def providers(self) -> list[str]:

@@ -181,11 +181,9 @@ class OpenVinoBackend(Backend):
 
     # -- which artifact serves a model: the int8 QDQ encoder when asked and present
     def _record(self, model: str) -> dict | None:
-        if self.precision_pref == "int8" and model == "encoder":
-            rec = self.bundle.find(model, "onnx-int8")
-            if rec is not None:
-                return rec
-        return self.bundle.find(model, "onnx", "fp32") or self.bundle.find(model, "onnx")
+        from affedge.sdk.backends.onnxruntime_backend import onnx_record
+
+        return onnx_record(self.bundle, model, self.precision_pref)
 
     @staticmethod
     def _batch_only(rec: dict) -> bool:
