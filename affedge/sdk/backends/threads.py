@@ -60,11 +60,7 @@ class ThreadPolicy:
 
 def default_threads() -> int:
     """:data:`DEFAULT_THREADS`, but never more than the CPUs this process may run on."""
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        usable = os.cpu_count() or 1
-    return max(1, min(DEFAULT_THREADS, usable))
+    return max(1, min(DEFAULT_THREADS, _usable_cpus()))
 
 
 def _positive_int(value, where: str) -> int:
@@ -74,7 +70,23 @@ def _positive_int(value, where: str) -> int:
         raise ValueError(f"{where} must be an integer >= 1, got {value!r}") from None
     if isinstance(value, bool) or n < 1:
         raise ValueError(f"{where} must be an integer >= 1, got {value!r}")
+    cap = max(8, OVERSUBSCRIPTION * _usable_cpus())
+    if n > cap:
+        raise ValueError(f"{where}={n} is more than {OVERSUBSCRIPTION}x the {_usable_cpus()} "
+                         f"CPUs this process may use (at most {cap}); more threads than that "
+                         f"only add contention")
     return n
+
+
+#: intra-op threads beyond this many per usable CPU are refused (they can only contend)
+OVERSUBSCRIPTION = 4
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
 
 
 def thread_policy(intra_op_threads: int | None = None,
