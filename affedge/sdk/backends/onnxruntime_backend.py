@@ -74,7 +74,7 @@ class OnnxRuntimeBackend(Backend):
     def __init__(self, bundle: Bundle, provider: str = "cpu", precision: str = "fp32",
                  fp16: bool = False, cache_dir: str | os.PathLike | None = None,
                  intra_op_threads: int | None = None, models: tuple[str, ...] | None = None,
-                 spinning: bool | None = None):
+                 spinning: bool | None = None, max_faces: int = 16):
         try:
             import onnxruntime as ort
         except ImportError as exc:  # pragma: no cover - onnxruntime is a runtime dependency
@@ -90,6 +90,11 @@ class OnnxRuntimeBackend(Backend):
         self.kind = provider
         self.name = f"onnxruntime-{provider}"
         chain = provider_list(provider, fp16=fp16, cache_dir=cache_dir)
+        trt_opts = {}
+        if provider == "tensorrt":  # per-model profile shapes + a cache dir (not the cwd)
+            from affedge.sdk.backends.tensorrt_backend import ort_tensorrt_options
+
+            trt_opts = ort_tensorrt_options(bundle, max_faces, cache_dir, fp16=fp16)
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.threads = thread_policy(intra_op_threads, spinning)
@@ -98,7 +103,9 @@ class OnnxRuntimeBackend(Backend):
         for model, rec in self._specs.items():
             path = self.bundle.root / rec["file"]
             try:
-                sess = ort.InferenceSession(str(path), sess_options=so, providers=chain)
+                providers = [("TensorrtExecutionProvider", trt_opts[model]), *chain[1:]] \
+                    if model in trt_opts else chain
+                sess = ort.InferenceSession(str(path), sess_options=so, providers=providers)
             except Exception as exc:
                 raise BackendUnavailable(f"onnxruntime could not load {rec['file']}: {exc}") from None
             names = [i.name for i in sess.get_inputs()]
