@@ -700,9 +700,9 @@ def load_bundle(path: str | os.PathLike, expect_digest: str | None = None,
         status = "unpinned"
         if want is not None:
             if digest != want:
-                raise BundleError(f"bundle {src}: digest sha256:{digest} differs from the "
-                                  f"expected sha256:{want} (the manifest was edited or this is "
-                                  "another bundle)")
+                raise BundleError(f"bundle {src}: {MANIFEST} digest sha256:{digest} differs "
+                                  f"from the expected sha256:{want} (the manifest was edited or "
+                                  "this is another bundle)")
             status = "digest-pinned"
         if keys is not None:
             from affedge.signing import verify_manifest_signature
