@@ -338,3 +338,46 @@ def test_valid_edits_within_range_still_load_and_tick(demo):
         rec.push_audio(np.zeros(22050, np.float32), 0.0, 22050)
         p = rec.push_frame(np.full((120, 160, 3), 90, np.uint8), 0.5)
     assert math.isfinite(p.valence) and math.isfinite(p.arousal)
+
+
+# ----------------------------------------------------------------------------- ONNX Runtime bound
+def _declared_ort_bound() -> tuple[int, ...]:
+    import re
+    import tomllib
+
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    deps = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    spec = next(d for d in deps if d.replace(" ", "").startswith("onnxruntime"))
+    m = re.fullmatch(r"onnxruntime>=([0-9.]+)", spec.replace(" ", ""))
+    assert m, f"onnxruntime must be declared with a lower bound, got {spec!r}"
+    return tuple(int(x) for x in m.group(1).split("."))
+
+
+def _version(v: str) -> tuple[int, ...]:
+    import re
+
+    return tuple(int(x) for x in re.findall(r"\d+", v.split("+")[0])[:3])
+
+
+def test_installed_onnxruntime_satisfies_the_declared_bound():
+    bound = _declared_ort_bound()
+    assert bound >= (1, 24, 3), "older versions fail on the demo bundle (see pyproject.toml)"
+    assert _version(ort.__version__) >= bound, (ort.__version__, bound)
+
+
+def test_demo_graphs_run_with_the_runtimes_optimisation_level():
+    """The check that fails below the bound: ORT 1.20-1.24.2 fuse the step graph's layer norm
+    into SkipLayerNormalization and then refuse its 2-D gamma at run time. Every demo graph is
+    loaded at ORT_ENABLE_ALL (what the runtime uses) and run once; its opsets are ones this
+    ONNX Runtime implements."""
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    for f in sorted(DEMO_BUNDLE.glob("*.onnx")):
+        sig = read_onnx_signature(f)
+        # ONNX Runtime's compatibility table: 1.18 and later implement ai.onnx opset 21
+        assert sig["opsets"]["ai.onnx"] <= 21, f"{f.name}: opset {sig['opsets']}"
+        sess = ort.InferenceSession(str(f), so, providers=["CPUExecutionProvider"])
+        feeds = {i.name: np.zeros([d if isinstance(d, int) else 2 for d in i.shape], np.float32)
+                 for i in sess.get_inputs()}
+        outs = sess.run(None, feeds)
+        assert all(np.isfinite(o).all() for o in outs), f.name
