@@ -31,11 +31,19 @@ Manifest, schema_version 1 (keys marked * are required; see ``docs``/the export 
                 gpu_name, compute_capability, tensorrt_version}      (required for "tensorrt")
 
 Everything is validated in :func:`load_bundle` before any file is handed to an inference
-library: known schema version, required fields and their types, every path relative and inside
+library: known schema version, required fields and their types, the meaning of every field
+(ranges and cross-checks, :mod:`affedge.manifest_schema`), every path relative and inside
 the bundle (no absolute paths, no ``..``, no symlink escaping, no zip-slip members, bounded zip
 sizes), no files the manifest does not list, sha256 and size of each artifact, no pickles
-(see :func:`check_no_pickle`), and safetensors headers (dtype, shape, offsets, element bound).
+(see :func:`check_no_pickle`), safetensors headers (dtype, shape, offsets, element bound), and
+each ONNX graph's own signature against its record, with external data refused.
 Every failure raises :class:`BundleError` (a ``ValueError``) naming the file and the reason.
+
+Identity: the bundle digest is the sha256 of ``manifest.json``'s bytes (which list every
+artifact's sha256), :attr:`Bundle.digest`. ``load_bundle(path, expect_digest=...)`` refuses any
+other manifest and ``load_bundle(path, trust=[public keys])`` requires ``manifest.sig``, an
+Ed25519 signature of those bytes by a trusted key (:mod:`affedge.signing`); both are checked
+before the manifest is parsed. :attr:`Bundle.signature_status` says which one held.
 """
 from __future__ import annotations
 
