@@ -523,6 +523,28 @@ class Bundle:
         """Re-check every artifact's size, sha256 and pickle / header rules."""
         _verify_artifacts(self.root, self.manifest)
 
+    def pinned(self, expect_digest: str | None = None, trust: Any = None) -> Bundle:
+        """This bundle checked against an expected digest and/or trusted keys (as
+        :func:`load_bundle` does), for a Bundle that was loaded without them: returns a copy
+        with the new ``signature_status``; BundleError if the identity does not hold (or the
+        manifest file changed on disk since loading)."""
+        if expect_digest is None and trust is None:
+            return self
+        raw = (self.root / MANIFEST).read_bytes()
+        if manifest_digest(raw) != self.digest:
+            raise BundleError(f"bundle {self.source}: {MANIFEST} changed on disk since it was "
+                              "loaded")
+        spath = self.root / SIGNATURE
+        sig = spath.read_bytes()[:MAX_SIGNATURE_BYTES + 1] if spath.is_file() else None
+        keys = None
+        if trust is not None:
+            from affedge.signing import load_public_keys
+
+            keys = load_public_keys(trust)
+        want = None if expect_digest is None else _normalise_digest(expect_digest)
+        _, status = _identify(raw, sig, f"bundle {self.source}", want, keys)
+        return dataclasses.replace(self, signature_status=status)
+
 
 def _verify_artifacts(root: Path, manifest: Mapping[str, Any]) -> None:
     root_real = root.resolve()
@@ -704,19 +726,7 @@ def load_bundle(path: str | os.PathLike, expect_digest: str | None = None,
         keys = load_public_keys(trust)
 
     def identify(raw: bytes, sig: bytes | None) -> tuple[str, str]:
-        digest = manifest_digest(raw)
-        status = "unpinned"
-        if want is not None:
-            if digest != want:
-                raise BundleError(f"bundle {src}: {MANIFEST} digest sha256:{digest} differs "
-                                  f"from the expected sha256:{want} (the manifest was edited or "
-                                  "this is another bundle)")
-            status = "digest-pinned"
-        if keys is not None:
-            from affedge.signing import verify_manifest_signature
-
-            status = "signed:" + verify_manifest_signature(raw, sig, keys, f"bundle {src}")
-        return digest, status
+        return _identify(raw, sig, f"bundle {src}", want, keys)
 
     tmp = None
     if src.is_file():
@@ -749,6 +759,25 @@ def load_bundle(path: str | os.PathLike, expect_digest: str | None = None,
     _verify_artifacts(root, manifest)
     return Bundle(manifest=_freeze(manifest), root=root, source=src, _tmp=tmp, digest=digest,
                   signature_status=status)
+
+
+def _identify(raw: bytes, sig: bytes | None, where: str, want: str | None,
+              keys: list | None) -> tuple[str, str]:
+    """(digest, signature_status) of manifest bytes; BundleError if the expected digest or a
+    trusted signature does not hold."""
+    digest = manifest_digest(raw)
+    status = "unpinned"
+    if want is not None:
+        if digest != want:
+            raise BundleError(f"{where}: {MANIFEST} digest sha256:{digest} differs from the "
+                              f"expected sha256:{want} (the manifest was edited or this is "
+                              "another bundle)")
+        status = "digest-pinned"
+    if keys is not None:
+        from affedge.signing import verify_manifest_signature
+
+        status = "signed:" + verify_manifest_signature(raw, sig, keys, where)
+    return digest, status
 
 
 def manifest_digest(raw: bytes) -> str:

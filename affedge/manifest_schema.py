@@ -275,6 +275,8 @@ def _check_runtime_contract(m: Mapping) -> None:
     steps = [a for a in m["artifacts"] if a["name"] == "step"]
     if not encoders:
         raise _err("manifest.json: artifacts: a bundle with a 'step' needs an 'encoder'")
+    for a in encoders + steps:
+        _check_batch_dims(a)
     for a in encoders:
         w = f"manifest.json: artifact 'encoder' ({a['format']})"
         ins, outs = a["inputs"], a["outputs"]
@@ -335,6 +337,25 @@ def _check_runtime_contract(m: Mapping) -> None:
                       for d in declared] != actual:
             raise _err("manifest.json: streaming.states: differ from the step artifact's "
                        "state inputs")
+
+
+def _check_batch_dims(a: Mapping) -> None:
+    """The runtime feeds one batch size to all inputs of a call: their leading dimensions must
+    be one symbol, or all 1 (the engine then calls per stream); a symbol in another position
+    must not be the batch symbol nor be shared between inputs (each input binds it alone)."""
+    w = f"manifest.json: artifact {a['name']!r} ({a['format']}).inputs"
+    lead = [s["shape"][0] if s["shape"] else None for s in a["inputs"]]
+    if not a["inputs"]:
+        raise _err(f"{w}: the runtime needs at least one input")
+    if len(set(map(repr, lead))) != 1 or not (isinstance(lead[0], str) or lead[0] == 1):
+        raise _err(f"{w}: leading (batch) dimensions {lead} must be one symbol or all 1")
+    seen: dict[str, str] = {}
+    for s in a["inputs"]:
+        for d in s["shape"][1:]:
+            if isinstance(d, str):
+                if d == lead[0] or seen.setdefault(d, s["name"]) != s["name"]:
+                    raise _err(f"{w} {s['name']!r}: symbolic dimension {d!r} of shape "
+                               f"{s['shape']} is also the batch or another input's dimension")
 
 
 def _want_shape(spec: Mapping, want: list, where: str) -> None:

@@ -226,7 +226,7 @@ class ManifestFuzzer:
             except (KeyError, IndexError, TypeError, AttributeError, ValueError):
                 self.counts["edit:not-applicable"] += 1
         for a in m.get("artifacts", []) if isinstance(m.get("artifacts"), list) else []:
-            if isinstance(a, dict) and a.get("file") in self.true:  # valid checksums
+            if isinstance(a, dict) and isinstance(a.get("file"), str) and a["file"] in self.true:
                 a["sha256"], a["size"] = self.true[a["file"]]
         (self.work / "manifest.json").write_text(json.dumps(m))
         self.counts["examples"] += 1

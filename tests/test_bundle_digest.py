@@ -308,3 +308,21 @@ def test_artifact_swap_changes_the_digest(demo):
     assert load_bundle(demo).signature_status == "unpinned"
     with pytest.raises(BundleError, match="digest"):
         load_bundle(demo, expect_digest=digest)
+
+
+def test_pinning_an_already_loaded_bundle(demo, keys):
+    """Bundle.pinned(): the check for a Bundle object handed to Recognizer."""
+    from affedge.signing import sign_bundle
+
+    fp = sign_bundle(demo, keys["owner"][0])
+    b = load_bundle(demo)
+    assert b.pinned() is b
+    assert b.pinned(expect_digest=b.digest).signature_status == "digest-pinned"
+    assert b.pinned(trust=keys["owner"][1]).signature_status == f"signed:{fp}"
+    with pytest.raises(BundleError, match="differs from the expected"):
+        b.pinned(expect_digest="0" * 64)
+    with pytest.raises(BundleError, match="not a valid signature"):
+        b.pinned(trust=keys["other"][1])
+    (demo / "manifest.json").write_bytes((demo / "manifest.json").read_bytes() + b" ")
+    with pytest.raises(BundleError, match="changed on disk since it was loaded"):
+        b.pinned(expect_digest=b.digest)

@@ -211,6 +211,11 @@ def test_state_shape_must_match_the_graph(demo, sessions):
      r"\['extra'\] are inputs the runtime does not feed"),
     (lambda s: s["outputs"].__setitem__(0, {**s["outputs"][0], "shape": ["N", 3]}),
      r"'va': shape \['N', 3\] must be \['N', 2\]"),
+    # found by the manifest-semantics fuzzer: one input with a fixed batch of 2
+    (lambda s: s["inputs"][11].__setitem__("shape", [2, 39, 4]),
+     r"leading \(batch\) dimensions .* must be one symbol or all 1"),
+    (lambda s: s["inputs"][1].__setitem__("shape", ["N", "N"]),
+     r"'audio_mfcc': symbolic dimension 'N'"),
 ])
 def test_step_signature_edits_refused(demo, sessions, edit, match):
     m = _m(demo)
