@@ -789,8 +789,7 @@ def _normalise_digest(d: Any) -> str:
     if not isinstance(d, str):
         raise TypeError(f"expect_digest must be a hex string, got {type(d).__name__}")
     h = d.strip().lower()
-    if h.startswith("sha256:"):
-        h = h[len("sha256:"):]
+    h = h.removeprefix("sha256:")
     if len(h) != 64 or any(c not in "0123456789abcdef" for c in h):
         raise ValueError(f"expect_digest must be 64 hex digits (optionally 'sha256:'-prefixed), "
                          f"got {d!r}")

@@ -352,10 +352,10 @@ def _check_batch_dims(a: Mapping) -> None:
     seen: dict[str, str] = {}
     for s in a["inputs"]:
         for d in s["shape"][1:]:
-            if isinstance(d, str):
-                if d == lead[0] or seen.setdefault(d, s["name"]) != s["name"]:
-                    raise _err(f"{w} {s['name']!r}: symbolic dimension {d!r} of shape "
-                               f"{s['shape']} is also the batch or another input's dimension")
+            if isinstance(d, str) and (d == lead[0]
+                                       or seen.setdefault(d, s["name"]) != s["name"]):
+                raise _err(f"{w} {s['name']!r}: symbolic dimension {d!r} of shape "
+                           f"{s['shape']} is also the batch or another input's dimension")
 
 
 def _want_shape(spec: Mapping, want: list, where: str) -> None:
@@ -490,9 +490,7 @@ def _check_tensor(buf, span, where: str) -> str:
     for num, wt, v in _fields(buf, *span):
         if num == 8 and wt == 2:
             name = _text(buf, v)
-        elif num == 13 and wt == 2:
-            external = True
-        elif num == 14 and wt == 0 and v == 1:  # data_location = EXTERNAL
+        elif num == 13 and wt == 2 or num == 14 and wt == 0 and v == 1:
             external = True
     if external:
         raise _ProtoError(f"tensor {name!r} uses external data (refused: every weight must be "
@@ -585,7 +583,7 @@ def check_onnx_artifact(path: str | Path, rec: Mapping[str, Any], where: str) ->
     Returns the signature (see :func:`read_onnx_signature`)."""
     try:
         sig = read_onnx_signature(path)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001  (BundleError or an unreadable file: one line)
         raise _err(f"{where}: {str(exc).split(': ', 1)[-1]}") from None
     for kind in ("inputs", "outputs"):
         graph, decl = sig[kind], list(rec[kind])

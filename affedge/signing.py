@@ -76,10 +76,10 @@ def load_private_key(path: str | os.PathLike):
     data = Path(path).read_bytes()
     try:
         key = ser.load_pem_private_key(data, password=None)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001  (cryptography raises several types)
         raise ValueError(f"{path}: not an unencrypted PEM private key ({exc})") from None
     if not isinstance(key, ed25519.Ed25519PrivateKey):
-        raise ValueError(f"{path}: not an Ed25519 private key ({type(key).__name__})")
+        raise ValueError(f"{path}: not an Ed25519 private key ({type(key).__name__})")  # noqa: TRY004
     return key
 
 
@@ -106,10 +106,10 @@ def load_public_key(key: Any):
             pub = ed25519.Ed25519PublicKey.from_public_bytes(data)
         else:
             raise ValueError("neither PEM, OpenSSH nor 32 raw bytes")
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001  (cryptography raises several types)
         raise ValueError(f"{where}: not an Ed25519 public key ({exc})") from None
     if not isinstance(pub, ed25519.Ed25519PublicKey):
-        raise ValueError(f"{where}: not an Ed25519 public key ({type(pub).__name__})")
+        raise ValueError(f"{where}: not an Ed25519 public key ({type(pub).__name__})")  # noqa: TRY004
     return pub
 
 
@@ -151,7 +151,7 @@ def verify_manifest_signature(manifest_bytes: bytes, sig_bytes: bytes | None, ke
         sig = base64.b64decode(rec["signature"], validate=True)
         if len(sig) != 64:
             raise ValueError(f"signature is {len(sig)} bytes, Ed25519 has 64")
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001  (any malformation is one refusal)
         raise BundleError(f"{where}: malformed {SIGNATURE} ({exc})") from None
     _crypto()
     from cryptography.exceptions import InvalidSignature

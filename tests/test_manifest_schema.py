@@ -17,8 +17,12 @@ import numpy as np
 import pytest
 
 from affedge.bundle import BundleError, load_bundle, sha256_file
-from affedge.manifest_schema import (MAX_RECEPTIVE_FIELD, MAX_STREAM_STATE_BYTES, OUTPUTS,
-                                     read_onnx_signature)
+from affedge.manifest_schema import (
+    MAX_RECEPTIVE_FIELD,
+    MAX_STREAM_STATE_BYTES,
+    OUTPUTS,
+    read_onnx_signature,
+)
 from affedge.sdk.recognizer import DEMO_BUNDLE
 
 ort = pytest.importorskip("onnxruntime")
@@ -265,7 +269,7 @@ def test_onnx_external_data_refused(demo, tmp_path, sessions, location):
 
 def test_external_data_inside_a_subgraph_attribute_refused(tmp_path):
     """The reader walks node attributes and subgraphs too (an If branch holding a tensor)."""
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     from onnx import TensorProto, helper
 
     t = helper.make_tensor("c", TensorProto.FLOAT, [1], [1.0])
@@ -295,7 +299,7 @@ def test_reader_agrees_with_the_onnx_package_on_every_demo_graph():
         sig = read_onnx_signature(f)
         inits = {t.name for t in mp.graph.initializer}
 
-        def conv(vis):
+        def conv(vis, inits=inits):
             out = []
             for v in vis:
                 if v.name in inits:
@@ -348,6 +352,7 @@ def test_valid_edits_within_range_still_load_and_tick(demo):
 # ----------------------------------------------------------------------------- ONNX Runtime bound
 def _declared_ort_bound() -> tuple[int, ...]:
     import re
+
     import tomllib
 
     pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
