@@ -31,11 +31,19 @@ Manifest, schema_version 1 (keys marked * are required; see ``docs``/the export 
                 gpu_name, compute_capability, tensorrt_version}      (required for "tensorrt")
 
 Everything is validated in :func:`load_bundle` before any file is handed to an inference
-library: known schema version, required fields and their types, every path relative and inside
+library: known schema version, required fields and their types, the meaning of every field
+(ranges and cross-checks, :mod:`affedge.manifest_schema`), every path relative and inside
 the bundle (no absolute paths, no ``..``, no symlink escaping, no zip-slip members, bounded zip
 sizes), no files the manifest does not list, sha256 and size of each artifact, no pickles
-(see :func:`check_no_pickle`), and safetensors headers (dtype, shape, offsets, element bound).
+(see :func:`check_no_pickle`), safetensors headers (dtype, shape, offsets, element bound), and
+each ONNX graph's own signature against its record, with external data refused.
 Every failure raises :class:`BundleError` (a ``ValueError``) naming the file and the reason.
+
+Identity: the bundle digest is the sha256 of ``manifest.json``'s bytes (which list every
+artifact's sha256), :attr:`Bundle.digest`. ``load_bundle(path, expect_digest=...)`` refuses any
+other manifest and ``load_bundle(path, trust=[public keys])`` requires ``manifest.sig``, an
+Ed25519 signature of those bytes by a trusted key (:mod:`affedge.signing`); both are checked
+before the manifest is parsed. :attr:`Bundle.signature_status` says which one held.
 """
 from __future__ import annotations
 
@@ -65,6 +73,7 @@ from affedge import formats as _formats
 SCHEMA_VERSION = 1
 KNOWN_SCHEMA_VERSIONS = (1,)
 MANIFEST = "manifest.json"
+SIGNATURE = "manifest.sig"  # optional Ed25519 signature of the manifest bytes (affedge.signing)
 
 # The formats and the file name suffix each must use (affedge.formats, the one table): a
 # TorchScript or .pt2 zip is allowed only where its format says so, and ".pt/.pth/.pkl" (plain
@@ -82,6 +91,7 @@ MAX_ZIP_MEMBERS = 256
 MAX_ZIP_TOTAL_BYTES = 4 << 30
 MAX_TENSOR_ELEMENTS = 1 << 28  # 268 M elements per tensor
 MAX_SAFETENSORS_HEADER = 16 << 20
+MAX_SIGNATURE_BYTES = 4096
 
 REQUIRED_FIELDS: dict[str, type | tuple[type, ...]] = {
     "schema_version": int,
@@ -412,8 +422,8 @@ def validate_manifest(m: Any) -> None:
         if a["size"] < 0 or a["size"] > MAX_ARTIFACT_BYTES:
             raise BundleError(f"{w}: size {a['size']} outside [0, {MAX_ARTIFACT_BYTES}]")
         rel = _safe_relpath(a["file"], w)
-        if rel.name == MANIFEST:
-            raise BundleError(f"{w}: an artifact cannot be the manifest")
+        if rel.name == MANIFEST or rel.as_posix() == SIGNATURE:
+            raise BundleError(f"{w}: an artifact cannot be the manifest or its signature")
         if rel.suffix.lower() in FORBIDDEN_SUFFIXES:
             raise BundleError(f"{w}: {rel.suffix} files are pickles and are refused")
         if not any(a["file"].endswith(s) for s in FORMAT_SUFFIXES[a["format"]]):
@@ -428,6 +438,9 @@ def validate_manifest(m: Any) -> None:
         if key in seen:
             raise BundleError(f"{w}: duplicate artifact {key}")
         seen.add(key)
+    from affedge.manifest_schema import check_manifest
+
+    check_manifest(m)  # ranges and cross-checks of every field the runtime uses
 
 
 # --------------------------------------------------------------------------------------------
@@ -443,6 +456,12 @@ class Bundle:
     root: Path
     source: Path
     _tmp: Any = field(default=None, repr=False, compare=False)
+    #: the bundle's identity: sha256 (hex) of the manifest's bytes, which list every artifact's
+    #: sha256 and size, so any edited field or file changes it
+    digest: str = ""
+    #: "unpinned" (loaded without expect_digest / trust), "digest-pinned" (the caller's
+    #: expected digest matched) or "signed:<key fingerprint>" (a trusted key's valid signature)
+    signature_status: str = "unpinned"
 
     # -- manifest accessors
     @property
@@ -499,6 +518,28 @@ class Bundle:
         """Re-check every artifact's size, sha256 and pickle / header rules."""
         _verify_artifacts(self.root, self.manifest)
 
+    def pinned(self, expect_digest: str | None = None, trust: Any = None) -> Bundle:
+        """This bundle checked against an expected digest and/or trusted keys (as
+        :func:`load_bundle` does), for a Bundle that was loaded without them: returns a copy
+        with the new ``signature_status``; BundleError if the identity does not hold (or the
+        manifest file changed on disk since loading)."""
+        if expect_digest is None and trust is None:
+            return self
+        raw = (self.root / MANIFEST).read_bytes()
+        if manifest_digest(raw) != self.digest:
+            raise BundleError(f"bundle {self.source}: {MANIFEST} changed on disk since it was "
+                              "loaded")
+        spath = self.root / SIGNATURE
+        sig = spath.read_bytes()[:MAX_SIGNATURE_BYTES + 1] if spath.is_file() else None
+        keys = None
+        if trust is not None:
+            from affedge.signing import load_public_keys
+
+            keys = load_public_keys(trust)
+        want = None if expect_digest is None else _normalise_digest(expect_digest)
+        _, status = _identify(raw, sig, f"bundle {self.source}", want, keys)
+        return dataclasses.replace(self, signature_status=status)
+
 
 def _verify_artifacts(root: Path, manifest: Mapping[str, Any]) -> None:
     root_real = root.resolve()
@@ -520,11 +561,16 @@ def _verify_artifacts(root: Path, manifest: Mapping[str, Any]) -> None:
         check_no_pickle(path, a["format"], w)
         if a["format"] == "safetensors":
             check_safetensors(path, w)
+        elif a["format"] in ("onnx", "onnx-int8"):
+            from affedge.manifest_schema import check_onnx_artifact
+
+            check_onnx_artifact(path, a, w)  # graph signature = manifest's; no external data
 
 
 def _check_tree(root: Path, manifest: Mapping[str, Any]) -> None:
     """No symlinks anywhere, no files the manifest does not list."""
-    listed = {PurePosixPath(a["file"]) for a in manifest["artifacts"]} | {PurePosixPath(MANIFEST)}
+    listed = {PurePosixPath(a["file"]) for a in manifest["artifacts"]} | {
+        PurePosixPath(MANIFEST), PurePosixPath(SIGNATURE)}
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         for n in dirnames + filenames:
             p = Path(dirpath) / n
@@ -571,12 +617,14 @@ _ZIP_READ_ERRORS = (zipfile.BadZipFile, zlib.error, NotImplementedError, EOFErro
                     OSError, ValueError, KeyError)
 
 
-def _extract_zip(zpath: Path) -> tuple[dict, Path, Any]:
+def _extract_zip(zpath: Path, identify) -> tuple[dict, Path, Any, tuple[str, str]]:
     """Validate a zipped bundle's members, then extract them into a temporary directory.
+    ``identify(manifest_bytes, signature_bytes | None) -> (digest, status)`` runs before the
+    manifest is parsed.
 
     Any failure while reading a damaged archive is reported as a :class:`BundleError`."""
     try:
-        return _extract_zip_unchecked(zpath)
+        return _extract_zip_unchecked(zpath, identify)
     except BundleError:
         raise
     except _ZIP_READ_ERRORS as exc:
@@ -584,7 +632,7 @@ def _extract_zip(zpath: Path) -> tuple[dict, Path, Any]:
                           ) from None
 
 
-def _extract_zip_unchecked(zpath: Path) -> tuple[dict, Path, Any]:
+def _extract_zip_unchecked(zpath: Path, identify) -> tuple[dict, Path, Any, tuple]:
     try:
         zf = zipfile.ZipFile(zpath)
     except (zipfile.BadZipFile, OSError) as exc:
@@ -619,8 +667,17 @@ def _extract_zip_unchecked(zpath: Path) -> tuple[dict, Path, Any]:
         man_info = names[prefix + MANIFEST]
         if man_info.file_size > MAX_MANIFEST_BYTES:
             raise BundleError(f"bundle {zpath}: manifest too large")
-        manifest = _read_manifest_bytes(zf.read(man_info), f"bundle {zpath}")
+        raw = zf.read(man_info)
+        sig_info = names.get(prefix + SIGNATURE)
+        if sig_info is not None and sig_info.file_size > MAX_SIGNATURE_BYTES:
+            raise BundleError(f"bundle {zpath}: {SIGNATURE} is {sig_info.file_size} bytes "
+                              f"(max {MAX_SIGNATURE_BYTES})")
+        sig = zf.read(sig_info) if sig_info is not None else None
+        identity = identify(raw, sig)  # before the manifest is even parsed
+        manifest = _read_manifest_bytes(raw, f"bundle {zpath}")
         listed = {prefix + a["file"] for a in manifest["artifacts"]} | {prefix + MANIFEST}
+        if sig_info is not None:
+            listed.add(prefix + SIGNATURE)
         for n in names:
             if n not in listed:
                 raise BundleError(f"bundle {zpath}: foreign file {n} is not listed in the "
@@ -639,19 +696,38 @@ def _extract_zip_unchecked(zpath: Path) -> tuple[dict, Path, Any]:
             dest.parent.mkdir(parents=True, exist_ok=True)
             with zf.open(names[n]) as src, open(dest, "wb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
-    return manifest, root, tmp
+    return manifest, root, tmp, identity
 
 
-def load_bundle(path: str | os.PathLike) -> Bundle:
-    """Open and fully validate a bundle directory or ``.zip`` (see module docstring)."""
+def load_bundle(path: str | os.PathLike, expect_digest: str | None = None,
+                trust: Any = None) -> Bundle:
+    """Open and fully validate a bundle directory or ``.zip`` (see module docstring).
+
+    ``expect_digest``: the bundle digest (sha256 hex of ``manifest.json``'s bytes, optionally
+    prefixed ``sha256:``) the caller pinned; any other manifest is refused before it is parsed.
+    ``trust``: a public key or a list of them (paths to PEM / OpenSSH / raw 32-byte Ed25519
+    key files, their bytes, or key objects); the bundle must then carry ``manifest.sig``, a
+    valid signature of the manifest bytes by one of them (see :mod:`affedge.signing`).
+    The result's ``digest`` and ``signature_status`` say which identity was established.
+    """
     src = Path(path)
     if not src.exists():
         raise FileNotFoundError(f"bundle not found: {src}")
+    want = None if expect_digest is None else _normalise_digest(expect_digest)
+    keys = None
+    if trust is not None:
+        from affedge.signing import load_public_keys
+
+        keys = load_public_keys(trust)
+
+    def identify(raw: bytes, sig: bytes | None) -> tuple[str, str]:
+        return _identify(raw, sig, f"bundle {src}", want, keys)
+
     tmp = None
     if src.is_file():
         if not zipfile.is_zipfile(src):
             raise BundleError(f"bundle {src}: a file bundle must be a .zip archive")
-        manifest, root, tmp = _extract_zip(src)
+        manifest, root, tmp, (digest, status) = _extract_zip(src, identify)
     else:
         root = src
         mpath = root / MANIFEST
@@ -659,10 +735,60 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
             raise BundleError(f"bundle {src}: {MANIFEST} is missing")
         with open(mpath, "rb") as fh:
             raw = fh.read(MAX_MANIFEST_BYTES + 1)
+        spath = root / SIGNATURE
+        sig = None
+        if spath.exists() or spath.is_symlink():
+            if spath.is_symlink() or not spath.is_file():
+                raise BundleError(f"bundle {src}: {SIGNATURE} is not a regular file")
+            with open(spath, "rb") as fh:
+                sig = fh.read(MAX_SIGNATURE_BYTES + 1)
+            if len(sig) > MAX_SIGNATURE_BYTES:
+                raise BundleError(f"bundle {src}: {SIGNATURE} is larger than "
+                                  f"{MAX_SIGNATURE_BYTES} bytes")
+        if len(raw) > MAX_MANIFEST_BYTES:
+            raise BundleError(f"bundle {src}: manifest is over {MAX_MANIFEST_BYTES} bytes (max "
+                              f"{MAX_MANIFEST_BYTES})")
+        digest, status = identify(raw, sig)  # before the manifest is even parsed
         manifest = _read_manifest_bytes(raw, f"bundle {src}")
     _check_tree(root, manifest)
     _verify_artifacts(root, manifest)
-    return Bundle(manifest=_freeze(manifest), root=root, source=src, _tmp=tmp)
+    return Bundle(manifest=_freeze(manifest), root=root, source=src, _tmp=tmp, digest=digest,
+                  signature_status=status)
+
+
+def _identify(raw: bytes, sig: bytes | None, where: str, want: str | None,
+              keys: list | None) -> tuple[str, str]:
+    """(digest, signature_status) of manifest bytes; BundleError if the expected digest or a
+    trusted signature does not hold."""
+    digest = manifest_digest(raw)
+    status = "unpinned"
+    if want is not None:
+        if digest != want:
+            raise BundleError(f"{where}: {MANIFEST} digest sha256:{digest} differs from the "
+                              f"expected sha256:{want} (the manifest was edited or this is "
+                              "another bundle)")
+        status = "digest-pinned"
+    if keys is not None:
+        from affedge.signing import verify_manifest_signature
+
+        status = "signed:" + verify_manifest_signature(raw, sig, keys, where)
+    return digest, status
+
+
+def manifest_digest(raw: bytes) -> str:
+    """The bundle digest of manifest bytes: their sha256, hex."""
+    return hashlib.sha256(raw).hexdigest()
+
+
+def _normalise_digest(d: Any) -> str:
+    if not isinstance(d, str):
+        raise TypeError(f"expect_digest must be a hex string, got {type(d).__name__}")
+    h = d.strip().lower()
+    h = h.removeprefix("sha256:")
+    if len(h) != 64 or any(c not in "0123456789abcdef" for c in h):
+        raise ValueError(f"expect_digest must be 64 hex digits (optionally 'sha256:'-prefixed), "
+                         f"got {d!r}")
+    return h
 
 
 class _FrozenDict(dict):
@@ -752,6 +878,7 @@ def write_bundle(out: str | os.PathLike, manifest_fields: Mapping[str, Any],
         manifest.setdefault("parity", [])
         manifest = json.loads(json.dumps(manifest, default=_json_default))
         validate_manifest(manifest)
+        (root / SIGNATURE).unlink(missing_ok=True)  # a signature of an older manifest
         (root / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False))
         if as_zip:
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -772,6 +899,7 @@ def update_manifest(bundle_dir: str | os.PathLike, **fields: Any) -> None:
     m = json.loads((root / MANIFEST).read_text())
     m.update(json.loads(json.dumps(fields, default=_json_default)))
     validate_manifest(m)
+    (root / SIGNATURE).unlink(missing_ok=True)  # it signed the previous manifest bytes
     (root / MANIFEST).write_text(json.dumps(m, indent=2))
 
 

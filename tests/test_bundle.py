@@ -306,3 +306,25 @@ def test_runtime_import_is_light():
             "bad = [m for m in ('torch', 'tensorrt', 'onnx') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+
+
+def test_signature_file_name_is_reserved(good: Path):
+    m = _manifest(good)
+    m["artifacts"][0]["file"] = "manifest.sig"
+    _rewrite(good, m)
+    with pytest.raises(B.BundleError, match="cannot be the manifest or its signature"):
+        B.load_bundle(good)
+
+
+def test_signature_file_must_be_a_small_regular_file(good: Path, tmp_path: Path):
+    (good / "manifest.sig").write_bytes(b"x" * (B.MAX_SIGNATURE_BYTES + 1))
+    with pytest.raises(B.BundleError, match="manifest.sig is larger than"):
+        B.load_bundle(good)
+    (good / "manifest.sig").unlink()
+    (tmp_path / "elsewhere.sig").write_bytes(b"{}")
+    os.symlink(tmp_path / "elsewhere.sig", good / "manifest.sig")
+    with pytest.raises(B.BundleError, match="manifest.sig is not a regular file"):
+        B.load_bundle(good)
+    (good / "manifest.sig").unlink()
+    (good / "manifest.sig").write_bytes(b"{}")  # present, unverified without trust: unpinned
+    assert B.load_bundle(good).signature_status == "unpinned"
