@@ -211,3 +211,12 @@ def _sign_zip(zpath: Path, key) -> None:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+if __name__ == "__main__":  # python -m affedge.signing KEYDIR: a new key pair for `export --sign`
+    import sys
+
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m affedge.signing KEYDIR")
+    priv, pub = generate_keypair(sys.argv[1])
+    print(f"private key {priv} (export --sign; keep it secret)\npublic key {pub} (run --trust)")

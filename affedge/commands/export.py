@@ -39,6 +39,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--parity-frames", type=int, default=160,
                    help="length of the parity sequence (>= receptive field; default %(default)s)")
     p.add_argument("--timing-cache", metavar="FILE", help="TensorRT timing cache to reuse")
+    p.add_argument("--sign", default=None, metavar="PRIVATE_KEY",
+                   help="sign the bundle's manifest with this Ed25519 private key (PEM; make a "
+                        "pair with python -m affedge.signing KEYDIR); kiosks then run it with "
+                        "affedge run --trust PUBKEY")
     p.add_argument("--skip-unavailable", action="store_true",
                    help="skip (with the reason) formats whose toolchain is missing here, e.g. "
                         "tensorrt without TensorRT/a GPU, instead of refusing to export")
@@ -113,7 +117,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"PARITY FAILED: at least one artifact in {res.bundle} is outside its tolerance "
               "(see the table)", file=sys.stderr)
         return 1
-    print(f"wrote bundle {res.bundle}", file=sys.stderr if args.json == "-" else sys.stdout)
+    if args.sign:
+        from affedge.signing import sign_bundle
+
+        sign_bundle(res.bundle, args.sign)
+    from affedge.bundle import load_bundle
+
+    b = load_bundle(res.bundle)
+    print(f"wrote bundle {res.bundle} (digest sha256:{b.digest}"
+          + (", signed" if args.sign else "") + ")",
+          file=sys.stderr if args.json == "-" else sys.stdout)
     log.status(f"next: affedge run 0 --bundle {res.bundle}   (camera 0; or a video file; "
                f"affedge bench {res.bundle} for its latency)")
     return 0

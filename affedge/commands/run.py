@@ -53,6 +53,12 @@ def add_runtime_arguments(p, smoothing_help: str) -> None:
     p.add_argument("--bundle", default=None,
                    help="model bundle directory or .zip (default: the demo bundle)")
     p.add_argument("--backend", default="auto", help=backend_help())
+    p.add_argument("--bundle-digest", default=None, metavar="SHA256",
+                   help="refuse the bundle unless its digest (sha256 of its manifest, printed by "
+                        "export and doctor) is this")
+    p.add_argument("--trust", action="append", default=None, metavar="PUBKEY",
+                   help="refuse the bundle unless it is signed by this Ed25519 public key "
+                        "(repeatable; affedge export --sign KEY)")
     p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
                    help="encoder precision (int8: the bundle's ONNX int8 encoder, ONNX Runtime)")
     p.add_argument("--threads", type=positive_int, default=None,
@@ -348,7 +354,8 @@ def recognizer_options(args) -> dict:
     opts: dict = {"backend": args.backend, "smoothing": args.smoothing,
                   "detector": args.detector, "yunet_model": args.yunet_model,
                   "min_face": args.min_face, "max_faces": args.max_faces,
-                  "detect_every": args.detect_every}
+                  "detect_every": args.detect_every, "expect_digest": args.bundle_digest,
+                  "trust": args.trust}
     bo: dict = {}
     if args.precision != "fp32":
         bo["precision"] = args.precision
@@ -397,7 +404,8 @@ def run(args) -> int:
         with GracefulStop() as stop, Recognizer(bundle, **opts) as rec:
             apply_threads(rec, args.threads)
             log.status(f"affedge run: {source} (audio: {audio or 'none'}), backend "
-                       f"{rec.backend_name}")
+                       f"{rec.backend_name}, bundle sha256:{rec.bundle.digest[:12]} "
+                       f"({rec.bundle.signature_status})")
             preds = stream_to_outputs(rec, video, audio, out=sink, plot=args.plot,
                                       realtime=args.realtime, max_frames=args.max_frames,
                                       title=f"affedge run {source}", stop=stop, window=window)

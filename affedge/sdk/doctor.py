@@ -259,6 +259,9 @@ def _bundle(path) -> dict:
         "receptive_field": b.receptive_field,
         "artifacts": [f"{a['name']} {a['format']} {a['precision']}" for a in b.artifacts],
         "front_end": _try(_front_end, b),
+        "digest": "sha256:" + b.digest,
+        "signature": b.signature_status if b.signature_status != "unpinned" or not
+        (b.root / "manifest.sig").exists() else "manifest.sig present, not verified (--trust)",
     }
     engines = [a for a in b.artifacts if a["format"] == "tensorrt"]
     if engines:
@@ -382,6 +385,7 @@ def format_report(rep: dict) -> str:
         else:
             lines.append(f"bundle: {b['path']} (encoder {b['encoder']}, receptive field "
                          f"{b['receptive_field']} frames)")
+            lines.append(f"  digest {b.get('digest')} ({b.get('signature')})")
             for a in b["artifacts"]:
                 lines.append(f"  artifact {a}")
             fe = b.get("front_end", {})

@@ -84,6 +84,11 @@ class Recognizer:
         either way; a bundle whose front end this install cannot reproduce (unknown detector or
         recipe, another model file) is refused with the reason.
     min_face: smallest face side (pixels) the detector looks for (default: the detector's).
+    expect_digest: refuse the bundle unless its digest (the sha256 of its manifest, which lists
+        every artifact's sha256) is this ("sha256:..." or the hex digits); ``bundle.digest``.
+    trust: public key file(s) (Ed25519, see :mod:`affedge.signing`): refuse the bundle unless
+        its ``manifest.sig`` was made by one of them. ``rec.bundle.signature_status`` says which
+        identity held ("unpinned", "digest-pinned", "signed:<fingerprint>").
     max_faces: faces tracked at once (each keeps its own temporal state).
     min_hits, max_age, iou_threshold: tracker settings (see ``affedge.sdk.tracking``).
     audio_capacity_s: audio ring buffer capacity in seconds.
@@ -124,8 +129,9 @@ class Recognizer:
                  on_prediction: Callable[[Prediction], None] | list | None = None,
                  backend_options: dict | None = None, detect_every: int | None = None,
                  roi_scale: float = 1.6, fallback: bool = False,
-                 async_detect: bool | None = None, min_face: int | None = None):
-        from affedge.bundle import Bundle, load_bundle
+                 async_detect: bool | None = None, min_face: int | None = None,
+                 expect_digest: str | None = None, trust=None):
+        from affedge.bundle import Bundle, BundleError, load_bundle
         from affedge.sdk.engine import DEFAULT_DETECT_EVERY, StreamingEngine
         from affedge.sdk.tracking import IouTracker
 
@@ -134,7 +140,15 @@ class Recognizer:
         self._owned = []
         if bundle_path is None:
             raise ValueError("Recognizer needs a bundle path (or use Recognizer.demo())")
-        bundle = bundle_path if isinstance(bundle_path, Bundle) else load_bundle(bundle_path)
+        if isinstance(bundle_path, Bundle):
+            bundle = bundle_path.pinned(expect_digest, trust) if (expect_digest or trust) \
+                else bundle_path
+        else:
+            bundle = load_bundle(bundle_path, expect_digest=expect_digest, trust=trust)
+        missing = [m for m in ("encoder", "step") if bundle.find(m) is None]
+        if missing:
+            raise BundleError(f"bundle {bundle.source}: the runtime needs the {missing} "
+                              f"artifact(s); it has {sorted({a['name'] for a in bundle.artifacts})}")
         self.bundle = bundle
         if backend_options is not None and not isinstance(backend_options, dict):
             raise TypeError(f"backend_options must be a dict of select_backend options, got "
