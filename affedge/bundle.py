@@ -50,17 +50,12 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import hashlib
-import io
 import json
 import math
 import os
-import pickletools
 import shutil
-import stat
-import struct
 import tempfile
 import zipfile
-import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -69,11 +64,30 @@ from typing import Any
 import numpy as np
 
 from affedge import formats as _formats
+from affedge.artifact_checks import (  # noqa: F401  (re-exported: the bundle's public checks)
+    check_no_pickle,
+    check_safetensors,
+    looks_like_pickle,  # noqa: F401
+    pickle_globals,  # noqa: F401
+)
+from affedge.bundle_limits import (  # noqa: F401  (the limits are re-exported here)
+    FORBIDDEN_SUFFIXES,
+    MANIFEST,
+    MAX_ARTIFACT_BYTES,
+    MAX_MANIFEST_BYTES,
+    MAX_SAFETENSORS_HEADER,  # noqa: F401
+    MAX_SIGNATURE_BYTES,
+    MAX_TENSOR_ELEMENTS,  # noqa: F401
+    MAX_ZIP_MEMBERS,  # noqa: F401
+    MAX_ZIP_TOTAL_BYTES,  # noqa: F401
+    SIGNATURE,  # noqa: F401
+    BundleError,
+    _safe_relpath,
+)
+from affedge.bundle_zip import extract_zip
 
 SCHEMA_VERSION = 1
 KNOWN_SCHEMA_VERSIONS = (1,)
-MANIFEST = "manifest.json"
-SIGNATURE = "manifest.sig"  # optional Ed25519 signature of the manifest bytes (affedge.signing)
 
 # The formats and the file name suffix each must use (affedge.formats, the one table): a
 # TorchScript or .pt2 zip is allowed only where its format says so, and ".pt/.pth/.pkl" (plain
@@ -82,17 +96,6 @@ FORMATS = tuple(f.name for f in _formats.FORMATS)
 PRECISIONS = _formats.PRECISIONS
 DTYPES = ("float32", "float16", "bfloat16", "int8", "uint8", "int32", "int64", "bool")
 FORMAT_SUFFIXES = {f.name: f.suffixes for f in _formats.FORMATS}
-FORBIDDEN_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".joblib", ".ckpt", ".dill")
-
-# Bounds (generous for the models here: IR-50 is ~44 M parameters, 175 MB in fp32).
-MAX_MANIFEST_BYTES = 4 << 20
-MAX_ARTIFACT_BYTES = 2 << 30
-MAX_ZIP_MEMBERS = 256
-MAX_ZIP_TOTAL_BYTES = 4 << 30
-MAX_TENSOR_ELEMENTS = 1 << 28  # 268 M elements per tensor
-MAX_SAFETENSORS_HEADER = 16 << 20
-MAX_SIGNATURE_BYTES = 4096
-
 REQUIRED_FIELDS: dict[str, type | tuple[type, ...]] = {
     "schema_version": int,
     "affedge_version": str,
@@ -119,8 +122,6 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)  # statistics are used as float32
 ENGINE_FIELDS = {"gpu_name": str, "compute_capability": str, "tensorrt_version": str}
 
 
-class BundleError(ValueError):
-    """A bundle failed validation; the message names the file and the reason."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -142,211 +143,6 @@ def tensor_spec(name: str, shape: Sequence[int | str], dtype: str = "float32") -
     """One input/output record: ``{"name", "shape", "dtype"}`` (symbolic dims are strings)."""
     return {"name": name, "shape": [d if isinstance(d, str) else int(d) for d in shape],
             "dtype": str(dtype)}
-
-
-def _safe_relpath(rel: str, where: str) -> PurePosixPath:
-    """Reject absolute paths, drive letters, backslashes and '..' components."""
-    if not isinstance(rel, str) or not rel:
-        raise BundleError(f"{where}: empty or non-string path {rel!r}")
-    if "\\" in rel or rel.startswith("/") or (len(rel) > 1 and rel[1] == ":") or "\x00" in rel:
-        raise BundleError(f"{where}: path {rel!r} is absolute or not a plain relative path")
-    p = PurePosixPath(rel)
-    if any(part in ("..", "") for part in p.parts) or p.is_absolute():
-        raise BundleError(f"{where}: path {rel!r} leaves the bundle ('..' component)")
-    return p
-
-
-# --------------------------------------------------------------------------------------------
-# pickle detection
-
-# Globals a TorchScript / torch.export archive may reference in its pickled members. These are
-# resolved by torch's own restricted unpickler (tensor rebuilding and TorchScript class types),
-# never by importing arbitrary Python callables; anything else (os.system, builtins.eval...) is
-# refused.
-_TORCH_ALLOWED_GLOBALS = {
-    ("collections", "OrderedDict"),
-    ("torch._utils", "_rebuild_tensor_v2"),
-    ("torch._utils", "_rebuild_tensor"),
-    ("torch._utils", "_rebuild_parameter"),
-    ("torch._utils", "_rebuild_qtensor"),
-}
-_TORCH_DTYPE_NAMES = {
-    "float32", "float16", "bfloat16", "float64", "int8", "uint8", "int16", "int32", "int64",
-    "bool", "float", "half", "double", "long", "int",
-}
-
-
-def _global_allowed(module: str, name: str) -> bool:
-    if (module, name) in _TORCH_ALLOWED_GLOBALS:
-        return True
-    if module == "torch" and (name.endswith("Storage") or name in _TORCH_DTYPE_NAMES):
-        return True
-    if module == "torch.jit._pickle":
-        return True
-    # TorchScript class types, compiled from the archive's own code/ (TorchScript, not Python)
-    return module.startswith("__torch__.") or module == "__torch__"
-
-
-def looks_like_pickle(head: bytes) -> bool:
-    """Pickle protocol 2-5 streams start with PROTO (0x80) and the protocol number."""
-    return len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5
-
-
-def pickle_globals(data: bytes, where: str) -> list[tuple[str, str]]:
-    """Statically list the globals a pickle stream imports (pickletools; nothing is executed)."""
-    found: list[tuple[str, str]] = []
-    strings: list[str] = []
-    try:
-        for op, arg, _pos in pickletools.genops(data):
-            if op.name in ("GLOBAL", "INST"):
-                mod, _, name = str(arg).partition(" ")
-                found.append((mod, name))
-            elif op.name == "STACK_GLOBAL":
-                if len(strings) < 2:
-                    raise BundleError(f"{where}: pickle STACK_GLOBAL with unknown operands")
-                found.append((strings[-2], strings[-1]))
-            elif isinstance(arg, str) and "UNICODE" in op.name:
-                strings.append(arg)
-            if op.name == "STOP":
-                break
-    except BundleError:
-        raise
-    except Exception as exc:  # malformed stream: refuse rather than guess
-        raise BundleError(f"{where}: unreadable pickle stream ({exc})") from None
-    return found
-
-
-def _scan_torch_archive(data: bytes, where: str, depth: int = 0) -> None:
-    """Check a torch zip archive: safe member names, bounded sizes, allowed pickle globals."""
-    if depth > 2:
-        raise BundleError(f"{where}: archives nested too deeply")
-    try:
-        zf = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile as exc:
-        raise BundleError(f"{where}: not a valid zip archive ({exc})") from None
-    infos = zf.infolist()
-    if len(infos) > 4096:
-        raise BundleError(f"{where}: archive has {len(infos)} members (max 4096)")
-    total = 0
-    for info in infos:
-        _safe_relpath(info.filename.rstrip("/") or "x", f"{where}:{info.filename}")
-        total += info.file_size
-        if total > MAX_ARTIFACT_BYTES:
-            raise BundleError(f"{where}: archive expands beyond {MAX_ARTIFACT_BYTES} bytes")
-    for info in infos:
-        if info.is_dir():
-            continue
-        try:
-            member = zf.read(info)
-        except _ZIP_READ_ERRORS as exc:
-            raise BundleError(f"{where}:{info.filename}: unreadable archive member "
-                              f"({type(exc).__name__}: {exc})") from None
-        mwhere = f"{where}:{info.filename}"
-        if member[:4] == b"PK\x03\x04":
-            _scan_torch_archive(member, mwhere, depth + 1)
-        elif looks_like_pickle(member[:2]):
-            for mod, name in pickle_globals(member, mwhere):
-                if not _global_allowed(mod, name):
-                    raise BundleError(
-                        f"{mwhere}: pickle imports {mod}.{name}, which a torch archive must not "
-                        "reference (possible code execution)"
-                    )
-
-
-def check_no_pickle(path: Path, fmt: str, where: str) -> None:
-    """Refuse pickle payloads.
-
-    * file names with pickle suffixes (.pt/.pth/.pkl/...) are refused outright;
-    * ``.npy`` files must have a non-object dtype (header parsed, data not loaded);
-    * ONNX, TensorRT, safetensors and anything else not a torch archive must not start with the
-      pickle PROTO opcode (0x80 0x02-0x05) nor be a zip;
-    * TorchScript (``.torchscript``) and torch.export (``.pt2``) files must be zip archives whose
-      pickled members (data.pkl, constants.pkl, *.debug_pkl, nested torch.save zips) reference only
-      tensor-rebuilding and TorchScript globals, checked statically with ``pickletools``.
-    """
-    suffix = path.suffix.lower()
-    if suffix in FORBIDDEN_SUFFIXES:
-        raise BundleError(f"{where}: {suffix} files are pickles and are refused")
-    with open(path, "rb") as fh:
-        head = fh.read(8)
-    if suffix == ".npy":
-        with open(path, "rb") as fh:
-            try:
-                version = np.lib.format.read_magic(fh)
-                if version == (1, 0):
-                    hdr = np.lib.format.read_array_header_1_0(fh)  # (shape, fortran, dtype)
-                elif version == (2, 0):
-                    hdr = np.lib.format.read_array_header_2_0(fh)
-                else:
-                    raise ValueError(f"unsupported .npy version {version}")
-            except Exception as exc:
-                raise BundleError(f"{where}: invalid .npy header ({exc})") from None
-        if hdr[2].hasobject:
-            raise BundleError(f"{where}: .npy with object dtype (a pickle payload) is refused")
-        return
-    if fmt in ("torchscript", "torch-export", "aoti"):
-        if head[:4] != b"PK\x03\x04":
-            raise BundleError(f"{where}: a {fmt} artifact must be a torch zip archive")
-        _scan_torch_archive(path.read_bytes(), where)
-        return
-    if looks_like_pickle(head):
-        raise BundleError(f"{where}: file starts with the pickle magic 0x80 (a pickle payload)")
-    if head[:4] == b"PK\x03\x04":
-        raise BundleError(f"{where}: unexpected zip archive in a {fmt} artifact")
-
-
-# --------------------------------------------------------------------------------------------
-# safetensors header check (no torch needed)
-
-_ST_DTYPE_BYTES = {
-    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
-    "BOOL": 1, "U16": 2, "U32": 4, "U64": 8, "F8_E4M3": 1, "F8_E5M2": 1,
-}
-
-
-def check_safetensors(path: Path, where: str, max_elements: int = MAX_TENSOR_ELEMENTS) -> dict:
-    """Parse and validate a safetensors header; returns ``{tensor_name: (dtype, shape)}``."""
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
-        raw = fh.read(8)
-        if len(raw) != 8:
-            raise BundleError(f"{where}: truncated safetensors file (no header length)")
-        (n,) = struct.unpack("<Q", raw)
-        if n > MAX_SAFETENSORS_HEADER or 8 + n > size:
-            raise BundleError(f"{where}: safetensors header length {n} is invalid for a "
-                              f"{size}-byte file")
-        try:
-            header = json.loads(fh.read(n).decode("utf-8"))
-        except Exception as exc:
-            raise BundleError(f"{where}: safetensors header is not JSON ({exc})") from None
-    if not isinstance(header, dict):
-        raise BundleError(f"{where}: safetensors header is not an object")
-    data_len = size - 8 - n
-    out = {}
-    for key, rec in header.items():
-        if key == "__metadata__":
-            continue
-        try:
-            dtype, shape, (a, b) = rec["dtype"], rec["shape"], rec["data_offsets"]
-        except Exception:
-            raise BundleError(f"{where}: malformed safetensors entry {key!r}") from None
-        if dtype not in _ST_DTYPE_BYTES:
-            raise BundleError(f"{where}: tensor {key!r} has unknown dtype {dtype!r}")
-        if not all(isinstance(d, int) and d >= 0 for d in shape):
-            raise BundleError(f"{where}: tensor {key!r} has invalid shape {shape}")
-        numel = int(np.prod(shape, dtype=np.int64)) if shape else 1
-        if numel > max_elements:
-            raise BundleError(f"{where}: tensor {key!r} has {numel} elements (shape {shape}), "
-                              f"more than the bound {max_elements}")
-        if not (0 <= a <= b <= data_len) or b - a != numel * _ST_DTYPE_BYTES[dtype]:
-            raise BundleError(f"{where}: tensor {key!r} offsets [{a}, {b}) do not match its "
-                              f"shape {shape} / dtype {dtype} or the file size")
-        out[key] = (dtype, tuple(shape))
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# manifest validation
 
 
 def _check_type(obj: Mapping, key: str, typ, where: str) -> None:
@@ -612,93 +408,6 @@ def _check_depth(obj: Any, where: str) -> None:
             stack.extend((v, depth + 1) for v in node)
 
 
-# what a damaged zip can raise while its members are read (zipfile, zlib, bz2/lzma, I/O)
-_ZIP_READ_ERRORS = (zipfile.BadZipFile, zlib.error, NotImplementedError, EOFError, RuntimeError,
-                    OSError, ValueError, KeyError)
-
-
-def _extract_zip(zpath: Path, identify) -> tuple[dict, Path, Any, tuple[str, str]]:
-    """Validate a zipped bundle's members, then extract them into a temporary directory.
-    ``identify(manifest_bytes, signature_bytes | None) -> (digest, status)`` runs before the
-    manifest is parsed.
-
-    Any failure while reading a damaged archive is reported as a :class:`BundleError`."""
-    try:
-        return _extract_zip_unchecked(zpath, identify)
-    except BundleError:
-        raise
-    except _ZIP_READ_ERRORS as exc:
-        raise BundleError(f"bundle {zpath}: damaged zip archive ({type(exc).__name__}: {exc})"
-                          ) from None
-
-
-def _extract_zip_unchecked(zpath: Path, identify) -> tuple[dict, Path, Any, tuple]:
-    try:
-        zf = zipfile.ZipFile(zpath)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise BundleError(f"bundle {zpath}: not a readable zip file ({exc})") from None
-    with zf:
-        infos = zf.infolist()
-        if len(infos) > MAX_ZIP_MEMBERS:
-            raise BundleError(f"bundle {zpath}: {len(infos)} members (max {MAX_ZIP_MEMBERS})")
-        total = 0
-        names: dict[str, zipfile.ZipInfo] = {}
-        for info in infos:
-            w = f"bundle {zpath}: member {info.filename!r}"
-            rel = _safe_relpath(info.filename.rstrip("/"), w)  # zip-slip: absolute or '..'
-            mode = info.external_attr >> 16
-            if stat.S_ISLNK(mode):
-                raise BundleError(f"{w} is a symlink (refused)")
-            if info.file_size > MAX_ARTIFACT_BYTES:
-                raise BundleError(f"{w} is {info.file_size} bytes (max {MAX_ARTIFACT_BYTES})")
-            total += info.file_size
-            if total > MAX_ZIP_TOTAL_BYTES:
-                raise BundleError(f"bundle {zpath}: expands beyond {MAX_ZIP_TOTAL_BYTES} bytes")
-            if not info.is_dir():
-                names[rel.as_posix()] = info
-        # a zip of a directory may have one top-level folder around the manifest
-        prefix = ""
-        if MANIFEST not in names:
-            cands = [n for n in names if PurePosixPath(n).name == MANIFEST
-                     and len(PurePosixPath(n).parts) == 2]
-            if len(cands) != 1:
-                raise BundleError(f"bundle {zpath}: no {MANIFEST} at the top level")
-            prefix = cands[0][: -len(MANIFEST)]
-        man_info = names[prefix + MANIFEST]
-        if man_info.file_size > MAX_MANIFEST_BYTES:
-            raise BundleError(f"bundle {zpath}: manifest too large")
-        raw = zf.read(man_info)
-        sig_info = names.get(prefix + SIGNATURE)
-        if sig_info is not None and sig_info.file_size > MAX_SIGNATURE_BYTES:
-            raise BundleError(f"bundle {zpath}: {SIGNATURE} is {sig_info.file_size} bytes "
-                              f"(max {MAX_SIGNATURE_BYTES})")
-        sig = zf.read(sig_info) if sig_info is not None else None
-        identity = identify(raw, sig)  # before the manifest is even parsed
-        manifest = _read_manifest_bytes(raw, f"bundle {zpath}")
-        listed = {prefix + a["file"] for a in manifest["artifacts"]} | {prefix + MANIFEST}
-        if sig_info is not None:
-            listed.add(prefix + SIGNATURE)
-        for n in names:
-            if n not in listed:
-                raise BundleError(f"bundle {zpath}: foreign file {n} is not listed in the "
-                                  "manifest")
-        for a in manifest["artifacts"]:
-            info = names.get(prefix + a["file"])
-            if info is None:
-                raise BundleError(f"bundle {zpath}: artifact file {a['file']} is missing")
-            if info.file_size != a["size"]:
-                raise BundleError(f"bundle {zpath}: artifact {a['file']} is {info.file_size} "
-                                  f"bytes, manifest says {a['size']} (truncated or replaced)")
-        tmp = tempfile.TemporaryDirectory(prefix="affedge-bundle-")
-        root = Path(tmp.name)
-        for n in listed:
-            dest = root / n[len(prefix):]
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(names[n]) as src, open(dest, "wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
-    return manifest, root, tmp, identity
-
-
 def load_bundle(path: str | os.PathLike, expect_digest: str | None = None,
                 trust: Any = None) -> Bundle:
     """Open and fully validate a bundle directory or ``.zip`` (see module docstring).
@@ -727,7 +436,7 @@ def load_bundle(path: str | os.PathLike, expect_digest: str | None = None,
     if src.is_file():
         if not zipfile.is_zipfile(src):
             raise BundleError(f"bundle {src}: a file bundle must be a .zip archive")
-        manifest, root, tmp, (digest, status) = _extract_zip(src, identify)
+        manifest, root, tmp, (digest, status) = extract_zip(src, identify, _read_manifest_bytes)
     else:
         root = src
         mpath = root / MANIFEST

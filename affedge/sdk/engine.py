@@ -510,9 +510,13 @@ def _fixed_batch(shape) -> int | None:
 
 
 def _make_vad(feature_cfg):
-    """The runtime's voice-activity detector for the audio timeline (the registry's default:
-    silero, chosen by benchmarks/bench_vad.py: 2 % false alarms in music at 5 dB vs 37 % for
-    the energy VAD)."""
+    """The runtime's voice-activity detector for the audio timeline: the registry's default
+    (silero, chosen by benchmarks/bench_vad.py: 2 % false alarms in music at 5 dB vs 37 % for
+    the energy VAD) where the model's audio is at the rate silero reads (16 kHz, PAPER.md §1.4),
+    the energy VAD (any rate) otherwise."""
     from affedge.features.vad import DEFAULT_VAD, make_vad
+    from affedge.features.vad.silero import SAMPLE_RATE as SILERO_RATE
 
+    if DEFAULT_VAD == "silero" and int(feature_cfg.sample_rate) != SILERO_RATE:
+        return make_vad("energy", feature_cfg)
     return make_vad(DEFAULT_VAD, feature_cfg)
