@@ -54,8 +54,7 @@ def test_run_writes_one_csv_row_per_frame_and_a_plot(bundle_dir, av_clip, tmp_pa
         rows = list(csv.DictReader(fh))
     assert len(rows) == meta.n_frames
     assert [int(r["frame"]) for r in rows] == list(range(meta.n_frames))
-    # default audio: the file's own track; frame 0 (t = 0) precedes the first 25 ms feature row
-    assert rows[0]["audio_present"] == "0" and all(r["audio_present"] == "1" for r in rows[1:])
+    assert all(r["audio_present"] == "1" for r in rows)  # default audio: the file's own track
     v = np.array([float(r["valence"]) for r in rows])
     assert np.all(np.abs(v) <= 1)
     import cv2

