@@ -288,6 +288,12 @@ class StreamResampler:
             return 0.0
         return _soxr_delay_s(self.sr_in, self.sr_out)
 
+    @property
+    def pending_s(self) -> float:
+        """Input seconds pushed but not yet out (held back by the filter)."""
+        return self._n_in / self.sr_in - self._n_out / self.sr_out if self._rs is not None \
+            else 0.0
+
     def push(self, chunk) -> np.ndarray:
         x = _check_resample_input(chunk, "StreamResampler.push")
         if self._flushed:

@@ -177,15 +177,19 @@ class AudioTimeline:
         if t is not None:
             t = check_time(t, "push_audio")
         with self._lock:
+            rs = None
             if sr != self.sample_rate:
                 rs = self._resamplers.get(sr)
                 if rs is None:
                     rs = self._resamplers[sr] = StreamResampler(sr, self.sample_rate)
+            # audio the resampler holds back (its filter delay) is not a gap
+            held = rs.pending_s if rs is not None else 0.0
+            if rs is not None:
                 x = np.asarray(rs.push(x), np.float32)
             if self._t0 is None:
                 self._t0 = 0.0 if t is None else t
             elif t is not None:
-                gap = t - (self._t0 + self._pushed / self.sample_rate)
+                gap = t - (self._t0 + self._pushed / self.sample_rate + held)
                 if gap > self.gap_tolerance:
                     self._counters["gaps"] += 1
                     if gap <= self._pcm_capacity_s:  # short gap: silence keeps the clocks
