@@ -28,9 +28,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import media
 import pytest
 
-import media
 from affedge.sdk.recognizer import DEMO_BUNDLE, DEMO_CLIP
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,7 +38,7 @@ README = ROOT / "README.md"
 HAVE_DEMO = (DEMO_BUNDLE / "manifest.json").is_file() and DEMO_CLIP.is_file()
 needs_demo = pytest.mark.skipif(not HAVE_DEMO, reason="demo assets missing")
 
-_BLOCK = re.compile(r"<!--\s*quickstart:\s*([\w-]+)\s*-->\s*\n```bash\n(.*?)\n```", re.S)
+_BLOCK = re.compile(r"<!--\s*quickstart:\s*([\w-]+)\s*-->\s*\n```bash\n(.*?)\n```", re.DOTALL)
 
 
 def quickstart_blocks(text: str | None = None) -> dict[str, str]:
