@@ -24,7 +24,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action):
         h = action.help or ""
-        if "default" in h.lower() or action.default in (None, False, argparse.SUPPRESS):
+        if "default" in h.lower() or action.default in (None, False, argparse.SUPPRESS) \
+                or isinstance(action, argparse._StoreFalseAction):  # a --no-x flag: "on"
             return h
         if action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
             return h + " (default: %(default)s)"

@@ -174,8 +174,7 @@ def make_recognizer(bundle, backend_obj, detector=None, detect_every: int | None
     tracking-assisted detection period (None: the runtime default)."""
     from affedge.sdk.recognizer import Recognizer
 
-    return Recognizer(bundle, backend=backend_obj,
-                      detector=detector if detector is not None else "haar",
+    return Recognizer(bundle, backend=backend_obj, detector=detector,  # None: the bundle's
                       detect_every=detect_every)
 
 
@@ -226,18 +225,23 @@ def stage_benchmarks(bundle, backend, clip: Clip, frames: int = 100, warmup: int
                      min_face: int | None = None,
                      detect_every: int | None = None) -> dict[str, Any]:
     """Time every stage (see the module docstring); returns ``{stage: LatencyStats}`` plus
-    ``"faces_detected"``, the fraction of clip frames with a face. ``min_face``: the Haar
-    detector's smallest face side in pixels (None: FaceDetector's default); ``detect_every``:
+    ``"faces_detected"``, the fraction of clip frames with a face. Detection and crops are the
+    bundle's front end (its detector and crop recipe). ``min_face``: the detector's smallest face
+    side in pixels (None: the detector's default); ``detect_every``:
     the runtime's tracking-assisted detection period K (full-frame pass every K frames,
     region searches around tracked faces in between; None: the runtime default,
     ``affedge.sdk.engine.DEFAULT_DETECT_EVERY``), used by ``face_detect`` and the Recognizer
     stages alike."""
     from affedge.features.audio import IncrementalAudioFeatures
-    from affedge.features.faces import FaceBox, FaceDetector, align_crop, to_model_input
-    from affedge.features.vad import VoiceActivity
+    from affedge.features.crops import crop_face
+    from affedge.features.faces import FaceBox, to_model_input
+    from affedge.features.frontend import detector_from_record, frontend_of
+    from affedge.sdk.engine import _make_vad
 
     fcfg = bundle.feature_config()
-    det = FaceDetector("haar") if min_face is None else FaceDetector("haar", min_size=min_face)
+    front = bundle.manifest.get("face_frontend")  # the bundle's own front end (None: haar)
+    recipe = frontend_of(front)["crop_recipe"]
+    det = detector_from_record(front, **({} if min_face is None else {"min_size": min_face}))
     boxes = _detections(clip, det)
     n_faces = sum(b is not None for b in boxes)
     h, w = clip.frames[0].shape[:2]
@@ -254,20 +258,22 @@ def stage_benchmarks(bundle, backend, clip: Clip, frames: int = 100, warmup: int
     sched = _ScheduledDetection(det, detect_every)
     res["face_detect"] = measure(lambda: sched.detect(clip.frames[nxt()]), **kw)
 
+    def crop_of(i):  # a frame without a face: a centred box framed the box-v1 way
+        b = boxes[i]
+        return crop_face(clip.frames[i], b, recipe, fcfg.aligned_size) if b is not None else \
+            crop_face(clip.frames[i], fallback, "box-v1", fcfg.aligned_size)
+
     def align():
-        i = nxt()
-        crop = align_crop(clip.frames[i], boxes[i] or fallback, fcfg.aligned_size)
-        return to_model_input(crop[None], fcfg)
+        return to_model_input(crop_of(nxt())[None], fcfg)
     res["align_preprocess"] = measure(align, **kw)
 
     i0 = next((i for i, b in enumerate(boxes) if b is not None), 0)
-    x = to_model_input(align_crop(clip.frames[i0], boxes[i0] or fallback,
-                                  fcfg.aligned_size)[None], fcfg)
+    x = to_model_input(crop_of(i0)[None], fcfg)
     e_in, _ = _enc_io(backend)
     res["encoder"] = measure(lambda: backend.run("encoder", {e_in: x}), **kw)
 
     per_frame = round(fcfg.sample_rate / clip.fps)
-    feats, vad = IncrementalAudioFeatures(fcfg), VoiceActivity(fcfg)
+    feats, vad = IncrementalAudioFeatures(fcfg), _make_vad(fcfg)  # the runtime's VAD
     starts = _Cycle(max(1, (clip.pcm.size - per_frame) // per_frame))
 
     def audio():

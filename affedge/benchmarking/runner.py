@@ -173,7 +173,7 @@ def render(doc: dict[str, Any]) -> str:
         lines += [f"Pipeline stages on {pb['name']} {pb['precision']} — clip: "
                   f"{doc['clip']['source']}, {doc['clip']['size'][1]}x{doc['clip']['size'][0]} "
                   f"@ {doc['clip']['fps']:.1f} fps, faces in "
-                  f"{100 * (doc['clip']['faces_detected'] or 0):.0f}% of frames; Haar "
+                  f"{100 * (doc['clip']['faces_detected'] or 0):.0f}% of frames; the bundle's detector "
                   f"min face {cfg.get('min_face') or 'default (40)'} px"
                   + _detection_note(cfg.get("detect_every")),
                   report.stage_table(doc["stages"], STAGES), ""]

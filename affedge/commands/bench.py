@@ -42,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="time cap per stage (at least 5 timed iterations still run; default "
                         "%(default)s)")
     p.add_argument("--min-face", type=int, default=None, metavar="PX",
-                   help="smallest face side (pixels) the Haar detector searches for; larger is "
+                   help="smallest face side (pixels) the face detector searches for; larger is "
                         "faster (default: FaceDetector's own, 40)")
     p.add_argument("--detect-every", type=int, default=None, metavar="K",
                    help="full-frame face detection every K frames, a search of a small region "

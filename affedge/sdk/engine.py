@@ -43,7 +43,7 @@ Policies (documented in affedge/sdk/prediction.py as well)
   * Backend errors: the model calls change nothing, and the stream states are committed only
     after both succeeded, so a backend error leaves every TrackState as it was (the detector
     and tracker have seen the frame). To go on with another backend on the same tick, give the
-    engine an :class:`affedge.sdk.backends.FallbackBackend`: it re-runs the failed call on the
+    engine an :class:`affedge.sdk.backends.fallback.FallbackBackend`: it re-runs the failed call on the
     next candidate, inside the tick.
 """
 from __future__ import annotations
@@ -314,8 +314,14 @@ class StreamingEngine:
         else:
             dets = list(detections)
             self.face_search.discard_pending()  # a full pass is merged only into the next frame
-        dets = select_detections(dets, self.tracker.tracks, self.max_faces)
-        _check_boxes(dets, frame_bgr.shape, self.detector)
+        try:
+            dets = select_detections(dets, self.tracker.tracks, self.max_faces)
+            _check_boxes(dets, frame_bgr.shape)
+        except ValueError as exc:  # a broken detector: refuse the frame, change nothing
+            if detections is None:
+                self.face_search.unschedule()
+            name = getattr(self.detector, "name", type(self.detector).__name__)
+            raise ValueError(f"face detector {name!r}: {exc}") from None
         tracks = self.tracker.update(dets)
         for tid in self.tracker.removed:
             self._streams.pop(tid, None)
@@ -471,18 +477,17 @@ class StreamingEngine:
 MAX_BOX_SPAN = 4.0
 
 
-def _check_boxes(dets, shape, detector) -> None:
-    """ValueError naming the detector when a box cannot be a face in a frame of ``shape``
-    (checked before the tracker or any crop sees it)."""
+def _check_boxes(dets, shape) -> None:
+    """ValueError when a box cannot be a face in a frame of ``shape`` (checked before the
+    tracker or any crop sees it)."""
     h, w = shape[:2]
     lim = MAX_BOX_SPAN * max(h, w)
     for d in dets:
         x, y, bw, bh = (float(v) for v in (d.as_tuple() if hasattr(d, "as_tuple") else
                                            tuple(d)[:4]))
         if bw > lim or bh > lim or not (-lim < x < w + lim and -lim < y < h + lim):
-            name = getattr(detector, "name", type(detector).__name__)
-            raise ValueError(f"face detector {name!r} returned a box that cannot be a face in "
-                             f"a {w}x{h} frame: (x, y, w, h) = ({x:g}, {y:g}, {bw:g}, {bh:g})")
+            raise ValueError(f"returned a box that cannot be a face in a {w}x{h} frame: "
+                             f"(x, y, w, h) = ({x:g}, {y:g}, {bw:g}, {bh:g})")
 
 
 def _conversion_hint(frame) -> str:

@@ -68,8 +68,8 @@ class Recognizer:
     Parameters
     ----------
     bundle_path: a model bundle directory or .zip (or an already loaded ``Bundle``).
-    backend: "auto" (best available: TensorRT engine > ONNX Runtime GPU > ONNX Runtime CPU >
-        TorchScript > torch), a backend name understood by ``affedge.sdk.backends``, or a
+    backend: "auto" (best available, in the format table's order: TensorRT engine > ONNX
+        Runtime GPU > OpenVINO > ONNX Runtime CPU > TorchScript > torch > AOTInductor), a backend name understood by ``affedge.sdk.backends``, or a
         ready :class:`affedge.sdk.backends.Backend` instance for this bundle (e.g. built with
         your own thread count / precision; any object with ``run(model_name, inputs)`` and
         the Backend interface is accepted, e.g. a wrapper that times calls). A passed-in instance belongs to the caller:

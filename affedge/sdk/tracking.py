@@ -401,6 +401,14 @@ class TrackAssistedDetector:
         hi = max(lo, int(math.ceil(side * self.size_range)))
         return ((cx - half, cy - half, cx + half, cy + half), lo, hi, pb)
 
+    def unschedule(self) -> None:
+        """Forget the last :meth:`detect` in the schedule (its frame was refused), so the
+        cadence of full passes stays where it was."""
+        if self._n > 0:
+            self._n -= 1
+            if self.last_full:
+                self.full_passes = max(0, self.full_passes - 1)
+
     def detect(self, frame: np.ndarray, tracks) -> list:
         """This frame's detections (a list of FaceBox), see the class docstring."""
         full = self._n % self.detect_every == 0

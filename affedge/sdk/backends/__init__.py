@@ -1,7 +1,8 @@
 """Inference backends behind one interface (see :mod:`affedge.sdk.backends.base`).
 
-``select_backend(bundle, "auto")`` picks TensorRT engine > ORT TensorRT/CUDA EP > ORT CPU >
-TorchScript > torch. Importing this package imports only numpy and onnxruntime; torch and
+``select_backend(bundle, "auto")`` tries the runners of the format table
+(:mod:`affedge.formats`) in their ``auto`` order: TensorRT engine > ORT TensorRT/CUDA EP >
+OpenVINO > ORT CPU > TorchScript > torch > AOTInductor. Importing this package imports only numpy and onnxruntime; torch and
 tensorrt load inside the backends that need them.
 """
 from affedge.sdk.backends.base import Backend, BackendUnavailable
