@@ -64,6 +64,9 @@ def add_arguments(p) -> None:
                         "every frame)")
     p.add_argument("--linger", action="store_true",
                    help="keep serving after every source ended, until SIGTERM/SIGINT")
+    p.add_argument("--start-delay", type=float, default=0.0, metavar="S",
+                   help="wait S seconds after the outputs are bound before reading the "
+                        "sources (lets subscribers connect before a file's first frame)")
     p.add_argument("--port-file", default=None, metavar="JSON",
                    help="write the bound addresses here as JSON once serving")
     add_runtime_arguments(p, "causal exponential smoothing in [0, 1) of the *_smoothed "
@@ -207,9 +210,12 @@ def run(args) -> int:
             hub.add_source(s["video"], s.get("audio"), name=s.get("name"),
                            realtime=bool(s.get("realtime", realtime)))
         bound = _open_outputs(hub, args, cfg, token)
-        hub.start()
         if args.port_file:
             _write_port_file(args.port_file, bound)
+        if args.start_delay > 0:
+            stop.wait(args.start_delay)
+        if not stop.is_set():
+            hub.start()
         _say(f"affedge serve: {len(sources)} source(s) ({', '.join(hub.sources)}), backend "
              f"{hub.status()['backend']}")
         while not stop.is_set():

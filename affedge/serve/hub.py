@@ -141,12 +141,12 @@ class Hub:
         feeder = live_audio = first = None
         try:
             if kind == "url" and audio == "video":
-                from affedge.sdk.sources.network import NetworkAVSource
+                from affedge.sdk.sources.network import NetworkAVSource, StreamClock
 
-                push = rec.engine.audio.push
+                push, clock = rec.engine.audio.push, StreamClock()
 
-                def opener():
-                    return NetworkAVSource(spec, on_audio=push)
+                def opener():  # one clock for every connection: times keep increasing
+                    return NetworkAVSource(spec, on_audio=push, clock=clock)
                 live = True
             elif kind == "file":
                 first = VideoSource(spec, realtime=bool(realtime))

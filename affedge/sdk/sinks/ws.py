@@ -176,13 +176,12 @@ class WebSocketSink(Sink):
         try:
             async for msg in ws:
                 self._on_message(client, msg)
-        except ConnectionClosed:
-            pass
+        except ConnectionClosed as exc:
+            if exc.sent is not None and exc.sent.code == 1009:  # over MAX_FRAME
+                self.counters["oversized"] += 1
         finally:
             self._clients.discard(client)
             sender.cancel()
-            if ws.close_code == 1009:
-                self.counters["oversized"] += 1
 
     async def _send_loop(self, client: _Client) -> None:
         from websockets.exceptions import ConnectionClosed
@@ -289,6 +288,10 @@ class WebSocketSink(Sink):
                 await asyncio.wait_for(server.wait_closed(), 2.0)
             except asyncio.TimeoutError:
                 pass
+        rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for t in rest:  # handshakes in progress, senders
+            t.cancel()
+        await asyncio.gather(*rest, return_exceptions=True)
 
     def _stop_loop(self) -> None:
         if self._thread.is_alive():
