@@ -99,7 +99,7 @@ class SourceWorker:
         with self._lock:
             self.ended = True
             if self.state != "failed":
-                self.state = "ended"
+                self.state = "stopped" if self._stop.is_set() else "ended"
         self._notify()
 
     def _retry(self, exc: BaseException, failures: int) -> bool:

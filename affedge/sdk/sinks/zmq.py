@@ -19,7 +19,7 @@ from __future__ import annotations
 import ipaddress
 import json
 
-from affedge.sdk.sinks.base import Sink, record_json, register_sink
+from affedge.sdk.sinks.base import Sink, _clean, record_json, register_sink
 
 #: messages queued per subscriber before ZeroMQ drops new ones for it (about 30 s at 30 fps
 #: for each of 4 sources)
@@ -103,7 +103,7 @@ class ZmqSink(Sink):
 
     def publish_status(self, status: dict) -> None:
         """Send a hub status object on the ``_status`` topic."""
-        self._send(STATUS_TOPIC, json.dumps(status, allow_nan=False, separators=(",", ":")))
+        self._send(STATUS_TOPIC, json.dumps(_clean(status), allow_nan=False, separators=(",", ":")))
 
     def _send(self, topic: str, text: str) -> None:
         if self.closed:
