@@ -116,8 +116,12 @@
       const py = H / 2 - y * (H / 2 - 6);
       g.beginPath(); g.moveTo(0, py); g.lineTo(W, py); g.stroke();
     }
+    g.fillStyle = "#5d6675"; g.font = "18px system-ui";
+    g.fillText("+1", 4, 20); g.fillText("0", 4, H / 2 - 4); g.fillText("−1", 4, H - 8);
     if (!s.points.length) return;
-    const tEnd = s.points[s.points.length - 1][0], t0 = tEnd - WINDOW_S;
+    // the window fills from the left until 30 s of data exist, then scrolls
+    const tEnd = s.points[s.points.length - 1][0];
+    const t0 = Math.max(tEnd - WINDOW_S, s.points[0][0]);
     for (const [k, color] of [[1, "#4ea1ff"], [2, "#ff9f43"]]) {
       g.strokeStyle = color; g.lineWidth = 2; g.beginPath();
       let pen = false;
