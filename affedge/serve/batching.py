@@ -12,18 +12,34 @@ from __future__ import annotations
 import numpy as np
 
 
-def tick_many(items):
-    """``items``: ``(engine, frame_bgr, t, index)`` per source with a new frame, every engine
-    on the same backend. Returns one entry per item: its Prediction, or the exception that
+def tick_many(items, pool=None):
+    """``items``: ``(engine, frame_bgr, t, index, prepare)`` per source with a new frame, every
+    engine on the same backend; ``prepare`` (or None) runs first in the same task (e.g. feeding
+    the file audio up to ``t``). Stage 1 runs on ``pool`` (a ``concurrent.futures`` executor)
+    when given: the engines are independent there, and face detection and audio features
+    release the GIL, so the sources' stage 1 overlap on several cores like independent
+    recognizers would. Returns one entry per item: its Prediction, or the exception that
     refused that item's input (a ValueError from stage 1: other sources go on). A backend error
     propagates with every engine's stream states unchanged."""
     results: list = [None] * len(items)
-    ticks = []
-    for k, (eng, frame, t, index) in enumerate(items):
+
+    def begin(item):
+        eng, frame, t, index, prepare = item
         try:
-            ticks.append((k, eng, eng.begin_tick(frame, t, index)))
+            if prepare is not None:
+                prepare()
+            return eng.begin_tick(frame, t, index)
         except ValueError as exc:
-            results[k] = exc
+            return exc
+
+    began = list(pool.map(begin, items)) if pool is not None and len(items) > 1 \
+        else [begin(it) for it in items]
+    ticks = []
+    for k, (item, tk) in enumerate(zip(items, began)):
+        if isinstance(tk, Exception):
+            results[k] = tk
+        else:
+            ticks.append((k, item[0], tk))
     if not ticks:
         return results
     lead = ticks[0][1]

@@ -106,6 +106,7 @@ class Hub:
         self._stop = threading.Event()
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
+        self._pool = None
         self._closed = False
         self.ticks = 0
         self.batched_frames = 0
@@ -212,6 +213,11 @@ class Hub:
             if s.live_audio is not None:
                 s.live_audio.start()
             s.worker.start()
+        from concurrent.futures import ThreadPoolExecutor
+
+        workers = min(len(self._sources), os.cpu_count() or 1)
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="affedge-stage1") \
+            if workers > 1 else None
         self._thread = threading.Thread(target=self._loop, name="affedge-hub", daemon=True)
         self._thread.start()
         return self
@@ -265,14 +271,14 @@ class Hub:
                 tk = prev_t + (frame.t - prev_t) * (k + 1) / (len(skipped) + 1)
                 s.rec.skipped_frames += 1
                 self._emit(s, s.rec.engine.stale_prediction(idx, tk, s.last))
-            if s.feeder is not None:
-                s.feeder.feed_until(frame.t, 0.0)
-            items.append((s.rec.engine, frame.image, frame.t, frame.index))
+            prepare = None if s.feeder is None else \
+                (lambda f=s.feeder, t=frame.t: f.feed_until(t, 0.0))
+            items.append((s.rec.engine, frame.image, frame.t, frame.index, prepare))
             owners.append(s)
         if not items:
             return
         try:
-            results = tick_many(items)
+            results = tick_many(items, self._pool)
         except Exception as exc:  # noqa: BLE001  (a backend error: states unchanged)
             self.tick_errors += 1
             report(f"affedge serve: inference failed for {len(items)} frame(s): {exc}")
@@ -348,6 +354,8 @@ class Hub:
             s.worker._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(30.0)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
         for s in self._sources.values():
             s.worker.stop()
             if s.live_audio is not None:
