@@ -11,10 +11,10 @@ import pytest
 
 pytest.importorskip("websockets")
 webdriver = pytest.importorskip("selenium.webdriver")
-from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.by import By
 
-from affedge.sdk.recognizer import DEMO_CLIP  # noqa: E402
-from tests.test_serve_helpers import Serve, free_port  # noqa: E402
+from affedge.sdk.recognizer import DEMO_CLIP
+from tests.test_serve_helpers import Serve, free_port
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
@@ -44,7 +44,7 @@ def wait_for(fn, timeout=60.0, step=0.2):
             last = fn()
             if last:
                 return last
-        except Exception:  # noqa: BLE001  (element not there yet)
+        except Exception:  # noqa: BLE001, S110  (element not there yet)
             pass
         time.sleep(step)
     raise AssertionError(f"timed out; last value {last!r}")

@@ -2,6 +2,7 @@
 127.0.0.1, signals, a dead source next to a live one, a network stream with its own audio."""
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 import subprocess
@@ -13,10 +14,10 @@ import pytest
 
 zmq = pytest.importorskip("zmq")
 pytest.importorskip("websockets")
-from websockets.exceptions import ConnectionClosed  # noqa: E402
-from websockets.sync.client import connect  # noqa: E402
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
-from tests.test_serve_helpers import Serve, cut_clip, free_port  # noqa: E402
+from tests.test_serve_helpers import Serve, cut_clip, free_port
 
 FRAMES_3S = 90  # the demo clip is 30 fps
 
@@ -242,7 +243,7 @@ def test_network_stream_with_its_own_audio_and_reconnect(tmp_path, clip3):
     assert [r["frame"] for r in allrecs] == list(range(allrecs[0]["frame"],
                                                         allrecs[-1]["frame"] + 1))
     ts = [r["timestamp"] for r in recs]
-    assert all(b > a for a, b in zip(ts, ts[1:]))  # one clock across the reconnect
+    assert all(b > a for a, b in itertools.pairwise(ts))  # one clock across the reconnect
     assert sum(r["audio_present"] for r in recs) >= 0.5 * len(recs)  # the stream's own audio
     status = [r for t, r, _ in zc.got if t == "_status"]
     assert status[-1]["sources"]["ipcam"]["reconnects"] >= 1

@@ -11,8 +11,8 @@ import pytest
 
 zmq = pytest.importorskip("zmq")
 
-from affedge.sdk.prediction import FaceResult, Prediction  # noqa: E402
-from affedge.sdk.sinks import open_sink  # noqa: E402
+from affedge.sdk.prediction import FaceResult, Prediction
+from affedge.sdk.sinks import open_sink
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -14,12 +14,12 @@ import pytest
 
 zmq = pytest.importorskip("zmq")
 pytest.importorskip("websockets")
-from websockets.exceptions import ConnectionClosed, InvalidStatus  # noqa: E402
-from websockets.sync.client import connect  # noqa: E402
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect
 
-from affedge.sdk.prediction import FaceResult, Prediction  # noqa: E402
-from affedge.sdk.sinks import SCHEMA, open_sink, prediction_record  # noqa: E402
-from affedge.sdk.sinks.ws import MAX_CLIENT_MESSAGE, MAX_FRAME, WebSocketSink  # noqa: E402
+from affedge.sdk.prediction import FaceResult, Prediction
+from affedge.sdk.sinks import SCHEMA, open_sink, prediction_record
+from affedge.sdk.sinks.ws import MAX_CLIENT_MESSAGE, MAX_FRAME, WebSocketSink
 
 
 def pred(i: int, v: float = 0.25) -> Prediction:
@@ -156,7 +156,7 @@ def test_ws_slow_client_never_blocks_the_writer_oldest_dropped(ws_sink):
             try:
                 while True:
                     fast_got.append(json.loads(fast.recv(10)))
-            except Exception:  # noqa: BLE001  (closed at the end)
+            except Exception:  # noqa: BLE001, S110  (closed at the end)
                 pass
 
         th = threading.Thread(target=read_fast, daemon=True)

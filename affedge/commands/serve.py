@@ -234,23 +234,12 @@ def run(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m affedge.commands.serve ...`` (the same as ``affedge serve ...``)."""
-    from affedge import cli, log
+    """``python -m affedge.commands.serve ...``: the same as ``affedge serve ...``."""
+    from affedge import cli
 
-    parser = cli.Parser(prog="affedge serve", description=HELP,
-                        formatter_class=cli.HelpFormatter)
-    add_arguments(parser)
-    cli.add_common_arguments(parser)
-    args = parser.parse_args(argv)
-    log.setup(quiet_flag=args.quiet, verbose_flag=args.verbose)
-    try:
-        return run(args)
-    except Exception as exc:  # noqa: BLE001  (one line, like affedge.cli.main)
-        msg = cli._user_error(exc)
-        if msg is None or log.verbose():
-            raise
-        print(f"affedge serve: error: {msg}", file=sys.stderr)
-        return 1
+    if "serve" not in cli.COMMANDS:  # until affedge/cli.py lists the command
+        cli.COMMANDS = (*cli.COMMANDS, "serve")
+    return cli.main(["serve", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -138,7 +138,7 @@ class SourceWorker:
         if src is not None:
             try:
                 src.close()
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001, S110
                 pass
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -150,7 +150,7 @@ class SourceWorker:
         if src is not None:
             try:
                 src.close()  # unblocks a read() waiting on a live source
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001, S110
                 pass
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout)

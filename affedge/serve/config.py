@@ -29,8 +29,9 @@ Unknown keys are refused with their name (a typo never silently changes nothing)
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field
+
+import tomllib
 
 TOP_KEYS = {"bundle", "backend", "publish", "out", "token_file", "host", "realtime", "source",
             "options", "allow_origin"}

@@ -15,7 +15,8 @@
 Each source has its own :class:`~affedge.sdk.recognizer.Recognizer` (tracks, temporal states,
 audio timeline) on the hub's one backend, and a capture thread
 (:class:`~affedge.serve.capture.SourceWorker`). One inference thread loops: every source with a
-new frame joins the tick, and the tick runs one encoder call over all their faces and one step
+new frame joins the tick: their stage 1 (file audio, face detection, tracking, crops) runs on
+a thread pool of one thread per core, then one encoder call over all their faces and one step
 call over all their streams (:func:`affedge.serve.batching.tick_many`); a source with no new
 frame (slow, reconnecting, dead) is simply not in the tick, so it never holds the others up.
 File sources are unpaced (every frame gets a Prediction) unless ``realtime=True``; frames a live
@@ -252,7 +253,7 @@ class Hub:
                 if time.monotonic() >= next_status:
                     next_status = time.monotonic() + self.status_every_s
                     self._publish_status()
-        except BaseException as exc:  # noqa: BLE001  (reported; the hub stops)
+        except BaseException as exc:
             report(f"affedge serve: the inference loop stopped: {exc!r}")
             self._done.set()
             raise
@@ -374,7 +375,7 @@ class Hub:
 
     close = stop
 
-    def __enter__(self) -> Hub:
+    def __enter__(self) -> Hub:  # noqa: PYI034
         return self
 
     def __exit__(self, *exc) -> None:
@@ -384,7 +385,7 @@ class Hub:
 def _quietly(fn) -> None:
     try:
         fn()
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001, S110
         pass
 
 

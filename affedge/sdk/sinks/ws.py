@@ -51,7 +51,7 @@ CLOSE_DRAIN_S = 1.0
 
 
 class _Client:
-    __slots__ = ("ws", "queue", "dropped", "wake")
+    __slots__ = ("dropped", "queue", "wake", "ws")
 
     def __init__(self, ws, size: int):
         from collections import deque
@@ -139,7 +139,7 @@ class WebSocketSink(Sink):
         asyncio.set_event_loop(self._loop)
         try:
             self._loop.run_until_complete(self._start(port))
-        except BaseException as exc:  # reported by __init__
+        except BaseException as exc:  # noqa: BLE001  (reported by __init__)
             self._error = exc
             self._started.set()
             return
@@ -264,7 +264,7 @@ class WebSocketSink(Sink):
         fut = asyncio.run_coroutine_threadsafe(self._drain(timeout), self._loop)
         try:
             fut.result(timeout + 1.0)
-        except Exception:
+        except Exception:  # noqa: BLE001, S110
             pass
 
     async def _drain(self, timeout: float) -> None:
@@ -297,7 +297,7 @@ class WebSocketSink(Sink):
         if self._thread.is_alive():
             try:
                 asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(5.0)
-            except Exception:
+            except Exception:  # noqa: BLE001, S110
                 pass
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(5.0)

@@ -83,7 +83,7 @@ class NetworkAVSource:
         self._closed = False
         try:
             self._container = av.open(url, timeout=(OPEN_TIMEOUT_S, self.timeout))
-        except Exception as exc:  # av.error.* are OSError subclasses
+        except Exception as exc:  # noqa: BLE001  (av.error.* are OSError subclasses)
             raise SourceError(f"cannot open stream {url}: {exc}") from None
         if not self._container.streams.video:
             self._container.close()
@@ -170,7 +170,7 @@ class NetworkAVSource:
         self._thread.join(self.timeout + 2.0)
         try:
             self._container.close()
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001, S110
             pass
 
     def __enter__(self):
