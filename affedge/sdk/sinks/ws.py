@@ -50,8 +50,13 @@ MAX_FRAME = 1 << 20
 CLOSE_DRAIN_S = 1.0
 
 
+#: a client whose socket holds less than this unsent (bytes) and has nothing queued gets each
+#: message written straight to its socket, encoded once for all such clients (no task switch)
+DIRECT_WRITE_LIMIT = 1 << 16
+
+
 class _Client:
-    __slots__ = ("dropped", "queue", "wake", "ws")
+    __slots__ = ("busy", "dropped", "queue", "wake", "ws")
 
     def __init__(self, ws, size: int):
         from collections import deque
@@ -60,6 +65,7 @@ class _Client:
         self.queue: deque = deque(maxlen=size)
         self.dropped = 0
         self.wake = asyncio.Event()
+        self.busy = False  # its sender task is writing from the queue
 
 
 @register_sink("ws")
@@ -155,12 +161,25 @@ class WebSocketSink(Sink):
         self.port = int(next(iter(self._server.sockets)).getsockname()[1])
 
     def _fanout(self, text: str) -> None:
+        """Every client gets ``text``: written now to the clients that keep up (one encoding,
+        websockets' ``broadcast``), queued for the others (the oldest dropped when full)."""
+        from websockets.asyncio.connection import broadcast
+
+        direct = []
         for c in self._clients:
+            transport = c.ws.transport
+            if not c.queue and not c.busy and transport is not None and \
+                    transport.get_write_buffer_size() < DIRECT_WRITE_LIMIT:
+                direct.append(c.ws)
+                continue
             if len(c.queue) == c.queue.maxlen:
                 c.dropped += 1
                 self.counters["dropped"] += 1
             c.queue.append(text)  # a full deque drops its oldest item
             c.wake.set()
+        if direct:
+            broadcast(direct, text.encode(), text=True)
+            self.counters["sent"] += len(direct)
 
     async def _handle(self, ws) -> None:
         from websockets.exceptions import ConnectionClosed
@@ -190,9 +209,11 @@ class WebSocketSink(Sink):
             while True:
                 await client.wake.wait()
                 client.wake.clear()
+                client.busy = True
                 while client.queue:
                     await client.ws.send(client.queue.popleft())
                     self.counters["sent"] += 1
+                client.busy = False
         except ConnectionClosed:
             pass
 
