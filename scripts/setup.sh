@@ -12,7 +12,8 @@ cd "$(dirname "$0")/.."
 EXTRAS="${1:-train,audio,dev}"
 PY="${PYTHON:-python3}"
 
-pkgs=(build-essential portaudio19-dev ffmpeg espeak-ng sox pulseaudio pulseaudio-utils libasound2-plugins)
+pkgs=(build-essential portaudio19-dev ffmpeg espeak-ng sox pulseaudio pulseaudio-utils libasound2-plugins
+      chromium chromium-driver)  # the dashboard test's headless browser (selenium drives it)
 missing=()
 if command -v dpkg >/dev/null 2>&1; then
   for p in "${pkgs[@]}"; do

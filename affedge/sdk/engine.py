@@ -90,6 +90,31 @@ class TrackState:
     last_conf: float = 0.0
 
 
+@dataclass
+class Tick:
+    """One frame between the stages of a tick (see :meth:`StreamingEngine.process_frame`)."""
+
+    shape: tuple
+    t: float
+    index: int
+    tick0: float
+    audio: dict
+    audio_present: bool
+    speech: bool
+    tracks: list
+    confirmed: list
+    stream_ids: list[int]
+    streams: list[TrackState]
+    embs: list  # one embedding per stream; None where a crop awaits the encoder
+    crops: np.ndarray | None
+    enc_slot: list[int]
+    bad_embs: set = field(default_factory=set)
+
+    def embeddings(self) -> np.ndarray:
+        """The step's ``embedding`` input (call after the encoder filled every slot)."""
+        return np.stack(self.embs).astype(np.float32)
+
+
 class StreamingEngine:
     """Per-frame causal inference over a bundle's ``encoder`` and ``step`` artifacts.
 
@@ -175,6 +200,12 @@ class StreamingEngine:
         return self._last_t is not None
 
     @property
+    def step_batchable(self) -> bool:
+        """True when the step artifact takes any batch size (several engines' streams can go
+        through one call)."""
+        return self._step_fixed_batch is None
+
+    @property
     def frame_index(self) -> int:
         """The index of the frame being processed now (or the next one, between ticks)."""
         return self._frame_index
@@ -214,6 +245,11 @@ class StreamingEngine:
         self._step_fixed_batch = _fixed_batch(step["inputs"][0]["shape"])
         self._out_index = {n: i for i, n in enumerate(b.outputs)}
 
+    def encode(self, crops_bgr: np.ndarray) -> np.ndarray:
+        """Embeddings float32[n, D] of BGR crops [n, S, S, 3] (one encoder call, or one per
+        crop when the artifact's batch is fixed at 1)."""
+        return self._encode(crops_bgr)
+
     def _encode(self, crops_bgr: np.ndarray) -> np.ndarray:
         from affedge.features.faces import to_model_input
 
@@ -242,7 +278,24 @@ class StreamingEngine:
         the detector's output for this frame (a list of FaceBox). Returns the frame's Prediction.
 
         Bad input raises ``ValueError`` before anything changes. A backend error propagates
-        with every stream state unchanged (see the module docstring)."""
+        with every stream state unchanged (see the module docstring).
+
+        The tick runs in three stages, public so that a caller can batch the model calls of
+        several engines sharing one backend (:mod:`affedge.serve.batching`):
+        :meth:`begin_tick` (checks, audio, faces) -> the encoder over ``tick.crops`` and
+        :meth:`set_embeddings` -> one step call over :meth:`step_inputs` ->
+        :meth:`finish_tick` with :meth:`split_step` of its outputs."""
+        tick = self.begin_tick(frame_bgr, t, index, detections)
+        if tick.crops is not None:
+            self.set_embeddings(tick, self._encode(tick.crops))
+        va, new_states = self._step(tick.streams, tick.embeddings(), tick.audio)
+        return self.finish_tick(tick, va, new_states)
+
+    def begin_tick(self, frame_bgr: np.ndarray, t: float, index: int | None = None,
+                   detections=None) -> Tick:
+        """Stage 1: check the input, read the audio at ``t``, detect/track faces and cut the
+        crops to encode (``tick.crops``, None when no face was detected). Changes only the
+        detector and tracker (as a backend error in a later stage would leave them)."""
         tick0 = time.perf_counter()
         t = check_time(t, "process_frame")
         if self._last_t is not None and t <= self._last_t:
@@ -257,32 +310,37 @@ class StreamingEngine:
             raise ValueError(f"process_frame: frame is empty (shape {frame_bgr.shape})")
         index = self._frame_index if index is None else int(index)
         self._frame_index = index
-
         audio, audio_present, speech = self.audio.at(t)
         tracks, confirmed, stream_ids, streams, embs, crops, enc_slot = \
             self._faces(frame_bgr, detections)
-        bad_embs: set[int] = set()
-        if crops is not None:
-            for slot, e in zip(enc_slot, self._encode(crops)):
-                if np.isfinite(e).all():
-                    embs[slot] = e
-                else:  # the model sees a missing face rather than NaN (module docstring)
-                    embs[slot] = self._filler_embedding
-                    bad_embs.add(slot)
-        va, new_states = self._step(streams, np.stack(embs).astype(np.float32), audio)
+        return Tick(frame_bgr.shape, t, index, tick0, audio, audio_present, speech, tracks,
+                    confirmed, stream_ids, streams, embs, crops, enc_slot)
 
-        # commit: from here on nothing can fail in a backend
+    def set_embeddings(self, tick: Tick, encoded: np.ndarray) -> None:
+        """Stage 2: the encoder's outputs for ``tick.crops`` (a non-finite one becomes the
+        filler embedding: the model sees a missing face rather than NaN; module docstring)."""
+        for slot, e in zip(tick.enc_slot, encoded):
+            if np.isfinite(e).all():
+                tick.embs[slot] = e
+            else:
+                tick.embs[slot] = self._filler_embedding
+                tick.bad_embs.add(slot)
+
+    def finish_tick(self, tick: Tick, va: np.ndarray, new_states) -> Prediction:
+        """Stage 3: commit the step's outputs (nothing can fail in a backend from here on) and
+        build the frame's Prediction."""
+        streams = tick.streams
         finite = [bool(np.isfinite(y).all() and all(np.isfinite(x).all() for x in states))
                   for y, states in zip(va, new_states)]
-        self._nonfinite["embeddings"] += len(bad_embs)
+        self._nonfinite["embeddings"] += len(tick.bad_embs)
         self._nonfinite["outputs"] += finite.count(False)
         for st, states, ok in zip(streams, new_states, finite):
             if ok:  # else the frame is left out of this stream's history (module docstring)
                 st.states = states
-        track_by_id = {tr.id: tr for tr in tracks}
-        af = 1.0 if (audio_present or not self.audio_streams) else 0.5
+        track_by_id = {tr.id: tr for tr in tick.tracks}
+        af = 1.0 if (tick.audio_present or not self.audio_streams) else 0.5
         results: dict[int, tuple] = {}
-        for k, (sid, st, y, ok) in enumerate(zip(stream_ids, streams, va, finite)):
+        for k, (sid, st, y, ok) in enumerate(zip(tick.stream_ids, streams, va, finite)):
             tr = track_by_id.get(sid)
             detected = bool(tr is not None and tr.detected)
             if not ok:
@@ -295,14 +353,15 @@ class StreamingEngine:
             sm = np.clip(st.smoother.update(y), -1.0, 1.0)
             st.steps += 1
             st.presence.append(1.0 if detected else 0.0)
-            face = float(np.clip(tr.score, 0.0, 1.0)) if detected and k not in bad_embs else 0.0
+            face = float(np.clip(tr.score, 0.0, 1.0)) \
+                if detected and k not in tick.bad_embs else 0.0
             presence = float(np.mean(st.presence))
             warm = 0.5 + 0.5 * min(1.0, st.steps / max(1, self.receptive_field))
             conf = float(np.clip(face * presence * af * warm, 0.0, 1.0))
             st.last_va, st.last_smoothed, st.last_conf = y, sm, conf
             results[sid] = (y, sm, conf, detected, True)
-        return self._prediction(frame_bgr.shape, t, index, tick0, confirmed, results,
-                                audio_present, speech)
+        return self._prediction(tick.shape, tick.t, tick.index, tick.tick0, tick.confirmed,
+                                results, tick.audio_present, tick.speech)
 
     def _faces(self, frame_bgr, detections):
         """Detection, tracking and crops for one frame -> (tracks, confirmed tracks, stream
@@ -401,18 +460,30 @@ class StreamingEngine:
         if self._step_fixed_batch == 1 and n > 1:
             parts = [self._step([s], emb[i:i + 1], audio) for i, s in enumerate(streams)]
             return np.concatenate([p[0] for p in parts]), [p[1][0] for p in parts]
+        out = self.backend.run("step", self.step_inputs(streams, emb, audio))
+        return self.split_step(out, n)
+
+    def step_inputs(self, streams: list[TrackState], emb: np.ndarray,
+                    audio: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The step model's inputs for ``streams`` (batch = one row per stream)."""
+        n = len(streams)
         inputs = {self._step_emb: emb}
         for s in self.audio_streams:
             inputs[f"audio_{s}"] = np.repeat(audio[s][None], n, axis=0)
         for k, (name, _) in enumerate(self._state_specs):
             inputs[name] = np.concatenate([st.states[k] for st in streams], axis=0)
-        out = self.backend.run("step", inputs)
-        new_states: list[list[np.ndarray]] = [[] for _ in streams]
+        return inputs
+
+    def split_step(self, out: dict, n: int, start: int = 0):
+        """(va float32[n, K], new states per stream) from rows ``start:start+n`` of a step
+        call's outputs."""
+        new_states: list[list[np.ndarray]] = [[] for _ in range(n)]
         for name, _ in self._state_specs:
             new = np.asarray(out[self._state_out[name]], np.float32)
             for i in range(n):
-                new_states[i].append(new[i:i + 1].copy())
-        return np.asarray(out[self._va_out], np.float32).reshape(n, -1), new_states
+                new_states[i].append(new[start + i:start + i + 1].copy())
+        va = np.asarray(out[self._va_out], np.float32)
+        return va.reshape(len(va), -1)[start:start + n], new_states
 
     def _choose_primary(self, confirmed: list[Track], shape) -> Track | None:
         """The primary face (score, track age and size, with hysteresis: see

@@ -190,6 +190,7 @@ class Recognizer:
         self._closed = False
         self.skipped_frames = 0
         self.emitted = 0
+        self._owned_sinks: list = []  # publish(): flushed and closed by close()
 
     # ------------------------------------------------------------------ construction helpers
     @classmethod
@@ -279,6 +280,23 @@ class Recognizer:
             raise TypeError(f"on_prediction needs a callable, got {type(callback).__name__}")
         self._callbacks.append(callback)
         return callback
+
+    def publish(self, sink, source: str | None = None):
+        """Send every Prediction from now on to ``sink`` (a Sink, or a target for
+        :func:`affedge.sdk.sinks.open_sink`: ``"zmq://127.0.0.1:5556"``, ``"ws://..."``, a
+        .csv/.jsonl path, ``"-"``), tagged with ``source`` where the sink takes one. Returns
+        the sink; ``close()`` flushes and closes it."""
+        from affedge.sdk.sinks import open_sink
+
+        self._check_open()
+        if isinstance(sink, (str, os.PathLike)):
+            sink = open_sink(sink)
+        if getattr(sink, "accepts_source", False):
+            self.on_prediction(lambda p: sink.write(p, source=source))
+        else:
+            self.on_prediction(sink.write)
+        self._owned_sinks.append(sink)
+        return sink
 
     # ------------------------------------------------------------------ push API
     def push_frame(self, frame_bgr: np.ndarray, t: float | None = None) -> Prediction:
@@ -477,6 +495,8 @@ class Recognizer:
             for q in self._subscribers:
                 q.put(_END)
         self.engine.close()  # stops the face-detection worker (async_detect)
+        for sink in getattr(self, "_owned_sinks", ()):
+            _close_quietly(sink)
         self._close_owned()
 
     def __enter__(self) -> Recognizer:

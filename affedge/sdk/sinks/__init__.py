@@ -7,6 +7,8 @@ kinds (``zmq://``, ``ws://``) are one module each that decorates its class with
 """
 from affedge.sdk.sinks import files as _files  # noqa: F401  (registers .csv, .jsonl)
 from affedge.sdk.sinks import stdout as _stdout  # noqa: F401  (registers -)
+from affedge.sdk.sinks import ws as _ws  # noqa: F401  (registers ws://)
+from affedge.sdk.sinks import zmq as _zmq  # noqa: F401  (registers zmq://)
 from affedge.sdk.sinks.base import (
     SCHEMA,
     Sink,

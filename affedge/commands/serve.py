@@ -1,0 +1,246 @@
+"""``affedge serve``: several sources, one backend, predictions to robots, apps and a dashboard.
+
+::
+
+    affedge serve --source 0 --audio mic --source rtsp://cam/live --audio video \\
+        --publish zmq://127.0.0.1:5556 --publish ws://127.0.0.1:8765 --out -
+    affedge serve --config serve.toml          # the same as a file (affedge.serve.config)
+
+``--source``/``--audio``/``--name`` pair up in order (a source without ``--audio`` gets its
+file's own track when it has one, else none). Outputs: ``--publish`` (``zmq://``, ``ws://``:
+the WebSocket port also serves the dashboard page) and ``--out`` (``-``, .csv, .jsonl). With
+no output given, ``ws://HOST:8765`` (the dashboard). Binds 127.0.0.1 unless ``--host`` or a
+target names another address; a non-loopback ``ws://`` needs ``--token``/``--token-file``.
+
+Every bound address is printed on stderr and, with ``--port-file``, written as JSON
+(``{"zmq": [...], "ws": [...], "dashboard": [...]}``; port 0 picks a free port).
+
+The process ends when every source has ended (files; ``--linger`` keeps serving until a
+signal) or on SIGTERM/SIGINT: sources stop, every sink is flushed and closed, cameras and
+microphones are released, exit code 0.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+
+from affedge.commands.run import add_runtime_arguments
+
+HELP = "serve several sources: predictions over ZeroMQ/WebSocket, a live dashboard, files"
+DEFAULT_WS_PORT = 8765
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--config", default=None, metavar="TOML",
+                   help="a serve.toml listing sources, outputs and options (flags add to it)")
+    p.add_argument("--source", action="append", default=[], metavar="VIDEO",
+                   help="video file, camera index, /dev/videoN, URL or GStreamer pipeline "
+                        "(repeat for several sources)")
+    p.add_argument("--audio", action="append", default=[], metavar="AUDIO",
+                   help="audio of the matching --source: 'mic', 'mic:N', a WAV/media file, "
+                        "'video' (a file's track, or a network stream's own audio), 'none'")
+    p.add_argument("--name", action="append", default=[], metavar="NAME",
+                   help="name (ZeroMQ topic) of the matching --source (default: src0, src1...)")
+    p.add_argument("--publish", action="append", default=[], metavar="URL",
+                   help="zmq://HOST:PORT (PUB, one topic per source) or ws://HOST:PORT "
+                        "(WebSocket + dashboard page); port 0 picks a free one")
+    p.add_argument("--out", action="append", default=[], metavar="TARGET",
+                   help="'-' (JSONL on stdout), a .csv or .jsonl file")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address for outputs given without one (e.g. ws://:8765) and for the "
+                        "default dashboard")
+    p.add_argument("--token", default=None,
+                   help="WebSocket clients must present this token (required off loopback)")
+    p.add_argument("--token-file", default=None, metavar="FILE",
+                   help="read the token from FILE (keeps it out of the process list)")
+    p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                   help="another page origin allowed to open the WebSocket "
+                        "(e.g. http://kiosk.local:3000)")
+    p.add_argument("--realtime", action="store_true",
+                   help="pace file sources to their frame rate (default: as fast as possible, "
+                        "every frame)")
+    p.add_argument("--linger", action="store_true",
+                   help="keep serving after every source ended, until SIGTERM/SIGINT")
+    p.add_argument("--start-delay", type=float, default=0.0, metavar="S",
+                   help="wait S seconds after the outputs are bound before reading the "
+                        "sources (lets subscribers connect before a file's first frame)")
+    p.add_argument("--port-file", default=None, metavar="JSON",
+                   help="write the bound addresses here as JSON once serving")
+    add_runtime_arguments(p, "causal exponential smoothing in [0, 1) of the *_smoothed "
+                             "fields; mean lag s/(1-s) frames")
+
+
+def _with_host(target: str, host: str) -> str:
+    """``ws://:8765`` -> ``ws://HOST:8765``."""
+    scheme, sep, rest = target.partition("://")
+    if sep and rest.startswith(":"):
+        return f"{scheme}://{host}{rest}"
+    return target
+
+
+def _token(args, cfg) -> str | None:
+    if args.token:
+        return args.token
+    path = args.token_file or (cfg.token_file if cfg else None)
+    if path:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                tok = fh.read().strip()
+        except OSError as exc:
+            raise ValueError(f"--token-file {path}: {exc.strerror or exc}") from None
+        if not tok:
+            raise ValueError(f"--token-file {path}: the file is empty")
+        return tok
+    return None
+
+
+def _sources(args, cfg) -> list[dict]:
+    from affedge.commands.run import default_audio
+
+    out = list(cfg.sources) if cfg else []
+    if len(args.audio) > len(args.source) or len(args.name) > len(args.source):
+        raise ValueError("--audio/--name pair with --source in order: give the --source first")
+    for i, v in enumerate(args.source):
+        s = {"video": v}
+        if i < len(args.audio):
+            s["audio"] = args.audio[i]
+        if i < len(args.name):
+            s["name"] = args.name[i]
+        out.append(s)
+    if not out:
+        raise ValueError("give at least one --source (or a --config with [[source]] tables)")
+    for s in out:
+        if "audio" not in s and isinstance(s["video"], str):
+            s["audio"] = default_audio(s["video"])
+    return out
+
+
+def _open_outputs(hub, args, cfg, token) -> dict:
+    from affedge.sdk.sinks import open_sink
+    from affedge.sdk.sinks.ws import WebSocketSink
+    from affedge.sdk.sinks.zmq import ZmqSink
+
+    host = (cfg.host if cfg and cfg.host else None) or args.host
+    publish = (cfg.publish if cfg else []) + args.publish
+    outs = (cfg.out if cfg else []) + args.out
+    if not publish and not outs:
+        publish = [f"ws://{host}:{DEFAULT_WS_PORT}"]
+    origins = (cfg.allow_origin if cfg else []) + args.allow_origin
+    bound: dict = {"zmq": [], "ws": [], "dashboard": [], "out": []}
+    for target in publish:
+        t = _with_host(target, host)
+        scheme = t.split("://", 1)[0].lower() if "://" in t else ""
+        if scheme == "ws":
+            sink = hub.add_sink(WebSocketSink(t, token=token, allowed_origins=origins))
+            bound["ws"].append(sink.url)
+            bound["dashboard"].append(sink.http_url)
+            page = sink.http_url + ("#token=..." if token else "")
+            _say(f"affedge serve: WebSocket on {sink.url}, dashboard at {page}")
+        elif scheme == "zmq":
+            sink = hub.add_sink(ZmqSink(t))
+            bound["zmq"].append(sink.url)
+            _say(f"affedge serve: ZeroMQ PUB on {sink.endpoint} (one topic per source)")
+        else:
+            raise ValueError(f"--publish {target}: use zmq://HOST:PORT or ws://HOST:PORT "
+                             f"(files and '-' go to --out)")
+    for target in outs:
+        if "://" in target:
+            raise ValueError(f"--out {target}: network outputs go to --publish")
+        try:
+            hub.add_sink(open_sink(target))
+        except OSError as exc:
+            raise ValueError(f"--out {target}: cannot write here ({exc.strerror or exc})") \
+                from None
+        bound["out"].append(target)
+    return bound
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _write_port_file(path: str, bound: dict) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump({**bound, "pid": os.getpid()}, fh)
+    os.replace(tmp, path)  # readers never see half a file
+
+
+def run(args) -> int:
+    from affedge.commands.run import recognizer_options, resolve_bundle
+    from affedge.serve import Hub
+    from affedge.serve.config import load_config
+
+    if args.show:
+        raise ValueError("--show is not available in serve; open the dashboard page instead")
+    cfg = load_config(args.config) if args.config else None
+    sources = _sources(args, cfg)
+    token = _token(args, cfg)
+    opts = recognizer_options(args)
+    if cfg:
+        for key, value in cfg.options.items():
+            if key == "threads":
+                opts.setdefault("backend_options", {})["intra_op_threads"] = value
+            elif key == "precision":
+                if value != "fp32":
+                    opts.setdefault("backend_options", {})["precision"] = value
+            else:
+                opts[key] = value
+    backend = (cfg.backend if cfg and cfg.backend and args.backend == "auto" else None) \
+        or opts.pop("backend")
+    opts.pop("backend", None)
+    backend_options = opts.pop("backend_options", None)
+    bundle = resolve_bundle(args.bundle or (cfg.bundle if cfg else None))
+    realtime = args.realtime or (cfg.realtime if cfg else False)
+
+    stop = threading.Event()
+    got: list[int] = []
+
+    def on_signal(signum, frame):
+        got.append(signum)
+        stop.set()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    hub = Hub(bundle, backend, backend_options=backend_options, **opts)
+    try:
+        for s in sources:
+            hub.add_source(s["video"], s.get("audio"), name=s.get("name"),
+                           realtime=bool(s.get("realtime", realtime)))
+        bound = _open_outputs(hub, args, cfg, token)
+        if args.port_file:
+            _write_port_file(args.port_file, bound)
+        if args.start_delay > 0:
+            stop.wait(args.start_delay)
+        if not stop.is_set():
+            hub.start()
+        _say(f"affedge serve: {len(sources)} source(s) ({', '.join(hub.sources)}), backend "
+             f"{hub.status()['backend']}")
+        while not stop.is_set():
+            if hub.wait(0.2) and not args.linger:
+                break
+    finally:
+        hub.stop()
+        for s, h in old.items():
+            signal.signal(s, h)
+    st = hub.status()
+    why = f"stopped by {signal.Signals(got[0]).name}" if got else "every source ended"
+    frames = ", ".join(f"{n}: {v['frames']} predictions" for n, v in st["sources"].items())
+    _say(f"affedge serve: {why}; {frames}; {st['ticks']} ticks, mean batch "
+         f"{st['mean_batch']:.2f}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m affedge.commands.serve ...``: the same as ``affedge serve ...``."""
+    from affedge import cli
+
+    if "serve" not in cli.COMMANDS:  # until affedge/cli.py lists the command
+        cli.COMMANDS = (*cli.COMMANDS, "serve")
+    return cli.main(["serve", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,326 @@
+"""``ws://HOST:PORT``: schema-1 records to WebSocket clients, and the dashboard page over HTTP.
+
+One server (the ``websockets`` library on its own thread and asyncio loop) answers both on the
+same port: a WebSocket handshake (any path) subscribes to every record; a plain HTTP GET
+serves the static files of ``static_dir`` (default: the dashboard shipped in
+``affedge/assets/dashboard``; ``/`` is ``index.html``; nothing outside that folder).
+
+Messages to clients, one JSON text each: a prediction is the schema-1 record
+(:func:`~affedge.sdk.sinks.base.record_json`, ``source`` added); ``{"type": "status", ...}``
+carries hub status (per-source fps, latency, errors); ``{"type": "hello", "schema": 1}`` is the
+first message. Clients may send ``{"type": "ping"}`` (answered ``{"type": "pong"}``); anything
+else is ignored and counted (``malformed``), messages over :data:`MAX_CLIENT_MESSAGE` bytes are
+ignored and counted (``oversized``); over :data:`MAX_FRAME` the connection is closed (1009).
+
+Pressure: :meth:`WebSocketSink.write` only hands the text to the server's loop (the caller never
+waits for a client). Each client has a queue of ``queue_size`` messages; when a slow client's
+queue is full the oldest message is dropped for that client and counted (``dropped``).
+
+Safety: binds loopback unless the target names another address, and then a ``token`` is
+required. With a token, a WebSocket client must present it (``?token=...`` in the URL or
+``Authorization: Bearer ...``), else the handshake is refused (401, counted); the dashboard
+page itself carries no data. A handshake whose ``Origin`` header is not this server's own
+page (``http://127.0.0.1:PORT``, ``http://localhost:PORT``, the bound address, or
+``allowed_origins``) is refused (403, counted); clients that send no Origin (robots, scripts)
+are accepted.
+
+Needs ``websockets`` >= 13 (``pip install affedge[serve]``), imported when a sink is opened.
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import mimetypes
+import threading
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from affedge.sdk.sinks.base import Sink, _clean, record_json, register_sink
+from affedge.sdk.sinks.zmq import DEFAULT_TOPIC, is_loopback, parse_host_port
+
+DASHBOARD_DIR = Path(__file__).resolve().parent.parent.parent / "assets" / "dashboard"
+#: messages queued per client before the oldest is dropped (~2 s of 4 sources at 30 fps)
+DEFAULT_QUEUE = 256
+#: client messages larger than this are ignored (the protocol has nothing this long)
+MAX_CLIENT_MESSAGE = 4096
+#: a client frame larger than this closes the connection (websockets' max_size, code 1009)
+MAX_FRAME = 1 << 20
+#: how long close() lets clients receive what is queued for them (s)
+CLOSE_DRAIN_S = 1.0
+
+
+#: a client whose socket holds less than this unsent (bytes) and has nothing queued gets each
+#: message written straight to its socket, encoded once for all such clients (no task switch)
+DIRECT_WRITE_LIMIT = 1 << 16
+
+
+class _Client:
+    __slots__ = ("busy", "dropped", "queue", "wake", "ws")
+
+    def __init__(self, ws, size: int):
+        from collections import deque
+
+        self.ws = ws
+        self.queue: deque = deque(maxlen=size)
+        self.dropped = 0
+        self.wake = asyncio.Event()
+        self.busy = False  # its sender task is writing from the queue
+
+
+@register_sink("ws")
+class WebSocketSink(Sink):
+    """WebSocket server sink + dashboard (see the module docstring)."""
+
+    accepts_source = True
+
+    def __init__(self, target: str, *, token: str | None = None,
+                 allowed_origins=(), static_dir=DASHBOARD_DIR,
+                 queue_size: int = DEFAULT_QUEUE, start_timeout: float = 10.0):
+        super().__init__()
+        try:
+            import websockets  # noqa: F401
+            from websockets.asyncio.server import serve  # noqa: F401  (>= 13)
+        except ImportError as exc:
+            raise ImportError("ws:// outputs need websockets >= 13: "
+                              "pip install 'affedge[serve]'") from exc
+        self.target = target
+        self.host, port = parse_host_port(target, "ws")
+        if not is_loopback(self.host) and not token:
+            raise ValueError(f"{target!r}: binding a non-loopback address needs a token "
+                             f"(--token or --token-file)")
+        if int(queue_size) < 1:
+            raise ValueError(f"queue_size must be >= 1, got {queue_size}")
+        self.token = token or None
+        self.queue_size = int(queue_size)
+        self._extra_origins = {o.rstrip("/") for o in allowed_origins}
+        self._files = {}
+        if static_dir is not None and Path(static_dir).is_dir():
+            self._files = {p.name: p for p in Path(static_dir).iterdir() if p.is_file()}
+        self.counters = {"clients_total": 0, "dropped": 0, "malformed": 0, "oversized": 0,
+                         "rejected_origin": 0, "rejected_token": 0, "sent": 0, "http": 0}
+        self._clients: set[_Client] = set()
+        self._status_text: str | None = None
+        self._loop = asyncio.new_event_loop()
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._serve_forever, args=(port,),
+                                        name="affedge-ws", daemon=True)
+        self._thread.start()
+        if not self._started.wait(start_timeout) or self._error is not None:
+            self._stop_loop()
+            raise OSError(f"{target}: cannot serve ({self._error or 'no answer'})")
+        addr = f"[{self.host}]" if ":" in self.host else self.host
+        self.url = f"ws://{addr}:{self.port}"
+        self.http_url = f"http://{addr}:{self.port}/"
+        self._origins = {f"http://{h}:{self.port}" for h in ("127.0.0.1", "localhost",
+                                                             "[::1]", addr)}
+
+    # ------------------------------------------------------------------ pipeline side
+    def write(self, prediction, source: str | None = None) -> None:
+        self._post(record_json(prediction, source=source or DEFAULT_TOPIC))
+        self.rows += 1
+
+    def publish_status(self, status: dict) -> None:
+        """Send a hub status object to every client (and to each new client first)."""
+        text = json.dumps(_clean({"type": "status", **status}), allow_nan=False,
+                          separators=(",", ":"))
+        self._status_text = text
+        self._post(text)
+
+    def _post(self, text: str) -> None:
+        if self.closed:
+            raise ValueError(f"{self.target}: the sink is closed")
+        self._loop.call_soon_threadsafe(self._fanout, text)
+
+    @property
+    def clients(self) -> int:
+        return len(self._clients)
+
+    def stats(self) -> dict:
+        return {"clients": self.clients, **self.counters}
+
+    # ------------------------------------------------------------------ server loop
+    def _serve_forever(self, port: int) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._start(port))
+        except BaseException as exc:  # noqa: BLE001  (reported by __init__)
+            self._error = exc
+            self._started.set()
+            return
+        self._started.set()
+        self._loop.run_forever()
+
+    async def _start(self, port: int) -> None:
+        from websockets.asyncio.server import serve
+
+        self._server = await serve(self._handle, self.host, port, max_size=MAX_FRAME,
+                                   process_request=self._process_request, compression=None,
+                                   ping_interval=20, ping_timeout=20)
+        self.port = int(next(iter(self._server.sockets)).getsockname()[1])
+
+    def _fanout(self, text: str) -> None:
+        """Every client gets ``text``: written now to the clients that keep up (one encoding,
+        websockets' ``broadcast``), queued for the others (the oldest dropped when full)."""
+        from websockets.asyncio.connection import broadcast
+
+        direct = []
+        for c in self._clients:
+            transport = c.ws.transport
+            if not c.queue and not c.busy and transport is not None and \
+                    transport.get_write_buffer_size() < DIRECT_WRITE_LIMIT:
+                direct.append(c.ws)
+                continue
+            if len(c.queue) == c.queue.maxlen:
+                c.dropped += 1
+                self.counters["dropped"] += 1
+            c.queue.append(text)  # a full deque drops its oldest item
+            c.wake.set()
+        if direct:
+            broadcast(direct, text.encode(), text=True)
+            self.counters["sent"] += len(direct)
+
+    async def _handle(self, ws) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        client = _Client(ws, self.queue_size)
+        client.queue.append(json.dumps({"type": "hello", "schema": 1}))
+        if self._status_text is not None:
+            client.queue.append(self._status_text)
+        client.wake.set()
+        self._clients.add(client)
+        self.counters["clients_total"] += 1
+        sender = asyncio.create_task(self._send_loop(client))
+        try:
+            async for msg in ws:
+                self._on_message(client, msg)
+        except ConnectionClosed as exc:
+            if exc.sent is not None and exc.sent.code == 1009:  # over MAX_FRAME
+                self.counters["oversized"] += 1
+        finally:
+            self._clients.discard(client)
+            sender.cancel()
+
+    async def _send_loop(self, client: _Client) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            while True:
+                await client.wake.wait()
+                client.wake.clear()
+                client.busy = True
+                while client.queue:
+                    await client.ws.send(client.queue.popleft())
+                    self.counters["sent"] += 1
+                client.busy = False
+        except ConnectionClosed:
+            pass
+
+    def _on_message(self, client: _Client, msg) -> None:
+        if len(msg) > MAX_CLIENT_MESSAGE:
+            self.counters["oversized"] += 1
+            return
+        try:
+            kind = json.loads(msg).get("type")
+        except (ValueError, AttributeError, UnicodeDecodeError):
+            kind = None
+        if kind == "ping":
+            client.queue.append('{"type":"pong"}')
+            client.wake.set()
+        else:
+            self.counters["malformed"] += 1
+
+    def _process_request(self, connection, request):
+        headers = request.headers
+        origin = headers.get("Origin")
+        if origin is not None and not self._origin_ok(origin, headers.get("Host")):
+            self.counters["rejected_origin"] += 1
+            return connection.respond(403, "origin not allowed\n")
+        if "websocket" not in headers.get("Upgrade", "").lower():
+            self.counters["http"] += 1
+            return self._static(connection, request.path)
+        if self.token is not None and not self._token_ok(request):
+            self.counters["rejected_token"] += 1
+            return connection.respond(401, "token required\n")
+        return None
+
+    def _origin_ok(self, origin: str, host: str | None) -> bool:
+        o = origin.rstrip("/")
+        if o in self._origins or o in self._extra_origins:
+            return True
+        # a non-loopback bind (token required) also serves its page under the LAN address
+        return (not is_loopback(self.host) and host is not None and o == f"http://{host}")
+
+    def _token_ok(self, request) -> bool:
+        given = parse_qs(urlsplit(request.path).query).get("token", [""])[0]
+        auth = request.headers.get("Authorization", "")
+        if auth.lower().startswith("bearer "):
+            given = given or auth[7:].strip()
+        return hmac.compare_digest(given.encode(), self.token.encode())
+
+    def _static(self, connection, path: str):
+        from websockets.datastructures import Headers
+        from websockets.http11 import Response
+
+        name = urlsplit(path).path.lstrip("/") or "index.html"
+        f = self._files.get(name)
+        if f is None:
+            return connection.respond(404, "not found\n")
+        body = f.read_bytes()
+        ctype = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        if ctype.startswith("text/") or ctype.endswith("javascript"):
+            ctype += "; charset=utf-8"
+        return Response(200, "OK", Headers([
+            ("Content-Type", ctype), ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"),
+            ("Content-Security-Policy", "default-src 'self'; connect-src 'self' ws: wss:")]),
+            body)
+
+    # ------------------------------------------------------------------ shutdown
+    def flush(self, timeout: float = CLOSE_DRAIN_S) -> None:
+        """Wait (at most ``timeout`` s) until every client's queue was handed to its socket."""
+        if self.closed or not self._thread.is_alive():
+            return
+        fut = asyncio.run_coroutine_threadsafe(self._drain(timeout), self._loop)
+        try:
+            fut.result(timeout + 1.0)
+        except Exception:  # noqa: BLE001, S110
+            pass
+
+    async def _drain(self, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while any(c.queue for c in self._clients) and loop.time() < end:
+            await asyncio.sleep(0.01)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.flush()
+        self.closed = True
+        self._stop_loop()
+
+    async def _shutdown(self) -> None:
+        server = getattr(self, "_server", None)
+        if server is not None:
+            server.close()  # closes client connections with 1001 (going away)
+            try:
+                await asyncio.wait_for(server.wait_closed(), 2.0)
+            except asyncio.TimeoutError:
+                pass
+        rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for t in rest:  # handshakes in progress, senders
+            t.cancel()
+        await asyncio.gather(*rest, return_exceptions=True)
+
+    def _stop_loop(self) -> None:
+        if self._thread.is_alive():
+            try:
+                asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(5.0)
+            except Exception:  # noqa: BLE001, S110
+                pass
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5.0)
+        if not self._loop.is_running():
+            self._loop.close()

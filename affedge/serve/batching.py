@@ -1,0 +1,71 @@
+"""One inference tick over several engines that share a backend: one encoder call, one step call.
+
+Each engine (one per source) runs its own stage 1 (checks, audio, face detection and tracking;
+:meth:`~affedge.sdk.engine.StreamingEngine.begin_tick`). Then the crops of every source go
+through the encoder as one batch, the streams of every source through the step model as one
+batch (the step graph takes any N; a bundle whose step has a fixed batch of 1 gets one call per
+source), and each engine commits its own rows (stage 3). The results equal per-source
+``process_frame`` calls: the models are row-wise, and each engine's rows are its own.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def tick_many(items, pool=None):
+    """``items``: ``(engine, frame_bgr, t, index, prepare)`` per source with a new frame, every
+    engine on the same backend; ``prepare`` (or None) runs first in the same task (e.g. feeding
+    the file audio up to ``t``). Stage 1 runs on ``pool`` (a ``concurrent.futures`` executor)
+    when given: the engines are independent there, and face detection and audio features
+    release the GIL, so the sources' stage 1 overlap on several cores like independent
+    recognizers would. Returns one entry per item: its Prediction, or the exception that
+    refused that item's input (a ValueError from stage 1: other sources go on). A backend error
+    propagates with every engine's stream states unchanged."""
+    results: list = [None] * len(items)
+
+    def begin(item):
+        eng, frame, t, index, prepare = item
+        try:
+            if prepare is not None:
+                prepare()
+            return eng.begin_tick(frame, t, index)
+        except ValueError as exc:
+            return exc
+
+    began = list(pool.map(begin, items)) if pool is not None and len(items) > 1 \
+        else [begin(it) for it in items]
+    ticks = []
+    for k, (item, tk) in enumerate(zip(items, began)):
+        if isinstance(tk, Exception):
+            results[k] = tk
+        else:
+            ticks.append((k, item[0], tk))
+    if not ticks:
+        return results
+    lead = ticks[0][1]
+    with_crops = [(eng, tk) for _, eng, tk in ticks if tk.crops is not None]
+    if with_crops:
+        emb = lead.encode(np.concatenate([tk.crops for _, tk in with_crops]))
+        start = 0
+        for eng, tk in with_crops:
+            eng.set_embeddings(tk, emb[start:start + len(tk.crops)])
+            start += len(tk.crops)
+    outs = _step_all(ticks)
+    for (k, eng, tk), (va, states) in zip(ticks, outs):
+        results[k] = eng.finish_tick(tk, va, states)
+    return results
+
+
+def _step_all(ticks):
+    """(va, new states) per tick from one step call over every tick's streams."""
+    if len(ticks) == 1 or not all(eng.step_batchable for _, eng, _ in ticks):
+        return [eng._step(tk.streams, tk.embeddings(), tk.audio) for _, eng, tk in ticks]
+    parts = [eng.step_inputs(tk.streams, tk.embeddings(), tk.audio) for _, eng, tk in ticks]
+    merged = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+    out = ticks[0][1].backend.run("step", merged)
+    res, start = [], 0
+    for _, eng, tk in ticks:
+        n = len(tk.streams)
+        res.append(eng.split_step(out, n, start))
+        start += n
+    return res

@@ -1,0 +1,392 @@
+"""``Hub``: several sources, one shared backend, batched inference, every Prediction to sinks.
+
+::
+
+    from affedge.serve import Hub
+    with Hub("bundle_dir") as hub:                        # or Hub() for the demo bundle
+        hub.add_source("clip.mp4", audio="video", name="clip")
+        hub.add_source(0, audio="mic", name="front")
+        hub.add_source("http://cam/live.ts", audio="video")   # one demuxer for both
+        hub.add_sink("zmq://127.0.0.1:5556")
+        hub.add_sink("ws://127.0.0.1:8765")                    # + the dashboard page
+        hub.start()
+        hub.wait()                                            # until every source ended
+
+Each source has its own :class:`~affedge.sdk.recognizer.Recognizer` (tracks, temporal states,
+audio timeline) on the hub's one backend, and a capture thread
+(:class:`~affedge.serve.capture.SourceWorker`). One inference thread loops: every source with a
+new frame joins the tick: their stage 1 (file audio, face detection, tracking, crops) runs on
+a thread pool of one thread per core, then one encoder call over all their faces and one step
+call over all their streams (:func:`affedge.serve.batching.tick_many`); a source with no new
+frame (slow, reconnecting, dead) is simply not in the tick, so it never holds the others up.
+File sources are unpaced (every frame gets a Prediction) unless ``realtime=True``; frames a live
+source captured while the loop was busy get stale Predictions, as in ``Recognizer.run``.
+
+Sinks receive ``write(prediction, source=name)`` when they take a source (``zmq://``,
+``ws://``), else ``write(prediction)``; sinks with ``publish_status(dict)`` get
+:meth:`Hub.status` about once a second. A sink that raises is reported and dropped.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+import threading
+import time
+from collections import deque
+
+from affedge.serve.capture import SourceWorker, report
+
+#: seconds between status messages to the sinks that take them
+STATUS_EVERY_S = 1.0
+#: window of the fps figure (s)
+FPS_WINDOW_S = 2.0
+
+
+class _Source:
+    """A source's parts: recognizer, capture worker, audio, and its counters."""
+
+    def __init__(self, name, rec, worker, video, audio_desc, feeder=None, live_audio=None):
+        self.name = name
+        self.rec = rec
+        self.worker = worker
+        self.video = str(video)
+        self.audio = audio_desc
+        self.feeder = feeder
+        self.live_audio = live_audio
+        self.wall: deque = deque(maxlen=256)
+        self.errors = 0
+        self.last = None
+
+    def record(self, p) -> None:
+        self.last = p
+        if not p.stale:
+            self.wall.append(time.monotonic())
+
+    def fps(self) -> float:
+        now = time.monotonic()
+        ts = [t for t in self.wall if now - t <= FPS_WINDOW_S]
+        if len(ts) < 2 or ts[-1] <= ts[0]:
+            return 0.0
+        return (len(ts) - 1) / (ts[-1] - ts[0])
+
+
+class Hub:
+    """Sources + sinks + one backend (see the module docstring).
+
+    bundle: bundle path or Bundle (default: the demo bundle). backend: a backend name
+    (``select_backend``) or a ready Backend instance (then the caller closes it).
+    backend_options: ``select_backend`` options when ``backend`` is a name.
+    recognizer_options: the per-source :class:`Recognizer` keywords (smoothing, detector,
+    detect_every, max_faces, min_face, ...).
+    """
+
+    def __init__(self, bundle=None, backend="auto", *, backend_options: dict | None = None,
+                 status_every_s: float = STATUS_EVERY_S, **recognizer_options):
+        from affedge.bundle import Bundle, load_bundle
+        from affedge.sdk.backends.select import select_backend
+        from affedge.sdk.recognizer import DEMO_BUILD_HINT, DEMO_BUNDLE
+
+        if bundle is None:
+            if not (DEMO_BUNDLE / "manifest.json").exists():
+                raise FileNotFoundError(f"the demo bundle is missing ({DEMO_BUNDLE}); "
+                                        + DEMO_BUILD_HINT)
+            bundle = DEMO_BUNDLE
+        self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+        self._own_backend = isinstance(backend, str)
+        self.backend = select_backend(self.bundle, backend, **(backend_options or {})) \
+            if self._own_backend else backend
+        for key in ("backend", "backend_options", "fallback", "on_prediction"):
+            if key in recognizer_options:
+                raise ValueError(f"Hub: {key} is set on the Hub itself, not per source")
+        self._rec_opts = recognizer_options
+        self.status_every_s = float(status_every_s)
+        self._sources: dict[str, _Source] = {}
+        self._sinks: list = []
+        self._takes_source: dict[int, bool] = {}
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pool = None
+        self._closed = False
+        self.ticks = 0
+        self.batched_frames = 0
+        self.tick_errors = 0
+        self.started_at: float | None = None
+
+    # ------------------------------------------------------------------ building
+    def add_source(self, video, audio=None, *, name: str | None = None,
+                   realtime: bool = False) -> str:
+        """Add a source (camera index, /dev/videoN, file, URL, pipeline) with its audio
+        (None, ``"mic"``, ``"mic:N"``, a WAV/media file, or ``"video"``: a file's own track,
+        or a network stream's own audio read by the same demuxer). Returns its name (default
+        ``src<N>``). Files are checked now; live sources open on their thread (and are retried
+        while they fail)."""
+        from affedge.sdk.recognizer import Recognizer, _FileAudioFeeder
+        from affedge.sdk.sources import open_audio
+        from affedge.sdk.sources.video import VideoSource, _classify
+
+        if self._thread is not None:
+            raise RuntimeError("Hub: add sources before start()")
+        name = name or f"src{len(self._sources)}"
+        if not name.replace("-", "").replace("_", "").replace(".", "").isalnum() \
+                or name.startswith("_"):
+            raise ValueError(f"source name {name!r}: use letters, digits, '-', '_' or '.' "
+                             f"(not starting with '_')")
+        if name in self._sources:
+            raise ValueError(f"source name {name!r} is used twice")
+        if isinstance(video, str) and video.strip().isdigit():
+            video = int(video)
+        kind, spec = _classify(video)
+        audio = None if audio is None or str(audio).lower() in ("", "none", "off") else audio
+        rec = Recognizer(self.bundle, backend=self.backend, **self._rec_opts)
+        feeder = live_audio = first = None
+        try:
+            if kind == "url" and audio == "video":
+                from affedge.sdk.sources.network import NetworkAVSource, StreamClock
+
+                push, clock = rec.engine.audio.push, StreamClock()
+
+                def opener():  # one clock for every connection: times keep increasing
+                    return NetworkAVSource(spec, on_audio=push, clock=clock)
+                live = True
+            elif kind == "file":
+                first = VideoSource(spec, realtime=bool(realtime))
+                opener, live = None, False
+            else:
+                def opener():
+                    return VideoSource(video)
+                live = True
+            if audio is not None and not (kind == "url" and audio == "video"):
+                asrc = open_audio(audio, spec if kind == "file" else video)
+                if getattr(asrc, "is_live", False):
+                    if not live:
+                        raise ValueError(f"source {name}: a live audio source ({asrc.name}) "
+                                         f"needs a live video source; {spec} is a file")
+                    asrc.connect(rec.engine.audio.push)
+                    live_audio = asrc
+                else:
+                    feeder = _FileAudioFeeder(rec.engine.audio, asrc)
+        except BaseException:
+            if first is not None:
+                first.close()
+            rec.close()
+            raise
+        worker = SourceWorker(name, opener, self._wake, first=first, live=live)
+        self._sources[name] = _Source(name, rec, worker, video, audio, feeder, live_audio)
+        return name
+
+    def add_sink(self, sink):
+        """Add a Sink (or a target for :func:`affedge.sdk.sinks.open_sink`); returns it."""
+        from affedge.sdk.sinks import open_sink
+
+        if isinstance(sink, (str, os.PathLike)):
+            sink = open_sink(sink)
+        if not hasattr(sink, "write"):
+            raise TypeError(f"add_sink needs a Sink or a target, got {type(sink).__name__}")
+        self._takes_source[id(sink)] = bool(getattr(sink, "accepts_source", False)) or \
+            "source" in inspect.signature(sink.write).parameters
+        self._sinks.append(sink)
+        return sink
+
+    @property
+    def sinks(self) -> list:
+        return list(self._sinks)
+
+    @property
+    def sources(self) -> list[str]:
+        return list(self._sources)
+
+    def recognizer(self, name: str):
+        """The Recognizer of source ``name`` (its ``latest()``, ``stats()``, callbacks)."""
+        return self._sources[name].rec
+
+    # ------------------------------------------------------------------ running
+    def start(self) -> Hub:
+        if self._closed:
+            raise RuntimeError("Hub: closed")
+        if self._thread is not None:
+            return self
+        if not self._sources:
+            raise ValueError("Hub: add at least one source before start()")
+        self.started_at = time.monotonic()
+        for s in self._sources.values():
+            if s.live_audio is not None:
+                s.live_audio.start()
+            s.worker.start()
+        from concurrent.futures import ThreadPoolExecutor
+
+        workers = min(len(self._sources), os.cpu_count() or 1)
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="affedge-stage1") \
+            if workers > 1 else None
+        self._thread = threading.Thread(target=self._loop, name="affedge-hub", daemon=True)
+        self._thread.start()
+        return self
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until every source has ended (files at their end; live sources never) or
+        ``stop()``; True when they all ended."""
+        end = None if timeout is None else time.monotonic() + timeout
+        while not self._done.is_set() and not self._stop.is_set():
+            left = None if end is None else end - time.monotonic()
+            if left is not None and left <= 0:
+                break
+            self._done.wait(0.2 if left is None else min(0.2, left))
+        return self._done.is_set()
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def _loop(self) -> None:
+        next_status = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                with self._cond:
+                    ready = [s for s in self._sources.values() if s.worker.ready()]
+                    if not ready:
+                        if all(s.worker.ended for s in self._sources.values()):
+                            self._done.set()
+                        self._cond.wait(0.05)
+                if ready:
+                    self._tick(ready)
+                if time.monotonic() >= next_status:
+                    next_status = time.monotonic() + self.status_every_s
+                    self._publish_status()
+        except BaseException as exc:
+            report(f"affedge serve: the inference loop stopped: {exc!r}")
+            self._done.set()
+            raise
+
+    def _tick(self, ready: list[_Source]) -> None:
+        from affedge.serve.batching import tick_many
+
+        items, owners = [], []
+        for s in ready:
+            got = s.worker.take()
+            if got is None:
+                continue
+            frame, skipped = got
+            for k, idx in enumerate(skipped):
+                prev_t = s.last.timestamp if s.last is not None else frame.t - 1e-3
+                tk = prev_t + (frame.t - prev_t) * (k + 1) / (len(skipped) + 1)
+                s.rec.skipped_frames += 1
+                self._emit(s, s.rec.engine.stale_prediction(idx, tk, s.last))
+            prepare = None if s.feeder is None else \
+                (lambda f=s.feeder, t=frame.t: f.feed_until(t, 0.0))
+            items.append((s.rec.engine, frame.image, frame.t, frame.index, prepare))
+            owners.append(s)
+        if not items:
+            return
+        try:
+            results = tick_many(items, self._pool)
+        except Exception as exc:  # noqa: BLE001  (a backend error: states unchanged)
+            self.tick_errors += 1
+            report(f"affedge serve: inference failed for {len(items)} frame(s): {exc}")
+            return
+        self.ticks += 1
+        self.batched_frames += len(items)
+        for s, r in zip(owners, results):
+            if isinstance(r, Exception):
+                s.errors += 1
+                report(f"affedge serve: source {s.name}: frame refused: {r}")
+                continue
+            self._emit(s, r)
+
+    def _emit(self, s: _Source, p) -> None:
+        s.rec._emit(p)  # latest(), predictions(), the recognizer's callbacks and publish()
+        s.record(p)
+        for sink in list(self._sinks):
+            try:
+                if self._takes_source[id(sink)]:
+                    sink.write(p, source=s.name)
+                else:
+                    sink.write(p)
+            except Exception as exc:  # noqa: BLE001
+                report(f"affedge serve: output {getattr(sink, 'target', sink)} failed and "
+                       f"is dropped: {exc!r}")
+                self._sinks.remove(sink)
+                _quietly(sink.close)
+
+    def _publish_status(self) -> None:
+        st = None
+        for sink in list(self._sinks):
+            if hasattr(sink, "publish_status"):
+                st = st or self.status()
+                try:
+                    sink.publish_status(st)
+                except Exception as exc:  # noqa: BLE001
+                    report(f"affedge serve: status to {getattr(sink, 'target', sink)} "
+                           f"failed: {exc!r}")
+
+    def status(self) -> dict:
+        """Per source: state, fps, latency p50/p99 (ms), frames, skipped, reconnects, error,
+        face/speech flags of the newest prediction; and the hub's tick counters."""
+        out = {}
+        for s in self._sources.values():
+            es = s.rec.engine.stats()
+            w = s.worker
+            last = s.last
+            out[s.name] = {
+                "state": w.state, "video": s.video, "audio": s.audio and str(s.audio),
+                "frames": s.rec.emitted, "skipped": w.skipped, "fps": round(s.fps(), 2),
+                "latency_ms_p50": es["latency_ms_p50"], "latency_ms_p99": es["latency_ms_p99"],
+                "reconnects": w.reconnects, "error": w.error, "errors": s.errors,
+                "face_present": bool(last.face_present) if last else False,
+                "speech_present": bool(last.speech_present) if last else False,
+            }
+        return {"schema": 1, "sources": out, "ticks": self.ticks,
+                "mean_batch": (self.batched_frames / self.ticks) if self.ticks else float("nan"),
+                "tick_errors": self.tick_errors, "backend": str(getattr(
+                    self.backend, "name", type(self.backend).__name__)),
+                "uptime_s": (time.monotonic() - self.started_at) if self.started_at else 0.0}
+
+    # ------------------------------------------------------------------ shutdown
+    def stop(self) -> None:
+        """Stop every source, finish the tick in progress, flush and close every sink, release
+        cameras, microphones and streams, close the recognizers (and the backend the hub
+        made). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        self._wake()
+        for s in self._sources.values():
+            s.worker._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(30.0)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+        for s in self._sources.values():
+            s.worker.stop()
+            if s.live_audio is not None:
+                _quietly(s.live_audio.close)
+            if s.feeder is not None:
+                _quietly(s.feeder.source.close)
+        self._publish_status()
+        for sink in self._sinks:
+            _quietly(sink.flush)
+        for sink in self._sinks:
+            _quietly(sink.close)
+        for s in self._sources.values():
+            _quietly(s.rec.close)
+        if self._own_backend:
+            _quietly(getattr(self.backend, "close", lambda: None))
+
+    close = stop
+
+    def __enter__(self) -> Hub:  # noqa: PYI034
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _quietly(fn) -> None:
+    try:
+        fn()
+    except Exception:  # noqa: BLE001, S110
+        pass
+
+
+__all__ = ["Hub"]

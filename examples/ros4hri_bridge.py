@@ -1,0 +1,124 @@
+"""Republish ``affedge serve``'s ZeroMQ stream in the ROS4HRI shape (``hri_msgs/Expression``).
+
+Runs as its own process next to ``affedge serve --publish zmq://127.0.0.1:5556``: subscribes to
+the sources' topics and, for every tracked face of every prediction, publishes valence,
+arousal and confidence on ``/humans/faces/<face id>/expression`` (ROS4HRI, REP 155), the face
+id being ``<source>_<track id>``. The ``expression`` field (a categorical label) stays empty:
+affedge predicts the continuous dimensions only.
+
+With ``rclpy`` and ``hri_msgs`` importable (a sourced ROS 2 workspace) it publishes ROS
+messages; otherwise, or with ``--dry-run``, it prints the same content as JSON lines, one per
+message. ROS 2 itself is not tested with affedge (no ROS on the build machines); the ZeroMQ
+side and the dry-run output are.
+
+    affedge serve --source 0 --audio mic --name front --publish zmq://127.0.0.1:5556 &
+    python examples/ros4hri_bridge.py --zmq tcp://127.0.0.1:5556
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def expressions(record: dict):
+    """(face id, valence, arousal, confidence) per tracked face of one schema-1 record; NaN
+    (JSON null) faces are left out."""
+    source = record.get("source", "default")
+    for face in record.get("faces") or []:
+        v, a = face.get("valence_smoothed"), face.get("arousal_smoothed")
+        if v is None or a is None:
+            continue
+        yield f"{source}_{face['track_id']}", float(v), float(a), float(face["confidence"])
+
+
+class RosOut:
+    """One ``hri_msgs/Expression`` publisher per face id (created when the face first shows)."""
+
+    def __init__(self, prefix: str):
+        import rclpy
+        from hri_msgs.msg import Expression
+
+        rclpy.init()
+        self.rclpy, self.Expression = rclpy, Expression
+        self.node = rclpy.create_node("affedge_ros4hri_bridge")
+        self.prefix = prefix.rstrip("/")
+        self.pubs: dict = {}
+
+    def publish(self, face_id: str, v: float, a: float, conf: float) -> None:
+        pub = self.pubs.get(face_id)
+        if pub is None:
+            pub = self.pubs[face_id] = self.node.create_publisher(
+                self.Expression, f"{self.prefix}/{face_id}/expression", 10)
+        msg = self.Expression()
+        msg.header.stamp = self.node.get_clock().now().to_msg()
+        msg.valence, msg.arousal, msg.confidence = v, a, conf
+        pub.publish(msg)
+
+    def close(self) -> None:
+        self.node.destroy_node()
+        self.rclpy.shutdown()
+
+
+class JsonOut:
+    """The same content as JSON lines on stdout (no ROS here, or --dry-run)."""
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix.rstrip("/")
+
+    def publish(self, face_id: str, v: float, a: float, conf: float) -> None:
+        print(json.dumps({"topic": f"{self.prefix}/{face_id}/expression",
+                          "type": "hri_msgs/Expression", "expression": "",
+                          "valence": v, "arousal": a, "confidence": conf}), flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--zmq", default="tcp://127.0.0.1:5556", help="the serve PUB endpoint")
+    ap.add_argument("--source", action="append", default=[],
+                    help="only these sources (ZeroMQ topics; default: all)")
+    ap.add_argument("--prefix", default="/humans/faces", help="ROS4HRI faces namespace")
+    ap.add_argument("--dry-run", action="store_true", help="print JSON lines, no ROS")
+    ap.add_argument("--max-messages", type=int, default=None,
+                    help="stop after this many predictions (tests)")
+    ap.add_argument("--timeout", type=float, default=None,
+                    help="stop after this many seconds without a prediction")
+    args = ap.parse_args(argv)
+    import zmq
+
+    out = None
+    if not args.dry_run:
+        try:
+            out = RosOut(args.prefix)
+        except ImportError as exc:
+            print(f"ros4hri_bridge: ROS 2 not importable ({exc}); printing JSON lines instead",
+                  file=sys.stderr)
+    out = out or JsonOut(args.prefix)
+    sock = zmq.Context.instance().socket(zmq.SUB)
+    for topic in args.source or [""]:
+        sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
+    sock.connect(args.zmq)
+    n = 0
+    try:
+        while args.max_messages is None or n < args.max_messages:
+            if not sock.poll(None if args.timeout is None else int(args.timeout * 1000)):
+                break
+            topic, body = sock.recv_multipart()
+            if topic.startswith(b"_"):  # hub status, not a prediction
+                continue
+            n += 1
+            for face in expressions(json.loads(body)):
+                out.publish(*face)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sock.close(0)
+        out.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""The dashboard in a real headless browser (Debian's chromium + chromium-driver, selenium):
+the page connects, the values shown change as frames arrive, it reconnects after the server
+restarts, and with a token it shows nothing unless the address carries the token."""
+from __future__ import annotations
+
+import shutil
+import signal
+import time
+
+import pytest
+
+pytest.importorskip("websockets")
+webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.webdriver.common.by import By
+
+from affedge.sdk.recognizer import DEMO_CLIP
+from tests.test_serve_helpers import Serve, free_port
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER),
+                                reason="needs Debian's chromium and chromium-driver")
+
+
+@pytest.fixture
+def browser(tmp_path):
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+              "--window-size=1100,700", f"--user-data-dir={tmp_path / 'profile'}"):
+        opts.add_argument(a)
+    drv = webdriver.Chrome(service=Service(DRIVER), options=opts)
+    yield drv
+    drv.quit()
+
+
+def wait_for(fn, timeout=60.0, step=0.2):
+    end = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < end:
+        try:
+            last = fn()
+            if last:
+                return last
+        except Exception:  # noqa: BLE001, S110  (element not there yet)
+            pass
+        time.sleep(step)
+    raise AssertionError(f"timed out; last value {last!r}")
+
+
+def shown(drv, name):
+    card = drv.find_element(By.CSS_SELECTOR, f'section.card[data-source="{name}"]')
+    return (card.find_element(By.CSS_SELECTOR, ".val-v").text,
+            card.find_element(By.CSS_SELECTOR, ".val-a").text,
+            card.find_element(By.CSS_SELECTOR, ".val-n").text)
+
+
+def test_dashboard_live_values_reconnect_and_screenshot(tmp_path, browser):
+    port = free_port()
+    args = ("--source", str(DEMO_CLIP), "--name", "demo", "--realtime", "--linger",
+            "--publish", f"ws://127.0.0.1:{port}")
+    srv = Serve(tmp_path, *args)
+    try:
+        srv.ports()
+        browser.get(f"http://127.0.0.1:{port}/")
+        wait_for(lambda: browser.find_element(By.ID, "conn").text == "connected")
+        first = wait_for(lambda: (v := shown(browser, "demo"))[0] not in ("", "–") and v)
+        # values move as frames arrive (the traces redraw from the same messages)
+        later = wait_for(lambda: (v := shown(browser, "demo"))[:2] != first[:2] and v)
+        assert float(later[0]) != float(first[0]) or float(later[1]) != float(first[1])
+        wait_for(lambda: int(shown(browser, "demo")[2]) > 30)  # status: frames counted
+        time.sleep(1.0)
+        shot = tmp_path / "dashboard.png"
+        browser.save_screenshot(str(shot))
+        assert shot.stat().st_size > 10_000
+        shutil.copy(shot, "/work/tmp/serve-dashboard.png") if \
+            __import__("os").path.isdir("/work/tmp") else None
+        # the server restarts on the same port: the page reconnects by itself
+        srv.signal(signal.SIGTERM)
+        assert srv.wait(60) == 0
+        wait_for(lambda: browser.find_element(By.ID, "conn").text != "connected", 20)
+        srv = Serve(tmp_path, *args)
+        srv.ports()
+        wait_for(lambda: browser.find_element(By.ID, "conn").text == "connected", 60)
+        n0 = int(shown(browser, "demo")[2])
+        wait_for(lambda: int(shown(browser, "demo")[2]) != n0, 30)  # fresh status arrives
+    finally:
+        srv.kill()
+
+
+def test_dashboard_shows_no_data_without_the_token(tmp_path, browser):
+    port = free_port()
+    srv = Serve(tmp_path, "--source", str(DEMO_CLIP), "--name", "demo", "--realtime",
+                "--linger", "--publish", f"ws://127.0.0.1:{port}", "--token", "t0ken")
+    try:
+        srv.ports()
+        browser.get(f"http://127.0.0.1:{port}/")
+        wait_for(lambda: "token" in browser.find_element(By.ID, "conn").text, 20)
+        time.sleep(2.0)
+        assert browser.find_elements(By.CSS_SELECTOR, "section.card") == []
+        browser.get(f"http://127.0.0.1:{port}/#token=t0ken")
+        browser.refresh()
+        wait_for(lambda: browser.find_element(By.ID, "conn").text == "connected", 30)
+        wait_for(lambda: shown(browser, "demo")[0] not in ("", "–"), 60)
+    finally:
+        srv.signal(signal.SIGTERM)
+        srv.wait(60)

@@ -1,0 +1,117 @@
+"""Helpers for the serve tests (a real ``affedge serve`` subprocess, clips cut with ffmpeg,
+free ports) and the checks of the TOML file form."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from affedge.sdk.recognizer import DEMO_CLIP
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cut_clip(path, seconds: float, start: float = 0.0) -> Path:
+    """The first ``seconds`` of the demo clip (video + its audio track), re-encoded."""
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg is needed to cut the test clips")
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-ss", str(start), "-i", str(DEMO_CLIP),
+                    "-t", str(seconds), "-c:v", "libx264", "-preset", "ultrafast",
+                    "-c:a", "aac", str(path)], check=True, timeout=120)
+    return Path(path)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Serve:
+    """``python -m affedge.commands.serve ARGS`` with --port-file; stdout/stderr to files."""
+
+    def __init__(self, tmp: Path, *args: str, env=None):
+        self.tmp = Path(tmp)
+        self.port_file = self.tmp / f"ports{time.monotonic_ns()}.json"
+        self.out_path = self.tmp / f"stdout{time.monotonic_ns()}.txt"
+        self.err_path = self.tmp / f"stderr{time.monotonic_ns()}.txt"
+        e = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "affedge.commands.serve", *args, "--port-file",
+             str(self.port_file)], cwd=str(self.tmp), env=e,
+            stdout=open(self.out_path, "w"), stderr=open(self.err_path, "w"))
+
+    def ports(self, timeout: float = 90.0) -> dict:
+        """The bound addresses (waits for the port file; fails if the process died)."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.port_file.exists():
+                return json.loads(self.port_file.read_text())
+            if self.proc.poll() is not None:
+                raise AssertionError(f"serve exited {self.proc.returncode}: {self.stderr()}")
+            time.sleep(0.1)
+        raise AssertionError(f"no port file after {timeout} s: {self.stderr()}")
+
+    def stderr(self) -> str:
+        return self.err_path.read_text() if self.err_path.exists() else ""
+
+    def stdout_lines(self) -> list[str]:
+        return self.out_path.read_text().splitlines()
+
+    def wait(self, timeout: float = 120.0) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"serve did not exit within {timeout} s: {self.stderr()}")
+
+    def signal(self, sig=signal.SIGTERM) -> None:
+        self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+# --------------------------------------------------------------------------- config file
+def test_config_reads_sources_outputs_and_options(tmp_path):
+    from affedge.serve.config import load_config
+
+    (tmp_path / "a.mp4").write_bytes(b"x")
+    f = tmp_path / "serve.toml"
+    f.write_text('publish = ["zmq://127.0.0.1:0"]\nout = "-"\nrealtime = true\n'
+                 '[options]\nsmoothing = 0.3\n'
+                 '[[source]]\nname = "door"\nvideo = "a.mp4"\naudio = "video"\n'
+                 '[[source]]\nvideo = 0\n')
+    cfg = load_config(f)
+    assert cfg.publish == ["zmq://127.0.0.1:0"] and cfg.out == ["-"] and cfg.realtime
+    assert cfg.options == {"smoothing": 0.3}
+    assert cfg.sources[0] == {"name": "door", "video": str(tmp_path / "a.mp4"),
+                              "audio": "video"}
+    assert cfg.sources[1] == {"video": 0}
+
+
+@pytest.mark.parametrize("text, word", [
+    ('publsh = ["zmq://127.0.0.1:0"]\n', "publsh"),
+    ('[[source]]\nvideo = "a.mp4"\naudoi = "video"\n', "audoi"),
+    ('[[source]]\naudio = "video"\n', "video must be"),
+    ('[options]\nsmoothng = 0.1\n', "smoothng"),
+    ('publish = [1]\n', "publish must be"),
+    ('publish = \n', "not valid TOML"),
+])
+def test_config_refuses_mistakes_by_name(tmp_path, text, word):
+    from affedge.serve.config import load_config
+
+    f = tmp_path / "serve.toml"
+    f.write_text(text)
+    with pytest.raises(ValueError, match=word):
+        load_config(f)

@@ -1,0 +1,44 @@
+"""examples/ros4hri_bridge.py against a real ZeroMQ sink (dry-run output: ROS 2 is not here)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+zmq = pytest.importorskip("zmq")
+
+from affedge.sdk.prediction import FaceResult, Prediction
+from affedge.sdk.sinks import open_sink
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_bridge_republishes_each_face_as_an_expression():
+    sink = open_sink("zmq://127.0.0.1:0")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "examples" / "ros4hri_bridge.py"),
+                             "--zmq", sink.endpoint, "--dry-run", "--source", "door",
+                             "--max-messages", "3", "--timeout", "30"],
+                            stdout=subprocess.PIPE, text=True)
+    faces = (FaceResult(7, (0, 0, 9, 9), True, 0.9, 0.1, 0.2, 0.15, 0.25, 0.8),
+             FaceResult(8, (20, 0, 9, 9), True, 0.9, 0.3, 0.4, float("nan"), 0.5, 0.6))
+    p = Prediction(frame=0, timestamp=0.0, valence=0.1, arousal=0.2, valence_smoothed=0.15,
+                   arousal_smoothed=0.25, confidence=0.8, face_present=True,
+                   speech_present=True, faces=faces)
+    try:
+        end = time.monotonic() + 30
+        while proc.poll() is None and time.monotonic() < end:  # until it has subscribed
+            sink.write(p, source="kitchen")  # filtered out by topic
+            sink.write(p, source="door")
+            time.sleep(0.05)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        sink.close()
+    msgs = [json.loads(x) for x in out.splitlines()]
+    assert proc.returncode == 0 and len(msgs) == 3  # face 8's smoothed valence is NaN: skipped
+    assert msgs[0] == {"topic": "/humans/faces/door_7/expression", "type": "hri_msgs/Expression",
+                       "expression": "", "valence": 0.15, "arousal": 0.25, "confidence": 0.8}

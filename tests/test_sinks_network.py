@@ -1,0 +1,264 @@
+"""zmq:// and ws:// sinks with real ZeroMQ and WebSocket clients on 127.0.0.1."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+zmq = pytest.importorskip("zmq")
+pytest.importorskip("websockets")
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect
+
+from affedge.sdk.prediction import FaceResult, Prediction
+from affedge.sdk.sinks import SCHEMA, open_sink, prediction_record
+from affedge.sdk.sinks.ws import MAX_CLIENT_MESSAGE, MAX_FRAME, WebSocketSink
+
+
+def pred(i: int, v: float = 0.25) -> Prediction:
+    face = FaceResult(track_id=3, box=(1.0, 2.0, 30.0, 40.0), detected=True, score=0.9,
+                      valence=v, arousal=float("nan"), valence_smoothed=v,
+                      arousal_smoothed=float("inf"), confidence=0.5)
+    return Prediction(frame=i, timestamp=i / 30, valence=v, arousal=float("nan"),
+                      valence_smoothed=v, arousal_smoothed=-0.5, confidence=0.5,
+                      face_present=True, speech_present=False, face_box=face.box, track_id=3,
+                      faces=(face,))
+
+
+def wait_until(cond, timeout=10.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return cond()
+
+
+def test_zmq_one_topic_per_source_schema_1_nan_null():
+    sink = open_sink("zmq://127.0.0.1:0")
+    ctx = zmq.Context.instance()
+    sub_all, sub_b = ctx.socket(zmq.SUB), ctx.socket(zmq.SUB)
+    try:
+        assert sink.port > 0 and sink.endpoint == f"tcp://127.0.0.1:{sink.port}"
+        for s, topic in ((sub_all, b""), (sub_b, b"camB")):
+            s.setsockopt(zmq.SUBSCRIBE, topic)
+            s.setsockopt(zmq.RCVTIMEO, 5000)
+            s.connect(sink.endpoint)
+        # PUB/SUB drops until the subscription arrived: send until the first one is seen
+        assert wait_until(lambda: (sink.write(pred(0), source="camA"),
+                                   sub_all.poll(50))[1], 10)
+        while sub_all.poll(100):
+            sub_all.recv_multipart()
+        while sub_b.poll(100):
+            sub_b.recv_multipart()
+        for i in range(1, 6):
+            sink.write(pred(i), source="camA")
+            sink.write(pred(i, v=-0.75), source="camB")
+        got = [sub_all.recv_multipart() for _ in range(10)]
+        topics = [t for t, _ in got]
+        assert topics == [b"camA", b"camB"] * 5
+        recs = [json.loads(m) for _, m in got]
+        assert all(r["schema"] == SCHEMA and r["source"] == t.decode()
+                   for r, (t, _) in zip(recs, got))
+        assert [r["frame"] for r in recs[::2]] == [1, 2, 3, 4, 5]
+        expect = prediction_record(pred(1), source="camA")
+        assert recs[0] == expect
+        assert recs[0]["arousal"] is None and recs[0]["faces"][0]["arousal_smoothed"] is None
+        only_b = [sub_b.recv_multipart() for _ in range(5)]
+        assert {t for t, _ in only_b} == {b"camB"}
+        assert [json.loads(m)["valence"] for _, m in only_b] == [-0.75] * 5
+        assert not sub_b.poll(200)  # camA never reached the camB subscriber
+    finally:
+        sub_all.close(0)
+        sub_b.close(0)
+        sink.close()
+    # the port is released on close (ZeroMQ's I/O thread releases it a moment later)
+    s = ctx.socket(zmq.PUB)
+
+    def bind():
+        try:
+            s.bind(f"tcp://127.0.0.1:{sink.port}")
+            return True
+        except zmq.ZMQError:
+            return False
+    try:
+        assert wait_until(bind, 5)
+    finally:
+        s.close(0)
+
+
+def test_zmq_refuses_remote_and_bad_targets():
+    with pytest.raises(ValueError, match="loopback"):
+        open_sink("zmq://0.0.0.0:0")
+    with pytest.raises(ValueError, match="PORT"):
+        open_sink("zmq://127.0.0.1")
+    with pytest.raises(ValueError, match="port"):
+        open_sink("zmq://127.0.0.1:99999")
+
+
+@pytest.fixture
+def ws_sink():
+    sink = WebSocketSink("ws://127.0.0.1:0", queue_size=8)
+    yield sink
+    sink.close()
+
+
+def test_ws_delivers_records_and_answers_ping(ws_sink):
+    with connect(ws_sink.url + "/ws") as c:
+        assert json.loads(c.recv(5)) == {"type": "hello", "schema": 1}
+        ws_sink.write(pred(7), source="front")
+        rec = json.loads(c.recv(5))
+        assert rec == prediction_record(pred(7), source="front")
+        ws_sink.publish_status({"sources": {"front": {"fps": float("nan"), "frames": 1}}})
+        st = json.loads(c.recv(5))
+        assert st["type"] == "status" and st["sources"]["front"] == {"fps": None, "frames": 1}
+        c.send(json.dumps({"type": "ping"}))
+        assert json.loads(c.recv(5)) == {"type": "pong"}
+
+
+def test_ws_malformed_and_oversized_messages_are_ignored_and_counted(ws_sink):
+    with connect(ws_sink.url, max_size=None) as c:
+        c.recv(5)
+        c.send("not json")
+        c.send(b"\xff\xfe binary")
+        c.send(json.dumps({"type": "launch-missiles"}))
+        c.send(json.dumps([1, 2]))
+        c.send("x" * (MAX_CLIENT_MESSAGE + 1))
+        c.send(json.dumps({"type": "ping"}))
+        assert json.loads(c.recv(5)) == {"type": "pong"}  # still served
+        assert ws_sink.counters["malformed"] == 4
+        assert ws_sink.counters["oversized"] == 1
+    # beyond the frame limit the server closes the connection (1009) and counts it
+    with connect(ws_sink.url, max_size=None) as c:
+        c.recv(5)
+        c.send(b"y" * (MAX_FRAME + 10))
+        with pytest.raises(ConnectionClosed):
+            for _ in range(10):
+                c.recv(5)
+    assert wait_until(lambda: ws_sink.counters["oversized"] == 2 and ws_sink.clients == 0)
+
+
+def test_ws_slow_client_never_blocks_the_writer_oldest_dropped(ws_sink):
+    fast_got: list = []
+    with connect(ws_sink.url) as slow, connect(ws_sink.url) as fast:
+        slow.recv(5)
+        fast.recv(5)
+        assert wait_until(lambda: ws_sink.clients == 2)
+
+        def read_fast():
+            try:
+                while True:
+                    fast_got.append(json.loads(fast.recv(10)))
+            except Exception:  # noqa: BLE001, S110  (closed at the end)
+                pass
+
+        th = threading.Thread(target=read_fast, daemon=True)
+        th.start()
+        n = 20000
+        t0 = time.perf_counter()
+        for i in range(n):  # the slow client reads nothing meanwhile
+            ws_sink.write(pred(i), source="s")
+        wrote = time.perf_counter() - t0
+        assert wait_until(lambda: fast_got and fast_got[-1].get("frame") == n - 1, 30)
+        assert ws_sink.counters["dropped"] > 0
+        # the slow client gets at most its queue (8) + what the socket buffers took, and the
+        # newest message survives (oldest dropped)
+        got_slow = []
+        try:
+            while True:
+                got_slow.append(json.loads(slow.recv(1)))
+        except TimeoutError:
+            pass
+        frames = [m["frame"] for m in got_slow if "frame" in m]
+        assert frames[-1] == n - 1 and len(frames) < n
+        assert frames == sorted(frames)
+        print(f"{n} writes in {wrote:.3f} s; dropped {ws_sink.counters['dropped']}")
+
+
+def test_ws_origin_checked(ws_sink):
+    with pytest.raises(InvalidStatus) as e:
+        connect(ws_sink.url, origin="http://evil.example")
+    assert e.value.response.status_code == 403
+    assert ws_sink.counters["rejected_origin"] == 1
+    with connect(ws_sink.url, origin=f"http://127.0.0.1:{ws_sink.port}") as c:
+        assert json.loads(c.recv(5))["type"] == "hello"
+
+
+def test_ws_token_required_off_loopback_and_checked():
+    with pytest.raises(ValueError, match="token"):
+        WebSocketSink("ws://0.0.0.0:0")
+    sink = WebSocketSink("ws://127.0.0.1:0", token="s3cret")
+    try:
+        for url, headers in ((sink.url, None), (sink.url + "/ws?token=wrong", None)):
+            with pytest.raises(InvalidStatus) as e:
+                connect(url, additional_headers=headers)
+            assert e.value.response.status_code == 401
+        with connect(sink.url + "/ws?token=s3cret") as c:
+            assert json.loads(c.recv(5))["type"] == "hello"
+        with connect(sink.url, additional_headers={"Authorization": "Bearer s3cret"}) as c:
+            assert json.loads(c.recv(5))["type"] == "hello"
+        assert sink.counters["rejected_token"] == 2
+        # the page carries no data: it is served without the token
+        with urllib.request.urlopen(sink.http_url, timeout=5) as r:
+            assert r.status == 200 and b"dashboard.js" in r.read()
+    finally:
+        sink.close()
+
+
+def test_ws_serves_only_the_dashboard_files(ws_sink):
+    with urllib.request.urlopen(ws_sink.http_url + "dashboard.js", timeout=5) as r:
+        assert r.headers["Content-Type"].startswith("text/javascript") or \
+            "javascript" in r.headers["Content-Type"]
+    for path in ("../sinks/ws.py", "%2e%2e/manifest.json", "nope.html", "/etc/passwd"):
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(ws_sink.http_url + path.lstrip("/"), timeout=5)
+        assert e.value.code == 404
+
+
+def test_ws_clients_leaving_mid_message_leave_nothing_behind(ws_sink):
+    threads0 = threading.active_count()
+    fds0 = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):  # raw sockets: the test side keeps no client threads
+        with socket.create_connection(("127.0.0.1", ws_sink.port), timeout=5) as raw:
+            raw.sendall(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                        b"Sec-WebSocket-Version: 13\r\n\r\n")
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += raw.recv(4096)
+            assert head.startswith(b"HTTP/1.1 101")
+            # a frame header announcing 1000 masked bytes, 10 sent, then the socket vanishes
+            raw.sendall(b"\x81\xfe\x03\xe8" + b"\x01\x02\x03\x04" + b"x" * 10)
+    assert wait_until(lambda: ws_sink.clients == 0, 15)
+    ws_sink.write(pred(1), source="s")  # the fan-out skips the dead clients
+    with connect(ws_sink.url) as c:
+        c.recv(5)
+        ws_sink.write(pred(2), source="s")
+        assert json.loads(c.recv(5))["frame"] == 2
+    assert wait_until(lambda: threading.active_count() <= threads0, 5)
+    assert wait_until(lambda: len(os.listdir("/proc/self/fd")) <= fds0 + 2, 5)
+    assert ws_sink.counters["clients_total"] == 21
+
+
+def test_ws_close_releases_the_port_and_says_goodbye():
+    sink = WebSocketSink("ws://127.0.0.1:0")
+    with connect(sink.url) as c:
+        c.recv(5)
+        sink.write(pred(1), source="s")
+        sink.close()
+        assert json.loads(c.recv(5))["frame"] == 1  # flushed before closing
+        with pytest.raises(ConnectionClosed) as e:
+            c.recv(5)
+        assert e.value.rcvd is not None and e.value.rcvd.code == 1001
+    with pytest.raises(ValueError, match="closed"):
+        sink.write(pred(2))
+    again = WebSocketSink(f"ws://127.0.0.1:{sink.port}")
+    again.close()
+    assert math.isfinite(sink.port)
