@@ -15,7 +15,8 @@ import importlib
 import sys
 
 # order shown in --help
-COMMANDS = ("demo", "run", "train", "synth", "export", "build-engines", "bench", "doctor")
+COMMANDS = ("demo", "run", "serve", "train", "synth", "export", "build-engines", "bench",
+            "doctor")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
