@@ -135,6 +135,26 @@ def _check_features(f: Any) -> None:
     del aligned
 
 
+def _check_frontend(rec: Any) -> None:
+    """The face front-end record (affedge.features.frontend): its keys and their types; whether
+    this install can reproduce it is the runtime's check (with the reason)."""
+    from affedge.features.frontend import frontend_of
+
+    try:
+        rec = frontend_of(rec)
+    except ValueError as exc:
+        raise _err(f"manifest face_frontend: {exc}") from None
+    sha = rec["detector_sha256"]
+    if not (isinstance(rec["detector"], str) and isinstance(rec["crop_recipe"], str)
+            and isinstance(rec["crop_recipe_version"], int)
+            and not isinstance(rec["crop_recipe_version"], bool)
+            and (sha is None or (isinstance(sha, str) and len(sha) == 64
+                                 and all(c in "0123456789abcdef" for c in sha)))):
+        raise _err(f"manifest face_frontend: detector/crop_recipe must be strings, "
+                   f"crop_recipe_version an integer, detector_sha256 null or 64 hex digits; "
+                   f"got {rec!r}")
+
+
 def _check_known_keys(d: Any, cls, where: str) -> None:
     import dataclasses
 
@@ -387,6 +407,8 @@ def check_manifest(m: Mapping[str, Any]) -> None:
         raise _err(f"manifest.json: outputs: must be exactly {list(OUTPUTS)}, got "
                    f"{list(m['outputs'])!r}")
     _check_audio_norm(m["audio_norm"], model, features)
+    if m.get("face_frontend") is not None:
+        _check_frontend(m["face_frontend"])
     _check_video_and_crop(m["video"], m["crop"], features)
     for a in m["artifacts"]:
         _check_spec_dims(a, f"manifest.json: artifact {a['name']!r} ({a['format']})")

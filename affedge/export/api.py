@@ -134,6 +134,9 @@ def _manifest_fields(model_cfg, feature_cfg: FeatureConfig, info: dict, fps: flo
                  "resize": "INTER_AREA to frame_size, centre crop",
                  "filler": "black crop when no face (PAPER.md §1.3)"},
         "receptive_field": int(model_cfg.receptive_field),
+        # the face front end the training crops came from (detector + crop recipe); the
+        # runtime rebuilds it (None: a legacy checkpoint, Haar + box-v1)
+        "face_frontend": extra.get("face_frontend"),
         "outputs": list(model_cfg.outputs),
         "audio_norm": audio_norm,
         "streaming": {"states": states,
