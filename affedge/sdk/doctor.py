@@ -237,6 +237,7 @@ def _bundle(path) -> dict:
         "encoder": b.model_config().encoder,
         "receptive_field": b.receptive_field,
         "artifacts": [f"{a['name']} {a['format']} {a['precision']}" for a in b.artifacts],
+        "training": b.manifest.get("training"),
     }
     engines = [a for a in b.artifacts if a["format"] == "tensorrt"]
     if engines:
@@ -272,6 +273,22 @@ def _bundle(path) -> dict:
     except Exception as exc:  # noqa: BLE001
         out["backend"] = {"error": str(exc)}
     return out
+
+
+def _training_line(t) -> str:
+    """The bundle's training verdict and validation CCC (manifest ``training``), one line."""
+    if not isinstance(t, dict) or "verdict" not in t:
+        return "no verdict recorded (bundle exported before affedge recorded one)"
+    v, u = t.get("val_ccc"), t.get("untrained_ccc")
+    if not (isinstance(v, dict) and isinstance(u, dict)):
+        return str(t["verdict"]) + (f" ({t['note']})" if t.get("note") else "")
+    try:
+        s = (f"{t['verdict']}: validation CCC V {float(v['valence_ccc']):.3f} / A "
+             f"{float(v['arousal_ccc']):.3f}, untrained V {float(u['valence_ccc']):.3f} / A "
+             f"{float(u['arousal_ccc']):.3f} (profile {t.get('profile', '?')})")
+    except (KeyError, TypeError, ValueError):
+        return str(t["verdict"])
+    return s + (f"; WARNING: {t['warning']}" if t.get("warning") else "")
 
 
 def collect(bundle=None, devices: bool = True) -> dict:
@@ -357,6 +374,7 @@ def format_report(rep: dict) -> str:
         else:
             lines.append(f"bundle: {b['path']} (encoder {b['encoder']}, receptive field "
                          f"{b['receptive_field']} frames)")
+            lines.append("  training: " + _training_line(b.get("training")))
             for a in b["artifacts"]:
                 lines.append(f"  artifact {a}")
             if not b["engines"]:
