@@ -38,7 +38,7 @@ def _train(train_dir, out, *extra):
     from affedge.training.model import load_checkpoint
 
     assert main(["train", str(train_dir), "--encoder", "mobile", "--profile", "fast",
-                 "--epochs", "30", "--window", "100", "--hop", "50", "--batch-size", "4",
+                 "--epochs", "12", "--window", "100", "--hop", "50", "--batch-size", "4",
                  "--threads", "1", "--no-progress", "--out", str(out), *extra]) == 0
     model, info = load_checkpoint(out / "fold0" / "best")
     return model, info

@@ -211,18 +211,19 @@ def make_plan(opts, data, pr: Probe, left_s: float, total_s: float, load_s: floa
         pre_s = pre_epochs * per_epoch / stride
     views = int(opts.views)
     cap = CACHE_SHARE * (avail - pre_s)
-    while views > 1 and cache_cost(views) > cap:
+    while views > 1 and cache_cost(views) - cache_cost(0) > cap:
         views -= 1
     if views != opts.views:
         notes.append(f"{views} cached view(s) instead of {opts.views}: more would take over "
                      f"{CACHE_SHARE:.0%} of the budget")
-    use = n_trials
-    while use > 1 and (cache_cost(views, use) > cap or
-                       (avail - pre_s - cache_cost(views, use)) < MIN_TEMPORAL_EPOCHS * epoch_cost(use)):
+    # fewer trials only when even one view overfills the cache share: the number of training
+    # steps the time allows does not depend on the trials per epoch, the data variety does
+    use = n_trials  # (the validation frames are cached whatever the plan: not in the cap)
+    while use > 1 and cache_cost(views, use) - cache_cost(0) > cap:
         use -= 1
     if use < n_trials:
         notes.append(f"this machine is slow right now: training on {use} of the {n_trials} "
-                     f"training trials so that caching and {MIN_TEMPORAL_EPOCHS}+ epochs fit")
+                     f"training trials so that caching them takes <= {CACHE_SHARE:.0%} of the budget")
     epoch_s = epoch_cost(use)
     epochs = int((avail - pre_s - cache_cost(views, use)) // max(epoch_s, 1e-9))
     if epochs < MIN_TEMPORAL_EPOCHS and pre_epochs:

@@ -792,16 +792,26 @@ def untrained_val_metrics(opts: TrainOptions, data: FoldData, model_cfg: ModelCo
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(opts.seed)
         model = AffectModel(model_cfg).to(ddp.context().device)
-    return val_metrics(model, data, opts)
+    return val_metrics(model, data, opts)[0]
 
 
-def val_metrics(model: nn.Module, data: FoldData, opts: TrainOptions) -> dict[str, float]:
-    """Offline validation metrics of ``model`` (centre crop, every validation frame)."""
-    ys, ps = [], []
-    for t in data.val:
-        ps.append(predict_trial(model, t.frames, t.audio, opts.window, opts.hop))
-        ys.append(t.labels)
-    return va_metrics(np.concatenate(ys), np.concatenate(ps))
+def val_metrics(model: nn.Module, data: FoldData, opts: TrainOptions) -> tuple[dict[str, float], float]:
+    """Offline validation metrics of ``model`` (centre crop, every validation frame) and the
+    encoder's seconds per frame (the fastest trial's: the first pays one-time warm-up costs;
+    the budget plan's per-frame encoder time)."""
+    ys, ps, enc_s = [], [], math.inf
+    was = model.training
+    model.eval()
+    try:
+        for t in data.val:
+            t0 = time.time()
+            emb = embed_frames(model.encoder, t.frames, model.cfg.crop_size)
+            enc_s = min(enc_s, (time.time() - t0) / max(len(t), 1))
+            ps.append(predict_embeddings(model.temporal, emb, t.audio, opts.window, opts.hop))
+            ys.append(t.labels)
+    finally:
+        model.train(was)
+    return va_metrics(np.concatenate(ys), np.concatenate(ps)), enc_s
 
 
 def train_fold(data_dir: str | Path, out_dir: str | Path, fold: int = 0,
@@ -845,17 +855,18 @@ def train_fold(data_dir: str | Path, out_dir: str | Path, fold: int = 0,
     # the untrained baseline first: its encoder pass over the validation frames also measures
     # this machine's per-frame encoder time for the budget plan
     t_base = time.time()
+    enc_s = None
     if resuming or opts.pretrained_encoder or opts.resume and (out / "pretrain" / "model.safetensors").is_file():
         baseline = untrained_val_metrics(opts, data, model_cfg)  # `model` is not the fresh one
     else:
-        baseline = val_metrics(model, data, opts)
+        baseline, enc_s = val_metrics(model, data, opts)
     baseline_s = time.time() - t_base
     plan = probe = None
     t_probe = time.time()
     if deadline is not None:
         trunk = opts.release and opts.head_at_start
         val_frames = max(1, sum(len(t) for t in data.val))
-        probe = budget.Probe(cache_s_per_frame=baseline_s / val_frames,
+        probe = budget.Probe(cache_s_per_frame=enc_s if enc_s is not None else baseline_s / val_frames,
                              step_s=budget.probe_step(model, data, opts, "trunk" if trunk else "embedding"))
         total = 60 * opts.max_minutes if opts.max_minutes else deadline - start
         plan = budget.make_plan(opts, data, probe, deadline - time.time(), total, load_s, stage0)
