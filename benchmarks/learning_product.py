@@ -35,7 +35,7 @@ def cli(*args: str, log: Path) -> float:
     with log.open("a") as fh:
         fh.write(f"\n$ affedge {' '.join(args)}\n")
         fh.flush()
-        r = subprocess.run([sys.executable, "-m", "affedge.cli", *args], stdout=fh,
+        r = subprocess.run([sys.executable, "-m", "affedge.cli", *args], stdout=fh, check=False,
                            stderr=subprocess.STDOUT)
     if r.returncode != 0:
         raise SystemExit(f"affedge {args[0]} failed (exit {r.returncode}); see {log}")
@@ -44,7 +44,7 @@ def cli(*args: str, log: Path) -> float:
 
 def cpu_model() -> str:
     try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
         for line in out.splitlines():
             if line.startswith("Model name"):
                 return line.split(":", 1)[1].strip()
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": f"affedge train {data} --encoder {a.encoder} --max-minutes {a.minutes:g}"
                    + (f" {a.train_args}" if a.train_args else ""),
         "data": {"videos": a.videos, "seconds": a.seconds, "seed": a.seed,
-                 "heldout_videos": a.heldout_videos, "heldout_frames": int(len(y)),
+                 "heldout_videos": a.heldout_videos, "heldout_frames": len(y),
                  "heldout_frames_predicted": covered},
         "heldout_ccc": held_ccc,
         "validation": summary["verdict"]["val_ccc"], "untrained_validation":

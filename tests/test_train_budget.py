@@ -122,8 +122,9 @@ def test_auto_threads_leaves_busy_cores_alone():
 def test_process_start_time_is_this_process():
     t = budget.process_start_time()
     assert t <= time.time() and time.time() - t < 24 * 3600
-    out = subprocess.run([sys.executable, "-c", "import time; from affedge.training.budget import "
-                          "process_start_time as p; time.sleep(1.0); print(time.time() - p())"],
+    code = ("import time; from affedge.training.budget import process_start_time as p; "
+            "time.sleep(1.0); print(time.time() - p())")
+    out = subprocess.run([sys.executable, "-c", code],
                          capture_output=True, text=True, check=True)
     assert float(out.stdout) >= 1.0  # counted from the interpreter's start, not the call
 
@@ -157,7 +158,7 @@ def test_budgeted_command_prints_its_plan_and_records_a_verdict(small_data, tmp_
     r = subprocess.run([sys.executable, "-m", "affedge.cli", "train", str(small_data),
                         "--encoder", "mobile", "--profile", "fast", "--max-minutes", str(minutes),
                         "--window", "100", "--hop", "50", "--batch-size", "4", "--no-progress",
-                        "--out", str(out)], capture_output=True, text=True, timeout=600)
+                        "--out", str(out)], capture_output=True, text=True, timeout=600, check=False)
     wall = time.time() - t0
     assert r.returncode == 0, r.stderr
     assert "profile fast" in r.stderr and "budget plan (1 min)" in r.stderr

@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     folds = parse_folds(args.folds)
     check_dataset_size(data, folds)
     opts = options_from_args(args)
-    if opts.threads is None and not ddp.context().device.type == "cuda":
+    if opts.threads is None and ddp.context().device.type != "cuda":
         import dataclasses
         import os
 

@@ -61,7 +61,7 @@ def auto_threads(cores: int | None = None, load: float | None = None) -> int:
             load = os.getloadavg()[0]
         except OSError:
             load = 0.0
-    return max(1, min(cores, int(round(cores - load))))
+    return max(1, min(cores, round(cores - load)))
 
 
 @dataclass
@@ -121,8 +121,12 @@ def probe_step(model: torch.nn.Module, data, opts, mode: str = "trunk") -> float
     two steps); the model's weights, buffers, gradients and the global RNG are left exactly as
     they were. (The per-frame encoder time comes from the untrained-baseline validation pass,
     which every run makes anyway.)"""
-    from affedge.training.embedding_cache import (centre_view, encoder_head, encoder_trunk,
-                                                  frames_tensor)
+    from affedge.training.embedding_cache import (
+        centre_view,
+        encoder_head,
+        encoder_trunk,
+        frames_tensor,
+    )
     from affedge.training.losses import ccc_loss
 
     cs = data.feature_cfg.crop_size

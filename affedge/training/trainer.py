@@ -47,8 +47,15 @@ from torch import nn
 
 from affedge.config import FeatureConfig, ModelConfig
 from affedge.training import ddp
-from affedge.training.embedding_cache import (FrameFeatureCache, View, centre_view, encoder_head,
-                                              frames_tensor, random_view, training_views)
+from affedge.training.embedding_cache import (
+    FrameFeatureCache,
+    View,
+    centre_view,
+    encoder_head,
+    frames_tensor,
+    random_view,
+    training_views,
+)
 from affedge.training.losses import ccc_loss, frame_ccc_loss
 
 DIMS = ("valence", "arousal")
@@ -145,7 +152,8 @@ def load_fold(data_dir: str | Path, fold: int, feature_cfg: FeatureConfig | None
               cache_dir: str | Path | None = None) -> FoldData:
     """Read the dataset, split it with ``six_fold_split`` and normalise audio with the fold's
     training-trial statistics (PAPER.md §1.5, but train-only statistics, §8.2 #3)."""
-    from affedge.training.data import affwild2, folds as folds_mod, normalization
+    from affedge.training.data import affwild2, normalization
+    from affedge.training.data import folds as folds_mod
 
     root = Path(data_dir)
     if not root.is_dir():
