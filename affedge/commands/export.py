@@ -35,6 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", metavar="DIR",
                    help="Aff-Wild2-layout data set for parity inputs (default: deterministic "
                         "synthetic inputs)")
+    p.add_argument("--force", action="store_true",
+                   help="export even a checkpoint whose training verdict says it did not learn "
+                        "(the bundle's manifest then carries a warning)")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default: %(default)s)")
     p.add_argument("--parity-frames", type=int, default=160,
                    help="length of the parity sequence (>= receptive field; default %(default)s)")
@@ -97,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         args.checkpoint, args.output, formats=formats, fp16=args.fp16,
         int8=args.int8, calib=args.calib, dynamic_batch=args.dynamic_batch, data=args.data,
         opset=args.opset, parity_frames=args.parity_frames, quant_method=args.quant,
-        timing_cache=args.timing_cache, progress=log.status)
+        timing_cache=args.timing_cache, progress=log.status, force=args.force)
     doc = {"bundle": str(res.bundle), "ok": bool(res.ok), "parity": res.parity,
            "skipped": res.skipped, "seconds": res.seconds}
     if args.json == "-":

@@ -18,10 +18,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--encoder", choices=("ir50", "ir18", "mobile"), default="ir50", help="face encoder (default ir50, the paper's)")
     p.add_argument("--modality", choices=("av", "v"), default="av", help="av: audio-visual fusion; v: visual only")
     p.add_argument("--folds", default="0", help="'0', 'all' or a list like '0,1' (default 0 = the official split)")
-    p.add_argument("--epochs", type=int, default=100, help="max epochs of temporal training (PAPER.md: 100)")
+    p.add_argument("--profile", choices=("paper", "fast"), default=None,
+                   help="defaults for the options below: 'paper' = PAPER.md's protocol (lr 1e-5, "
+                        "reload best, 3 stage-0 pretraining epochs, 2 views) for a GPU and the "
+                        "real data set; 'fast' = what works in minutes on a CPU (lr 2e-3, no "
+                        "pretraining, 1 view, no reload); default: paper with a CUDA GPU, else "
+                        "fast. Options given explicitly override the profile")
+    p.add_argument("--epochs", type=int, default=None, help="max epochs of temporal training (both profiles: 100, PAPER.md)")
     p.add_argument("--batch-size", type=int, default=8, help="windows per step on cached features (default 8)")
     p.add_argument("--e2e-batch-size", type=int, default=2, help="windows per step once deeper encoder groups are released")
-    p.add_argument("--lr", type=float, default=1e-5, help="Adam learning rate (PAPER.md: 1e-5)")
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (paper: 1e-5, fast: 2e-3)")
     p.add_argument("--min-lr", type=float, default=None, help="release/stop threshold (default lr/10, PAPER.md 1e-6)")
     p.add_argument("--weight-decay", type=float, default=1e-3, help="classic L2 weight decay (default 1e-3)")
     p.add_argument("--window", type=int, default=300, help="window length in frames (default 300)")
@@ -30,14 +36,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/fold*/last/")
     p.add_argument("--pretrained-encoder", default=None, metavar="CKPT",
                    help="checkpoint dir whose encoder.* weights start the gradual release (skips stage 0)")
-    p.add_argument("--pretrain-epochs", type=int, default=3, help="stage 0 encoder pretraining epochs (0 = skip)")
+    p.add_argument("--pretrain-epochs", type=int, default=None, help="stage 0 encoder pretraining epochs, 0 = skip (paper: 3, fast: 0)")
     p.add_argument("--pretrain-lr", type=float, default=1e-3, help="stage 0 learning rate (default 1e-3)")
     p.add_argument("--pretrain-stride", type=int, default=1, help="use every n-th face frame per pretraining epoch (default 1)")
-    p.add_argument("--views", type=int, default=2, help="cached augmentation views per frame (default 2)")
-    p.add_argument("--no-reload-best", action="store_true", help="do not reset to the best weights after each epoch")
-    p.add_argument("--no-release", action="store_true", help="never release encoder groups beyond the output layer")
-    p.add_argument("--max-minutes", type=float, default=None, help="wall-time budget of each fold in minutes, counted from the fold's start (data loading and stage 0 included) and checked between steps; the final validation and checkpoint writing come on top, and so does the process start-up (default: none)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own, all cores)")
+    p.add_argument("--views", type=int, default=None, help="cached augmentation views per frame (paper: 2, fast: 1)")
+    p.add_argument("--reload-best", action=argparse.BooleanOptionalAction, default=None,
+                   help="reset to the best weights after each epoch (paper: on, fast: off)")
+    p.add_argument("--release", action=argparse.BooleanOptionalAction, default=None,
+                   help="gradual release of encoder groups beyond the output layer (both: on)")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="wall-time budget of the whole command in minutes, counted from the "
+                        "process start (data loading, caching, pretraining, epochs, releases, "
+                        "validation, writing); a plan measured from the first batches is printed "
+                        "and the folds share it (default: none)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default on a CPU: the cores the 1-minute load average leaves free, at least 1)")
     p.add_argument("--cache-dir", default=None, help="dataset feature cache directory (default: inside DATA_DIR)")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bars / per-epoch lines (bars are also off with -q, when "
@@ -46,17 +58,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the cross-validation summary as JSON on stdout (or written to FILE)")
 
 
+PROFILE_OPTIONS = ("lr", "epochs", "reload_best", "pretrain_epochs", "views", "release")
+
+
+def resolve_profile(args: argparse.Namespace) -> tuple[str, dict, str]:
+    """``(profile, {option: value}, why)`` for the options a profile sets."""
+    from affedge.training.profiles import resolve
+
+    return resolve(getattr(args, "profile", None),
+                   {k: getattr(args, k, None) for k in PROFILE_OPTIONS})
+
+
 def options_from_args(args: argparse.Namespace):
     from affedge.training.trainer import TrainOptions
 
+    profile, values, _ = resolve_profile(args)
     return TrainOptions(
-        encoder=args.encoder, modality=args.modality, epochs=args.epochs, batch_size=args.batch_size,
-        e2e_batch_size=args.e2e_batch_size, lr=args.lr, min_lr=args.min_lr, weight_decay=args.weight_decay,
-        window=args.window, hop=args.hop, seed=args.seed, reload_best=not args.no_reload_best,
-        release=not args.no_release, views=args.views, pretrained_encoder=args.pretrained_encoder,
-        pretrain_epochs=args.pretrain_epochs, pretrain_lr=args.pretrain_lr,
-        pretrain_stride=args.pretrain_stride, max_minutes=args.max_minutes, threads=args.threads,
-        resume=args.resume, progress=not args.no_progress and not _quiet(), cache_dir=args.cache_dir)
+        encoder=args.encoder, modality=args.modality, batch_size=args.batch_size,
+        e2e_batch_size=args.e2e_batch_size, min_lr=args.min_lr, weight_decay=args.weight_decay,
+        window=args.window, hop=args.hop, seed=args.seed, pretrained_encoder=args.pretrained_encoder,
+        pretrain_lr=args.pretrain_lr, pretrain_stride=args.pretrain_stride,
+        max_minutes=args.max_minutes, threads=args.threads, resume=args.resume,
+        progress=not args.no_progress and not _quiet(), cache_dir=args.cache_dir,
+        profile=profile, announce=not _quiet(), **values)
 
 
 def _quiet() -> bool:
@@ -88,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from affedge import log
+    started = command_start(args)  # --max-minutes counts from here
 
     data = Path(args.data_dir)
     if not data.is_dir():
@@ -96,15 +121,28 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"--pretrained-encoder: not found: {args.pretrained_encoder}")
     from affedge.training import ddp
     from affedge.training.crossval import cross_validate, parse_folds
+    from affedge.training.verdict import LEARN_MARGIN, describe
 
     folds = parse_folds(args.folds)
     check_dataset_size(data, folds)
     opts = options_from_args(args)
+    if opts.threads is None and ddp.context().device.type != "cuda":
+        import dataclasses
+        import os
+
+        from affedge.training.budget import auto_threads
+
+        opts = dataclasses.replace(opts, threads=auto_threads())
+        log.status(f"threads {opts.threads} (1-min load average {os.getloadavg()[0]:.1f} on "
+                   f"{os.cpu_count()} cores; --threads overrides)")
+    profile, values, why = resolve_profile(args)
+    log.status(f"profile {profile} ({why}): " + ", ".join(f"{k}={v}" for k, v in values.items()))
+    deadline = started + 60 * args.max_minutes if args.max_minutes else None
     out = Path(args.out or f"runs/{args.encoder}-{args.modality}")
     if not log.verbose():
         log.filter_third_party_warnings(import_first=("torch",))
     try:
-        summary = cross_validate(data, out, folds, opts=opts)
+        summary = cross_validate(data, out, folds, deadline=deadline, opts=opts)
         is_main = ddp.context().is_main
     finally:
         ddp.shutdown()
@@ -121,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"fold {f}: valence CCC {m['valence_ccc']:.4f}  arousal CCC "
                   f"{m['arousal_ccc']:.4f}  (best epoch {r['best_epoch']}, {r['stop_reason']}, "
                   f"{r['wall_seconds']:.0f} s)")
+            print(f"fold {f}: {describe(r['verdict'])}")
         mean = summary["mean"]
         print("mean over folds: " + "  ".join(f"{k} {v:.4f}" for k, v in mean.items()
                                               if isinstance(v, (int, float))))
@@ -128,11 +167,33 @@ def run(args: argparse.Namespace) -> int:
             with open(args.json, "w", encoding="utf-8") as fh:
                 json.dump(summary, fh, indent=2, default=str)
     stream = sys.stderr if args.json == "-" else sys.stdout
+    if not summary["folds"][best_fold]["verdict"]["learned"]:
+        print(f"WARNING: the model did NOT learn (validation CCC does not beat the untrained model "
+              f"by {LEARN_MARGIN}); `affedge export` refuses this checkpoint unless --force. Try a "
+              f"larger --max-minutes or another --profile / --lr.", file=sys.stderr)
     print(f"wrote {out / 'crossval.json'}, checkpoints {out}/fold*/best, curves "
           f"{out}/fold*/curves.png", file=stream)
     log.status(f"next: affedge export {best_ckpt} -o my_bundle   (then: affedge run 0 --bundle "
                "my_bundle)")
     return 0
+
+
+# a process older than this when run() starts is a long-lived host (a test runner, a notebook)
+# calling run() in-process: the budget then counts from the call
+STARTUP_GRACE_S = 60.0
+
+
+def command_start(args: argparse.Namespace) -> float:
+    """When the command started: ``args.started`` if set, else the process start time
+    (interpreter start-up and imports count against --max-minutes), else now."""
+    import time
+
+    from affedge.training.budget import process_start_time
+
+    if getattr(args, "started", None) is not None:
+        return float(args.started)
+    t = process_start_time()
+    return t if time.time() - t <= STARTUP_GRACE_S else time.time()
 
 
 def _mean_ccc(r: dict) -> float:

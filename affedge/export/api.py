@@ -149,6 +149,34 @@ def _manifest_fields(model_cfg, feature_cfg: FeatureConfig, info: dict, fps: flo
     }
 
 
+def training_record(checkpoint_dir: str | Path, info: dict, force: bool = False) -> dict[str, Any]:
+    """The manifest's ``training`` section: the checkpoint's validation metrics and learning
+    verdict (:mod:`affedge.training.verdict`). Raises ``ValueError`` for a checkpoint that did
+    not beat the untrained model by the margin, unless ``force`` (then the section carries a
+    warning)."""
+    from affedge.training.verdict import LEARN_MARGIN, describe, from_checkpoint_extra
+
+    rec = from_checkpoint_extra(info.get("extra"))
+    if rec is None:
+        return {"verdict": "unknown", "note": "the checkpoint records no training verdict "
+                "(written before affedge train recorded one, or by other code)"}
+    rec = dict(rec)
+    gain = rec.get("gain_mean_ccc")
+    learned = bool(rec.get("learned")) and isinstance(gain, (int, float)) and gain >= LEARN_MARGIN
+    if not learned:
+        why = (f"{checkpoint_dir}: the model did NOT learn ({describe(rec)})" if isinstance(
+            gain, (int, float)) else f"{checkpoint_dir}: the model did NOT learn")
+        if not force:
+            raise ValueError(f"{why}; refusing to export it (--force exports it anyway, with a "
+                             "warning in the bundle)")
+        rec["forced"] = True
+        rec["warning"] = ("exported with --force although the model did not learn "
+                          f"(validation mean CCC gain over the untrained model {gain} < "
+                          f"{LEARN_MARGIN})")
+        log.warning("%s; exporting anyway (--force)", why)
+    return rec
+
+
 def _export_bundle(checkpoint_dir: str | Path, out: str | Path,
                   formats: Sequence[str] = DEFAULT_FORMATS, fp16: bool = False,
                   int8: bool = False, calib: str | Path | None = None,
@@ -156,7 +184,7 @@ def _export_bundle(checkpoint_dir: str | Path, out: str | Path,
                   opset: int = 18, window: int | None = None, parity_frames: int = 160,
                   fps: float = 30.0, quant_method: str = "static", overwrite: bool = True,
                   timing_cache: str | Path | None = None, onnx_exporter: str = "auto",
-                  progress: Callable[[str], None] | None = None) -> ExportResult:
+                  progress: Callable[[str], None] | None = None, force: bool = False) -> ExportResult:
     """Export a checkpoint directory (``model.safetensors`` + ``config.json``) to a bundle.
 
     ``out``: a directory or a path ending in ``.zip``. ``dynamic_batch=False`` fixes N=1 in
@@ -164,7 +192,8 @@ def _export_bundle(checkpoint_dir: str | Path, out: str | Path,
     layout data set for parity inputs (else deterministic synthetic inputs). ``int8``: add an
     ``onnx-int8`` encoder (ORT static QDQ, calibrated on ``calib`` crops, or the parity frames
     when no ``calib`` is given) and, with ``tensorrt``, INT8 engines. ``onnx_exporter``:
-    "auto" (dynamo, legacy fallback per module), "dynamo" or "legacy".
+    "auto" (dynamo, legacy fallback per module), "dynamo" or "legacy". A checkpoint whose
+    training verdict says it did not learn is refused unless ``force`` (:func:`training_record`).
     Returns an :class:`ExportResult`; ``ok`` is False when any fp32/fp16 parity check failed.
     """
     import torch
@@ -190,6 +219,7 @@ def _export_bundle(checkpoint_dir: str | Path, out: str | Path,
     if not isinstance(model, AffectModel):
         raise ValueError(f"{checkpoint_dir}: export needs a full AffectModel checkpoint, got "
                          f"{type(model).__name__}")
+    training = training_record(checkpoint_dir, info, force)
     model.eval()
     mcfg = info["model_config"]
     fcfg = info["feature_config"] or FeatureConfig()
@@ -289,6 +319,7 @@ def _export_bundle(checkpoint_dir: str | Path, out: str | Path,
                         onnx_io_specs(stage / f"{m.name}.onnx"))
 
         fields = _manifest_fields(mcfg, fcfg, info, fps, mods[1])
+        fields["training"] = training
         fields["export"] = {"formats": formats, "fp16": fp16, "int8": int8, "opset": opset,
                             "dynamic_batch": dynamic_batch, "window": window, "skipped": skipped,
                             "torch_version": torch.__version__}

@@ -262,6 +262,7 @@ def _bundle(path) -> dict:
         "digest": "sha256:" + b.digest,
         "signature": b.signature_status if b.signature_status != "unpinned" or not
         (b.root / "manifest.sig").exists() else "manifest.sig present, not verified (--trust)",
+        "training": b.manifest.get("training"),
     }
     engines = [a for a in b.artifacts if a["format"] == "tensorrt"]
     if engines:
@@ -297,6 +298,22 @@ def _bundle(path) -> dict:
     except Exception as exc:  # noqa: BLE001
         out["backend"] = {"error": str(exc)}
     return out
+
+
+def _training_line(t) -> str:
+    """The bundle's training verdict and validation CCC (manifest ``training``), one line."""
+    if not isinstance(t, dict) or "verdict" not in t:
+        return "no verdict recorded (bundle exported before affedge recorded one)"
+    v, u = t.get("val_ccc"), t.get("untrained_ccc")
+    if not (isinstance(v, dict) and isinstance(u, dict)):
+        return str(t["verdict"]) + (f" ({t['note']})" if t.get("note") else "")
+    try:
+        s = (f"{t['verdict']}: validation CCC V {float(v['valence_ccc']):.3f} / A "
+             f"{float(v['arousal_ccc']):.3f}, untrained V {float(u['valence_ccc']):.3f} / A "
+             f"{float(u['arousal_ccc']):.3f} (profile {t.get('profile', '?')})")
+    except (KeyError, TypeError, ValueError):
+        return str(t["verdict"])
+    return s + (f"; WARNING: {t['warning']}" if t.get("warning") else "")
 
 
 def collect(bundle=None, devices: bool = True) -> dict:
@@ -386,6 +403,7 @@ def format_report(rep: dict) -> str:
             lines.append(f"bundle: {b['path']} (encoder {b['encoder']}, receptive field "
                          f"{b['receptive_field']} frames)")
             lines.append(f"  digest {b.get('digest')} ({b.get('signature')})")
+            lines.append("  training: " + _training_line(b.get("training")))
             for a in b["artifacts"]:
                 lines.append(f"  artifact {a}")
             fe = b.get("front_end", {})

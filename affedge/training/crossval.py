@@ -91,18 +91,27 @@ def parse_folds(spec: str | int | list[int] | tuple[int, ...], n_folds: int = 6)
     return sorted(set(out))
 
 
-def cross_validate(data_dir: str | Path, out_dir: str | Path, folds: list[int], **train_kwargs: Any) -> dict:
+def cross_validate(data_dir: str | Path, out_dir: str | Path, folds: list[int],
+                   deadline: float | None = None, **train_kwargs: Any) -> dict:
     """Train each fold with :func:`affedge.training.trainer.train_fold`; write ``crossval.json``.
 
+    ``deadline`` (a ``time.time()`` value) bounds all folds together: each fold gets an equal
+    share of the time still left when it starts.
     Returns ``{"folds": {fold: summary}, "mean": {metric: mean over folds}}``.
     """
+    import time
+
     from affedge.training.trainer import train_fold
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
-    for f in folds:
-        r = train_fold(data_dir, out / f"fold{f}", fold=f, **train_kwargs)
+    for i, f in enumerate(folds):
+        fold_deadline = None
+        if deadline is not None:
+            now = time.time()
+            fold_deadline = now + (deadline - now) / (len(folds) - i)
+        r = train_fold(data_dir, out / f"fold{f}", fold=f, deadline=fold_deadline, **train_kwargs)
         r.pop("model", None)
         results[str(f)] = r
     keys = [k for k in next(iter(results.values()))["best_metrics"] if isinstance(

@@ -1,5 +1,8 @@
 """Learning experiments: does the pipeline learn, and does audio help when the face is hidden?
 
+For ablations only: the README's learning numbers come from the product itself
+(``benchmarks/learning_product.py``: ``affedge synth`` + ``affedge train`` + ``affedge run``).
+
 Run as a module (``python -m affedge.training.experiments ...``):
 
 * ``learn --data D --heldout H`` — train one model (default ``mobile`` encoder, A+V, fold 0) on

@@ -35,6 +35,7 @@ import csv
 import dataclasses
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,8 +47,15 @@ from torch import nn
 
 from affedge.config import FeatureConfig, ModelConfig
 from affedge.training import ddp
-from affedge.training.embedding_cache import (FrameFeatureCache, View, centre_view, encoder_head,
-                                              frames_tensor, random_view, training_views)
+from affedge.training.embedding_cache import (
+    FrameFeatureCache,
+    View,
+    centre_view,
+    encoder_head,
+    frames_tensor,
+    random_view,
+    training_views,
+)
 from affedge.training.losses import ccc_loss, frame_ccc_loss
 
 DIMS = ("valence", "arousal")
@@ -89,6 +97,8 @@ class TrainOptions:
     progress: bool = True
     cache_dir: str | None = None  # dataset feature cache (audio features)
     plots: bool = True
+    profile: str = "custom"  # the profile the values came from (affedge.training.profiles)
+    announce: bool = False  # print the budget plan and the verdict (the CLI turns this on)
 
     def __post_init__(self):
         if self.modality not in ("av", "v"):
@@ -142,7 +152,8 @@ def load_fold(data_dir: str | Path, fold: int, feature_cfg: FeatureConfig | None
               cache_dir: str | Path | None = None) -> FoldData:
     """Read the dataset, split it with ``six_fold_split`` and normalise audio with the fold's
     training-trial statistics (PAPER.md §1.5, but train-only statistics, §8.2 #3)."""
-    from affedge.training.data import affwild2, folds as folds_mod, normalization
+    from affedge.training.data import affwild2, normalization
+    from affedge.training.data import folds as folds_mod
 
     root = Path(data_dir)
     if not root.is_dir():
@@ -485,6 +496,11 @@ class TemporalTrainer:
         self.best_state = _state_copy(model)
         self.since_best = 0
         self.stop_reason = ""
+        self.best_metrics: dict[str, float] | None = None
+        self.best_val_preds: dict[int, np.ndarray] = {}
+        self.val_seconds: dict[str, float] = {}  # measured validation time per mode
+        self.epoch_seconds: list[float] = []
+        self.encoder_s_per_frame: float | None = None  # from the budget probe, for estimates
         self._apply_release()
         self._new_optimizer()
 
@@ -578,11 +594,27 @@ class TemporalTrainer:
             losses.append(loss.item())
             if hasattr(it, "set_postfix"):
                 it.set_postfix(loss=f"{loss.item():.3f}")
-            if deadline is not None and self.dist.agree(time.time() > deadline):
+            if deadline is not None and self.dist.agree(time.time() + self.val_estimate() > deadline):
                 self.stop_reason = "time limit (--max-minutes)"
                 break
         self.dist.sync_module(self.model)  # BN running stats: take rank 0's
         return self.dist.mean(float(np.mean(losses)) if losses else math.nan)
+
+    def val_estimate(self, mode: str | None = None) -> float:
+        """Seconds one validation pass takes in ``mode`` (measured, else estimated from the
+        probe's per-frame encoder time; 0 when nothing is known)."""
+        mode = mode or self.mode
+        if mode in self.val_seconds:
+            return 1.2 * self.val_seconds[mode]
+        if mode == "frames" and self.encoder_s_per_frame is not None:
+            return 1.5 * self.encoder_s_per_frame * sum(len(t) for t in self.data.val)
+        return 1.2 * max(self.val_seconds.values(), default=0.0)
+
+    def e2e_step_estimate(self) -> float:
+        """Seconds of one end-to-end step (``e2e_batch_size`` windows through the encoder)."""
+        if self.encoder_s_per_frame is None:
+            return 0.0
+        return 3.0 * self.encoder_s_per_frame * self.opts.e2e_batch_size * self.opts.window
 
     @torch.no_grad()
     def _val_embeddings(self, t: Trial) -> torch.Tensor:
@@ -597,6 +629,7 @@ class TemporalTrainer:
     def validate(self) -> tuple[dict[str, float], dict[int, np.ndarray]]:
         """Overall CCC over the concatenated validation trials (PAPER.md §5); each rank predicts
         a share of the trials and the predictions are gathered, so every rank gets the same score."""
+        t0 = time.time()
         self.model.eval()
         mine = self.dist.shard(np.arange(len(self.data.val)), 0, pad=False)
         if self.cache is not None:  # validation uses the centre view (view 0)
@@ -612,6 +645,7 @@ class TemporalTrainer:
         y = self.dist.gather_rows(np.concatenate(ys) if ys else np.zeros((0, 2), np.float32))
         p = self.dist.gather_rows(np.concatenate(ps) if ps else np.zeros((0, 2), np.float32))
         self.model.train()
+        self.val_seconds[self.mode] = time.time() - t0
         return va_metrics(y, p), by_trial
 
     # ---------------------------------------------------------------- checkpoints
@@ -636,7 +670,8 @@ class TemporalTrainer:
         optimizer_to_files(self.opt, d)
         state = {"epoch": self.epoch, "released": self.released, "best_score": self.best_score,
                  "best_epoch": self.best_epoch, "since_best": self.since_best,
-                 "stop_reason": self.stop_reason, "scheduler": self.sched.state_dict()}
+                 "stop_reason": self.stop_reason, "scheduler": self.sched.state_dict(),
+                 "best_metrics": self.best_metrics}
         (d / "trainer_state.json").write_text(json.dumps(state, indent=1))
 
     def resume(self) -> bool:
@@ -656,6 +691,7 @@ class TemporalTrainer:
         self.epoch = int(st["epoch"])
         self.best_score, self.best_epoch = float(st["best_score"]), int(st["best_epoch"])
         self.since_best, self.stop_reason = int(st["since_best"]), st.get("stop_reason", "")
+        self.best_metrics = st.get("best_metrics")
         if (self.out / "best" / "model.safetensors").is_file():
             self.best_state = load_file(str(self.out / "best" / "model.safetensors"), device=str(_device(self.model)))
         return True
@@ -673,9 +709,8 @@ class TemporalTrainer:
             if improved:
                 self.best_score, self.best_epoch, self.since_best = score, self.epoch, 0
                 self.best_state = _state_copy(self.model)
+                self.best_metrics, self.best_val_preds = metrics, val_preds
                 self._save_best()
-                if self.dist.is_main and o.plots:
-                    self._plot_val(val_preds)
             else:
                 self.since_best += 1
             self.sched.step(score)
@@ -684,6 +719,7 @@ class TemporalTrainer:
             row = {"epoch": self.epoch, "phase": phase, "lr": lr, "train_loss": loss, **metrics,
                    "best": int(improved), "seconds": round(time.time() - t0, 2)}
             self.log.write(row)
+            self.epoch_seconds.append(time.time() - t0)
             if self.dist.is_main and o.progress:
                 print(f"[{phase}] epoch {self.epoch}: loss={loss:.4f} val CCC V={metrics['valence_ccc']:.4f} "
                       f"A={metrics['arousal_ccc']:.4f} lr={lr:.2e}" + (" *" if improved else ""))
@@ -693,23 +729,39 @@ class TemporalTrainer:
             elif self.epoch > 1 and self.since_best >= o.early_stop:
                 self.stop_reason = f"early stop: {o.early_stop} epochs without improvement"
             elif self.lr < o.min_lr_value * (1 - 1e-6):  # PAPER.md §2.2
-                if self.released < len(self.groups):
+                if self.released < len(self.groups) and not self._release_fits(deadline):
+                    self.stop_reason = (f"time limit (--max-minutes): no time left to train "
+                                        f"after releasing encoder group {self.released + 1}")
+                elif self.released < len(self.groups):
                     self.model.load_state_dict(self.best_state)
                     self.released += 1
                     self._apply_release()
                     self._new_optimizer()
                 else:
                     self.stop_reason = "LR below min_lr and no encoder group left to release"
-            if not self.stop_reason and deadline is not None and self.dist.agree(time.time() > deadline):
+            if not self.stop_reason and deadline is not None and self.dist.agree(
+                    time.time() + self.val_estimate() > deadline):
                 self.stop_reason = "time limit (--max-minutes)"
             self.save_last()
         if not self.stop_reason:
             self.stop_reason = f"reached {o.epochs} epochs"
         self.model.load_state_dict(self.best_state)
+        t_plot = time.time()
         if self.dist.is_main and o.plots:
+            if self.best_val_preds:
+                self._plot_val(self.best_val_preds)
             self._plot_curves()
+        self.plot_seconds = time.time() - t_plot
         return {"best_score": self.best_score, "best_epoch": self.best_epoch,
                 "epochs_run": self.epoch, "stop_reason": self.stop_reason}
+
+    def _release_fits(self, deadline: float | None) -> bool:
+        """Is there time for at least a few steps and one validation after the next release?"""
+        if deadline is None:
+            return True
+        nxt = "frames" if self.released + 1 >= 2 else self.mode
+        need = self.val_estimate(nxt) + (5 * self.e2e_step_estimate() if nxt == "frames" else 0.0)
+        return not self.dist.agree(time.time() + need > deadline)
 
     # ---------------------------------------------------------------- plots
     def _plot_val(self, preds: dict[int, np.ndarray]) -> None:
@@ -740,52 +792,152 @@ class TemporalTrainer:
 # ============================================================================================
 # One fold, end to end
 # ============================================================================================
-def train_fold(data_dir: str | Path, out_dir: str | Path, fold: int = 0,
-               opts: TrainOptions | None = None, data: FoldData | None = None, **overrides: Any) -> dict[str, Any]:
-    """Stage 0 (unless a pretrained encoder is given) then the temporal training of one fold.
+def untrained_val_metrics(opts: TrainOptions, data: FoldData, model_cfg: ModelConfig) -> dict[str, float]:
+    """Validation metrics of a freshly initialised model (seed ``opts.seed``, as the run starts):
+    the no-learning baseline of the verdict. The global RNG is left as it was."""
+    from affedge.training.model import AffectModel
 
-    Returns a summary dict (also written to ``summary.json``): best score/epoch, best metrics,
-    stop reason, wall time, data sizes, the options. ``data`` may be passed pre-loaded.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(opts.seed)
+        model = AffectModel(model_cfg).to(ddp.context().device)
+    return val_metrics(model, data, opts)[0]
+
+
+def val_metrics(model: nn.Module, data: FoldData, opts: TrainOptions) -> tuple[dict[str, float], float]:
+    """Offline validation metrics of ``model`` (centre crop, every validation frame) and the
+    encoder's seconds per frame (the fastest trial's: the first pays one-time warm-up costs;
+    the budget plan's per-frame encoder time)."""
+    ys, ps, enc_s = [], [], math.inf
+    was = model.training
+    model.eval()
+    try:
+        for t in data.val:
+            t0 = time.time()
+            emb = embed_frames(model.encoder, t.frames, model.cfg.crop_size)
+            enc_s = min(enc_s, (time.time() - t0) / max(len(t), 1))
+            ps.append(predict_embeddings(model.temporal, emb, t.audio, opts.window, opts.hop))
+            ys.append(t.labels)
+    finally:
+        model.train(was)
+    return va_metrics(np.concatenate(ys), np.concatenate(ps)), enc_s
+
+
+def train_fold(data_dir: str | Path, out_dir: str | Path, fold: int = 0,
+               opts: TrainOptions | None = None, data: FoldData | None = None,
+               deadline: float | None = None, **overrides: Any) -> dict[str, Any]:
+    """Stage 0 (unless a pretrained encoder is given) then the temporal training of one fold,
+    then the verdict (:mod:`affedge.training.verdict`) written into ``best/config.json``.
+
+    ``deadline`` (a ``time.time()`` value; default ``max_minutes`` from now) bounds everything
+    here, data loading included: with one, the stages follow :mod:`affedge.training.budget`'s
+    plan. Returns a summary dict (also written to ``summary.json``): best score/epoch, best
+    metrics, the untrained baseline and the verdict, stop reason, wall time, data sizes, the
+    options, the plan. ``data`` may be passed pre-loaded.
     """
+    from affedge.training import budget
+    from affedge.training.verdict import make_verdict, write_to_checkpoint
+
     opts = dataclasses.replace(opts or TrainOptions(), **overrides)
     if opts.threads:
         torch.set_num_threads(int(opts.threads))
     start = time.time()
-    deadline = start + 60 * opts.max_minutes if opts.max_minutes else None
+    if deadline is None and opts.max_minutes:
+        deadline = start + 60 * opts.max_minutes
     dist = ddp.context()
+    say = ((lambda m: print(m, file=sys.stderr, flush=True)) if (dist.is_main and opts.announce)
+           else (lambda m: None))
     out = Path(out_dir)
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
     if data is None:
         data = load_fold(data_dir, fold, cache_dir=opts.cache_dir)
+    load_s = time.time() - start
     model_cfg = model_config_for(opts, data.feature_cfg)
     set_seed(opts.seed)
     from affedge.training.model import AffectModel
 
     model = AffectModel(model_cfg).to(dist.device)
     resuming = opts.resume and (out / "last" / "trainer_state.json").is_file()
+    stage0 = (not resuming and not opts.pretrained_encoder and opts.pretrain_epochs > 0
+              and not (opts.resume and (out / "pretrain" / "model.safetensors").is_file()))
+    # the untrained baseline first: its encoder pass over the validation frames also measures
+    # this machine's per-frame encoder time for the budget plan
+    t_base = time.time()
+    enc_s = None
+    if resuming or opts.pretrained_encoder or opts.resume and (out / "pretrain" / "model.safetensors").is_file():
+        baseline = untrained_val_metrics(opts, data, model_cfg)  # `model` is not the fresh one
+    else:
+        baseline, enc_s = val_metrics(model, data, opts)
+    baseline_s = time.time() - t_base
+    plan = probe = None
+    t_probe = time.time()
+    if deadline is not None:
+        trunk = opts.release and opts.head_at_start
+        val_frames = max(1, sum(len(t) for t in data.val))
+        probe = budget.Probe(cache_s_per_frame=enc_s if enc_s is not None else baseline_s / val_frames,
+                             step_s=budget.probe_step(model, data, opts, "trunk" if trunk else "embedding"))
+        total = 60 * opts.max_minutes if opts.max_minutes else deadline - start
+        plan = budget.make_plan(opts, data, probe, deadline - time.time(), total, load_s, stage0)
+        opts = dataclasses.replace(opts, views=plan.views, pretrain_epochs=plan.pretrain_epochs
+                                   if stage0 else opts.pretrain_epochs,
+                                   pretrain_stride=plan.pretrain_stride)
+        stage0 = stage0 and plan.pretrain_epochs > 0
+        if plan.train_trials < len(data.train):  # a seeded choice of trials, same every run
+            keep = sorted(np.random.default_rng(opts.seed).permutation(len(data.train))[:plan.train_trials])
+            data = dataclasses.replace(data, train=[data.train[i] for i in keep])
+        say(plan.describe())
+    probe_s = time.time() - t_probe
     pre: dict[str, Any] = {}
     if not resuming:
         if opts.pretrained_encoder:
             load_pretrained_encoder(model, opts.pretrained_encoder)
         elif opts.resume and (out / "pretrain" / "model.safetensors").is_file():
             load_pretrained_encoder(model, out / "pretrain")  # stage 0 finished before the stop
-        elif opts.pretrain_epochs > 0:
-            pre = pretrain_encoder(model, data, opts, out, model_cfg, deadline)
+        elif stage0:
+            pre_deadline = None
+            if plan is not None:
+                pre_deadline = time.time() + 1.5 * plan.pretrain_s
+            pre = pretrain_encoder(model, data, opts, out, model_cfg, pre_deadline)
         set_seed(opts.seed + 1)
     trainer = TemporalTrainer(model, data, opts, out, model_cfg)
+    if probe is not None:
+        trainer.encoder_s_per_frame = probe.cache_s_per_frame
+        # the first cached validation costs at most the direct pass the baseline took
+        trainer.val_seconds.setdefault(trainer.mode, baseline_s)
     if resuming:
         trainer.resume()
-    result = trainer.run(deadline)
-    metrics, _ = trainer.validate()
+    t_cache = time.time()
+    trainer._refresh_cache()
+    cache_s = time.time() - t_cache
+    t_run = time.time()
+    temporal_deadline = None if deadline is None else deadline - (
+        plan.end_reserve_s if plan else budget.END_RESERVE_S)
+    result = trainer.run(temporal_deadline)
+    t_end = time.time()
+    metrics = trainer.best_metrics
+    if metrics is None:
+        metrics, _ = trainer.validate()
+    rec = make_verdict(metrics, baseline, profile=opts.profile, fold=fold,
+                       best_epoch=result["best_epoch"], epochs_run=result["epochs_run"],
+                       stop_reason=result["stop_reason"], encoder=opts.encoder,
+                       modality=opts.modality, val_frames=int(sum(len(t) for t in data.val)),
+                       train_seconds=round(time.time() - start, 1))
     summary = {
-        "fold": fold, **result, "best_metrics": metrics, "wall_seconds": round(time.time() - start, 1),
+        "fold": fold, **result, "best_metrics": metrics, "untrained_metrics": baseline,
+        "verdict": rec, "wall_seconds": round(time.time() - start, 1),
         "train_trials": len(data.train), "val_trials": len(data.val),
         "train_frames": int(sum(len(t) for t in data.train)), "val_frames": int(sum(len(t) for t in data.val)),
         "encoder_pretrain": pre.get("history", []), "options": dataclasses.asdict(opts),
-        "world_size": dist.world_size,
+        "world_size": dist.world_size, "plan": plan.as_dict() if plan else None,
+        "seconds": {"load": round(load_s, 1), "probe": round(probe_s, 1), "cache": round(cache_s, 1),
+                    "baseline": round(baseline_s, 1), "run": round(t_end - t_run, 1),
+                    "after_run": round(time.time() - t_end, 1),
+                    "plots": round(getattr(trainer, "plot_seconds", 0.0), 1),
+                    "epochs": [round(x, 2) for x in trainer.epoch_seconds]},
     }
     if dist.is_main:
+        if (out / "best" / "config.json").is_file():
+            write_to_checkpoint(out / "best", rec)
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
     dist.barrier()
     summary["model"] = model
