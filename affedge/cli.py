@@ -25,8 +25,9 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action):
         h = action.help or ""
-        if "default" in h.lower() or action.default in (None, False, argparse.SUPPRESS) \
-                or isinstance(action, argparse._StoreFalseAction):  # a --no-x flag: "on"
+        if isinstance(action, argparse._StoreFalseAction) and "default" not in h.lower():
+            return h + " (default: off)"  # a --no-x flag: it is off unless given
+        if "default" in h.lower() or action.default in (None, False, argparse.SUPPRESS):
             return h
         if action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
             return h + " (default: %(default)s)"
