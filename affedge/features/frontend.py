@@ -94,3 +94,24 @@ def detector_from_record(record: dict | None, **options):
     det = make_detector(rec["detector"], **options)
     check_frontend(rec, detector=det)
     return det
+
+
+#: real Aff-Wild2 crops (the organisers' ``cropped_aligned``, landmark-aligned 112x112) are
+#: closest to this front end of ours (see affedge/features/crops.py for what matches)
+AFFWILD2_FRONTEND = ("blazeface", "landmarks5-v1")
+
+
+def dataset_frontend(root) -> dict:
+    """The front end a data set's face crops were made with: ``synthetic.json``'s record for
+    ``affedge synth`` data (legacy sets without one: Haar + box-v1), otherwise (Aff-Wild2's own
+    aligned crops) BlazeFace + landmarks5-v1, the closest the runtime can reproduce."""
+    import json
+    from pathlib import Path
+
+    meta = Path(root) / "synthetic.json"
+    if meta.is_file():
+        rec = (json.loads(meta.read_text()).get("crops") or {}).get("frontend")
+        return frontend_of(rec)
+    from affedge.features.detectors import make_detector
+
+    return frontend_record(make_detector(AFFWILD2_FRONTEND[0]), AFFWILD2_FRONTEND[1])

@@ -152,6 +152,7 @@ def load_fold(data_dir: str | Path, fold: int, feature_cfg: FeatureConfig | None
               cache_dir: str | Path | None = None) -> FoldData:
     """Read the dataset, split it with ``six_fold_split`` and normalise audio with the fold's
     training-trial statistics (PAPER.md §1.5, but train-only statistics, §8.2 #3)."""
+    from affedge.features.frontend import dataset_frontend
     from affedge.training.data import affwild2, normalization
     from affedge.training.data import folds as folds_mod
 
@@ -177,7 +178,8 @@ def load_fold(data_dir: str | Path, fold: int, feature_cfg: FeatureConfig | None
 
     return FoldData([conv(t, r) for t, r in zip(train_ids, raw_train)],
                     [conv(t, r) for t, r in zip(val_ids, raw_val)], stats, fcfg,
-                    {"train_trials": [t.name for t in train_ids], "val_trials": [t.name for t in val_ids]})
+                    {"train_trials": [t.name for t in train_ids], "val_trials": [t.name for t in val_ids],
+                     "face_frontend": dataset_frontend(root)})
 
 
 def trial_windows(length: int, window: int, hop: int) -> list[tuple[int, int]]:
@@ -657,7 +659,8 @@ class TemporalTrainer:
         save_checkpoint(self.out / "best", self.model, self.model_cfg, self.data.feature_cfg,
                         self.data.norm_stats, {"epoch": self.best_epoch, "score": self.best_score,
                                                "options": dataclasses.asdict(self.opts),
-                                               "fold_info": self.data.info})
+                                               "fold_info": self.data.info,
+                                               "face_frontend": self.data.info.get("face_frontend")})
 
     def save_last(self) -> None:
         if not self.dist.is_main:
