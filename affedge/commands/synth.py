@@ -67,5 +67,5 @@ def run(args) -> int:
           f"{rec['n_videos'] - n_train} Validation_Set); face detected in "
           f"{100 * rate:.1f}% of visible frames; {rec['frames_per_second_generated']:.0f} frames/s"
           if rate is not None else f"wrote {rec['n_videos']} videos to {args.out}")
-    log.status(f"next: affedge train {args.out} --encoder mobile --epochs 5 --out runs/m")
+    log.status(f"next: affedge train {args.out} --encoder mobile --max-minutes 5 --out runs/m")
     return 0
