@@ -20,3 +20,21 @@ def synth_dataset(tmp_path_factory):
 def synth_record(synth_dataset):
     """The generator's synthetic.json for ``synth_dataset``."""
     return json.loads((synth_dataset / "synthetic.json").read_text())
+
+
+@pytest.fixture()
+def sessions(monkeypatch):
+    """Count every onnxruntime.InferenceSession construction (the real class runs): the
+    bundle tests check that a refusal comes before any session exists."""
+    import onnxruntime as ort
+
+    made: list[str] = []
+    real = ort.InferenceSession
+
+    class CountingSession(real):  # type: ignore[misc, valid-type]
+        def __init__(self, path_or_bytes, *a, **k):
+            made.append(str(path_or_bytes))
+            super().__init__(path_or_bytes, *a, **k)
+
+    monkeypatch.setattr(ort, "InferenceSession", CountingSession)
+    return made

@@ -31,21 +31,6 @@ pytestmark = pytest.mark.skipif(not (DEMO_BUNDLE / "manifest.json").is_file(),
 
 
 @pytest.fixture()
-def sessions(monkeypatch):
-    """Count every onnxruntime.InferenceSession construction (the real class runs)."""
-    made: list[str] = []
-    real = ort.InferenceSession
-
-    class CountingSession(real):  # type: ignore[misc, valid-type]
-        def __init__(self, path_or_bytes, *a, **k):
-            made.append(str(path_or_bytes))
-            super().__init__(path_or_bytes, *a, **k)
-
-    monkeypatch.setattr(ort, "InferenceSession", CountingSession)
-    return made
-
-
-@pytest.fixture()
 def demo(tmp_path) -> Path:
     dst = tmp_path / "demo_bundle"
     shutil.copytree(DEMO_BUNDLE, dst)

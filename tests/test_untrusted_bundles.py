@@ -26,21 +26,6 @@ ort = pytest.importorskip("onnxruntime")
 
 
 @pytest.fixture()
-def sessions(monkeypatch):
-    """Count every onnxruntime.InferenceSession construction (the real class runs)."""
-    made: list[str] = []
-    real = ort.InferenceSession
-
-    class CountingSession(real):  # type: ignore[misc, valid-type]
-        def __init__(self, path_or_bytes, *a, **k):
-            made.append(str(path_or_bytes))
-            super().__init__(path_or_bytes, *a, **k)
-
-    monkeypatch.setattr(ort, "InferenceSession", CountingSession)
-    return made
-
-
-@pytest.fixture()
 def copy(bundle_dir, tmp_path):  # noqa: F811
     """A private, writable copy of the real bundle directory."""
     dst = tmp_path / "bundle"
