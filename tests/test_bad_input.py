@@ -267,8 +267,10 @@ def test_wrong_sample_rate_is_resampled(bundle_dir, frames):  # noqa: F811
                 rec.push_audio(x[k:k + rate // 50], t=k / rate, sample_rate=rate)
             outs[rate] = [rec.push_frame(f, t=0.3 + i / FPS) for i, f in enumerate(frames[:4])]
     assert all(p.audio_present for ps in outs.values() for p in ps)
-    assert np.abs(_va(outs[48000]) - _va(outs[SR])).max() < 1e-2
-    assert np.abs(_va(outs[8000]) - _va(outs[SR])).max() < 0.25  # 8 kHz has no 4-8 kHz band
+    # measured 2026-11-30 (2-core x86 CPU): 48 kHz 8.0e-6, 8 kHz 1.7e-5 (the 300 Hz tone lies
+    # well inside both bands); bounds ~12x the measurement
+    assert np.abs(_va(outs[48000]) - _va(outs[SR])).max() < 1e-4
+    assert np.abs(_va(outs[8000]) - _va(outs[SR])).max() < 2e-4
 
 
 def test_silent_and_extreme_but_finite_audio_give_finite_predictions(bundle_dir, frames):  # noqa: F811

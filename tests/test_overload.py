@@ -113,3 +113,51 @@ def test_slow_backend_on_live_camera_every_frame_gets_a_prediction(bundle_dir,  
             assert img is not None and img.shape == (120, 160, 3)
             prev = p
     assert any(p.face_present for p in fresh)  # the camera shows a face
+
+
+class SignallingBackend(SlowBackend):
+    """SlowBackend that sets ``in_step`` when a step call has started (before its delay)."""
+
+    def __init__(self, inner, delay: float):
+        super().__init__(inner, delay)
+        self.in_step = threading.Event()
+
+    def run(self, model_name, inputs):
+        if model_name == "step":
+            self.in_step.set()
+        return super().run(model_name, inputs)
+
+
+CLOSE_RACE_BUG = (
+    "Recognizer.close() closes the backends it owns without waiting for the tick in flight "
+    "(it does not take _tick_lock), so close() from another thread during a tick makes that "
+    "tick raise 'backend closed' out of run()/push_frame instead of ending the run; seen as a "
+    "flaky failure of test_faults.py::test_close_from_another_thread_ends_a_live_run")
+
+
+@pytest.mark.xfail(strict=True, reason=CLOSE_RACE_BUG)
+def test_close_from_another_thread_during_a_tick_ends_the_run_cleanly(bundle_dir, tmp_path):  # noqa: F811
+    """Deterministic version of the race: close() is called exactly while a step call runs."""
+    from affedge.bundle import load_bundle
+    from affedge.sdk.backends import select_backend
+    from affedge.sdk.recognizer import Recognizer
+
+    video = media.make_face_video(tmp_path / "v.mp4", seconds=0.6, fps=25.0)
+    bundle = load_bundle(bundle_dir)
+    # the Recognizer must own the backend (close() releases only what it created): wrap the
+    # real backend it creates by name
+    rec = Recognizer(bundle, backend="onnxruntime")
+    sig = SignallingBackend(rec.engine.backend, 0.3)
+    rec.engine.backend = sig
+    closer = threading.Thread(target=lambda: (sig.in_step.wait(30), rec.close()),
+                              name="test-closer")
+    closer.start()
+    got = []
+    try:
+        for p in rec.run(str(video.path)):
+            got.append(p)
+    finally:
+        closer.join(30)
+        rec.close()
+    assert not closer.is_alive()
+    assert len(got) <= 1  # the run ended at the close, without an error
