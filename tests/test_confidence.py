@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from media import face_photo_bgr
-
 from test_engine import FPS, bundle_dir, media_dir  # noqa: F401  (shared session fixtures)
 
 SCORE = 0.8

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from test_engine import bundle_dir  # noqa: F401  (shared session fixture)
 
 ROOT = Path(__file__).resolve().parents[1]

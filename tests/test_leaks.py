@@ -22,7 +22,6 @@ import cv2
 import numpy as np
 import pytest
 from media import face_photo_bgr
-
 from test_engine import FPS, bundle_dir  # noqa: F401  (shared session fixture)
 
 WARM = 300

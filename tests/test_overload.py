@@ -11,14 +11,14 @@ tick depends on timing; the properties checked do not.
 """
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 
 import cv2
+import media
 import numpy as np
 import pytest
-
-import media
 from test_engine import bundle_dir  # noqa: F401  (shared session fixture)
 
 STEP_DELAY_S = 0.2
@@ -100,7 +100,7 @@ def test_slow_backend_on_live_camera_every_frame_gets_a_prediction(bundle_dir,  
     assert [p.frame for p in preds] == list(range(first, last + 1))
     assert not preds[0].stale and not preds[-1].stale
     ts = [p.timestamp for p in preds]
-    assert all(b > a for a, b in zip(ts, ts[1:]))  # stale times lie between their neighbours
+    assert all(b > a for a, b in itertools.pairwise(ts))  # stale times lie between their neighbours
     prev = None
     for img, p in pairs:
         if p.stale:
@@ -139,7 +139,6 @@ CLOSE_RACE_BUG = (
 def test_close_from_another_thread_during_a_tick_ends_the_run_cleanly(bundle_dir, tmp_path):  # noqa: F811
     """Deterministic version of the race: close() is called exactly while a step call runs."""
     from affedge.bundle import load_bundle
-    from affedge.sdk.backends import select_backend
     from affedge.sdk.recognizer import Recognizer
 
     video = media.make_face_video(tmp_path / "v.mp4", seconds=0.6, fps=25.0)
@@ -154,8 +153,7 @@ def test_close_from_another_thread_during_a_tick_ends_the_run_cleanly(bundle_dir
     closer.start()
     got = []
     try:
-        for p in rec.run(str(video.path)):
-            got.append(p)
+        got.extend(rec.run(str(video.path)))
     finally:
         closer.join(30)
         rec.close()
