@@ -307,15 +307,23 @@ def test_push_api_from_two_threads_matches_file_run(bundle_dir, media_dir, tmp_p
                 if len(collected) == len(frames):
                     return
 
+        audio_done = threading.Event()
+
         def audio_thread():
             chunk = 48000 // 50  # 20 ms at 48 kHz: exercises the streaming resampler
-            for k in range(0, len(pcm_i16), chunk):
-                rec.push_audio(pcm_i16[k:k + chunk], t=k / 48000, sample_rate=48000)
+            try:
+                for k in range(0, len(pcm_i16), chunk):
+                    rec.push_audio(pcm_i16[k:k + chunk], t=k / 48000, sample_rate=48000)
+            finally:
+                audio_done.set()
 
         def video_thread():
+            deadline = time.monotonic() + 60  # time guard: a dead producer fails, not hangs
             for i, f in enumerate(frames):
                 t = i / FPS
-                while (rec.engine.audio.time or -1) < t + 0.1:  # wait for the audio producer
+                # wait for the audio producer (or its end: the last frames need no more audio)
+                while (rec.engine.audio.time or -1) < t + 0.1 and not audio_done.is_set():
+                    assert time.monotonic() < deadline, "audio producer stalled"
                     time.sleep(0.001)
                 rec.push_frame(f, t=t)
 
@@ -325,6 +333,7 @@ def test_push_api_from_two_threads_matches_file_run(bundle_dir, media_dir, tmp_p
         ta, tv = threading.Thread(target=audio_thread), threading.Thread(target=video_thread)
         ta.start(), tv.start()
         ta.join(60), tv.join(120), cons.join(60)
+        assert not (ta.is_alive() or tv.is_alive() or cons.is_alive()), "a thread hung"
         assert rec.latest() is collected[-1]
         assert rec.stats()["audio_overruns"] == 0
     assert [p.frame for p in collected] == list(range(len(frames)))
@@ -355,11 +364,14 @@ def test_push_api_16k_float_equals_file_run_exactly(bundle_dir, media_dir):
         th = threading.Thread(target=audio_thread)
         th.start()
         got = []
+        deadline = time.monotonic() + 60  # time guard on the wait for the audio thread
         for i, f in enumerate(frames):
             while (rec.engine.audio.time or -1) < i / FPS + 0.1 and not done.is_set():
+                assert time.monotonic() < deadline, "audio thread stalled"
                 time.sleep(0.001)
             got.append(rec.push_frame(f, t=i / FPS))
         th.join(30)
+        assert not th.is_alive()
     np.testing.assert_allclose([(p.valence, p.arousal) for p in got],
                                [(p.valence, p.arousal) for p in ref], atol=1e-6, rtol=0)
     assert [p.speech_present for p in got] == [p.speech_present for p in ref]

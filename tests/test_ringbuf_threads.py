@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -79,10 +80,12 @@ def run_pair(n_items: int, capacity: int, max_chunk: int, seed: int) -> dict:
         stats["gaps"] += cur - expect  # items skipped as lost without a delivery after them
         expect = cur
 
-    t = threading.Thread(target=producer)
+    t = threading.Thread(target=producer, name="ringbuf-test-producer")
     t.start()
+    deadline = time.monotonic() + 300  # time guard: a stuck producer fails the test, no hang
     try:
         while not done.is_set():
+            assert time.monotonic() < deadline, "producer did not finish within 300 s"
             op = rng.integers(0, 8)
             if op < 5:
                 drain()
@@ -111,7 +114,8 @@ def run_pair(n_items: int, capacity: int, max_chunk: int, seed: int) -> dict:
                 decode(v[None, :])
                 stats["ats"] += 1
     finally:
-        t.join()
+        t.join(60)
+    assert not t.is_alive(), "producer thread still running"
     if errors:
         raise errors[0]
     drain()
