@@ -128,14 +128,6 @@ class SignallingBackend(SlowBackend):
         return super().run(model_name, inputs)
 
 
-CLOSE_RACE_BUG = (
-    "Recognizer.close() closes the backends it owns without waiting for the tick in flight "
-    "(it does not take _tick_lock), so close() from another thread during a tick makes that "
-    "tick raise 'backend closed' out of run()/push_frame instead of ending the run; seen as a "
-    "flaky failure of test_faults.py::test_close_from_another_thread_ends_a_live_run")
-
-
-@pytest.mark.xfail(strict=True, reason=CLOSE_RACE_BUG)
 def test_close_from_another_thread_during_a_tick_ends_the_run_cleanly(bundle_dir, tmp_path):  # noqa: F811
     """Deterministic version of the race: close() is called exactly while a step call runs."""
     from affedge.bundle import load_bundle

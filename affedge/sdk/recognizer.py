@@ -497,7 +497,8 @@ class Recognizer:
         self.engine.close()  # stops the face-detection worker (async_detect)
         for sink in getattr(self, "_owned_sinks", ()):
             _close_quietly(sink)
-        self._close_owned()
+        with self._tick_lock:  # a tick running on another thread finishes with its backend
+            self._close_owned()
 
     def __enter__(self) -> Recognizer:
         return self
