@@ -1,6 +1,8 @@
 """``affedge synth OUT --videos N``: write a synthetic data set in the Aff-Wild2 VA layout."""
 from __future__ import annotations
 
+from affedge.features.detectors import DEFAULT_DETECTOR
+
 HELP = "write a synthetic audio-visual valence/arousal data set (Aff-Wild2 layout)"
 
 
@@ -17,7 +19,7 @@ def add_arguments(p) -> None:
                         "(default 0)")
     p.add_argument("--val-fraction", type=float, default=0.2,
                    help="fraction of videos in Validation_Set (default 0.2)")
-    p.add_argument("--detector", default="blazeface",
+    p.add_argument("--detector", default=DEFAULT_DETECTOR,
                    help="face detector the training crops are made with (a registry name: "
                         "blazeface, blazeface-short, haar, yunet); recorded in the data set and, "
                         "through training and export, in the bundle, whose runtime then uses it "
