@@ -340,12 +340,21 @@ def _nonfinite_note(s: dict) -> str:
 
 
 def check_detector_args(args) -> None:
-    """--detector/--yunet-model mistakes, found before anything loads."""
+    """--detector/--yunet-model mistakes, found before the model loads."""
     if args.detector == "yunet":
         if not args.yunet_model:
             raise ValueError("--detector yunet needs --yunet-model ONNX_FILE")
         if not os.path.isfile(args.yunet_model):
             raise ValueError(f"--yunet-model {args.yunet_model}: no such file")
+        import cv2
+
+        from affedge.features.detectors import make_detector
+
+        try:
+            make_detector("yunet", model_path=args.yunet_model)
+        except (cv2.error, ValueError):
+            raise ValueError(f"--yunet-model {args.yunet_model}: OpenCV cannot load it as a "
+                             f"YuNet ONNX face detector model") from None
 
 
 def recognizer_options(args) -> dict:
