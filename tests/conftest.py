@@ -38,3 +38,15 @@ def sessions(monkeypatch):
 
     monkeypatch.setattr(ort, "InferenceSession", CountingSession)
     return made
+
+
+@pytest.fixture()
+def demo(tmp_path):
+    """A private, writable copy of the bundled demo bundle (for edits)."""
+    import shutil
+
+    from affedge.sdk.recognizer import DEMO_BUNDLE
+
+    dst = tmp_path / "demo_bundle"
+    shutil.copytree(DEMO_BUNDLE, dst)
+    return dst

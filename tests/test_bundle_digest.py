@@ -26,13 +26,6 @@ pytestmark = pytest.mark.skipif(not (DEMO_BUNDLE / "manifest.json").is_file(),
                                 reason="demo bundle not present")
 
 
-@pytest.fixture()
-def demo(tmp_path) -> Path:
-    dst = tmp_path / "demo_bundle"
-    shutil.copytree(DEMO_BUNDLE, dst)
-    return dst
-
-
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory):
     from affedge.signing import generate_keypair

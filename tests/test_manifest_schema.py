@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -28,13 +27,6 @@ from affedge.sdk.recognizer import DEMO_BUNDLE
 ort = pytest.importorskip("onnxruntime")
 pytestmark = pytest.mark.skipif(not (DEMO_BUNDLE / "manifest.json").is_file(),
                                 reason="demo bundle not present")
-
-
-@pytest.fixture()
-def demo(tmp_path) -> Path:
-    dst = tmp_path / "demo_bundle"
-    shutil.copytree(DEMO_BUNDLE, dst)
-    return dst
 
 
 def _m(root: Path) -> dict:

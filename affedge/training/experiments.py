@@ -29,8 +29,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from affedge.training.trainer import (FoldData, Trial, TrainOptions, embed_frames, load_fold,
-                                      predict_embeddings, train_fold, va_metrics)
+from affedge.training.trainer import (
+    FoldData,
+    TrainOptions,
+    Trial,
+    embed_frames,
+    load_fold,
+    predict_embeddings,
+    train_fold,
+    va_metrics,
+)
 
 
 def load_heldout(root: str | Path, norm_stats: dict[str, Any], feature_cfg, cache_dir=None) -> list[Trial]:

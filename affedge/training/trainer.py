@@ -31,13 +31,12 @@ Distributed runs (torchrun) shard windows per rank; only rank 0 writes files.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import math
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,16 +48,33 @@ from affedge.config import FeatureConfig, ModelConfig
 from affedge.training import ddp
 from affedge.training.embedding_cache import (
     FrameFeatureCache,
-    View,
-    centre_view,
     encoder_head,
     frames_tensor,
     random_view,
     training_views,
 )
-from affedge.training.losses import ccc_loss, frame_ccc_loss
-
-DIMS = ("valence", "arousal")
+from affedge.training.fold_data import FoldData, Trial, load_fold, trial_windows  # noqa: F401
+from affedge.training.losses import ccc_loss
+from affedge.training.predict import (  # noqa: F401  (re-exported: callers import them here)
+    DIMS,
+    _pad,
+    embed_frames,
+    predict_embeddings,
+    predict_trial,
+    va_metrics,
+)
+from affedge.training.pretrain import pretrain_encoder  # noqa: F401
+from affedge.training.train_utils import (  # noqa: F401
+    CsvLog,
+    _device,
+    _progress,
+    _state_copy,
+    load_pretrained_encoder,
+    optimizer_from_files,
+    optimizer_to_files,
+    read_csv,
+    set_seed,
+)
 
 
 # ============================================================================================
@@ -122,74 +138,6 @@ def model_config_for(opts: TrainOptions, feature_cfg: FeatureConfig) -> ModelCon
 
 
 # ============================================================================================
-# Data of one fold
-# ============================================================================================
-@dataclass
-class Trial:
-    """One labelled trial in memory: frames, per-stream normalised audio, labels."""
-
-    key: str
-    frames: np.ndarray  # uint8 [L, 48, 48, 3] RGB
-    face: np.ndarray  # bool [L]
-    labels: np.ndarray  # float32 [L, 2]
-    audio: list[np.ndarray]  # float32 [L, D_i], model stream order, normalised
-    fps: float = 30.0
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-
-@dataclass
-class FoldData:
-    train: list[Trial]
-    val: list[Trial]
-    norm_stats: dict[str, Any]
-    feature_cfg: FeatureConfig
-    info: dict[str, Any] = field(default_factory=dict)
-
-
-def load_fold(data_dir: str | Path, fold: int, feature_cfg: FeatureConfig | None = None,
-              cache_dir: str | Path | None = None) -> FoldData:
-    """Read the dataset, split it with ``six_fold_split`` and normalise audio with the fold's
-    training-trial statistics (PAPER.md §1.5, but train-only statistics, §8.2 #3)."""
-    from affedge.features.frontend import dataset_frontend
-    from affedge.training.data import affwild2, normalization
-    from affedge.training.data import folds as folds_mod
-
-    root = Path(data_dir)
-    if not root.is_dir():
-        raise FileNotFoundError(f"dataset directory not found: {root}")
-    fcfg = feature_cfg or FeatureConfig()
-    ds = affwild2.AffWild2VA(root, fcfg, cache_dir=cache_dir)
-    train_ids, val_ids = folds_mod.fold_trials(ds, fold)
-    if not train_ids:
-        raise ValueError(f"{root}: fold {fold} has no training trials")
-    if not val_ids:
-        raise ValueError(f"{root}: fold {fold} has no validation trials")
-    raw_train = [ds.load(t) for t in train_ids]
-    raw_val = [ds.load(t) for t in val_ids]
-    stats = normalization.compute_stats([r.audio for r in raw_train], fcfg.streams)
-
-    def conv(tid, r) -> Trial:
-        audio = normalization.apply_stats(r.audio, stats)
-        return Trial(tid.name, r.frames, np.asarray(r.face_present, bool),
-                     np.asarray(r.labels, np.float32),
-                     [np.asarray(audio[n], np.float32) for n in fcfg.streams], float(r.fps))
-
-    return FoldData([conv(t, r) for t, r in zip(train_ids, raw_train)],
-                    [conv(t, r) for t, r in zip(val_ids, raw_val)], stats, fcfg,
-                    {"train_trials": [t.name for t in train_ids], "val_trials": [t.name for t in val_ids],
-                     "face_frontend": dataset_frontend(root)})
-
-
-def trial_windows(length: int, window: int, hop: int) -> list[tuple[int, int]]:
-    """``[(start, end)]`` of the windows of a trial (PAPER.md §5 arrangement)."""
-    from affedge.training.data.windows import make_windows
-
-    return [(int(s), int(e)) for s, e in make_windows(length, window, hop)]
-
-
-# ============================================================================================
 # The forward used for both paths (wrapped by DDP in distributed runs)
 # ============================================================================================
 class WindowForward(nn.Module):
@@ -217,257 +165,6 @@ class WindowForward(nn.Module):
             emb_real = real
         emb = emb_real.new_zeros(b * w, emb_real.shape[-1]).index_put((flat_mask.nonzero().squeeze(1),), emb_real)
         return self.model.temporal(emb.reshape(b, w, -1), audio)
-
-
-def _pad(x: torch.Tensor, w: int) -> torch.Tensor:
-    if len(x) == w:
-        return x
-    return torch.cat([x, x.new_zeros((w - len(x),) + tuple(x.shape[1:]))])
-
-
-# ============================================================================================
-# Prediction (validation, held-out sets)
-# ============================================================================================
-@torch.no_grad()
-def embed_frames(encoder: nn.Module, frames: np.ndarray, crop_size: int = 40, batch: int = 256,
-                 view: View | None = None) -> torch.Tensor:
-    """uint8 frames ``[L,48,48,3]`` -> embeddings ``[L, 512]`` (centre crop unless ``view``)."""
-    view = view or centre_view(frames.shape[1], crop_size)
-    dev = _device(encoder)
-    out = [encoder(frames_tensor(frames[s:s + batch], view, crop_size).to(dev))
-           for s in range(0, len(frames), batch)]
-    return torch.cat(out)
-
-
-@torch.no_grad()
-def predict_embeddings(temporal: nn.Module, emb: torch.Tensor, audio: list[np.ndarray] | list[torch.Tensor],
-                       window: int = 300, hop: int = 200, batch: int = 16) -> np.ndarray:
-    """Windowed offline prediction of one trial with overlap averaging (PAPER.md §5/§6.1)."""
-    from affedge.training.data.windows import overlap_average
-
-    length = emb.shape[0]
-    dev = _device(temporal)
-    emb = emb.to(dev)
-    aud = [torch.as_tensor(a, dtype=torch.float32).to(dev) for a in audio] if temporal.cfg.fusion else []
-    wins = trial_windows(length, window, hop)
-    preds = []
-    for s in range(0, len(wins), batch):
-        chunk = wins[s:s + batch]
-        e = torch.stack([_pad(emb[a:b], window) for a, b in chunk])
-        au = [torch.stack([_pad(x[a:b], window) for a, b in chunk]) for x in aud]
-        y = temporal(e, au)
-        preds.extend(y[i, :b - a].cpu().numpy() for i, (a, b) in enumerate(chunk))
-    return np.asarray(overlap_average(length, wins, preds), dtype=np.float32)
-
-
-def predict_trial(model: nn.Module, frames: np.ndarray, audio: list[np.ndarray], window: int = 300,
-                  hop: int = 200) -> np.ndarray:
-    """Offline prediction ``[L, n_out]`` for one trial (eval mode, centre crop)."""
-    was = model.training
-    model.eval()
-    try:
-        emb = embed_frames(model.encoder, frames, model.cfg.crop_size)
-        return predict_embeddings(model.temporal, emb, audio, window, hop)
-    finally:
-        model.train(was)
-
-
-def va_metrics(labels: np.ndarray, preds: np.ndarray) -> dict[str, float]:
-    """``valence_ccc``, ``valence_pcc``, ``valence_rmse``, ... and ``mean_ccc`` (the model-selection
-    score: mean of the V and A CCCs over the concatenated frames)."""
-    from affedge.metrics import summarize
-
-    return {k: float(v) for k, v in summarize(labels, preds, DIMS).items() if not k.endswith("_n")}
-
-
-# ============================================================================================
-# Optimiser / scheduler state as safetensors + JSON (no pickles)
-# ============================================================================================
-def optimizer_to_files(opt: torch.optim.Optimizer, directory: Path) -> None:
-    from safetensors.torch import save_file
-
-    sd = opt.state_dict()
-    tensors, scalars = {}, {}
-    for idx, st in sd["state"].items():
-        for name, v in st.items():
-            if isinstance(v, torch.Tensor):
-                tensors[f"state.{idx}.{name}"] = v.detach().cpu().contiguous()
-            else:
-                scalars[f"state.{idx}.{name}"] = v
-    save_file(tensors, str(directory / "optimizer.safetensors"))
-    (directory / "optimizer.json").write_text(json.dumps(
-        {"param_groups": sd["param_groups"], "scalars": scalars}, indent=1))
-
-
-def optimizer_from_files(opt: torch.optim.Optimizer, directory: Path) -> None:
-    from safetensors.torch import load_file
-
-    tensors = load_file(str(directory / "optimizer.safetensors"))
-    meta = json.loads((directory / "optimizer.json").read_text())
-    state: dict[int, dict[str, Any]] = {}
-    for key, v in list(tensors.items()) + list(meta["scalars"].items()):
-        _, idx, name = key.split(".", 2)
-        state.setdefault(int(idx), {})[name] = v
-    groups = meta["param_groups"]
-    for g in groups:
-        if "betas" in g:
-            g["betas"] = tuple(g["betas"])
-    opt.load_state_dict({"state": state, "param_groups": groups})
-
-
-# ============================================================================================
-# Helpers
-# ============================================================================================
-def set_seed(seed: int) -> None:
-    import random
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _device(module: nn.Module) -> torch.device:
-    return next(module.parameters()).device
-
-
-def _state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def load_pretrained_encoder(model: nn.Module, ckpt: str | Path) -> None:
-    """Load ``encoder.*`` weights from a checkpoint directory (``model.safetensors`` +
-    ``config.json``, as written by stage 0 or any affedge checkpoint) into ``model.encoder``."""
-    from safetensors.torch import load_file
-
-    d = Path(ckpt)
-    w = d / "model.safetensors" if d.is_dir() else d
-    if not w.is_file():
-        raise FileNotFoundError(f"pretrained encoder checkpoint not found: {w}")
-    cfg_path = w.parent / "config.json"
-    if cfg_path.is_file():
-        enc = json.loads(cfg_path.read_text()).get("model", {}).get("encoder")
-        if enc and enc != model.cfg.encoder:
-            raise ValueError(f"{cfg_path}: checkpoint encoder is {enc!r}, the run uses {model.cfg.encoder!r}")
-    state = {k[len("encoder."):]: v for k, v in load_file(str(w)).items() if k.startswith("encoder.")}
-    if not state:
-        raise ValueError(f"{w}: no 'encoder.*' weights in this checkpoint")
-    missing, unexpected = model.encoder.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{w}: encoder weights do not fit {model.cfg.encoder!r}: "
-                         f"missing {missing[:3]}, unexpected {unexpected[:3]}")
-
-
-class CsvLog:
-    """Append-only per-epoch CSV (rank 0 only)."""
-
-    def __init__(self, path: Path, enabled: bool):
-        self.path, self.enabled = path, enabled
-
-    def write(self, row: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        new = not self.path.exists()
-        with self.path.open("a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(row))
-            if new:
-                w.writeheader()
-            w.writerow(row)
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    if not path.exists():
-        return []
-    with path.open() as f:
-        return list(csv.DictReader(f))
-
-
-# ============================================================================================
-# Stage 0: encoder pretraining
-# ============================================================================================
-class _FrameRegressor(nn.Module):
-    def __init__(self, encoder: nn.Module, n_out: int = 2):
-        super().__init__()
-        self.encoder = encoder
-        self.head = nn.Linear(encoder.output_layer[-1].num_features if hasattr(encoder, "output_layer") else 512, n_out)
-
-    def forward(self, x):
-        return self.head(self.encoder(x))
-
-
-def pretrain_encoder(model: nn.Module, data: FoldData, opts: TrainOptions, out_dir: Path,
-                     model_cfg: ModelConfig, deadline: float | None = None) -> dict[str, Any]:
-    """Stage 0 (see module doc). Trains ``model.encoder`` in place; writes ``pretrain/``."""
-    dist = ddp.context()
-    reg = _FrameRegressor(model.encoder, len(model_cfg.outputs))
-    net = dist.wrap(reg)
-    opt = torch.optim.Adam([p for p in reg.parameters() if p.requires_grad], lr=opts.pretrain_lr,
-                           weight_decay=opts.weight_decay)
-    idx = [(ti, i) for ti, t in enumerate(data.train) for i in np.flatnonzero(t.face)]
-    if not idx:
-        raise ValueError("encoder pretraining: the training trials have no frames with a face")
-    fs, cs = data.feature_cfg.frame_size, data.feature_cfg.crop_size
-    log = CsvLog(out_dir / "pretrain.csv", dist.is_main)
-    history = []
-    for epoch in range(opts.pretrain_epochs):
-        rng = np.random.default_rng([opts.seed, 1000 + epoch])
-        torch.manual_seed(opts.seed * 7919 + epoch)
-        order = rng.permutation(len(idx))[::opts.pretrain_stride]
-        order = dist.shard(order, epoch)
-        reg.train()
-        losses = []
-        batches = range(0, len(order), opts.pretrain_batch)
-        it = _progress(batches, opts.progress and dist.is_main, f"pretrain {epoch}")
-        for s in it:
-            sel = order[s:s + opts.pretrain_batch]
-            if len(sel) < 2:
-                continue
-            xs, ys = [], []
-            for j in sel:
-                ti, fi = idx[j]
-                v = random_view(rng, fs, cs)
-                xs.append(frames_tensor(data.train[ti].frames[fi:fi + 1], v, cs))
-                ys.append(data.train[ti].labels[fi])
-            x = torch.cat(xs).to(dist.device)
-            y = torch.from_numpy(np.stack(ys)).to(dist.device)
-            loss = frame_ccc_loss(net(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-        dist.sync_module(reg)
-        # per-frame validation CCC (centre crop, frames with a face)
-        reg.eval()
-        ys, ps = [], []
-        with torch.no_grad():
-            for t in data.val:
-                f = np.flatnonzero(t.face)
-                if len(f):
-                    ps.append(reg.head(embed_frames(model.encoder, t.frames[f], cs)).cpu().numpy())
-                    ys.append(t.labels[f])
-        row = {"epoch": epoch, "train_loss": dist.mean(float(np.mean(losses)) if losses else math.nan)}
-        if ys:
-            row.update(va_metrics(np.concatenate(ys), np.concatenate(ps)))
-        history.append(row)
-        log.write(row)
-        if dist.is_main and opts.progress:
-            print(f"[pretrain] epoch {epoch}: " + ", ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch"))
-        if deadline is not None and dist.agree(time.time() > deadline):
-            break
-    if dist.is_main:
-        from affedge.training.model import save_checkpoint
-
-        save_checkpoint(out_dir / "pretrain", model, model_cfg, data.feature_cfg, data.norm_stats,
-                        {"stage": "encoder_pretrain", "history": history})
-    dist.barrier()
-    return {"history": history}
-
-
-def _progress(it, enabled: bool, desc: str):
-    if not enabled:
-        return it
-    from tqdm import tqdm
-
-    return tqdm(it, desc=desc, leave=False)
 
 
 # ============================================================================================

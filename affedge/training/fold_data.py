@@ -1,0 +1,78 @@
+"""The data of one cross-validation fold in memory: trials, normalised audio, windows."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from affedge.config import FeatureConfig
+
+
+# ============================================================================================
+# Data of one fold
+# ============================================================================================
+@dataclass
+class Trial:
+    """One labelled trial in memory: frames, per-stream normalised audio, labels."""
+
+    key: str
+    frames: np.ndarray  # uint8 [L, 48, 48, 3] RGB
+    face: np.ndarray  # bool [L]
+    labels: np.ndarray  # float32 [L, 2]
+    audio: list[np.ndarray]  # float32 [L, D_i], model stream order, normalised
+    fps: float = 30.0
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class FoldData:
+    train: list[Trial]
+    val: list[Trial]
+    norm_stats: dict[str, Any]
+    feature_cfg: FeatureConfig
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def load_fold(data_dir: str | Path, fold: int, feature_cfg: FeatureConfig | None = None,
+              cache_dir: str | Path | None = None) -> FoldData:
+    """Read the dataset, split it with ``six_fold_split`` and normalise audio with the fold's
+    training-trial statistics (PAPER.md §1.5, but train-only statistics, §8.2 #3)."""
+    from affedge.features.frontend import dataset_frontend
+    from affedge.training.data import affwild2, normalization
+    from affedge.training.data import folds as folds_mod
+
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset directory not found: {root}")
+    fcfg = feature_cfg or FeatureConfig()
+    ds = affwild2.AffWild2VA(root, fcfg, cache_dir=cache_dir)
+    train_ids, val_ids = folds_mod.fold_trials(ds, fold)
+    if not train_ids:
+        raise ValueError(f"{root}: fold {fold} has no training trials")
+    if not val_ids:
+        raise ValueError(f"{root}: fold {fold} has no validation trials")
+    raw_train = [ds.load(t) for t in train_ids]
+    raw_val = [ds.load(t) for t in val_ids]
+    stats = normalization.compute_stats([r.audio for r in raw_train], fcfg.streams)
+
+    def conv(tid, r) -> Trial:
+        audio = normalization.apply_stats(r.audio, stats)
+        return Trial(tid.name, r.frames, np.asarray(r.face_present, bool),
+                     np.asarray(r.labels, np.float32),
+                     [np.asarray(audio[n], np.float32) for n in fcfg.streams], float(r.fps))
+
+    return FoldData([conv(t, r) for t, r in zip(train_ids, raw_train)],
+                    [conv(t, r) for t, r in zip(val_ids, raw_val)], stats, fcfg,
+                    {"train_trials": [t.name for t in train_ids], "val_trials": [t.name for t in val_ids],
+                     "face_frontend": dataset_frontend(root)})
+
+
+def trial_windows(length: int, window: int, hop: int) -> list[tuple[int, int]]:
+    """``[(start, end)]`` of the windows of a trial (PAPER.md §5 arrangement)."""
+    from affedge.training.data.windows import make_windows
+
+    return [(int(s), int(e)) for s, e in make_windows(length, window, hop)]
