@@ -1,5 +1,7 @@
-"""Training loop: encoder pretraining (stage 0) and the paper's temporal training with gradual
-release (PAPER.md §2.2, §5), for one cross-validation fold.
+"""Training loop of one cross-validation fold: the paper's temporal training with gradual release
+(PAPER.md §2.2, §5), after the stage-0 encoder pretraining of :mod:`affedge.training.pretrain`.
+Fold data, predictions and small helpers live in ``fold_data``, ``predict`` and ``train_utils``
+(their names are re-exported here).
 
 Stages of :func:`train_fold`:
 
