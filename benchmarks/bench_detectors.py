@@ -37,9 +37,10 @@ import cv2
 import numpy as np
 
 W, H = 640, 480
-#: skimage photos that ship in its wheel and show no face
+#: skimage photos that ship in its wheel and show no face (``coins`` is left out: its Greek
+#: coins carry portrait heads, which BlazeFace rightly reports)
 BACKGROUNDS = ("coffee", "chelsea", "rocket", "brick", "horse", "moon", "grass", "gravel",
-               "hubble_deep_field", "immunohistochemistry", "coins", "clock", "page", "text",
+               "hubble_deep_field", "immunohistochemistry", "clock", "page", "text",
                "colorwheel", "retina", "cell")
 #: the astronaut's face box and eye centres in skimage's 512x512 photo (BlazeFace box; eyes by
 #: OpenCV's haarcascade_eye, see tests/test_blazeface.py)
@@ -102,7 +103,7 @@ def paste(frame: np.ndarray, patch: np.ndarray, side: float, angle: float,
 
 
 def make_samples(seed: int = 0, n_faces: int = 100, n_astronaut: int = 30, n_nonfaces: int = 100,
-                 n_free: int = 60) -> list[dict]:
+                 n_free: int = 200) -> list[dict]:
     """The benchmark frames with their ground truth (deterministic for a seed)."""
     from skimage import data
 
@@ -290,7 +291,7 @@ def main(argv=None) -> int:
     ap.add_argument("--faces", type=int, default=100, help="LFW face frames (default 100)")
     ap.add_argument("--astronaut", type=int, default=30, help="astronaut frames (default 30)")
     ap.add_argument("--nonfaces", type=int, default=100, help="non-face patch frames (100)")
-    ap.add_argument("--free", type=int, default=60, help="face-free frames (default 60)")
+    ap.add_argument("--free", type=int, default=200, help="face-free frames (default 200)")
     ap.add_argument("--detectors", default="haar,blazeface,blazeface-short")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--clip", type=int, default=240,

@@ -121,7 +121,7 @@ MUTATIONS: tuple[Mutation, ...] = (
              "    return cls(**options)", "    return cls()",
              ("tests/test_detectors.py",), source="guards"),
     Mutation("detector registry: DEFAULT_DETECTOR changed", "affedge/features/detectors/base.py",
-             'DEFAULT_DETECTOR = "blazeface"', 'DEFAULT_DETECTOR = "haar"',
+             'DEFAULT_DETECTOR = "blazeface-short"', 'DEFAULT_DETECTOR = "haar"',
              ("tests/test_detectors.py", "tests/test_guards.py::test_registry_defaults_in_use"),
              source="guards"),
     Mutation("VAD registry: default changed to the energy VAD", "affedge/features/vad/registry.py",

@@ -23,7 +23,7 @@ def add_arguments(p) -> None:
                    help="face detector the training crops are made with (a registry name: "
                         "blazeface, blazeface-short, haar, yunet); recorded in the data set and, "
                         "through training and export, in the bundle, whose runtime then uses it "
-                        "(default: blazeface)")
+                        f"(default: {DEFAULT_DETECTOR})")
     p.add_argument("--crop-recipe", default=None,
                    help="how a detected face becomes a crop: landmarks5-v1 (similarity "
                         "transform of eyes/nose/mouth to the 112x112 five-point template, as "

@@ -36,6 +36,20 @@ VARIANTS = {
              "min_score": 0.6, "faces": (20.0, 88.0)},
 }
 NMS_IOU = 0.3
+#: Upright re-scoring (full passes only). BlazeFace scores a face rolled by 20-45 degrees, or
+#: near the low end of its size range, well below an upright one, and it gives some round
+#: bright blobs (skimage's moon) a score just above the threshold. So a full pass keeps
+#: candidates down to CANDIDATE_FLOOR, and each surviving box is looked at again: the frame is
+#: rotated about the box centre so that its eye line is level and scaled so that the box spans
+#: the model's middle face size, in a native-size input; the best score near the centre is the
+#: view's score. A candidate below ``min_score`` is kept only if its upright view reaches
+#: ``min_score`` (its keypoints then come from that view); every box must reach a mean of
+#: CONSENSUS_SCORE over three upright views (middle size, 1.5x it, and mirrored).
+#: benchmarks/bench_detectors.py (short model, 130 real faces, 200 face-free frames):
+#: recall 0.915 -> 0.969, and the consensus removed 11 of 16 false boxes with no recall lost
+#: (a real face's views scored >= 0.70 in 95 % of cases, the false boxes' median 0.55).
+CANDIDATE_FLOOR = 0.3
+CONSENSUS_SCORE = 0.65
 _SHA_CACHE: dict[Path, str] = {}
 #: a full pass keeps boxes down to this fraction of ``min_size`` (see ``_detect``)
 FULL_PASS_SLACK = 0.75
@@ -87,16 +101,20 @@ def weighted_nms(boxes: np.ndarray, scores: np.ndarray, iou_thr: float = NMS_IOU
 
 
 def drop_nested(boxes: np.ndarray, scores: np.ndarray, ratio: float = 0.6):
-    """Drop a box that contains the centre of a higher-scoring box less than ``ratio`` times
-    its size: a face does not contain a smaller face, but a coarse pass may fire on the blob of
-    head and shoulders around a face the fine pass found (boxes sorted by score)."""
+    """Drop a box that contains the centre of a higher-scoring box that is either less than
+    ``ratio`` times its size or contains its centre in turn: a face does not contain a smaller
+    face, but a coarse pass may fire on the blob of head and shoulders around a face the fine
+    pass found, and two passes may report one face at two sizes whose weighted-NMS averages
+    overlap by less than NMS_IOU (the moving-photo clip of benchmarks/bench_detectors.py)."""
     keep = np.ones(len(scores), bool)
     side = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
     cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
     for i in range(len(scores)):
         inside = (boxes[i, 0] <= cx) & (cx <= boxes[i, 2]) & (boxes[i, 1] <= cy) & \
-            (cy <= boxes[i, 3]) & (side < ratio * side[i]) & (scores > scores[i])
-        keep[i] = not inside.any()
+            (cy <= boxes[i, 3])
+        mutual = (boxes[:, 0] <= cx[i]) & (cx[i] <= boxes[:, 2]) & (boxes[:, 1] <= cy[i]) & \
+            (cy[i] <= boxes[:, 3])
+        keep[i] = not (inside & ((side < ratio * side[i]) | mutual) & (scores > scores[i])).any()
     return boxes[keep], scores[keep]
 
 
@@ -161,9 +179,10 @@ class BlazeFaceDetector(Detector):
         self._anchors: dict[tuple[int, int], np.ndarray] = {}
 
     # ----------------------------------------------------------------- model call
-    def _candidates(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Decoded candidates of one BGR image (its size a multiple of ``align``): [N, 16]
-        (x0, y0, x1, y1, six keypoints (x, y)) in its pixels, and their scores (before NMS)."""
+    def _candidates(self, image: np.ndarray, min_score: float) -> tuple[np.ndarray, np.ndarray]:
+        """Decoded candidates scoring >= ``min_score`` of one BGR image (its size a multiple of
+        ``align``): [N, 16] (x0, y0, x1, y1, six keypoints (x, y)) in its pixels, and their
+        scores (before NMS)."""
         H, W = image.shape[:2]
         x = cv2.cvtColor(image, cv2.COLOR_BGR2RGB).astype(np.float32)
         x = (x * np.float32(1 / 127.5) - np.float32(1.0)).transpose(2, 0, 1)[None]
@@ -176,7 +195,7 @@ class BlazeFaceDetector(Detector):
                              f"input, expected {len(anchors)}")
         logits = np.clip(cls.reshape(-1).astype(np.float64), -100.0, 100.0)
         scores = 1.0 / (1.0 + np.exp(-logits))
-        keep = scores >= self.min_score
+        keep = scores >= min_score
         r = reg.reshape(-1, 16)[keep]
         a = anchors[keep]
         out = np.empty_like(r)
@@ -189,7 +208,7 @@ class BlazeFaceDetector(Detector):
         return out[ok], scores[keep][ok].astype(np.float32)
 
     def _pass(self, bgr: np.ndarray, x0: float, y0: float, span_w: float, span_h: float,
-              s: float) -> tuple[np.ndarray, np.ndarray]:
+              s: float, min_score: float) -> tuple[np.ndarray, np.ndarray]:
         """Candidates (frame coordinates) of the rectangle [x0, x0+span_w) x [y0, y0+span_h)
         of ``bgr`` seen at scale ``s`` (parts outside the frame are black)."""
         H, W = bgr.shape[:2]
@@ -212,7 +231,7 @@ class BlazeFaceDetector(Detector):
         part = bgr[fy0:fy1, fx0:fx1]
         interp = cv2.INTER_AREA if s < 1.0 else cv2.INTER_LINEAR
         img[dy0:dy0 + dh, dx0:dx0 + dw] = cv2.resize(part, (dw, dh), interpolation=interp)
-        boxes, scores = self._candidates(img)
+        boxes, scores = self._candidates(img, min_score)
         # input pixels -> frame pixels (exact for the pasted part, rounding included)
         sx, sy = (fx1 - fx0) / dw, (fy1 - fy0) / dh
         boxes[:, 0::2] = (boxes[:, 0::2] - dx0) * sx + fx0
@@ -222,8 +241,22 @@ class BlazeFaceDetector(Detector):
     def _faces(self, parts, min_size: int, max_size: int | None, region=None) -> list[FaceBox]:
         boxes = np.concatenate([p[0] for p in parts])
         scores = np.concatenate([p[1] for p in parts])
-        boxes, scores = weighted_nms(boxes, scores)
-        boxes, scores = drop_nested(boxes, scores)
+        # candidates at min_score merge as MediaPipe's do; those below it (a full pass's
+        # CANDIDATE_FLOOR) merge among themselves, so they never shift a confident box, and go
+        # only where no confident box is (they await upright re-scoring in ``_confirm``)
+        strong = scores >= self.min_score
+        boxes_s, scores_s = drop_nested(*weighted_nms(boxes[strong], scores[strong]))
+        if (~strong).any():
+            boxes_w, scores_w = weighted_nms(boxes[~strong], scores[~strong])
+            both_b = np.concatenate([boxes_s, boxes_w])
+            both_s = np.concatenate([scores_s, scores_w])
+            kept_b, kept_s = drop_nested(*weighted_nms(both_b, both_s))
+            # weighted NMS keeps each group's best score: a weak survivor's score is its own
+            weak = kept_s < self.min_score
+            boxes = np.concatenate([boxes_s, kept_b[weak]])
+            scores = np.concatenate([scores_s, kept_s[weak]])
+        else:
+            boxes, scores = boxes_s, scores_s
         out = []
         for b, sc in zip(boxes, scores):
             f = FaceBox(float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1]),
@@ -251,15 +284,65 @@ class BlazeFaceDetector(Detector):
             out.append(s)
         return out
 
+    # ----------------------------------------------------------------- upright re-scoring
+    def upright_view(self, bgr: np.ndarray, face: FaceBox, side: float,
+                     mirror: bool = False) -> tuple[float, np.ndarray | None]:
+        """Re-score ``face`` upright (see :data:`CANDIDATE_FLOOR`): the frame rotated about the
+        box centre so that the eye line is level, scaled so that the box's larger side becomes
+        ``side`` input pixels, in a native-size input (mirrored if asked). Returns the best
+        score whose box centre lies within 0.35 x ``side`` of the input's centre (0.0 if none)
+        and, unmirrored, its six keypoints mapped back to frame pixels [6, 2]."""
+        (ex0, ey0), (ex1, ey1) = face.keypoints[0], face.keypoints[1]
+        angle = float(np.degrees(np.arctan2(ey1 - ey0, ex1 - ex0)))
+        s = side / max(face.w, face.h, 1.0)
+        cx, cy = face.center
+        n = self.native
+        M = cv2.getRotationMatrix2D((cx, cy), angle, s)
+        M[:, 2] += (n / 2.0 - cx, n / 2.0 - cy)
+        img = cv2.warpAffine(bgr, M, (n, n),
+                             flags=cv2.INTER_AREA if s < 1.0 else cv2.INTER_LINEAR)
+        if mirror:
+            img = np.ascontiguousarray(img[:, ::-1])
+        boxes, scores = self._candidates(img, 0.05)
+        centre = (boxes[:, 0:2] + boxes[:, 2:4]) / 2.0
+        near = np.hypot(centre[:, 0] - n / 2.0, centre[:, 1] - n / 2.0) < 0.35 * side
+        if not near.any():
+            return 0.0, None
+        i = int(np.argmax(np.where(near, scores, -1.0)))
+        if mirror:
+            return float(scores[i]), None
+        pts = boxes[i, 4:].reshape(-1, 2).astype(np.float64)
+        back = cv2.invertAffineTransform(M)
+        return float(scores[i]), pts @ back[:, :2].T + back[:, 2]
+
+    def _confirm(self, bgr: np.ndarray, faces: list[FaceBox]) -> list[FaceBox]:
+        """The boxes of a full pass that pass upright re-scoring (:data:`CANDIDATE_FLOOR`)."""
+        mid = float(np.sqrt(self.face_lo * self.face_hi))
+        out = []
+        for f in faces:
+            score, kps = self.upright_view(bgr, f, mid)
+            if f.score < self.min_score:
+                if score < self.min_score or kps is None:
+                    continue
+                f = FaceBox(f.x, f.y, f.w, f.h, score,
+                            keypoints=tuple((float(x), float(y)) for x, y in kps))
+            views = (score, self.upright_view(bgr, f, 1.5 * mid)[0],
+                     self.upright_view(bgr, f, mid, mirror=True)[0])
+            if float(np.mean(views)) >= CONSENSUS_SCORE:
+                out.append(f)
+        return out
+
     # ----------------------------------------------------------------- Detector interface
     def _detect(self, image: np.ndarray, min_size: int, max_size: int | None) -> list[FaceBox]:
         bgr = to_bgr(image)
         H, W = bgr.shape[:2]
-        parts = [self._pass(bgr, 0.0, 0.0, float(W), float(H), s)
+        floor = min(self.min_score, CANDIDATE_FLOOR)
+        parts = [self._pass(bgr, 0.0, 0.0, float(W), float(H), s, floor)
                  for s in self.scales(H, W, min_size, max_size)]
         # BlazeFace's box is tight (brows to chin): a face searched for at ``min_size`` may
         # come out up to ~20 % smaller, so a full pass keeps boxes down to FULL_PASS_SLACK x it
-        return self._faces(parts, max(1, int(FULL_PASS_SLACK * min_size)), max_size)
+        faces = self._faces(parts, max(1, int(FULL_PASS_SLACK * min_size)), max_size)
+        return self._confirm(bgr, faces)
 
     def detect_region(self, frame: np.ndarray, region, min_size: int | None = None,
                       max_size: int | None = None) -> list[FaceBox]:
@@ -280,7 +363,8 @@ class BlazeFaceDetector(Detector):
         span = max(rx1 - rx0, ry1 - ry0, REGION_CONTEXT * mid)
         s = float(np.sqrt(self.face_lo * self.face_hi)) / mid
         cx, cy = (rx0 + rx1) / 2.0, (ry0 + ry1) / 2.0
-        part = self._pass(to_bgr(frame), cx - span / 2.0, cy - span / 2.0, span, span, s)
+        part = self._pass(to_bgr(frame), cx - span / 2.0, cy - span / 2.0, span, span, s,
+                          self.min_score)
         faces = self._faces([part], lo, hi, region=(rx0, ry0, rx1, ry1))
         return sorted(faces, key=lambda b: (b.score, b.area), reverse=True)
 
