@@ -157,6 +157,9 @@ def test_signal_stops_flushes_closes_and_exits_0(tmp_path, sig):
     jl = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
     csv_rows = (tmp_path / "out.csv").read_text().splitlines()
     assert len(jl) >= 15 and len(csv_rows) == len(jl) + 1  # header + one row per frame
+    # serve's rows name their source, in the files as on the network
+    assert {r["source"] for r in jl} == {"cam"}
+    assert csv_rows[0].startswith("source,frame,") and all(r.startswith("cam,") for r in csv_rows[1:])
     assert len(jl) < 600  # stopped early (the clip has 600 frames at 30 fps)
     # every prediction made reached every sink: the last file row is the last one published
     assert jl[-1]["frame"] == zc.records("cam")[-1]["frame"]

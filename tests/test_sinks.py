@@ -12,6 +12,7 @@ import pytest
 
 from affedge.sdk.prediction import FaceResult, Prediction, PredictionWriter
 from affedge.sdk.sinks import SCHEMA, Sink, open_sink, prediction_record, register_sink
+from affedge.sdk.sinks.base import csv_row
 
 NAN = float("nan")
 
@@ -93,6 +94,37 @@ def test_record_is_the_same_for_every_sink(tmp_path):
         f.write(p)
     assert strict_loads(out.getvalue()) == strict_loads(path.read_text()) == rec
     assert math.isnan(p.valence)  # the Prediction itself is untouched
+
+
+def test_rows_carry_their_source_when_written_with_one(tmp_path):
+    """``affedge serve`` writes several sources into one file or stdout: every JSON record then
+    carries ``source`` (as the ZeroMQ/WebSocket messages do) and the CSV a first ``source``
+    column; written without one, the output is the single-stream format."""
+    out = io.StringIO()
+    s = open_sink("-")
+    s._stream = out
+    jl = open_sink(tmp_path / "m.jsonl")
+    cs = open_sink(tmp_path / "m.csv")
+    for i, src in enumerate(["cam0", "cam1", "cam0"]):
+        for sink in (s, jl, cs):
+            sink.write(pred(i, i / 30), source=src)
+    for sink in (s, jl, cs):
+        sink.close()
+    lines = [strict_loads(x) for x in out.getvalue().splitlines()]
+    assert lines == [strict_loads(x) for x in (tmp_path / "m.jsonl").read_text().splitlines()]
+    assert [r["source"] for r in lines] == ["cam0", "cam1", "cam0"]
+    assert lines[0] == {**prediction_record(pred(0, 0.0)), "source": "cam0"}
+    rows = list(csv.reader((tmp_path / "m.csv").open(newline="")))
+    assert rows[0] == ["source", *Prediction.CSV_FIELDS]
+    assert [r[0] for r in rows[1:]] == ["cam0", "cam1", "cam0"]
+    assert rows[2][1:] == csv_row(pred(1, 1 / 30))
+    # without a source: the plain header, also for a file that got no row at all
+    with open_sink(tmp_path / "empty.csv"):
+        pass
+    assert next(csv.reader((tmp_path / "empty.csv").open())) == list(Prediction.CSV_FIELDS)
+    with open_sink(tmp_path / "one.csv") as one:
+        one.write(pred(0, 0.0))
+    assert next(csv.reader((tmp_path / "one.csv").open())) == list(Prediction.CSV_FIELDS)
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl"])

@@ -66,29 +66,50 @@ class _FileSink(Sink):
 
 @register_sink(".csv")
 class CsvSink(_FileSink):
-    """Columns :attr:`Prediction.CSV_FIELDS` (header first), one row per frame."""
+    """Columns :attr:`Prediction.CSV_FIELDS` (header first), one row per frame. Written with
+    ``source`` (``affedge serve``, several sources into one file), a first ``source`` column
+    names each row's source; the header is then written with the first row (a file that
+    receives no row gets the plain header on close)."""
+
+    accepts_source = True
 
     def __init__(self, target: str):
-        from affedge.sdk.prediction import Prediction
-
         super().__init__(target)
         self._buf = _Line()
         self._csv = csv.writer(self._buf, lineterminator="\n")
-        self._csv.writerow(Prediction.CSV_FIELDS)
-        self._emit(self._buf.take())
+        self._with_source: bool | None = None  # decided by the first row
 
-    def write(self, prediction) -> None:
-        self._csv.writerow(csv_row(prediction))
+    def _header(self, with_source: bool) -> None:
+        from affedge.sdk.prediction import Prediction
+
+        self._with_source = with_source
+        self._csv.writerow((("source",) if with_source else ()) + tuple(Prediction.CSV_FIELDS))
+
+    def write(self, prediction, source: str | None = None) -> None:
+        if self._with_source is None:
+            self._header(source is not None)
+        row = csv_row(prediction)
+        self._csv.writerow([source or ""] + row if self._with_source else row)
         self._emit(self._buf.take())
         self.rows += 1
+
+    def close(self) -> None:
+        if not self.closed and self._with_source is None and self.error is None:
+            self._header(False)
+            with contextlib.suppress(OSError):
+                self._emit(self._buf.take())
+        super().close()
 
 
 @register_sink(".jsonl")
 class JsonlSink(_FileSink):
-    """One strict-JSON schema-1 record per line."""
+    """One strict-JSON schema-1 record per line (with ``source`` when written with one)."""
 
-    def write(self, prediction) -> None:
-        self._emit(record_json(prediction) + "\n")
+    accepts_source = True
+
+    def write(self, prediction, source: str | None = None) -> None:
+        extra = {} if source is None else {"source": source}
+        self._emit(record_json(prediction, **extra) + "\n")
         self.rows += 1
 
 
