@@ -10,9 +10,9 @@ videos, identities never seen in training). ``affedge train DATA --encoder ENC -
 runs with its defaults otherwise (the device's profile); its wall time is measured around the
 subprocess (interpreter start to exit). ``--hog`` runs ``python -c 'while True: pass'`` for the
 whole training (a CPU-bound neighbour). The held-out CCC is computed over the concatenated
-frames of all held-out videos from the CSV's raw ``valence``/``arousal`` columns (frames
-without a prediction count as 0) with the paper's CCC (affedge.metrics). Writes
-``OUT/result.json`` and prints one summary line. Data sets are reused when they exist.
+labelled frames of all held-out videos (label -5 = unlabelled, left out) from the CSV's raw
+``valence``/``arousal`` columns (labelled frames without a prediction count as 0) with the
+paper's CCC (affedge.metrics). Writes ``OUT/result.json`` and prints one summary line. Data sets are reused when they exist.
 """
 from __future__ import annotations
 
@@ -53,6 +53,10 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+#: the label value of an unlabelled frame (Aff-Wild2's VA annotations)
+UNLABELLED = -5.0
+
+
 def read_labels(path: Path) -> np.ndarray:
     return np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float32).reshape(-1, 2)
 
@@ -68,6 +72,19 @@ def read_predictions(path: Path, n: int) -> tuple[np.ndarray, int]:
                 out[i] = float(row["valence"]), float(row["arousal"])
                 seen += 1
     return out, seen
+
+
+def heldout_ccc(ys: list[np.ndarray], ps: list[np.ndarray]) -> tuple[dict[str, float], int]:
+    """CCC per dimension over the concatenated videos' labelled frames, and their count. A frame
+    labelled -5 is unlabelled (Aff-Wild2's convention; synth writes it where the face is
+    hidden): scored nowhere, as in training's validation and ``affedge demo``."""
+    from affedge.metrics import ccc
+
+    y, pr = np.concatenate(ys), np.concatenate(ps)
+    labelled = (y != UNLABELLED).all(axis=1)
+    y, pr = y[labelled], pr[labelled]
+    return ({"valence": float(ccc(y[:, 0], pr[:, 0])), "arousal": float(ccc(y[:, 1], pr[:, 1]))},
+            int(labelled.sum()))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,16 +136,13 @@ def main(argv: list[str] | None = None) -> int:
         ys.append(y)
         ps.append(pred)
         covered += seen
-    from affedge.metrics import ccc
-
-    y, pr = np.concatenate(ys), np.concatenate(ps)
-    held_ccc = {"valence": float(ccc(y[:, 0], pr[:, 0])), "arousal": float(ccc(y[:, 1], pr[:, 1]))}
+    held_ccc, n_labelled = heldout_ccc(ys, ps)
     budget = 60 * a.minutes
     res = {
         "command": f"affedge train {data} --encoder {a.encoder} --max-minutes {a.minutes:g}"
                    + (f" {a.train_args}" if a.train_args else ""),
         "data": {"videos": a.videos, "seconds": a.seconds, "seed": a.seed,
-                 "heldout_videos": a.heldout_videos, "heldout_frames": len(y),
+                 "heldout_videos": a.heldout_videos, "heldout_labelled_frames": n_labelled,
                  "heldout_frames_predicted": covered},
         "heldout_ccc": held_ccc,
         "validation": summary["verdict"]["val_ccc"], "untrained_validation":
