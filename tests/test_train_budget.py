@@ -119,6 +119,20 @@ def test_auto_threads_leaves_busy_cores_alone():
     assert budget.auto_threads(16, 3.4) == 13
 
 
+def test_busy_cores_sees_a_cpu_hog_now():
+    """A busy-loop process running now counts as about one busy core, and the automatic
+    thread count leaves it its core (the load average would still lag behind)."""
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        busy = budget.busy_cores()
+        assert busy is not None and busy >= 0.7, busy
+        assert budget.auto_threads(2, busy) == 1  # on two cores, the hog keeps one
+    finally:
+        hog.kill()
+        hog.wait()
+
+
 def test_process_start_time_is_this_process():
     t = budget.process_start_time()
     assert t <= time.time() and time.time() - t < 24 * 3600

@@ -49,7 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "process start (data loading, caching, pretraining, epochs, releases, "
                         "validation, writing); a plan measured from the first batches is printed "
                         "and the folds share it (default: none)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default on a CPU: the cores the 1-minute load average leaves free, at least 1)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default on a CPU: the cores other processes leave free, measured over 0.5 s, at least 1)")
     p.add_argument("--cache-dir", default=None, help="dataset feature cache directory (default: inside DATA_DIR)")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bars / per-epoch lines (bars are also off with -q, when "
@@ -130,11 +130,14 @@ def run(args: argparse.Namespace) -> int:
         import dataclasses
         import os
 
-        from affedge.training.budget import auto_threads
+        from affedge.training.budget import auto_threads, busy_cores
 
-        opts = dataclasses.replace(opts, threads=auto_threads())
-        log.status(f"threads {opts.threads} (1-min load average {os.getloadavg()[0]:.1f} on "
-                   f"{os.cpu_count()} cores; --threads overrides)")
+        busy = busy_cores()
+        opts = dataclasses.replace(opts, threads=auto_threads(load=busy))
+        seen = (f"{busy:.1f} cores busy with other work" if busy is not None else
+                f"1-min load average {os.getloadavg()[0]:.1f}")
+        log.status(f"threads {opts.threads} ({seen} on {os.cpu_count()} cores; --threads "
+                   f"overrides)")
     profile, values, why = resolve_profile(args)
     log.status(f"profile {profile} ({why}): " + ", ".join(f"{k}={v}" for k, v in values.items()))
     deadline = started + 60 * args.max_minutes if args.max_minutes else None

@@ -50,12 +50,39 @@ def process_start_time() -> float:
         return time.time()
 
 
+def busy_cores(sample_s: float = 0.5) -> float | None:
+    """Cores other processes keep busy now: the non-idle share of all CPU time in /proc/stat
+    over ``sample_s`` seconds while this process sleeps, times the core count (None where
+    /proc/stat is unreadable). Unlike the 1-minute load average it does not remember a job that
+    just ended: right after ``affedge synth`` the load average still said 1.0 on an idle
+    2-core machine, and training ran on one thread."""
+
+    def sample():
+        with open("/proc/stat") as f:
+            vals = [int(v) for v in f.readline().split()[1:]]
+        idle = vals[3] + (vals[4] if len(vals) > 4 else 0)  # idle + iowait
+        return sum(vals[:8]), idle
+
+    try:
+        t0, i0 = sample()
+        time.sleep(sample_s)
+        t1, i1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    if t1 <= t0:
+        return None
+    return (os.cpu_count() or 1) * (1.0 - (i1 - i0) / (t1 - t0))
+
+
 def auto_threads(cores: int | None = None, load: float | None = None) -> int:
-    """CPU threads for torch on this machine now: the cores the 1-minute load average leaves
-    free (at least 1). Two OpenMP threads on a core another process keeps busy wait for each
-    other at every barrier: on the shared 2-core machine with a load of 10, one thread ran a
-    budget probe in 3.8 s where two took 23 s (docs/RESULTS.md)."""
+    """CPU threads for torch on this machine now: the cores other processes leave free (at
+    least 1); ``load`` = busy cores, measured by :func:`busy_cores` when not given (the 1-minute
+    load average where /proc/stat is missing). Two OpenMP threads on a core another process
+    keeps busy wait for each other at every barrier: on the shared 2-core machine with a load
+    of 10, one thread ran a budget probe in 3.8 s where two took 23 s (docs/RESULTS.md)."""
     cores = cores or os.cpu_count() or 1
+    if load is None:
+        load = busy_cores()
     if load is None:
         try:
             load = os.getloadavg()[0]
