@@ -90,11 +90,41 @@ def test_trt_check_flags_asymmetric_and_qoperator_graphs(tmp_path):
         assert check_graph(DEMO / f"{m}.onnx") == []
 
 
+def _demo_face_inputs(n: int) -> np.ndarray:
+    """Encoder inputs [n, 3, 40, 40] from the demo clip's first frames, made the runtime's way:
+    the bundle's detector and crop recipe, then its crop normalisation."""
+    import cv2
+
+    from affedge.bundle import load_bundle
+    from affedge.features.crops import crop_face
+    from affedge.features.faces import to_model_input
+    from affedge.features.frontend import detector_from_record
+    from affedge.preprocess import crop_normaliser
+    from affedge.sdk.recognizer import DEMO_CLIP
+
+    b = load_bundle(DEMO)
+    det = detector_from_record(b.manifest["face_frontend"])
+    recipe = b.manifest["face_frontend"]["crop_recipe"]
+    cap = cv2.VideoCapture(str(DEMO_CLIP))
+    crops = []
+    while len(crops) < n:
+        ok, frame = cap.read()
+        assert ok, "demo clip ended before enough faces were found"
+        faces = det.detect(frame)
+        if faces:
+            crops.append(crop_face(frame, faces[0], recipe))
+        for _ in range(7):  # spread the crops over the clip
+            cap.read()
+    return to_model_input(np.stack(crops), norm=crop_normaliser(b.manifest.get("crop")))
+
+
 def test_symmetric_int8_encoder_is_trt_buildable(tmp_path):
+    """TensorRT's int8 wants symmetric QDQ: the graph passes the TensorRT op check and its
+    embeddings are as close to fp32 as the default (asymmetric) int8's on the same real face
+    crops (measured on the demo encoder: median cosine 0.898 vs 0.906, min 0.83 vs 0.83)."""
     from affedge.export.quantize import quantize_encoder
 
-    rng = np.random.default_rng(0)
-    crops = np.tanh(rng.standard_normal((24, 3, 40, 40))).astype(np.float32)
+    crops = _demo_face_inputs(24)  # real model inputs: the demo clip's faces, its front end
     rec = quantize_encoder(DEMO / "encoder.onnx", tmp_path / "enc.int8.onnx", crops,
                            symmetric=True)
     assert rec["quantization"]["symmetric"] is True
@@ -104,9 +134,13 @@ def test_symmetric_int8_encoder_is_trt_buildable(tmp_path):
     a = ort.InferenceSession(str(DEMO / "encoder.onnx"), providers=["CPUExecutionProvider"])
     b = ort.InferenceSession(str(tmp_path / "enc.int8.onnx"),
                              providers=["CPUExecutionProvider"])
+    quantize_encoder(DEMO / "encoder.onnx", tmp_path / "asym.int8.onnx", crops, symmetric=False)
+    c = ort.InferenceSession(str(tmp_path / "asym.int8.onnx"), providers=["CPUExecutionProvider"])
     ya, yb = a.run(None, {"frames": crops})[0], b.run(None, {"frames": crops})[0]
-    cos = np.sum(ya * yb, axis=1)  # both unit length
-    assert cos.min() > 0.95, cos.min()
+    yc = c.run(None, {"frames": crops})[0]
+    cos, cos_asym = np.sum(ya * yb, axis=1), np.sum(ya * yc, axis=1)  # all unit length
+    assert np.median(cos) > np.median(cos_asym) - 0.03, (np.median(cos), np.median(cos_asym))
+    assert cos.min() > 0.75, cos.min()
     with pytest.raises(ValueError, match="needs static"):
         quantize_encoder(DEMO / "encoder.onnx", tmp_path / "d.onnx", None, "dynamic",
                          symmetric=True)

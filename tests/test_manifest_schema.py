@@ -64,9 +64,11 @@ def test_demo_bundle_passes_and_creates_sessions(demo, sessions):
     assert b.outputs == list(OUTPUTS)
     with Recognizer(b, backend="cpu") as rec:
         p = rec.push_frame(np.full((120, 160, 3), 90, np.uint8), 0.0)
-    # the bundle's graphs (the runtime's own VAD model is loaded from bytes, not a path)
+    # the bundle's graphs, plus the face detector its front end names (the runtime's own VAD
+    # model is loaded from bytes, not a path)
     graphs = sorted(Path(x).name for x in sessions if x.endswith(".onnx"))
-    assert graphs == ["encoder.onnx", "step.onnx", "window.onnx"]
+    assert b.manifest["face_frontend"]["detector"] == "blazeface-short"
+    assert graphs == ["blazeface_short.onnx", "encoder.onnx", "step.onnx", "window.onnx"]
     assert math.isfinite(p.valence)  # the counter does see the sessions of a valid bundle
 
 

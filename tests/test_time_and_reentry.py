@@ -151,7 +151,7 @@ def test_refused_detector_frame_leaves_the_detection_schedule_alone():
         def __init__(self):
             from affedge.features.detectors import make_detector
 
-            self.inner, self.bad = make_detector("haar"), False
+            self.inner, self.bad = make_detector("blazeface-short"), False  # the demo's
 
         def detect(self, f):
             return [(0, 0, 1e9, 1e9, 0.9)] if self.bad else self.inner.detect(f)
