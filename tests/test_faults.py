@@ -203,6 +203,14 @@ def test_ctrl_c_during_live_run_stops_threads_and_releases_devices(bundle_dir, f
     from affedge.sdk.recognizer import Recognizer
 
     assert _source_outputs() == []
+    # What this test checks is run()'s reaction to a KeyboardInterrupt. In full-suite CI runs
+    # every SIGINT was ignored here (never alone): some native library loaded by an earlier
+    # test left the process's SIGINT disposition or this thread's mask changed behind Python's
+    # back. Restore Python's own state first and say what was found.
+    blocked = signal.SIGINT in signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # re-installs the C-level handler
+    if blocked:
+        print("SIGINT was blocked in the main thread before this test; unblocked")
     got, fired = [], []
     with media.MjpegServer(frames, fps=25.0) as server:
         rec = Recognizer(bundle_dir, backend="onnxruntime")
