@@ -61,7 +61,7 @@ def stage_table(stages: dict[str, LatencyStats], order: Sequence[str]) -> str:
         if not isinstance(st, LatencyStats):
             continue
         share = (st.p50_ms / whole.p50_ms * 100.0) if whole and name not in (
-            "whole_frame", "end_to_end") else None
+            "whole_frame", "end_to_end", "end_to_end_serial") else None
         body.append([name, st.p50_ms, st.p90_ms, st.p99_ms, st.mean_ms, st.fps, share, st.n])
     return format_table(["Stage", "p50 ms", "p90 ms", "p99 ms", "mean ms", "FPS",
                          "% of frame p50", "n"], body,

@@ -77,6 +77,12 @@ def _targets(bundle, stages: dict, breakdown: dict | None) -> dict[str, Any]:
     if isinstance(e2e, LatencyStats):
         out["end_to_end_fps"] = e2e.fps
         out["end_to_end_at_least_60fps"] = e2e.fps >= 60.0
+        # issue 12: >= 120 fps end to end for the mobile model on the 2-core CPU
+        out["end_to_end_at_least_120fps"] = e2e.fps >= 120.0
+        serial = stages.get("end_to_end_serial")
+        if isinstance(serial, LatencyStats) and serial.n:
+            out["end_to_end_serial_fps"] = serial.fps
+            out["pipeline_speedup"] = e2e.fps / serial.fps
     if isinstance(whole, LatencyStats):
         out["whole_frame_fps"] = whole.fps
     return out
@@ -207,8 +213,13 @@ def render(doc: dict[str, Any]) -> str:
                         f"; vs the isolated encoder stage "
                         f"{t['whole_frame_p99_over_encoder_p99_vs_isolated_encoder']:.2f})")
         if "end_to_end_fps" in t:
-            bits.append(f"end to end {t['end_to_end_fps']:.1f} fps (target >= 60 with a light "
-                        f"encoder: {'met' if t['end_to_end_at_least_60fps'] else 'NOT met'})")
+            bits.append(f"end to end {t['end_to_end_fps']:.1f} fps (targets with a light "
+                        f"encoder: >= 60 "
+                        f"{'met' if t['end_to_end_at_least_60fps'] else 'NOT met'}, >= 120 "
+                        f"{'met' if t['end_to_end_at_least_120fps'] else 'NOT met'})")
+            if "pipeline_speedup" in t:
+                bits.append(f"pipelined capture loop {t['pipeline_speedup']:.2f}x the serial "
+                            f"one ({t['end_to_end_serial_fps']:.1f} fps), runs interleaved")
         lines.append(f"Targets ({t['encoder']}): " + "; ".join(bits))
     rf = doc.get("roofline")
     if rf and "rows" in rf:

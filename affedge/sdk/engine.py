@@ -48,6 +48,7 @@ Policies (documented in affedge/sdk/prediction.py as well)
 """
 from __future__ import annotations
 
+import copy
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -184,6 +185,8 @@ class StreamingEngine:
         self._primary_id: int | None = None
         self._filler_embedding = self._encode_filler()
         self._frame_index = 0
+        #: the frame whose model calls run now (or ran last)
+        self.model_frame = 0
         self._last_t: float | None = None
         self._latencies: deque = deque(maxlen=LATENCY_HISTORY)
         self.frames = 0
@@ -285,7 +288,13 @@ class StreamingEngine:
         :meth:`begin_tick` (checks, audio, faces) -> the encoder over ``tick.crops`` and
         :meth:`set_embeddings` -> one step call over :meth:`step_inputs` ->
         :meth:`finish_tick` with :meth:`split_step` of its outputs."""
-        tick = self.begin_tick(frame_bgr, t, index, detections)
+        return self.run_models(self.begin_tick(frame_bgr, t, index, detections))
+
+    def run_models(self, tick: Tick) -> Prediction:
+        """Stages 2 and 3 for one engine: the encoder over the tick's crops, the step over its
+        streams, and the Prediction. The frame's stage 1 may have run on another thread (the
+        stages of later frames too: :mod:`affedge.sdk.frame_pipeline`)."""
+        self.model_frame = tick.index
         if tick.crops is not None:
             self.set_embeddings(tick, self._encode(tick.crops))
         va, new_states = self._step(tick.streams, tick.embeddings(), tick.audio)
@@ -313,6 +322,10 @@ class StreamingEngine:
         audio, audio_present, speech = self.audio.at(t)
         tracks, confirmed, stream_ids, streams, embs, crops, enc_slot = \
             self._faces(frame_bgr, detections)
+        # the tick keeps its own copy of the tracks: the next frame's tracker update may run
+        # before this frame's Prediction is built (a pipelined capture loop)
+        tracks = [copy.copy(tr) for tr in tracks]
+        confirmed = [tr for tr in tracks if tr.confirmed]
         return Tick(frame_bgr.shape, t, index, tick0, audio, audio_present, speech, tracks,
                     confirmed, stream_ids, streams, embs, crops, enc_slot)
 
@@ -382,10 +395,8 @@ class StreamingEngine:
             name = getattr(self.detector, "name", type(self.detector).__name__)
             raise ValueError(f"face detector {name!r}: {exc}") from None
         tracks = self.tracker.update(dets)
-        for tid in self.tracker.removed:
-            self._streams.pop(tid, None)
-            if self._primary_id == tid:
-                self._primary_id = None
+        for tid in self.tracker.removed:  # (a removed primary id matches no track again:
+            self._streams.pop(tid, None)  # ids are never reused, see choose_primary)
         # streams to step this frame: every live track, plus the background when no confirmed
         confirmed = [tr for tr in tracks if tr.confirmed]
         stream_ids: list[int] = []

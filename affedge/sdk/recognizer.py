@@ -112,6 +112,11 @@ class Recognizer:
         pass off the per-frame critical path (the p99 latency). ``close()`` stops the worker.
         None: :data:`affedge.sdk.engine.DEFAULT_ASYNC_DETECT` when ``detect_every > 1``,
         else off.
+    pipeline: in :meth:`run`, begin frame n+1 (decode, file audio, audio features, face
+        detection, tracking, crops) on a worker thread while frame n's model calls run
+        (:mod:`affedge.sdk.frame_pipeline`); the Predictions are the same either way, a frame
+        costs about the longer half instead of the sum. None (default): on when this process
+        may use two or more cores. The push API (``push_frame``) is not affected.
     fallback: when True, ``backend`` may be a list of candidates (names and/or Backend
         instances, best first; ``"auto"`` means the candidates ``select_backend`` tries, in its
         order). The first that can be created runs; if it raises during a tick, the failure is
@@ -130,7 +135,7 @@ class Recognizer:
                  backend_options: dict | None = None, detect_every: int | None = None,
                  roi_scale: float = 1.6, fallback: bool = False,
                  async_detect: bool | None = None, min_face: int | None = None,
-                 expect_digest: str | None = None, trust=None):
+                 expect_digest: str | None = None, trust=None, pipeline: bool | None = None):
         from affedge.bundle import Bundle, BundleError, load_bundle
         from affedge.sdk.engine import DEFAULT_DETECT_EVERY, StreamingEngine
         from affedge.sdk.tracking import IouTracker
@@ -187,6 +192,11 @@ class Recognizer:
         self._latest: Prediction | None = None
         self._stop = threading.Event()
         self._sources: list = []
+        #: held around each frame's front end (stage 1) and by whatever else changes the
+        #: stream; ``_epoch`` counts those changes (reset, push_frame): frame_pipeline
+        self._front_lock = threading.RLock()
+        self._epoch = 0
+        self.pipeline = _usable_cores() >= 2 if pipeline is None else bool(pipeline)
         self._closed = False
         self.skipped_frames = 0
         self.emitted = 0
@@ -251,7 +261,7 @@ class Recognizer:
                 candidates = list(ALIASES.get(backend, (backend,)))
 
             def record(name: str, exc: BaseException) -> None:
-                self.backend_failures.append((self.engine.frame_index, name, repr(exc)))
+                self.backend_failures.append((self.engine.model_frame, name, repr(exc)))
 
             fb = FallbackBackend(self.bundle, candidates, opts, on_failure=record)
             self._owned.append(fb)
@@ -307,7 +317,10 @@ class Recognizer:
         with self._tick_lock:
             if t is None:
                 t = time.monotonic()
-            p = self.engine.process_frame(frame_bgr, float(t))
+            with self._front_lock:
+                self._epoch += 1
+                tick = self.engine.begin_tick(frame_bgr, float(t))
+            p = self.engine.run_models(tick)
             self._emit(p)
         return p
 
@@ -419,50 +432,49 @@ class Recognizer:
 
     def _loop(self, src, feed, live_audio, realtime: bool, max_frames: int | None,
               with_frames: bool):
+        from affedge.sdk.frame_pipeline import FramePipeline
+
         live = bool(getattr(src, "is_live", False))
-        wall0 = t0 = None
+        reader = _FrameReader(src, live_audio, realtime and not live, max_frames, self._stop)
+        audio_offset: list = []  # file audio on a live clock starts with the first frame
+
+        def begin(frame):
+            if feed is not None:
+                if not audio_offset:
+                    audio_offset.append(frame.t if live else 0.0)
+                feed.feed_until(frame.t, audio_offset[0])
+            return self.engine.begin_tick(frame.image, frame.t, index=frame.index)
+
+        pipe = FramePipeline(reader.read, begin, lambda: self._epoch, self._front_lock,
+                             threaded=self.pipeline)
         prev_index: int | None = None
         prev_t: float | None = None
-        n = 0
-        audio_offset = None
-        while not self._stop.is_set():
-            if live_audio is not None:
-                try:
-                    live_audio.check()
-                except Exception as err:
-                    raise RuntimeError(f"audio capture failed: {err}") from err
-            frame = src.read()
-            if frame is None:
-                break
-            if realtime and not live:  # pace a file to its media clock
-                if wall0 is None:
-                    wall0, t0 = time.monotonic(), frame.t
-                delay = (frame.t - t0) - (time.monotonic() - wall0)
-                if delay > 0:
-                    time.sleep(delay)
-            out: list[Prediction] = []
-            with self._tick_lock:
-                # live: frames the camera captured while we were busy get stale Predictions
-                if prev_index is not None and frame.index > prev_index + 1:
-                    gap = frame.index - prev_index
-                    for k in range(1, gap):
-                        tk = prev_t + (frame.t - prev_t) * k / gap
-                        sp = self.engine.stale_prediction(prev_index + k, tk, self._latest)
-                        self.skipped_frames += 1
-                        self._emit(sp)
-                        out.append((None, sp) if with_frames else sp)
-                if feed is not None:
-                    if audio_offset is None:  # file audio on a live clock starts with video
-                        audio_offset = frame.t if live else 0.0
-                    feed.feed_until(frame.t, audio_offset)
-                p = self.engine.process_frame(frame.image, frame.t, index=frame.index)
-                self._emit(p)
-                out.append((frame.image, p) if with_frames else p)
-            yield from out
-            prev_index, prev_t = frame.index, frame.t
-            n += 1
-            if max_frames is not None and n >= max_frames:
-                break
+        try:
+            for item in pipe:
+                if self._stop.is_set():
+                    break
+                out: list[Prediction] = []
+                with self._tick_lock:
+                    item = pipe.current(item)  # begun again if the stream changed meanwhile
+                    if item.error is not None:
+                        raise item.error
+                    frame = item.frame
+                    # live: frames the camera captured while we were busy get stale Predictions
+                    if prev_index is not None and frame.index > prev_index + 1:
+                        gap = frame.index - prev_index
+                        for k in range(1, gap):
+                            tk = prev_t + (frame.t - prev_t) * k / gap
+                            sp = self.engine.stale_prediction(prev_index + k, tk, self._latest)
+                            self.skipped_frames += 1
+                            self._emit(sp)
+                            out.append((None, sp) if with_frames else sp)
+                    p = self.engine.run_models(item.tick)
+                    self._emit(p)
+                    out.append((frame.image, p) if with_frames else p)
+                yield from out
+                prev_index, prev_t = frame.index, frame.t
+        finally:
+            pipe.close(unblock=src.close if live else None)
 
     # ------------------------------------------------------------------ lifecycle
     def stats(self) -> dict:
@@ -474,8 +486,9 @@ class Recognizer:
 
     def reset(self) -> None:
         """Forget tracks, temporal states and buffered audio (a new, unrelated stream)."""
-        with self._tick_lock:
+        with self._tick_lock, self._front_lock:
             self.engine.reset()
+            self._epoch += 1
 
     def _check_open(self) -> None:
         if self._closed:
@@ -514,6 +527,44 @@ class Recognizer:
                     _close_quietly(s)
         except Exception:
             pass
+
+
+class _FrameReader:
+    """The capture loop's frame supply: checks live audio capture, paces a file to its media
+    clock (``pace``), stops after ``max_frames`` frames or when ``stop`` is set."""
+
+    def __init__(self, src, live_audio, pace: bool, max_frames: int | None, stop):
+        self.src, self.live_audio, self.pace = src, live_audio, pace
+        self.max_frames, self.stop = max_frames, stop
+        self.n = 0
+        self.wall0 = self.t0 = None
+
+    def read(self):
+        if self.stop.is_set() or (self.max_frames is not None and self.n >= self.max_frames):
+            return None
+        if self.live_audio is not None:
+            try:
+                self.live_audio.check()
+            except Exception as err:
+                raise RuntimeError(f"audio capture failed: {err}") from err
+        frame = self.src.read()
+        if frame is None:
+            return None
+        self.n += 1
+        if self.pace:
+            if self.wall0 is None:
+                self.wall0, self.t0 = time.monotonic(), frame.t
+            delay = (frame.t - self.t0) - (time.monotonic() - self.wall0)
+            if delay > 0:
+                time.sleep(delay)
+        return frame
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 class _FileAudioFeeder:
