@@ -21,19 +21,39 @@ def tick_many(items, pool=None):
     recognizers would. Returns one entry per item: its Prediction, or the exception that
     refused that item's input (a ValueError from stage 1: other sources go on). A backend error
     propagates with every engine's stream states unchanged."""
+    return models_many(items, collect(begin_many(items, pool)))
+
+
+def _begin(item):
+    eng, frame, t, index, prepare = item
+    try:
+        if prepare is not None:
+            prepare()
+        return eng.begin_tick(frame, t, index)
+    except ValueError as exc:
+        return exc
+
+
+def begin_many(items, pool=None) -> list:
+    """Stage 1 of every item: futures on ``pool`` (None: done now, on this thread). Collect
+    them with :func:`collect`. The hub runs the next tick's stage 1 this way while this tick's
+    models run; each engine's stages stay in frame order (an engine's Tick keeps its own
+    copy of the tracks, so the next frame's stage 1 may come before this frame's stage 3)."""
+    if pool is None or len(items) < 2:
+        return [_begin(it) for it in items]
+    return [pool.submit(_begin, it) for it in items]
+
+
+def collect(began: list) -> list:
+    """The Ticks (or the ValueErrors that refused an input) of :func:`begin_many`."""
+    return [b.result() if hasattr(b, "result") else b for b in began]
+
+
+def models_many(items, began) -> list:
+    """Stages 2 and 3 for the items whose stage 1 gave a Tick (``began``, from
+    :func:`collect`): one encoder call over every crop, one step call over every stream, each
+    engine commits its rows. Returns one entry per item: its Prediction or its exception."""
     results: list = [None] * len(items)
-
-    def begin(item):
-        eng, frame, t, index, prepare = item
-        try:
-            if prepare is not None:
-                prepare()
-            return eng.begin_tick(frame, t, index)
-        except ValueError as exc:
-            return exc
-
-    began = list(pool.map(begin, items)) if pool is not None and len(items) > 1 \
-        else [begin(it) for it in items]
     ticks = []
     for k, (item, tk) in enumerate(zip(items, began)):
         if isinstance(tk, Exception):
@@ -43,6 +63,8 @@ def tick_many(items, pool=None):
     if not ticks:
         return results
     lead = ticks[0][1]
+    for _, eng, tk in ticks:
+        eng.model_frame = tk.index
     with_crops = [(eng, tk) for _, eng, tk in ticks if tk.crops is not None]
     if with_crops:
         emb = lead.encode(np.concatenate([tk.crops for _, tk in with_crops]))

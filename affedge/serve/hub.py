@@ -19,8 +19,11 @@ new frame joins the tick: their stage 1 (file audio, face detection, tracking, c
 a thread pool of one thread per core, then one encoder call over all their faces and one step
 call over all their streams (:func:`affedge.serve.batching.tick_many`); a source with no new
 frame (slow, reconnecting, dead) is simply not in the tick, so it never holds the others up.
-File sources are unpaced (every frame gets a Prediction) unless ``realtime=True``; frames a live
-source captured while the loop was busy get stale Predictions, as in ``Recognizer.run``.
+The loop is pipelined: the next tick's stage 1 runs on the pool while this tick's model calls
+run on the inference thread (each source's stages stay in frame order, so the Predictions are
+those of serial ticks). File sources are unpaced (every frame gets a Prediction) unless
+``realtime=True``; frames a live source captured while the loop was busy get stale Predictions,
+as in ``Recognizer.run``.
 
 Sinks receive ``write(prediction, source=name)`` when they take a source (``zmq://``,
 ``ws://``), else ``write(prediction)``; sinks with ``publish_status(dict)`` get
@@ -240,53 +243,89 @@ class Hub:
 
     def _loop(self) -> None:
         next_status = time.monotonic()
+        inflight = None  # the tick whose stage 1 runs on the pool now
         try:
             while not self._stop.is_set():
                 with self._cond:
                     ready = [s for s in self._sources.values() if s.worker.ready()]
-                    if not ready:
+                    if not ready and inflight is None:
                         if all(s.worker.ended for s in self._sources.values()):
                             self._done.set()
                         self._cond.wait(0.05)
-                if ready:
-                    self._tick(ready)
+                batch = self._gather(ready) if ready else None
+                # pipelined: the new tick's stage 1 (detection per source, on the pool) runs
+                # while the previous tick's models run here; a source's stage 1 never
+                # overlaps its own previous stage 1 (settled first)
+                done = self._settle(inflight)
+                inflight = self._begin(batch) if batch else None
+                if done is not None:
+                    self._models(*done)
                 if time.monotonic() >= next_status:
                     next_status = time.monotonic() + self.status_every_s
                     self._publish_status()
+            done = self._settle(inflight)  # stop(): finish the tick in progress
+            if done is not None:
+                self._models(*done)
         except BaseException as exc:
             report(f"affedge serve: the inference loop stopped: {exc!r}")
             self._done.set()
             raise
 
-    def _tick(self, ready: list[_Source]) -> None:
-        from affedge.serve.batching import tick_many
-
-        items, owners = [], []
+    def _gather(self, ready: list[_Source]):
+        """The new frame of every ready source -> (stage-1 items, their sources, the indices
+        of the frames each source skipped before it)."""
+        items, owners, skips = [], [], []
         for s in ready:
             got = s.worker.take()
             if got is None:
                 continue
             frame, skipped = got
-            for k, idx in enumerate(skipped):
-                prev_t = s.last.timestamp if s.last is not None else frame.t - 1e-3
-                tk = prev_t + (frame.t - prev_t) * (k + 1) / (len(skipped) + 1)
-                s.rec.skipped_frames += 1
-                self._emit(s, s.rec.engine.stale_prediction(idx, tk, s.last))
             prepare = None if s.feeder is None else \
                 (lambda f=s.feeder, t=frame.t: f.feed_until(t, 0.0))
             items.append((s.rec.engine, frame.image, frame.t, frame.index, prepare))
             owners.append(s)
-        if not items:
-            return
+            skips.append(list(skipped))
+        return (items, owners, skips) if items else None
+
+    def _begin(self, batch):
+        from affedge.serve.batching import begin_many
+
+        items, owners, skips = batch
+        return items, owners, skips, begin_many(items, self._pool)
+
+    def _settle(self, inflight):
+        """Wait for a tick's stage 1 -> (items, owners, skips, ticks or errors), or None."""
+        from affedge.serve.batching import collect
+
+        if inflight is None:
+            return None
+        items, owners, skips, began = inflight
         try:
-            results = tick_many(items, self._pool)
+            return items, owners, skips, collect(began)
+        except Exception as exc:  # noqa: BLE001  (a detector crash: this tick is lost)
+            self.tick_errors += 1
+            report(f"affedge serve: face detection failed for {len(items)} frame(s): {exc}")
+            return None
+
+    def _models(self, items, owners, skips, began) -> None:
+        """One encoder and one step call over the tick, then every Prediction to the sinks
+        (the stale ones of frames a live source skipped first, in frame order)."""
+        from affedge.serve.batching import models_many
+
+        try:
+            results = models_many(items, began)
         except Exception as exc:  # noqa: BLE001  (a backend error: states unchanged)
             self.tick_errors += 1
             report(f"affedge serve: inference failed for {len(items)} frame(s): {exc}")
             return
         self.ticks += 1
         self.batched_frames += len(items)
-        for s, r in zip(owners, results):
+        for (_, _, t, _, _), s, skipped, r in zip(items, owners, skips, results):
+            for k, idx in enumerate(skipped):
+                prev_t = s.last.timestamp if s.last is not None else t - 1e-3
+                tk = prev_t + (t - prev_t) * (k + 1) / (len(skipped) + 1)
+                s.rec.skipped_frames += 1
+                self._emit(s, s.rec.engine.stale_prediction(idx, tk, s.last))
             if isinstance(r, Exception):
                 s.errors += 1
                 report(f"affedge serve: source {s.name}: frame refused: {r}")
