@@ -115,6 +115,7 @@ class OpenVinoBackend(Backend):
         if precision not in (None, "auto", *PRECISIONS):
             raise ValueError(f"openvino precision must be one of {PRECISIONS} or 'auto', "
                              f"got {precision!r}")
+        self._ov = ov
         core = ov.Core()
         if device.split(".")[0] not in ("AUTO", "MULTI", "HETERO") and \
                 device not in core.available_devices:
@@ -230,11 +231,15 @@ class OpenVinoBackend(Backend):
         reqs = self._requests[model_name]
         req = reqs.get(len(next(iter(feeds.values()))), reqs[None])
         with self._locks[model_name]:
-            # share_inputs: OpenVINO reads the (checked, contiguous) arrays in place for this
-            # synchronous call instead of copying each into its own tensor through Python;
-            # the demo step (14 inputs) went from 1.7 to 0.95 ms median per call
-            res = req.infer(feeds, share_inputs=True)
-            outs = [np.array(res[i], dtype=np.float32, copy=True)
+            # OpenVINO reads the (checked, contiguous) arrays in place (shared tensors, no
+            # copy through Python), and the outputs are read from the request's tensors:
+            # ``infer(dict)`` and its result dict spend ~0.5 ms of Python per demo step call
+            # (25 inputs) dispatching and wrapping; measured interleaved in one run: 2.0 ->
+            # 1.43 ms median per step call, identical outputs
+            for i, a in enumerate(feeds.values()):
+                req.set_input_tensor(i, self._ov.Tensor(a, shared_memory=True))
+            req.infer()
+            outs = [np.array(req.get_output_tensor(i).data, dtype=np.float32, copy=True)
                     for i in self._out_index[model_name]]
         return dict(zip(self.output_names(model_name), outs))
 
