@@ -295,16 +295,21 @@ class StreamingEngine:
         streams, and the Prediction. The frame's stage 1 may have run on another thread (the
         stages of later frames too: :mod:`affedge.sdk.frame_pipeline`)."""
         self.model_frame = tick.index
+        if tick.audio is None:
+            tick.audio, tick.audio_present, tick.speech = self.audio.at(tick.t)
         if tick.crops is not None:
             self.set_embeddings(tick, self._encode(tick.crops))
         va, new_states = self._step(tick.streams, tick.embeddings(), tick.audio)
         return self.finish_tick(tick, va, new_states)
 
     def begin_tick(self, frame_bgr: np.ndarray, t: float, index: int | None = None,
-                   detections=None) -> Tick:
+                   detections=None, read_audio: bool = True) -> Tick:
         """Stage 1: check the input, read the audio at ``t``, detect/track faces and cut the
         crops to encode (``tick.crops``, None when no face was detected). Changes only the
-        detector and tracker (as a backend error in a later stage would leave them)."""
+        detector and tracker (as a backend error in a later stage would leave them).
+        ``read_audio=False`` leaves the audio to :meth:`run_models` (a pipelined loop puts
+        it on the model's side, the lighter one; the features at ``t`` never depend on audio
+        pushed after ``t``, so the result is the same)."""
         tick0 = time.perf_counter()
         t = check_time(t, "process_frame")
         if self._last_t is not None and t <= self._last_t:
@@ -319,7 +324,7 @@ class StreamingEngine:
             raise ValueError(f"process_frame: frame is empty (shape {frame_bgr.shape})")
         index = self._frame_index if index is None else int(index)
         self._frame_index = index
-        audio, audio_present, speech = self.audio.at(t)
+        audio, audio_present, speech = self.audio.at(t) if read_audio else (None, False, False)
         tracks, confirmed, stream_ids, streams, embs, crops, enc_slot = \
             self._faces(frame_bgr, detections)
         # the tick keeps its own copy of the tracks: the next frame's tracker update may run

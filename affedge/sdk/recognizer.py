@@ -443,7 +443,8 @@ class Recognizer:
                 if not audio_offset:
                     audio_offset.append(frame.t if live else 0.0)
                 feed.feed_until(frame.t, audio_offset[0])
-            return self.engine.begin_tick(frame.image, frame.t, index=frame.index)
+            return self.engine.begin_tick(frame.image, frame.t, index=frame.index,
+                                          read_audio=not self.pipeline)
 
         pipe = FramePipeline(reader.read, begin, lambda: self._epoch, self._front_lock,
                              threaded=self.pipeline)
