@@ -192,9 +192,11 @@ class BlazeFaceDetector(Detector):
         ``align``): [N, 16] (x0, y0, x1, y1, six keypoints (x, y)) in its pixels, and their
         scores (before NMS)."""
         H, W = image.shape[:2]
-        x = cv2.cvtColor(image, cv2.COLOR_BGR2RGB).astype(np.float32)
-        x = (x * np.float32(1 / 127.5) - np.float32(1.0)).transpose(2, 0, 1)[None]
-        reg, cls = self._sess.run(None, {self._input: np.ascontiguousarray(x)})
+        # RGB in [-1, 1], NCHW: (x - 127.5) / 127.5 in one OpenCV pass (it releases the GIL;
+        # the numpy equivalent held it for ~0.4 ms per 128x128 call on the 2-core CPU)
+        x = cv2.dnn.blobFromImage(image, 1.0 / 127.5, (0, 0), (127.5, 127.5, 127.5),
+                                  swapRB=True)
+        reg, cls = self._sess.run(None, {self._input: x})
         anchors = self._anchors.get((H, W))
         if anchors is None:
             anchors = self._anchors[(H, W)] = anchor_centres(H, W, self.layout)
