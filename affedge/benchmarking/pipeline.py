@@ -214,10 +214,11 @@ class _ScheduledDetection:
         return dets
 
 
-def _detections(clip: Clip, detector) -> list:
-    """The best face box per frame (None where the detector finds none)."""
+def _detections(clip: Clip, detector, limit: int | None = None) -> list:
+    """The best face box per frame of the first ``limit`` frames (None where the detector
+    finds none)."""
     out = []
-    for f in clip.frames:
+    for f in clip.frames[:limit]:
         d = detector.detect(f)
         out.append(d[0] if d else None)
     return out
@@ -228,7 +229,8 @@ def stage_benchmarks(bundle, backend, clip: Clip, frames: int = 100, warmup: int
                      min_face: int | None = None,
                      detect_every: int | None = None) -> dict[str, Any]:
     """Time every stage (see the module docstring); returns ``{stage: LatencyStats}`` plus
-    ``"faces_detected"``, the fraction of clip frames with a face. Detection and crops are the
+    ``"faces_detected"``, the fraction of the timed clip frames (the first ``frames + warmup``)
+    with a face. Detection and crops are the
     bundle's front end (its detector and crop recipe). ``min_face``: the detector's smallest face
     side in pixels (None: the detector's default); ``detect_every``:
     the runtime's tracking-assisted detection period K (full-frame pass every K frames,
@@ -245,7 +247,7 @@ def stage_benchmarks(bundle, backend, clip: Clip, frames: int = 100, warmup: int
     front = bundle.manifest.get("face_frontend")  # the bundle's own front end (None: haar)
     recipe = frontend_of(front)["crop_recipe"]
     det = detector_from_record(front, **({} if min_face is None else {"min_size": min_face}))
-    boxes = _detections(clip, det)
+    boxes = _detections(clip, det, frames + warmup)  # the frames the crop stages cycle over
     n_faces = sum(b is not None for b in boxes)
     h, w = clip.frames[0].shape[:2]
     side = 0.5 * min(h, w)
@@ -261,13 +263,15 @@ def stage_benchmarks(bundle, backend, clip: Clip, frames: int = 100, warmup: int
     sched = _ScheduledDetection(det, detect_every)
     res["face_detect"] = measure(lambda: sched.detect(clip.frames[nxt()]), **kw)
 
+    ncrop = _Cycle(len(boxes))
+
     def crop_of(i):  # a frame without a face: a centred box framed the box-v1 way
         b = boxes[i]
         return crop_face(clip.frames[i], b, recipe, fcfg.aligned_size) if b is not None else \
             crop_face(clip.frames[i], fallback, "box-v1", fcfg.aligned_size)
 
     def align():
-        return to_model_input(crop_of(nxt())[None], fcfg)
+        return to_model_input(crop_of(ncrop())[None], fcfg)
     res["align_preprocess"] = measure(align, **kw)
 
     i0 = next((i for i, b in enumerate(boxes) if b is not None), 0)
@@ -306,7 +310,7 @@ def stage_benchmarks(bundle, backend, clip: Clip, frames: int = 100, warmup: int
             res.update(_end_to_end(rec, clip, frames, warmup, max_seconds))
     finally:
         rec.close()  # the backend was passed in: it stays open (it belongs to the caller)
-    res["faces_detected"] = n_faces / len(clip.frames)
+    res["faces_detected"] = n_faces / len(boxes)
     return res
 
 
