@@ -1,4 +1,4 @@
-"""MediaPipe BlazeFace (short and full range) on ONNX Runtime: anchors, keypoints, weighted NMS."""
+"""MediaPipe BlazeFace (short and full range): anchors, keypoints, weighted NMS (model_runner runs it)."""
 from __future__ import annotations
 
 import os
@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 
 from affedge.features.detectors.base import Detector, file_sha256, register_detector, size_ok
+from affedge.features.detectors.model_runner import DetectorModel
 from affedge.features.faces import FaceBox, to_bgr
 
 #: the shipped models (scripts/build_face_models.py; licence, source and sha256 in the NOTICE)
@@ -145,7 +146,9 @@ class BlazeFaceDetector(Detector):
     MediaPipe; 0.7 short, see :data:`VARIANTS`), ``model_path`` (default: the shipped model), ``providers`` (ONNX Runtime
     execution providers, default ``["CPUExecutionProvider"]``, e.g.
     ``["CUDAExecutionProvider", "CPUExecutionProvider"]``), ``threads`` (intra-op threads,
-    default 1: the detector shares the CPU with the model).
+    default 1: the detector shares the CPU with the model), ``runtime`` ("auto": OpenVINO on
+    the CPU when it is installed and no providers are named, else ONNX Runtime; see
+    :mod:`affedge.features.detectors.model_runner`).
     """
 
     has_keypoints = True
@@ -160,10 +163,8 @@ class BlazeFaceDetector(Detector):
 
     def __init__(self, min_size: int = 40, max_size: int | None = None,
                  min_score: float | None = None, model_path: str | os.PathLike | None = None,
-                 providers=None, threads: int = 1) -> None:
+                 providers=None, threads: int = 1, runtime: str = "auto") -> None:
         super().__init__(min_size, max_size)
-        import onnxruntime as ort
-
         spec = VARIANTS[self.variant]
         self.layout, self.align = spec["layout"], int(spec["align"])
         self.native = int(spec["native"])
@@ -178,12 +179,9 @@ class BlazeFaceDetector(Detector):
         self.model_path = str(path)
         self.model_sha256 = self.default_model_sha256() if model_path is None \
             else file_sha256(path)
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = max(1, int(threads))
-        so.inter_op_num_threads = 1
-        self.providers = list(providers) if providers else ["CPUExecutionProvider"]
-        self._sess = ort.InferenceSession(self.model_path, so, providers=self.providers)
-        self._input = self._sess.get_inputs()[0].name
+        self._model = DetectorModel(self.model_path, providers, threads, runtime)
+        self.providers = self._model.providers
+        self.runtime = self._model.runtime
         self._anchors: dict[tuple[int, int], np.ndarray] = {}
 
     # ----------------------------------------------------------------- model call
@@ -196,7 +194,7 @@ class BlazeFaceDetector(Detector):
         # the numpy equivalent held it for ~0.4 ms per 128x128 call on the 2-core CPU)
         x = cv2.dnn.blobFromImage(image, 1.0 / 127.5, (0, 0), (127.5, 127.5, 127.5),
                                   swapRB=True)
-        reg, cls = self._sess.run(None, {self._input: x})
+        reg, cls = self._model.run(x)
         anchors = self._anchors.get((H, W))
         if anchors is None:
             anchors = self._anchors[(H, W)] = anchor_centres(H, W, self.layout)
