@@ -292,7 +292,10 @@ def main(argv=None) -> int:
     ap.add_argument("--astronaut", type=int, default=30, help="astronaut frames (default 30)")
     ap.add_argument("--nonfaces", type=int, default=100, help="non-face patch frames (100)")
     ap.add_argument("--free", type=int, default=200, help="face-free frames (default 200)")
-    ap.add_argument("--detectors", default="haar,blazeface,blazeface-short")
+    ap.add_argument("--detectors", default="haar,blazeface,blazeface-short,"
+                    "blazeface-short@openvino",
+                    help="registry names; NAME@openvino runs that detector's model on "
+                         "OpenVINO instead of the default ONNX Runtime")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--clip", type=int, default=240,
                     help="frames of the moving-photo clip (0: skip; default 240)")
@@ -300,7 +303,15 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     from affedge.features.detectors import make_detector
 
-    dets = {n: make_detector(n) for n in args.detectors.split(",")}
+    from affedge.features.detectors.model_runner import openvino_available
+
+    dets = {}
+    for n in args.detectors.split(","):
+        name, _, runtime = n.partition("@")
+        if runtime and runtime == "openvino" and not openvino_available():
+            print(f"skipped {n}: openvino is not installed")
+            continue
+        dets[n] = make_detector(name, **({"runtime": runtime} if runtime else {}))
     samples = make_samples(args.seed, args.faces, args.astronaut, args.nonfaces, args.free)
     for d in dets.values():  # warm-up (sessions, caches)
         d.detect(samples[0]["frame"])

@@ -43,10 +43,15 @@ def test_openvino_and_onnxruntime_give_the_same_outputs(model):
     assert len(ov._compiled) == 3  # one compiled model per input size, reused
 
 
-def test_auto_prefers_openvino_on_the_cpu_and_onnxruntime_for_named_providers():
+def test_auto_is_the_measured_default_and_openvino_stays_on_the_cpu():
+    from affedge.features.detectors.model_runner import DEFAULT_RUNTIME
+
     path = MODEL_DIR / "blazeface_short.onnx"
-    assert DetectorModel(path).runtime == "openvino"
-    assert DetectorModel(path, providers=["CPUExecutionProvider"]).runtime == "openvino"
+    assert DetectorModel(path).runtime == DEFAULT_RUNTIME == "onnxruntime"
+    assert DetectorModel(path, providers=["CPUExecutionProvider"],
+                         runtime="openvino").runtime == "openvino"
+    with pytest.raises(ValueError, match="runs on the CPU"):
+        DetectorModel(path, providers=["CUDAExecutionProvider"], runtime="openvino")
     with pytest.raises(ValueError, match="runtime must be one of"):
         DetectorModel(path, runtime="tflite")
 

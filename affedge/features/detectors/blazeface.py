@@ -146,9 +146,8 @@ class BlazeFaceDetector(Detector):
     MediaPipe; 0.7 short, see :data:`VARIANTS`), ``model_path`` (default: the shipped model), ``providers`` (ONNX Runtime
     execution providers, default ``["CPUExecutionProvider"]``, e.g.
     ``["CUDAExecutionProvider", "CPUExecutionProvider"]``), ``threads`` (intra-op threads,
-    default 1: the detector shares the CPU with the model), ``runtime`` ("auto": OpenVINO on
-    the CPU when it is installed and no providers are named, else ONNX Runtime; see
-    :mod:`affedge.features.detectors.model_runner`).
+    default 1: the detector shares the CPU with the model), ``runtime`` ("auto" = ONNX Runtime,
+    or "openvino"; see :mod:`affedge.features.detectors.model_runner`).
     """
 
     has_keypoints = True

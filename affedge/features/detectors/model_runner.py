@@ -1,13 +1,22 @@
-"""Runs a face detector's ONNX model on the fastest runtime here: OpenVINO (CPU) or ONNX Runtime.
+"""Runs a face detector's ONNX model on ONNX Runtime (default) or OpenVINO (CPU).
 
 A detector model is called with a few input sizes (the region-search size and one per pyramid
-level of a frame size), so OpenVINO compiles one static-shape model per size on first use: on
-the 2-core AMD EPYC (AVX2) BlazeFace-short ran 0.80x (128x128), 0.90x (288x384) and 0.77x
-(480x640) of ONNX Runtime's time, both on one thread, outputs equal to 7e-5 (measured
-interleaved, /work/tmp/ovdet.py in the issue-12 note). ONNX Runtime runs the model where
-OpenVINO is not installed (it is an optional extra) and whenever execution providers are named
-(CUDA / TensorRT EP on a GPU). Thread-safe: OpenVINO requests are per thread (an asynchronous
-full pass and a region search may run at once); ONNX Runtime sessions are thread-safe.
+level of a frame size), so OpenVINO compiles one static-shape model per size on first use.
+Measured on the 2-core AMD EPYC (AVX2), BlazeFace-short, one thread each, outputs equal to
+7e-5:
+
+* alone, OpenVINO took 0.80x (128x128), 0.90x (288x384) and 0.77x (480x640) of ONNX Runtime's
+  time; benchmarks/bench_detectors.py's full pass at 640x480 cost 0.48x Haar with OpenVINO
+  and 0.53x with ONNX Runtime (interleaved in each run);
+* inside the pipelines it was not faster: ``affedge serve`` with 4 file sources (detection of
+  4 sources on 2 pool threads, the model on a third) ran at 91-118 frames/s with OpenVINO
+  detectors and 119-147 with ONNX Runtime ones (3 interleaved pairs), and the pipelined
+  ``Recognizer.run`` was even (125-147 vs 129-155 fps).
+
+So the default runtime is ONNX Runtime (:data:`DEFAULT_RUNTIME`); ``runtime="openvino"`` is
+there for single-stream use on large frames. Thread-safe: OpenVINO requests are per thread
+(an asynchronous full pass and a region search may run at once); ONNX Runtime sessions are
+thread-safe.
 """
 from __future__ import annotations
 
@@ -16,6 +25,8 @@ import threading
 import numpy as np
 
 RUNTIMES = ("auto", "openvino", "onnxruntime")
+#: what ``runtime="auto"`` means (see the module docstring for the measurements)
+DEFAULT_RUNTIME = "onnxruntime"
 
 
 def openvino_available() -> bool:
@@ -28,8 +39,8 @@ def openvino_available() -> bool:
 
 class DetectorModel:
     """``run(x) -> [outputs]`` (float32 arrays, in the ONNX graph's output order) for NCHW
-    float32 input ``x``. ``runtime``: "auto" (OpenVINO on the CPU when installed and no
-    ``providers`` are named, else ONNX Runtime), "openvino" or "onnxruntime"."""
+    float32 input ``x``. ``runtime``: "auto" (:data:`DEFAULT_RUNTIME`), "openvino" (CPU
+    only: no ``providers``) or "onnxruntime" (with ``providers``, e.g. the CUDA EP)."""
 
     def __init__(self, path: str, providers=None, threads: int = 1, runtime: str = "auto"):
         if runtime not in RUNTIMES:
@@ -37,7 +48,10 @@ class DetectorModel:
                              f"{runtime!r}")
         cpu_only = not providers or list(providers) == ["CPUExecutionProvider"]
         if runtime == "auto":
-            runtime = "openvino" if cpu_only and openvino_available() else "onnxruntime"
+            runtime = DEFAULT_RUNTIME if cpu_only else "onnxruntime"
+        if runtime == "openvino" and not cpu_only:
+            raise ValueError(f"detector runtime 'openvino' runs on the CPU; providers "
+                             f"{list(providers)} need runtime 'onnxruntime'")
         if runtime == "openvino" and not openvino_available():
             raise ImportError("detector runtime 'openvino': openvino is not installed "
                               "(pip install 'affedge[openvino]')")
