@@ -8,6 +8,7 @@ metrics JSON into ``--out-dir``.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 HELP = "run the built-in demo clip through the streaming pipeline and score it"
@@ -128,11 +129,12 @@ def run(args) -> int:
         apply_threads(rec, args.threads)
         log.status(f"affedge demo: {clip} with its audio track, backend {rec.backend_name}, "
                    f"{'as fast as possible' if args.fast else 'real time (use --fast to skip pacing)'}")
+        t0 = time.monotonic()
         preds = stream_to_outputs(rec, str(clip), "video", out=csv_path, plot=png_path,
                                   realtime=not args.fast, labels_fn=labels_for,
                                   title="affedge demo: prediction vs labels", stop=stop,
                                   window=window)
-        log.status(summary_line(rec, preds))
+        log.status(summary_line(rec, preds, time.monotonic() - t0))
         stats = rec.stats()
     result = {"clip": str(clip), "bundle": str(bundle), "frames": len(preds), "stats": stats}
     if labels is not None and len(preds) >= 2:

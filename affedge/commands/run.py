@@ -323,10 +323,12 @@ def _silence_stdout() -> None:
         pass
 
 
-def summary_line(rec, preds) -> str:
+def summary_line(rec, preds, seconds: float | None = None) -> str:
+    """The closing status line; ``seconds``: the run's wall time (adds the frames per second)."""
     s = rec.stats()
     n_face = sum(p.face_present for p in preds)
-    return (f"{len(preds)} frames ({s['skipped_frames']} skipped, stale), faces in {n_face}, "
+    rate = f" in {seconds:.1f} s ({len(preds) / seconds:.0f} fps)" if seconds else ""
+    return (f"{len(preds)} frames{rate} ({s['skipped_frames']} skipped, stale), faces in {n_face}, "
             f"backend {s['backend']}, latency p50 {s['latency_ms_p50']:.1f} ms "
             f"p99 {s['latency_ms_p99']:.1f} ms, audio overruns {s['audio_overruns']}"
             + _nonfinite_note(s))
@@ -415,11 +417,12 @@ def run(args) -> int:
             log.status(f"affedge run: {source} (audio: {audio or 'none'}), backend "
                        f"{rec.backend_name}, bundle sha256:{rec.bundle.digest[:12]} "
                        f"({rec.bundle.signature_status})")
+            t0 = time.monotonic()
             preds = stream_to_outputs(rec, video, audio, out=sink, plot=args.plot,
                                       realtime=args.realtime, max_frames=args.max_frames,
                                       title=f"affedge run {source}", stop=stop, window=window)
             sink = None
-            log.status(summary_line(rec, preds))
+            log.status(summary_line(rec, preds, time.monotonic() - t0))
     finally:
         if sink is not None:  # the model failed to load: keep no half-made output
             sink.close()
