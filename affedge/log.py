@@ -111,6 +111,19 @@ def filter_third_party_warnings(import_first: tuple[str, ...] = ()) -> None:
             warnings.filterwarnings("ignore", category=TracerWarning)
     for name in _NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+    quiet_native_logs()
+
+
+def quiet_native_logs() -> None:
+    """OpenCV's and its FFmpeg's own stderr lines (``[ WARN:0] global cap.cpp ...``, ``moov
+    atom not found``) for files the caller already refuses with its own message: errors only
+    (OpenCV reads the FFmpeg level when its FFmpeg backend starts, so set it before that)."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    if "cv2" in sys.modules:  # already imported: its level is set through the API
+        with contextlib.suppress(Exception):
+            cv2 = sys.modules["cv2"]
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 
 def setup(quiet_flag: bool = False, verbose_flag: bool = False, env=None) -> int:

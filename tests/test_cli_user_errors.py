@@ -222,3 +222,49 @@ def test_overlay_window_starts_at_a_readable_size():
     for w, h in ((160, 120), (640, 480), (1920, 1080), (480, 640)):
         ww, hh = window_size(w, h)
         assert lo <= max(ww, hh) <= hi and abs(ww / hh - w / h) < 0.01
+
+
+# ------------------------------------------------------------------------------ found by a new user
+@needs_demo
+def test_an_unusable_backend_keeps_its_reason_on_the_one_line():
+    """The message's first line ends with a colon and the reasons follow it: they are joined
+    onto the one line instead of being dropped (TensorRT cannot exist here)."""
+    err = one_line_error(affedge("run", DEMO_CLIP, "--backend", "tensorrt", "-q"), 1,
+                         "no backend can run bundle", "tensorrt:")
+    assert not err.endswith(":"), err
+
+
+def test_a_text_file_as_video_prints_no_native_library_lines(tmp_path):
+    """OpenCV's and FFmpeg's own stderr lines stay quiet unless -v; our message remains."""
+    f = tmp_path / "notes.mp4"
+    f.write_text("not a video\n")
+    err = one_line_error(affedge("run", f, "-q"), 1, "cannot open video file")
+    assert "moov atom" not in err and "[ WARN" not in err
+    loud = affedge("run", f, "-v")
+    assert loud.returncode == 1 and "moov atom" in loud.stderr
+
+
+@needs_demo
+def test_serve_stops_when_the_reader_of_stdout_leaves():
+    """``affedge serve --out - | head -2``: the command ends (exit 0) instead of running every
+    source to its end with nowhere to send the predictions."""
+    import json
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    p = subprocess.Popen([sys.executable, "-m", "affedge.cli", "serve", "--source", str(DEMO_CLIP),
+                          "--audio", "video", "--name", "a", "--source", str(DEMO_CLIP),
+                          "--audio", "video", "--name", "b", "--out", "-"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        first = [json.loads(p.stdout.readline()) for _ in range(2)]
+        p.stdout.close()  # the reader leaves, like `head -2`
+        rc = p.wait(timeout=60)
+        err = p.stderr.read()
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert {r["source"] for r in first} <= {"a", "b"}
+    assert rc == 0, err
+    assert "no output left" in err and "Traceback" not in err
+    # the two 600-frame sources did not run to their end
+    assert "a: 600 predictions" not in err, err

@@ -287,9 +287,8 @@ def stream_to_outputs(rec, video, audio, *, out=None, plot=None, show=False, rea
             if sink is not None:
                 try:
                     sink.write(p)
-                except BrokenPipeError:  # `affedge run ... --out - | head`: reader left
-                    _silence_stdout()
-                    sink = None
+                except BrokenPipeError:  # `affedge run ... --out - | head`: reader left (the
+                    sink = None          # stdout sink pointed stdout at /dev/null)
                     break
                 except OSError as exc:
                     raise ValueError(f"--out {sink.target}: {exc.strerror or exc} after "
@@ -315,20 +314,13 @@ def stream_to_outputs(rec, video, audio, *, out=None, plot=None, show=False, rea
     return preds
 
 
-def _silence_stdout() -> None:
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):
-        pass
-
-
 def summary_line(rec, preds, seconds: float | None = None) -> str:
     """The closing status line; ``seconds``: the run's wall time (adds the frames per second)."""
     s = rec.stats()
     n_face = sum(p.face_present for p in preds)
     rate = f" in {seconds:.1f} s ({len(preds) / seconds:.0f} fps)" if seconds else ""
-    return (f"{len(preds)} frames{rate} ({s['skipped_frames']} skipped, stale), faces in {n_face}, "
+    return (f"{len(preds)} frames{rate} ({s['skipped_frames']} skipped, each given a stale "
+            f"prediction), faces in {n_face}, "
             f"backend {s['backend']}, latency p50 {s['latency_ms_p50']:.1f} ms "
             f"p99 {s['latency_ms_p99']:.1f} ms, audio overruns {s['audio_overruns']}"
             + _nonfinite_note(s))

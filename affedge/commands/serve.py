@@ -219,14 +219,15 @@ def run(args) -> int:
         _say(f"affedge serve: {len(sources)} source(s) ({', '.join(hub.sources)}), backend "
              f"{hub.status()['backend']}")
         while not stop.is_set():
-            if hub.wait(0.2) and not args.linger:
+            if hub.wait(0.2) and not args.linger or hub.stopped_reason:
                 break
     finally:
         hub.stop()
         for s, h in old.items():
             signal.signal(s, h)
     st = hub.status()
-    why = f"stopped by {signal.Signals(got[0]).name}" if got else "every source ended"
+    why = f"stopped by {signal.Signals(got[0]).name}" if got else \
+        (hub.stopped_reason or "every source ended")
     frames = ", ".join(f"{n}: {v['frames']} predictions" for n, v in st["sources"].items())
     _say(f"affedge serve: {why}; {frames}; {st['ticks']} ticks, mean batch "
          f"{st['mean_batch']:.2f}")

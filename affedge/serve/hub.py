@@ -112,6 +112,9 @@ class Hub:
         self._thread: threading.Thread | None = None
         self._pool = None
         self._closed = False
+        #: why the hub stopped by itself (None: it did not): "no output left" once every
+        #: sink failed or was closed by its reader
+        self.stopped_reason: str | None = None
         self.ticks = 0
         self.batched_frames = 0
         self.tick_errors = 0
@@ -342,10 +345,17 @@ class Hub:
                 else:
                     sink.write(p)
             except Exception as exc:  # noqa: BLE001
-                report(f"affedge serve: output {getattr(sink, 'target', sink)} failed and "
-                       f"is dropped: {exc!r}")
+                gone = isinstance(exc, BrokenPipeError)
+                report(f"affedge serve: output {getattr(sink, 'target', sink)} "
+                       + ("was closed by its reader" if gone else f"failed: {exc!r}")
+                       + "; it is dropped")
                 self._sinks.remove(sink)
                 _quietly(sink.close)
+                if not self._sinks:  # nothing left to serve to (`affedge serve --out - | head`)
+                    report("affedge serve: no output left; stopping")
+                    self.stopped_reason = "no output left"
+                    self._stop.set()
+                    self._wake()
 
     def _publish_status(self) -> None:
         st = None

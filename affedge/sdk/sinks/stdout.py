@@ -1,9 +1,20 @@
 """``-``: schema-1 JSONL records on standard output, one flushed line per frame."""
 from __future__ import annotations
 
+import os
 import sys
 
 from affedge.sdk.sinks.base import Sink, record_json, register_sink
+
+
+def silence_stdout() -> None:
+    """Point this process's standard output at /dev/null: its reader left (``| head``), and
+    the interpreter's last flush would otherwise report the broken pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 @register_sink("-")
@@ -24,8 +35,14 @@ class StdoutSink(Sink):
 
     def write(self, prediction, source: str | None = None) -> None:
         extra = {} if source is None else {"source": source}
-        self.stream.write(record_json(prediction, **extra) + "\n")
-        self.stream.flush()
+        try:
+            self.stream.write(record_json(prediction, **extra) + "\n")
+            self.stream.flush()
+        except BrokenPipeError:
+            if self._stream is None:
+                silence_stdout()
+            self.closed = True
+            raise
         self.rows += 1
 
     def flush(self) -> None:
