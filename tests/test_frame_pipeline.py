@@ -137,3 +137,41 @@ def test_close_from_a_callback_ends_the_run():
         frames = [p.frame for p in r.run(video=str(DEMO_CLIP), audio="video")]
     assert frames == list(range(6)) and seen == frames
     assert not _frontend_threads()
+
+
+def test_a_stream_change_before_the_worker_begins_its_frame_does_not_hang():
+    """The worker finds the epoch moved before it begins the next frame (a reset while it was
+    still reading): it stops without handing anything over, and the caller goes on inline."""
+    import time
+
+    from affedge.sdk.frame_pipeline import FramePipeline
+
+    frames = iter(range(6))
+    epoch = [0]
+    begun = []
+
+    def read():
+        time.sleep(0.1)  # a slow source: the caller's change lands while the worker reads
+        return next(frames, None)
+
+    def begin(f):
+        begun.append((f, epoch[0]))
+        return f
+
+    pipe = FramePipeline(read, begin, lambda: epoch[0], threading.RLock())
+    out = []
+
+    def consume():
+        for item in pipe:
+            item = pipe.current(item)
+            out.append((item.frame, item.epoch))
+            if item.frame == 1:
+                epoch[0] += 1  # reset() from the frame's callback
+
+    t = threading.Thread(target=consume, daemon=True)
+    t.start()
+    t.join(20)
+    assert not t.is_alive(), "the pipeline hung"
+    assert [f for f, _ in out] == [0, 1, 2, 3, 4, 5]
+    assert [e for f, e in out if f >= 2] == [1, 1, 1, 1]  # begun again in the new epoch
+    assert not pipe.threaded

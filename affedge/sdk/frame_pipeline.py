@@ -150,7 +150,14 @@ class FramePipeline:
 
     def __next__(self) -> Begun:
         if self._thread is not None:
-            item = self._q.get()
+            while True:
+                try:
+                    item = self._q.get(timeout=0.05)
+                    break
+                except queue.Empty:
+                    if not self._thread.is_alive():  # it stopped by itself: the stream
+                        self._stop_worker()          # changed before it began a frame
+                        return self.__next__()
             if item is _END:
                 self._thread.join()
                 self._thread = None
