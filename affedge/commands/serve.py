@@ -228,10 +228,21 @@ def run(args) -> int:
     st = hub.status()
     why = f"stopped by {signal.Signals(got[0]).name}" if got else \
         (hub.stopped_reason or "every source ended")
-    frames = ", ".join(f"{n}: {v['frames']} predictions" for n, v in st["sources"].items())
-    _say(f"affedge serve: {why}; {frames}; {st['ticks']} ticks, mean batch "
+    frames = ", ".join(f"{n}: {v['frames']} predictions" + _latency(v)
+                       for n, v in st["sources"].items())
+    total = sum(v["frames"] for v in st["sources"].values())
+    rate = f" in {st['uptime_s']:.1f} s ({total / st['uptime_s']:.0f} frames/s in all)" \
+        if st["uptime_s"] > 0 and total else ""
+    _say(f"affedge serve: {why}; {frames}; {st['ticks']} ticks{rate}, mean batch "
          f"{st['mean_batch']:.2f}")
     return 0
+
+
+def _latency(v: dict) -> str:
+    p50, p99 = v.get("latency_ms_p50"), v.get("latency_ms_p99")
+    if p50 is None or p50 != p50:  # no prediction (NaN)
+        return ""
+    return f" (latency p50 {p50:.1f} / p99 {p99:.1f} ms)"
 
 
 def main(argv: list[str] | None = None) -> int:
