@@ -234,8 +234,12 @@ def test_an_unusable_backend_keeps_its_reason_on_the_one_line():
     assert not err.endswith(":"), err
 
 
-def test_a_text_file_as_video_prints_no_native_library_lines(tmp_path):
+def test_a_text_file_as_video_prints_no_native_library_lines(tmp_path, monkeypatch):
     """OpenCV's and FFmpeg's own stderr lines stay quiet unless -v; our message remains."""
+    # an in-process CLI call earlier in this session set these for its own process (and so for
+    # its children, ours included): start from what a user's shell has
+    monkeypatch.delenv("OPENCV_FFMPEG_LOGLEVEL", raising=False)
+    monkeypatch.delenv("OPENCV_LOG_LEVEL", raising=False)
     f = tmp_path / "notes.mp4"
     f.write_text("not a video\n")
     err = one_line_error(affedge("run", f, "-q"), 1, "cannot open video file")
