@@ -196,7 +196,9 @@ class Recognizer:
         #: stream; ``_epoch`` counts those changes (reset, push_frame): frame_pipeline
         self._front_lock = threading.RLock()
         self._epoch = 0
-        self.pipeline = _usable_cores() >= 2 if pipeline is None else bool(pipeline)
+        from affedge.sdk.backends.threads import usable_cpus
+
+        self.pipeline = usable_cpus() >= 2 if pipeline is None else bool(pipeline)
         self._closed = False
         self.skipped_frames = 0
         self.emitted = 0
@@ -559,13 +561,6 @@ class _FrameReader:
             if delay > 0:
                 time.sleep(delay)
         return frame
-
-
-def _usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 class _FileAudioFeeder:

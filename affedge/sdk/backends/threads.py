@@ -60,7 +60,7 @@ class ThreadPolicy:
 
 def default_threads() -> int:
     """:data:`DEFAULT_THREADS`, but never more than the CPUs this process may run on."""
-    return max(1, min(DEFAULT_THREADS, _usable_cpus()))
+    return max(1, min(DEFAULT_THREADS, usable_cpus()))
 
 
 def _positive_int(value, where: str) -> int:
@@ -70,9 +70,9 @@ def _positive_int(value, where: str) -> int:
         raise ValueError(f"{where} must be an integer >= 1, got {value!r}") from None
     if isinstance(value, bool) or n < 1:
         raise ValueError(f"{where} must be an integer >= 1, got {value!r}")
-    cap = max(8, OVERSUBSCRIPTION * _usable_cpus())
+    cap = max(8, OVERSUBSCRIPTION * usable_cpus())
     if n > cap:
-        raise ValueError(f"{where}={n} is more than {OVERSUBSCRIPTION}x the {_usable_cpus()} "
+        raise ValueError(f"{where}={n} is more than {OVERSUBSCRIPTION}x the {usable_cpus()} "
                          f"CPUs this process may use (at most {cap}); more threads than that "
                          f"only add contention")
     return n
@@ -82,7 +82,8 @@ def _positive_int(value, where: str) -> int:
 OVERSUBSCRIPTION = 4
 
 
-def _usable_cpus() -> int:
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask; the CPU count where there is none)."""
     try:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not Linux
