@@ -104,6 +104,9 @@ def test_every_frame_of_every_file_to_zmq_ws_and_stdout(tmp_path, clip3, clip2b)
     assert len(recs) == FRAMES_3S + 60 and all(r["schema"] == 1 for r in recs)
     assert sorted(r["frame"] for r in recs) == sorted(list(range(FRAMES_3S)) + list(range(60)))
     assert len((tmp_path / "b_and_a.jsonl").read_text().splitlines()) == FRAMES_3S + 60
+    # the closing lines: rates per source, and what was written where (stdout is not a file)
+    assert f"wrote b_and_a.jsonl ({FRAMES_3S + 60} rows)" in srv.stderr()
+    assert "frames/s in all" in srv.stderr() and "latency p50" in srv.stderr()
     # ZeroMQ: every frame, in order, on the source's topic; the b subscriber sees b only
     for name, n in (("a", FRAMES_3S), ("b", 60)):
         z = zc.records(name)

@@ -235,7 +235,18 @@ def run(args) -> int:
         if st["uptime_s"] > 0 and total else ""
     _say(f"affedge serve: {why}; {frames}; {st['ticks']} ticks{rate}, mean batch "
          f"{st['mean_batch']:.2f}")
+    files = [f"{t} ({sink.rows} rows)" for t, sink in _file_sinks(hub, bound["out"])]
+    if files:
+        _say("affedge serve: wrote " + ", ".join(files))
     return 0
+
+
+def _file_sinks(hub, targets: list[str]):
+    """(target, sink) for each --out file (not stdout) the hub wrote to."""
+    for sink in hub.sinks:
+        t = getattr(sink, "target", None)
+        if t in targets and t != "-":
+            yield t, sink
 
 
 def _latency(v: dict) -> str:
