@@ -168,6 +168,8 @@ def test_signal_stops_flushes_closes_and_exits_0(tmp_path, sig):
     assert jl[-1]["frame"] == zc.records("cam")[-1]["frame"]
     assert wc.close_code == 1001
     assert f"stopped by {signal.Signals(sig).name}" in srv.stderr()
+    # a stop is not a failure of the source (stop() closes it under the capture thread's read)
+    assert "source cam:" not in srv.stderr(), srv.stderr()
     # sockets released: both ports can be listened on again (SO_REUSEADDR as servers do:
     # connections the server closed first linger in TIME_WAIT, listeners do not)
     import socket

@@ -90,6 +90,8 @@ class SourceWorker:
                 self._pump()
             except Exception as exc:  # noqa: BLE001
                 self._close_source()
+                if self._stop.is_set():  # stop() closed the source under a read(): not a
+                    break                # failure of the source
                 if not self._retry(exc, failures):
                     break
                 failures += 1
