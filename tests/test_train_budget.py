@@ -191,7 +191,7 @@ def test_budgeted_command_prints_its_plan_and_records_a_verdict(small_data, tmp_
     assert summary["stop_reason"].startswith("time limit") or summary["epochs_run"] == 100
 
 
-def test_export_refuses_a_model_that_did_not_learn(small_data, tmp_path):
+def test_export_refuses_a_model_that_did_not_learn(small_data, tmp_path, capsys):
     from affedge.cli import main
     from affedge.export.api import export_bundle
     from affedge.sdk.doctor import _training_line
@@ -202,6 +202,9 @@ def test_export_refuses_a_model_that_did_not_learn(small_data, tmp_path):
                  "--epochs", "1", "--window", "100", "--hop", "50", "--no-progress",
                  "--out", str(out)]) == 0
     ckpt = out / "fold0" / "best"
+    # its next step is to train again (or export with --force), not a plain export
+    err = capsys.readouterr().err
+    assert "next: train again" in err and "--force" in err and "next: affedge export" not in err
     rec = json.loads((ckpt / "config.json").read_text())["extra"]["training"]
     assert rec["verdict"] == "did NOT learn" and abs(rec["gain_mean_ccc"]) < LEARN_MARGIN
     with pytest.raises(ValueError, match="did NOT learn.*--force"):

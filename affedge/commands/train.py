@@ -170,14 +170,19 @@ def run(args: argparse.Namespace) -> int:
             with open(args.json, "w", encoding="utf-8") as fh:
                 json.dump(summary, fh, indent=2, default=str)
     stream = sys.stderr if args.json == "-" else sys.stdout
-    if not summary["folds"][best_fold]["verdict"]["learned"]:
+    learned = summary["folds"][best_fold]["verdict"]["learned"]
+    if not learned:
         print(f"WARNING: the model did NOT learn (validation CCC does not beat the untrained model "
               f"by {LEARN_MARGIN}); `affedge export` refuses this checkpoint unless --force. Try a "
               f"larger --max-minutes or another --profile / --lr.", file=sys.stderr)
     print(f"wrote {out / 'crossval.json'}, checkpoints {out}/fold*/best, curves "
           f"{out}/fold*/curves.png", file=stream)
-    log.status(f"next: affedge export {best_ckpt} -o my_bundle   (then: affedge run 0 --bundle "
-               "my_bundle)")
+    if learned:
+        log.status(f"next: affedge export {best_ckpt} -o my_bundle   (then: affedge run 0 "
+                   "--bundle my_bundle)")
+    else:
+        log.status("next: train again with a larger --max-minutes (or more data); to look at "
+                   f"this model anyway: affedge export {best_ckpt} -o my_bundle --force")
     return 0
 
 

@@ -164,7 +164,7 @@ def training_record(checkpoint_dir: str | Path, info: dict, force: bool = False)
     gain = rec.get("gain_mean_ccc")
     learned = bool(rec.get("learned")) and isinstance(gain, (int, float)) and gain >= LEARN_MARGIN
     if not learned:
-        why = (f"{checkpoint_dir}: the model did NOT learn ({describe(rec)})" if isinstance(
+        why = (f"{checkpoint_dir}: the model {describe(rec)}" if isinstance(
             gain, (int, float)) else f"{checkpoint_dir}: the model did NOT learn")
         if not force:
             raise ValueError(f"{why}; refusing to export it (--force exports it anyway, with a "
