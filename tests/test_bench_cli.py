@@ -180,3 +180,15 @@ def test_detect_every_defaults_to_the_runtime_default(result):
     assert f"every {DEFAULT_DETECT_EVERY} frames" in note and "(runtime default)" in note
     assert "full-frame detection on every frame" in _detection_note(1)
     assert "every 7 frames" in _detection_note(7) and "default" not in _detection_note(7)
+
+
+def test_a_row_that_cannot_run_shows_its_specific_reason():
+    """The table cell keeps the reasons under a "...here:" heading (not the heading cut off)."""
+    from affedge.benchmarking.report import _short_reason
+
+    why = ("no backend can run bundle /long/path/to/the/demo_bundle here:\n"
+           "  openvino: CPU does not report BF16")
+    assert _short_reason(why) == "openvino: CPU does not report BF16"
+    assert _short_reason("absent: no torchscript encoder") == "absent: no torchscript encoder"
+    long = _short_reason("x" * 200)
+    assert len(long) == 90 and long.endswith("...")

@@ -37,6 +37,17 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]],
     return "\n".join(out)
 
 
+def _short_reason(text: str, width: int = 90) -> str:
+    """A table cell for why a row did not run: the specific reasons under a heading line that
+    ends with a colon ("no backend can run bundle ... here:"), else the first line; cut to
+    ``width`` characters."""
+    lines = [ln.strip() for ln in str(text).strip().splitlines() if ln.strip()]
+    if len(lines) > 1 and lines[0].endswith(":"):
+        lines = ["; ".join(lines[1:])]
+    out = lines[0] if lines else ""
+    return out if len(out) <= width else out[:width - 3] + "..."
+
+
 def encoder_table(rows: list[dict[str, Any]]) -> str:
     """Format | Precision | Size (MB) | Parity err | p50/p90/p99 ms | FPS | Status."""
     body = []
@@ -46,7 +57,7 @@ def encoder_table(rows: list[dict[str, Any]]) -> str:
                      st.p50_ms if st else None, st.p90_ms if st else None,
                      st.p99_ms if st else None, st.fps if st else None,
                      r["status"] if r["status"] == "ok" else f"{r['status']}: "
-                     f"{r.get('reason', '')[:60]}"])
+                     f"{_short_reason(r.get('reason', ''))}"])
     return format_table(["Format", "Precision", "Size (MB)", "Parity err", "p50 ms", "p90 ms",
                          "p99 ms", "FPS", "Status"], body,
                         ["", "", ".1f", ".1e", ".2f", ".2f", ".2f", ".1f", ""])
