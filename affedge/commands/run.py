@@ -62,8 +62,8 @@ def add_runtime_arguments(p, smoothing_help: str) -> None:
     p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
                    help="encoder precision (int8: the bundle's ONNX int8 encoder, ONNX Runtime)")
     p.add_argument("--threads", type=positive_int, default=None,
-                   help="intra-op threads of the model sessions (default: ONNX Runtime's own "
-                        "choice, all cores)")
+                   help="intra-op threads of the model sessions (default: 2, never more than "
+                        "the usable CPUs; benchmarks/README.md 'Thread policy')")
     p.add_argument("--smoothing", type=smoothing_value, default=DEFAULT_SMOOTHING,
                    help=smoothing_help)
     p.add_argument("--detector", default=None, choices=available_detectors(),
