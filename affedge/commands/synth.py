@@ -69,5 +69,14 @@ def run(args) -> int:
           f"{rec['n_videos'] - n_train} Validation_Set); face detected in "
           f"{100 * rate:.1f}% of visible frames; {rec['frames_per_second_generated']:.0f} frames/s"
           if rate is not None else f"wrote {rec['n_videos']} videos to {args.out}")
+    from affedge.training.data.folds import PAPER_CHUNKS
+
+    n_val = rec["n_videos"] - n_train
+    if n_train < len(PAPER_CHUNKS) or n_val < 1:  # affedge train's check_dataset_size
+        log.status(f"note: affedge train needs >= {len(PAPER_CHUNKS)} Train_Set and >= 1 "
+                   f"Validation_Set videos for its 6-fold cross-validation; this set has "
+                   f"{n_train} and {n_val}: make a larger one (e.g. --videos "
+                   f"{len(PAPER_CHUNKS) + 1}) before training on it")
+        return 0
     log.status(f"next: affedge train {args.out} --encoder mobile --max-minutes 5 --out runs/m")
     return 0
