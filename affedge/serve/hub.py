@@ -379,7 +379,8 @@ class Hub:
             out[s.name] = {
                 "state": w.state, "video": s.video, "audio": s.audio and str(s.audio),
                 "frames": s.rec.emitted, "skipped": w.skipped, "fps": round(s.fps(), 2),
-                "latency_ms_p50": es["latency_ms_p50"], "latency_ms_p99": es["latency_ms_p99"],
+                "latency_ms_p50": _ms(es["latency_ms_p50"]),
+                "latency_ms_p99": _ms(es["latency_ms_p99"]),
                 "reconnects": w.reconnects, "error": w.error, "errors": s.errors,
                 "face_present": bool(last.face_present) if last else False,
                 "speech_present": bool(last.speech_present) if last else False,
@@ -429,6 +430,11 @@ class Hub:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _ms(x: float) -> float:
+    """A latency for the status message: 0.01 ms resolution (NaN before the first frame)."""
+    return round(float(x), 2) if x == x else x
 
 
 def _quietly(fn) -> None:

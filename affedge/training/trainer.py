@@ -432,8 +432,10 @@ class TemporalTrainer:
                 self.stop_reason = f"early stop: {o.early_stop} epochs without improvement"
             elif self.lr < o.min_lr_value * (1 - 1e-6):  # PAPER.md §2.2
                 if self.released < len(self.groups) and not self._release_fits(deadline):
-                    self.stop_reason = (f"time limit (--max-minutes): no time left to train "
-                                        f"after releasing encoder group {self.released + 1}")
+                    self.stop_reason = (f"time limit (--max-minutes): the learning rate fell "
+                                        f"below its minimum, and releasing encoder group "
+                                        f"{self.released + 1} (slower epochs) would not fit in "
+                                        f"the time left")
                 elif self.released < len(self.groups):
                     self.model.load_state_dict(self.best_state)
                     self.released += 1
