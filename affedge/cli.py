@@ -73,23 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line(text: str) -> str:
-    """An error message on one line: its first line, or, when that line ends with a colon (a
-    heading for the reasons below it), the heading and the reasons joined by "; "."""
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    if not lines:
-        return ""
-    if lines[0].endswith(":") and len(lines) > 1:
-        return lines[0] + " " + "; ".join(lines[1:])
-    return lines[0]
-
-
 def _user_error(exc: BaseException) -> str | None:
     """The one-line message for an error caused by the user's input or machine, else None."""
     if isinstance(exc, OSError) and exc.strerror and exc.filename:
         return f"{exc.filename}: {exc.strerror}"
     if isinstance(exc, (OSError, ValueError, RuntimeError, ImportError)):
-        return _one_line(str(exc)) or type(exc).__name__
+        from affedge.log import one_line
+
+        return one_line(str(exc)) or type(exc).__name__
     mod = type(exc).__module__ or ""
     if mod.startswith(("onnxruntime", "cv2")) or type(exc).__name__ == "error":
         text = str(exc).strip().splitlines()

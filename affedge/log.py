@@ -82,6 +82,19 @@ def quiet() -> bool:
     return _level == QUIET
 
 
+def one_line(text: str, heading: bool = True) -> str:
+    """A message on one line: its first line, or, when that line ends with a colon (a heading
+    for the reasons below it), the reasons joined by "; " (after the heading with
+    ``heading=True``)."""
+    lines = [ln.strip() for ln in str(text).strip().splitlines() if ln.strip()]
+    if not lines:
+        return ""
+    if lines[0].endswith(":") and len(lines) > 1:
+        reasons = "; ".join(lines[1:])
+        return f"{lines[0]} {reasons}" if heading else reasons
+    return lines[0]
+
+
 def status(msg: str) -> None:
     """A status line on stderr (suppressed by -q)."""
     if _level > QUIET:

@@ -41,10 +41,9 @@ def _short_reason(text: str, width: int = 90) -> str:
     """A table cell for why a row did not run: the specific reasons under a heading line that
     ends with a colon ("no backend can run bundle ... here:"), else the first line; cut to
     ``width`` characters."""
-    lines = [ln.strip() for ln in str(text).strip().splitlines() if ln.strip()]
-    if len(lines) > 1 and lines[0].endswith(":"):
-        lines = ["; ".join(lines[1:])]
-    out = lines[0] if lines else ""
+    from affedge.log import one_line
+
+    out = one_line(text, heading=False)
     return out if len(out) <= width else out[:width - 3] + "..."
 
 
