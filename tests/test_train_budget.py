@@ -188,7 +188,10 @@ def test_budgeted_command_prints_its_plan_and_records_a_verdict(small_data, tmp_
     assert f"fold 0: {rec['verdict']}: validation CCC" in r.stdout
     summary = json.loads((out / "crossval.json").read_text())["folds"]["0"]
     assert summary["plan"]["epochs"] >= 1 and summary["epochs_run"] >= 1
-    assert summary["stop_reason"].startswith("time limit") or summary["epochs_run"] == 100
+    # every way the plan may end: the budget, early stopping (a fast machine gets there within
+    # the minute: 35 epochs in one CI run), or all 100 epochs
+    assert summary["stop_reason"].startswith(("time limit", "early stop")) or \
+        summary["epochs_run"] == 100
 
 
 def test_export_refuses_a_model_that_did_not_learn(small_data, tmp_path, capsys):
