@@ -39,3 +39,23 @@ def test_predictions_are_read_by_frame_index(tmp_path):
     pred, seen = lp.read_predictions(path, 4)
     assert seen == 1  # frame 0 has no valence, frame 7 is beyond the labels
     np.testing.assert_array_equal(pred, [[0, 0], [0, 0], [0.5, -0.5], [0, 0]])
+
+
+def test_heldout_bias_separates_an_offset_from_the_shape():
+    """benchmarks/heldout_bias.py: a prediction that tracks the labels exactly but sits 0.4
+    too low has Pearson 1 and bias -0.4 (and a CCC well below 1); unlabelled rows are left out."""
+    import heldout_bias as hb
+
+    t = np.linspace(0, 6, 300)
+    y = np.stack([np.sin(t), 0.5 * np.cos(t)], axis=1).astype(np.float32)
+    y[:20] = lp.UNLABELLED
+    p = y.copy()
+    p[:, 1] -= 0.4
+    p[:20] = 3.0  # whatever is predicted on unlabelled frames does not count
+    s = hb.video_stats(y, p)
+    assert s["labelled_frames"] == 280
+    assert abs(s["valence"]["bias"]) < 1e-6 and s["valence"]["ccc"] > 0.99
+    a = s["arousal"]
+    assert abs(a["bias"] + 0.4) < 1e-5 and a["pearson"] > 0.999
+    assert abs(a["label_mean"] - y[20:, 1].mean()) < 1e-6
+    assert a["ccc"] < 0.75
