@@ -378,7 +378,10 @@ class Hub:
             last = s.last
             out[s.name] = {
                 "state": w.state, "video": s.video, "audio": s.audio and str(s.audio),
-                "frames": s.rec.emitted, "skipped": w.skipped, "fps": round(s.fps(), 2),
+                "frames": s.rec.emitted, "skipped": w.skipped,
+                # an ended source has no rate (its window of recent frames would show the
+                # last one for FPS_WINDOW_S more)
+                "fps": 0.0 if w.ended and not w.ready() else round(s.fps(), 2),
                 "latency_ms_p50": _ms(es["latency_ms_p50"]),
                 "latency_ms_p99": _ms(es["latency_ms_p99"]),
                 "reconnects": w.reconnects, "error": w.error, "errors": s.errors,
