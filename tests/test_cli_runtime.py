@@ -50,6 +50,8 @@ def test_run_writes_one_csv_row_per_frame_and_a_plot(bundle_dir, av_clip, tmp_pa
     assert rc == 0
     err = capsys.readouterr().err
     assert "continuing without a window" in err  # headless OpenCV here: says so, carries on
+    # the header says what the bundle's identity rests on and how to pin it
+    assert "(unpinned: checksums only; pin it with --bundle-digest or --trust)" in err
     with open(out, newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == meta.n_frames
@@ -131,3 +133,14 @@ def test_doctor_as_a_console_command():
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "affedge" in r.stdout and "onnxruntime" in r.stdout
+
+
+def test_run_header_names_the_pinned_identity(bundle_dir, av_clip, tmp_path, capsys):  # noqa: F811
+    from affedge.bundle import load_bundle
+
+    d, _ = av_clip
+    digest = load_bundle(bundle_dir).digest
+    rc = cli("run", [str(d / "av.mp4"), "--bundle", str(bundle_dir), "--max-frames", "3",
+                     "--bundle-digest", digest, "--out", str(tmp_path / "p.csv")])
+    assert rc == 0
+    assert "(digest-pinned: matches --bundle-digest)" in capsys.readouterr().err

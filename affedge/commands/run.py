@@ -351,6 +351,15 @@ def check_detector_args(args) -> None:
                              f"YuNet ONNX face detector model") from None
 
 
+def identity_note(status: str) -> str:
+    """The run header's words for a bundle's ``signature_status``."""
+    if status == "unpinned":
+        return "unpinned: checksums only; pin it with --bundle-digest or --trust"
+    if status == "digest-pinned":
+        return "digest-pinned: matches --bundle-digest"
+    return status.replace("signed:", "signed by ", 1) if status.startswith("signed:") else status
+
+
 def recognizer_options(args) -> dict:
     """Recognizer keyword arguments from the shared runtime options."""
     check_detector_args(args)
@@ -408,7 +417,7 @@ def run(args) -> int:
             apply_threads(rec, args.threads)
             log.status(f"affedge run: {source} (audio: {audio or 'none'}), backend "
                        f"{rec.backend_name}, bundle sha256:{rec.bundle.digest[:12]} "
-                       f"({rec.bundle.signature_status})")
+                       f"({identity_note(rec.bundle.signature_status)})")
             t0 = time.monotonic()
             preds = stream_to_outputs(rec, video, audio, out=sink, plot=args.plot,
                                       realtime=args.realtime, max_frames=args.max_frames,
