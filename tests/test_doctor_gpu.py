@@ -25,7 +25,8 @@ def test_cuda_devices_probe_order_and_jetson_hint(tmp_path):
     f.write_text(ORIN)
 
     def no_driver():
-        raise OSError("CUDA driver library not found")
+        raise OSError("CUDA driver library not found (libcuda.so.1: cannot open shared "
+                      "object file: No such file or directory)")
 
     def orin():
         return [{"gpu_name": "Orin", "compute_capability": "8.7", "memory_mib": 62841}]
@@ -36,6 +37,10 @@ def test_cuda_devices_probe_order_and_jetson_hint(tmp_path):
     none = cuda_devices(f, probes=(("cuda-driver", no_driver), ("torch", list)))
     assert none["devices"] == [] and "CUDA driver library not found" in none["note"]
     assert "this is a Jetson (L4T 36.4.3)" in none["note"] and "'video' group" in none["note"]
+    # the report's line keeps each probe's reason and drops the loader's details (--json has them)
+    assert none["summary"].startswith("no CUDA GPU found: cuda-driver: CUDA driver library not "
+                                      "found; torch: no devices")
+    assert "libcuda.so.1" in none["note"] and "libcuda.so.1" not in none["summary"]
     # this machine: whatever it has, the real probes answer without raising
     here = cuda_devices(tmp_path / "absent")
     assert here["tegra"] is None and isinstance(here["devices"], list)

@@ -164,25 +164,30 @@ def cuda_devices(tegra_path: str | os.PathLike = TEGRA_RELEASE,
     """NVIDIA GPUs without nvidia-smi: ``{"devices": [{"gpu_name", "compute_capability",
     "memory_mib"}], "source": probe name, "tegra": tegra_release() or None, "note"}``.
     ``tegra_path``/``probes`` exist to test the Jetson and no-GPU cases on any machine."""
-    notes = []
+    notes, short = [], []
     devices, source = [], None
     for name, probe in probes:
         try:
             devices = probe()
         except Exception as exc:  # noqa: BLE001 - each probe may be missing
             notes.append(f"{name}: {exc}")
+            short.append(f"{name}: {str(exc).split(' (', 1)[0]}")  # the reason, not its details
             continue
         if devices:
             source = name
             break
         notes.append(f"{name}: no devices")
+        short.append(notes[-1])
     tegra = tegra_release(tegra_path)
     out: dict[str, Any] = {"devices": devices, "source": source, "tegra": tegra}
     if not devices:
         out["note"] = "no CUDA GPU found (" + "; ".join(notes) + ")"
+        out["summary"] = "no CUDA GPU found: " + "; ".join(short)
         if tegra is not None:
-            out["note"] += (f"; this is a Jetson (L4T {tegra.get('l4t')}): check that the user "
-                            "is in the 'video' group and that JetPack's CUDA is installed")
+            jetson = (f"; this is a Jetson (L4T {tegra.get('l4t')}): check that the user "
+                      "is in the 'video' group and that JetPack's CUDA is installed")
+            out["note"] += jetson
+            out["summary"] += jetson
     return out
 
 
@@ -196,6 +201,8 @@ def _gpu() -> dict:
              "compute_capability": d["compute_capability"]} for d in cd["devices"]]
     out = {"present": bool(gpus), "gpus": gpus, "source": cd["source"], "tegra": cd["tegra"]}
     out["note"] = cd.get("note") or f"found through {cd['source']} (nvidia-smi not found)"
+    if "summary" in cd:
+        out["summary"] = cd["summary"]
     return out
 
 
@@ -356,7 +363,8 @@ def format_report(rep: dict) -> str:
     if "error" in g and "gpus" not in g:
         lines.append(f"gpu: {_fmt(g)}")
     elif not g.get("present"):
-        lines.append(f"gpu: none ({g.get('note')})")
+        # one short line here (the full probe errors are in `affedge doctor --json`)
+        lines.append(f"gpu: none ({g.get('summary') or g.get('note')})")
     else:
         for x in g["gpus"]:
             lines.append(f"gpu: {x.get('name')}  {x.get('memory_mib', '?')} MiB  driver "
