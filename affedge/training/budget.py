@@ -122,9 +122,10 @@ class Plan:
                f"{self.pretrain_stride}th frame)")
         s = (f"budget plan ({self.total_s / 60:g} min): data loaded in {self.load_s:.0f} s, {pre}, "
              f"cache {self.cache_s:.0f} s ({self.views} view(s), {self.train_trials} training "
-             f"trials), ~{self.epochs} temporal epochs "
-             f"of ~{self.epoch_s:.1f} s, {self.end_reserve_s + self.val_s:.0f} s kept for the "
-             f"final validation and writing")
+             f"trials), time for ~{self.epochs} temporal epochs "
+             f"of ~{self.epoch_s:.1f} s (fewer if early stopping or the end of the "
+             f"learning-rate schedule comes first), {self.end_reserve_s + self.val_s:.0f} s "
+             f"kept for the final validation and writing")
         return s + "".join(f"\n  note: {n}" for n in self.notes)
 
     def as_dict(self) -> dict[str, Any]:
