@@ -256,3 +256,42 @@ def test_network_stream_with_its_own_audio_and_reconnect(tmp_path, clip3):
     status = [r for t, r, _ in zc.got if t == "_status"]
     assert status[-1]["sources"]["ipcam"]["reconnects"] >= 1
     assert "is back" in srv.stderr()
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (/proc/PID/stat fields 14 and 15)."""
+    import os
+
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_linger_waits_idle_after_the_sources_end(tmp_path, clip3):
+    """``--linger`` keeps serving after every source ended without spinning (it used a whole
+    core: the wait returned at once in a loop), and its closing rate counts the work only."""
+    srv = Serve(tmp_path, "--source", str(clip3), "--name", "c", "--out", "o.jsonl",
+                "--linger")
+    try:
+        srv.ports()
+        out = tmp_path / "o.jsonl"
+        end = time.monotonic() + 90
+        while time.monotonic() < end and not (
+                out.exists() and len(out.read_text().splitlines()) >= FRAMES_3S):
+            time.sleep(0.2)
+        assert len(out.read_text().splitlines()) == FRAMES_3S, srv.stderr()
+        time.sleep(1.0)  # the source has ended and the hub has settled
+        c0 = _cpu_seconds(srv.proc.pid)
+        time.sleep(3.0)
+        idle_cpu = _cpu_seconds(srv.proc.pid) - c0
+        assert srv.proc.poll() is None  # still serving
+        srv.signal(signal.SIGTERM)
+        assert srv.wait(60) == 0, srv.stderr()
+    finally:
+        srv.kill()
+    assert idle_cpu < 0.6, f"{idle_cpu:.2f} s of CPU in 3 s of lingering"
+    line = next(x for x in srv.stderr().splitlines() if "frames/s in all" in x)
+    import re
+
+    secs = float(re.search(r" in ([0-9.]+) s \(\d+ frames/s in all\)", line).group(1))
+    assert secs < 30  # the prediction work, not the 4+ s of idle lingering on top

@@ -218,9 +218,11 @@ def run(args) -> int:
             hub.start()
         _say(f"affedge serve: {len(sources)} source(s) ({', '.join(hub.sources)}), backend "
              f"{hub.status()['backend']}")
-        while not stop.is_set():
-            if hub.wait(0.2) and not args.linger or hub.stopped_reason:
-                break
+        while not stop.is_set() and not hub.stopped_reason:
+            if hub.wait(0.2):  # every source ended (it returns at once from then on)
+                if not args.linger:
+                    break
+                stop.wait(0.5)  # --linger: serve the clients until a signal, idle
     finally:
         hub.stop()
         for s, h in old.items():
@@ -231,8 +233,8 @@ def run(args) -> int:
     frames = ", ".join(f"{n}: {v['frames']} predictions" + _latency(v)
                        for n, v in st["sources"].items())
     total = sum(v["frames"] for v in st["sources"].values())
-    rate = f" in {st['uptime_s']:.1f} s ({total / st['uptime_s']:.0f} frames/s in all)" \
-        if st["uptime_s"] > 0 and total else ""
+    busy = st.get("active_s") or st["uptime_s"]  # (not the idle time of --linger)
+    rate = f" in {busy:.1f} s ({total / busy:.0f} frames/s in all)" if busy > 0 and total else ""
     _say(f"affedge serve: {why}; {frames}; {st['ticks']} ticks{rate}, mean batch "
          f"{st['mean_batch']:.2f}")
     files = [f"{t} ({sink.rows} rows)" for t, sink in _file_sinks(hub, bound["out"])]

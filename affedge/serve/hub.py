@@ -119,6 +119,7 @@ class Hub:
         self.batched_frames = 0
         self.tick_errors = 0
         self.started_at: float | None = None
+        self.last_emit_at: float | None = None
 
     # ------------------------------------------------------------------ building
     def add_source(self, video, audio=None, *, name: str | None = None,
@@ -336,6 +337,7 @@ class Hub:
             self._emit(s, r)
 
     def _emit(self, s: _Source, p) -> None:
+        self.last_emit_at = time.monotonic()
         s.rec._emit(p)  # latest(), predictions(), the recognizer's callbacks and publish()
         s.record(p)
         for sink in list(self._sinks):
@@ -392,7 +394,10 @@ class Hub:
                 "mean_batch": (self.batched_frames / self.ticks) if self.ticks else float("nan"),
                 "tick_errors": self.tick_errors, "backend": str(getattr(
                     self.backend, "name", type(self.backend).__name__)),
-                "uptime_s": (time.monotonic() - self.started_at) if self.started_at else 0.0}
+                "uptime_s": (time.monotonic() - self.started_at) if self.started_at else 0.0,
+                # from start() to the newest prediction (the work, without an idle tail)
+                "active_s": (self.last_emit_at - self.started_at)
+                if self.started_at and self.last_emit_at else 0.0}
 
     # ------------------------------------------------------------------ shutdown
     def stop(self) -> None:
