@@ -66,3 +66,66 @@ def test_hub_api_two_files_every_frame_in_order_and_an_ended_status(clips):
     assert st["ticks"] >= max(len(v) for v in sink.got.values())
     assert sink.closed  # leaving the with-block closed the sinks
     assert sink.statuses and "sources" in sink.statuses[0]
+
+
+@pytest.fixture(scope="module")
+def damaged(tmp_path_factory):
+    """A recording cut in half after its index (a faststart MP4 whose copy was interrupted):
+    OpenCV decodes the video up to the cut, PyAV's audio decoder fails mid-stream."""
+    import subprocess
+
+    from affedge.sdk.recognizer import DEMO_CLIP
+
+    d = tmp_path_factory.mktemp("damaged")
+    whole = d / "whole.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(DEMO_CLIP), "-t", "6", "-c", "copy",
+                    "-movflags", "+faststart", str(whole)], check=True, timeout=120)
+    data = whole.read_bytes()
+    half = d / "half.mp4"
+    half.write_bytes(data[: len(data) // 2])
+    return half
+
+
+def _frames(path) -> int:
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    while cap.grab():
+        n += 1
+    cap.release()
+    return n
+
+
+def test_a_damaged_audio_track_ends_the_audio_not_the_run(damaged):
+    """``run()`` goes on without audio where a file's audio track cannot be decoded further
+    (it used to stop with the decoder's error a few frames before the end), and says why."""
+    from affedge.sdk.recognizer import Recognizer
+
+    n = _frames(damaged)
+    with Recognizer.demo() as rec:
+        preds = list(rec.run(str(damaged), audio="video"))
+    assert [p.frame for p in preds] == list(range(n)) and n > 30
+    (err,) = rec.audio_errors
+    assert "error decoding the audio of" in err and "have no audio" in err
+
+
+def test_a_damaged_source_drops_no_frame_of_another(damaged, clips):
+    """In a hub, one source's failing audio decoder used to lose that tick's frame of *every*
+    source (reported as a face-detection failure)."""
+    from affedge.serve import Hub
+
+    sink = Collect()
+    with Hub() as hub:
+        hub.add_source(str(clips[1]), audio=None, name="ok")
+        hub.add_source(str(damaged), audio="video", name="damaged")
+        hub.add_sink(sink)
+        hub.start()
+        assert hub.wait(timeout=120)
+        st = hub.status()
+        errors = list(hub.recognizer("damaged").audio_errors)
+    for name, path in (("ok", clips[1]), ("damaged", damaged)):
+        assert [p.frame for p in sink.got[name]] == list(range(_frames(path))), name
+        assert st["sources"][name]["errors"] == 0
+    assert st["tick_errors"] == 0
+    assert len(errors) == 1 and "have no audio" in errors[0]

@@ -423,6 +423,8 @@ def run(args) -> int:
                                       realtime=args.realtime, max_frames=args.max_frames,
                                       title=f"affedge run {source}", stop=stop, window=window)
             sink = None
+            for err in rec.audio_errors:
+                log.status(f"affedge run: audio: {err}")
             log.status(summary_line(rec, preds, time.monotonic() - t0))
     finally:
         if sink is not None:  # the model failed to load: keep no half-made output

@@ -45,6 +45,10 @@ MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 384000
 #: |t| larger than this is refused: ~31.7 years of seconds; float64 still resolves 1 us there
 #: (2**53 us ~ 285 years), and epoch clocks (1.7e9 s) fit
 MAX_ABS_TIME = 1e12
+#: after :meth:`AudioTimeline.end_of_audio`, frames up to this long after the last audio still
+#: have it: a file's audio track often ends some ms to tens of ms before its video (AAC priming
+#: and padding, container rounding); a frame has 33 ms at 30 fps
+END_SLACK_S = 0.1
 
 
 def check_sample_rate(sample_rate) -> int:
@@ -165,6 +169,7 @@ class AudioTimeline:
         self._next_block_t: float | None = None  # expected time of the next drained block
         self._seg_start: float | None = None  # start of the segment after the last restart
         self._seg_first_row: float | None = None  # that segment's first feature row
+        self._ended_at: float | None = None  # end_of_audio(): no audio after this time
 
     # ------------------------------------------------------------------ producer
     def push(self, pcm, t: float | None = None, sample_rate: int | None = None) -> None:
@@ -177,6 +182,7 @@ class AudioTimeline:
         if t is not None:
             t = check_time(t, "push_audio")
         with self._lock:
+            self._ended_at = None  # audio again after an end_of_audio()
             rs = None
             if sr != self.sample_rate:
                 rs = self._resamplers.get(sr)
@@ -221,6 +227,14 @@ class AudioTimeline:
                 tail = np.asarray(rs.flush(), np.float32)
                 if tail.size:
                     self._push_blocks(tail)
+
+    def end_of_audio(self) -> None:
+        """No more audio will come (a file's track ended, or could not be decoded further):
+        frames later than :data:`END_SLACK_S` after the audio pushed so far have no audio,
+        instead of getting the last rows for ``audio_timeout`` more (a clip whose sound stops
+        at 3 s showed audio and speech until 4 s). A later :meth:`push` lifts it."""
+        with self._lock:
+            self._ended_at = self.time
 
     @property
     def time(self) -> float | None:
@@ -287,6 +301,8 @@ class AudioTimeline:
         oldest, latest = ring.oldest_time, ring.latest_time
         if oldest is None or oldest > t + self._first_row_slack:
             return False  # nothing yet, or only audio from after t
+        if self._ended_at is not None and t > self._ended_at + END_SLACK_S:
+            return False  # the audio ended before this frame
         return t - min(latest, t) <= self.audio_timeout
 
     def at(self, t: float) -> tuple[dict[str, np.ndarray], bool, bool]:

@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from affedge.sdk.prediction import Prediction
+from affedge.sdk.sources._errors import SourceError
 
 #: where ``Recognizer.demo()`` and ``affedge demo`` look for the built-in demo
 DEMO_DIR = Path(__file__).resolve().parent.parent / "assets" / "demo"
@@ -201,6 +202,9 @@ class Recognizer:
         self.pipeline = usable_cpus() >= 2 if pipeline is None else bool(pipeline)
         self._closed = False
         self.skipped_frames = 0
+        #: why a file's audio stopped early in run() (a damaged track: the frames went on
+        #: without audio), one line each
+        self.audio_errors: list[str] = []
         self.emitted = 0
         self._owned_sinks: list = []  # publish(): flushed and closed by close()
 
@@ -232,11 +236,29 @@ class Recognizer:
             if detector not in available_detectors():
                 raise ValueError(f"detector must be one of {', '.join(available_detectors())} "
                                  f"or an object with detect(); got {detector!r}")
+            self._check_keypoints(detector)
             return make_detector(detector, **opts)
         if not hasattr(detector, "detect"):
             raise TypeError(f"detector must be a detector name or have a detect(frame) method; "
                             f"got {type(detector).__name__}")
         return detector
+
+    def _check_keypoints(self, name: str) -> None:
+        """Refuse, before the first frame, a detector that cannot feed the bundle's crop recipe
+        (a keypoint-less one with a landmark-aligned bundle used to be accepted, then every
+        frame with a face was refused)."""
+        from affedge.features.crops import get_recipe
+        from affedge.features.detectors import DETECTORS
+        from affedge.features.frontend import frontend_of
+
+        rec = frontend_of(self.bundle.manifest.get("face_frontend"))
+        if get_recipe(rec["crop_recipe"]).needs_keypoints and \
+                not getattr(DETECTORS.get(name), "has_keypoints", False):
+            with_kp = sorted(n for n, c in DETECTORS.items() if getattr(c, "has_keypoints", False))
+            raise ValueError(f"detector {name!r} gives no face keypoints, and this bundle's "
+                             f"crops ({rec['crop_recipe']!r}, trained with {rec['detector']!r}) "
+                             f"are aligned on them: use {', '.join(with_kp)}, or leave the "
+                             f"detector out to use the bundle's own")
 
     @property
     def backend_name(self) -> str:
@@ -414,7 +436,8 @@ class Recognizer:
                     audio_src.start()                          # the audio timeline directly
                     live_audio = audio_src
                 else:
-                    feed = _FileAudioFeeder(self.engine.audio, audio_src)
+                    feed = _FileAudioFeeder(self.engine.audio, audio_src,
+                                            on_error=self.audio_errors.append)
             yield from self._loop(src, feed, live_audio, realtime, max_frames, with_frames)
         finally:
             self._stop.set()
@@ -569,11 +592,13 @@ class _FileAudioFeeder:
 
     LOOKAHEAD_S = 0.1
 
-    def __init__(self, timeline, source):
+    def __init__(self, timeline, source, on_error=None):
         self.timeline = timeline
         self.source = source
         self.it = iter(source)
         self.done = False
+        self.error: str | None = None
+        self.on_error = on_error
 
     def feed_until(self, t: float, offset: float = 0.0) -> None:
         while not self.done:
@@ -583,12 +608,26 @@ class _FileAudioFeeder:
             try:
                 chunk = next(self.it)
             except StopIteration:
-                self.done = True
-                self.timeline.flush()
+                self._end()
+                return
+            except SourceError as exc:
+                # a damaged or truncated recording: the frames go on without audio (flagged
+                # audio_present=False) instead of the whole run stopping
+                at = self.timeline.time
+                self.error = (f"{exc}; the frames after {0.0 if at is None else at:.2f} s "
+                              "have no audio")
+                self._end()
+                if self.on_error is not None:
+                    self.on_error(self.error)
                 return
             if chunk.pcm.size:
                 self.timeline.push(chunk.pcm, chunk.t + offset,
                                    getattr(self.source, "sample_rate", None))
+
+    def _end(self) -> None:
+        self.done = True
+        self.timeline.flush()
+        self.timeline.end_of_audio()
 
 
 def _close_quietly(src) -> None:

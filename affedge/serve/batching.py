@@ -19,8 +19,8 @@ def tick_many(items, pool=None):
     when given: the engines are independent there, and face detection and audio features
     release the GIL, so the sources' stage 1 overlap on several cores like independent
     recognizers would. Returns one entry per item: its Prediction, or the exception that
-    refused that item's input (a ValueError from stage 1: other sources go on). A backend error
-    propagates with every engine's stream states unchanged."""
+    stopped that item's stage 1 (a refused input, a detector crash: the other sources go on).
+    A backend error propagates with every engine's stream states unchanged."""
     return models_many(items, collect(begin_many(items, pool)))
 
 
@@ -30,7 +30,7 @@ def _begin(item):
         if prepare is not None:
             prepare()
         return eng.begin_tick(frame, t, index)
-    except ValueError as exc:
+    except Exception as exc:  # noqa: BLE001  (this source's frame only: the others go on)
         return exc
 
 

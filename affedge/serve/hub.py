@@ -173,7 +173,11 @@ class Hub:
                     asrc.connect(rec.engine.audio.push)
                     live_audio = asrc
                 else:
-                    feeder = _FileAudioFeeder(rec.engine.audio, asrc)
+                    def audio_failed(msg, n=name, r=rec):
+                        r.audio_errors.append(msg)
+                        report(f"affedge serve: source {n}: {msg}")
+
+                    feeder = _FileAudioFeeder(rec.engine.audio, asrc, on_error=audio_failed)
         except BaseException:
             if first is not None:
                 first.close()
@@ -324,7 +328,7 @@ class Hub:
             return
         self.ticks += 1
         self.batched_frames += len(items)
-        for (_, _, t, _, _), s, skipped, r in zip(items, owners, skips, results):
+        for (_, _, t, index, _), s, skipped, r in zip(items, owners, skips, results):
             for k, idx in enumerate(skipped):
                 prev_t = s.last.timestamp if s.last is not None else t - 1e-3
                 tk = prev_t + (t - prev_t) * (k + 1) / (len(skipped) + 1)
@@ -332,7 +336,9 @@ class Hub:
                 self._emit(s, s.rec.engine.stale_prediction(idx, tk, s.last))
             if isinstance(r, Exception):
                 s.errors += 1
-                report(f"affedge serve: source {s.name}: frame refused: {r}")
+                what = "frame refused" if isinstance(r, ValueError) else \
+                    f"frame {index} failed ({type(r).__name__})"
+                report(f"affedge serve: source {s.name}: {what}: {r}")
                 continue
             self._emit(s, r)
 
