@@ -115,3 +115,39 @@ def test_config_refuses_mistakes_by_name(tmp_path, text, word):
     f.write_text(text)
     with pytest.raises(ValueError, match=word):
         load_config(f)
+
+
+# --------------------------------------------------------------------------- source flags
+def _serve_args(*argv):
+    import argparse
+
+    from affedge.commands.serve import add_arguments
+
+    p = argparse.ArgumentParser(prog="affedge serve")
+    add_arguments(p)
+    return p.parse_args(list(argv))
+
+
+def test_audio_and_name_belong_to_the_source_before_them():
+    """Pairing used to be by count: ``--source a --source b --name second`` named a.mp4
+    "second" (and gave b's --audio to a)."""
+    from affedge.commands.serve import _sources
+
+    a = _serve_args("--source", "a.mp4", "--source", "b.mp4", "--name", "second",
+                    "--source", "0", "--audio", "mic:1", "--name", "front")
+    assert a.source_specs == [{"video": "a.mp4"}, {"video": "b.mp4", "name": "second"},
+                              {"video": "0", "audio": "mic:1", "name": "front"}]
+    srcs = _sources(a, None)
+    assert [s.get("name") for s in srcs] == [None, "second", "front"]
+    assert srcs[2]["audio"] == "mic:1" and srcs[0].get("audio") != "mic:1"
+
+
+@pytest.mark.parametrize("argv, words", [
+    (("--name", "x", "--source", "a.mp4"), "put it after the --source it belongs to"),
+    (("--source", "a.mp4", "--audio", "none", "--audio", "mic"), "already has --audio none"),
+])
+def test_source_flags_out_of_place_are_one_line_errors(argv, words, capsys):
+    with pytest.raises(SystemExit) as e:
+        _serve_args(*argv)
+    assert e.value.code == 2
+    assert words in capsys.readouterr().err

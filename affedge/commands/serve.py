@@ -21,6 +21,7 @@ microphones are released, exit code 0.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -33,17 +34,39 @@ HELP = "serve several sources: predictions over ZeroMQ/WebSocket, a live dashboa
 DEFAULT_WS_PORT = 8765
 
 
+class _SourceSpec(argparse.Action):
+    """``--source`` starts a source; ``--audio`` / ``--name`` belong to the ``--source`` before
+    them on the command line (pairing by count put a name on the wrong camera when a source in
+    the middle had none). The sources, in order: ``args.source_specs``."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        specs = list(getattr(namespace, "source_specs", None) or [])
+        if self.dest == "source":
+            specs.append({"video": value})
+        elif not specs:
+            parser.error(f"{option_string} {value}: put it after the --source it belongs to")
+        elif self.dest in specs[-1]:
+            parser.error(f"{option_string} {value}: --source {specs[-1]['video']} already has "
+                         f"{option_string} {specs[-1][self.dest]} (each {option_string} belongs "
+                         f"to the --source before it)")
+        else:
+            specs[-1][self.dest] = value
+        namespace.source_specs = specs
+        setattr(namespace, self.dest, list(getattr(namespace, self.dest) or []) + [value])
+
+
 def add_arguments(p) -> None:
     p.add_argument("--config", default=None, metavar="TOML",
                    help="a serve.toml listing sources, outputs and options (flags add to it)")
-    p.add_argument("--source", action="append", default=[], metavar="VIDEO",
+    p.add_argument("--source", action=_SourceSpec, default=[], metavar="VIDEO",
                    help="video file, camera index, /dev/videoN, URL or GStreamer pipeline "
                         "(repeat for several sources)")
-    p.add_argument("--audio", action="append", default=[], metavar="AUDIO",
-                   help="audio of the matching --source: 'mic', 'mic:N', a WAV/media file, "
+    p.add_argument("--audio", action=_SourceSpec, default=[], metavar="AUDIO",
+                   help="audio of the --source before it: 'mic', 'mic:N', a WAV/media file, "
                         "'video' (a file's track, or a network stream's own audio), 'none'")
-    p.add_argument("--name", action="append", default=[], metavar="NAME",
-                   help="name (ZeroMQ topic) of the matching --source (default: src0, src1...)")
+    p.add_argument("--name", action=_SourceSpec, default=[], metavar="NAME",
+                   help="name (ZeroMQ topic) of the --source before it (default: src0, "
+                        "src1...)")
     p.add_argument("--publish", action="append", default=[], metavar="URL",
                    help="zmq://HOST:PORT (PUB, one topic per source) or ws://HOST:PORT "
                         "(WebSocket + dashboard page); port 0 picks a free one")
@@ -101,15 +124,7 @@ def _sources(args, cfg) -> list[dict]:
     from affedge.commands.run import default_audio
 
     out = list(cfg.sources) if cfg else []
-    if len(args.audio) > len(args.source) or len(args.name) > len(args.source):
-        raise ValueError("--audio/--name pair with --source in order: give the --source first")
-    for i, v in enumerate(args.source):
-        s = {"video": v}
-        if i < len(args.audio):
-            s["audio"] = args.audio[i]
-        if i < len(args.name):
-            s["name"] = args.name[i]
-        out.append(s)
+    out += [dict(s) for s in getattr(args, "source_specs", None) or []]
     if not out:
         raise ValueError("give at least one --source (or a --config with [[source]] tables)")
     for s in out:
