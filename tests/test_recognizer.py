@@ -111,6 +111,11 @@ def test_constructor_errors(bundle_dir, tmp_path):  # noqa: F811
         Recognizer(bundle_dir, detector="yunet")  # needs yunet_model=
     with pytest.raises(ValueError, match="max_faces"):
         Recognizer(bundle_dir, max_faces=0)
+    if (DEMO_BUNDLE / "manifest.json").exists():
+        # the demo's crops are landmark-aligned: a keypoint-less detector is refused at once
+        # (it used to be accepted, then every frame with a face was refused)
+        with pytest.raises(ValueError, match="'haar' gives no face keypoints.*landmarks5-v1"):
+            Recognizer.demo(detector="haar")
     if not (DEMO_BUNDLE / "manifest.json").exists():
         with pytest.raises(FileNotFoundError, match="demo bundle is missing"):
             Recognizer.demo()
