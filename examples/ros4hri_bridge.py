@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 
 
 def expressions(record: dict):
@@ -102,14 +103,19 @@ def main(argv=None) -> int:
         sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
     sock.connect(args.zmq)
     n = 0
+    last = time.monotonic()  # of the newest prediction (status messages do not count)
     try:
         while args.max_messages is None or n < args.max_messages:
-            if not sock.poll(None if args.timeout is None else int(args.timeout * 1000)):
+            left = None if args.timeout is None else args.timeout - (time.monotonic() - last)
+            if left is not None and left <= 0:
+                break
+            if not sock.poll(None if left is None else max(1, int(left * 1000))):
                 break
             topic, body = sock.recv_multipart()
             if topic.startswith(b"_"):  # hub status, not a prediction
                 continue
             n += 1
+            last = time.monotonic()
             for face in expressions(json.loads(body)):
                 out.publish(*face)
     except KeyboardInterrupt:

@@ -42,3 +42,22 @@ def test_bridge_republishes_each_face_as_an_expression():
     assert proc.returncode == 0 and len(msgs) == 3  # face 8's smoothed valence is NaN: skipped
     assert msgs[0] == {"topic": "/humans/faces/door_7/expression", "type": "hri_msgs/Expression",
                        "expression": "", "valence": 0.15, "arousal": 0.25, "confidence": 0.8}
+
+
+def test_bridge_timeout_counts_predictions_not_status_messages():
+    """``--timeout`` is time without a prediction: the hub's status message (once a second)
+    used to restart the wait, so the bridge never stopped while a serve process ran."""
+    sink = open_sink("zmq://127.0.0.1:0")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "examples" / "ros4hri_bridge.py"),
+                             "--zmq", sink.endpoint, "--dry-run", "--timeout", "1.5"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        end = time.monotonic() + 20
+        while proc.poll() is None and time.monotonic() < end:
+            sink.publish_status({"schema": 1, "sources": {}})
+            time.sleep(0.1)
+        assert proc.poll() == 0, "the bridge kept waiting through 20 s of status messages"
+        assert proc.stdout.read() == ""
+    finally:
+        proc.kill()
+        sink.close()
