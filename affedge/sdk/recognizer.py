@@ -401,6 +401,8 @@ class Recognizer:
         """Capture and infer; yields one Prediction per video frame (``with_frames=True``:
         ``(image_bgr, prediction)`` pairs, image None for stale predictions of skipped frames).
 
+        ``audio``: None (the default: no audio), "video" (a file's or network stream's own
+        track; ``affedge run``'s default for files), "mic", "mic:N" or an audio file.
         ``realtime=True`` paces a *file* to its media clock (like a camera, but no frame is
         skipped). Live sources are always real time. Stops at the end of a file, after
         ``max_frames`` frames, or on ``close()``. Each ``run()`` is a new, unrelated stream:
