@@ -141,6 +141,9 @@ def test_doctor_with_a_bad_bundle_exits_non_zero(tmp_path):
     assert r.returncode == 1, r.stdout + r.stderr
     assert "Traceback" not in r.stderr
     assert "bundle" in r.stderr and "error" in r.stderr
+    # the one-line error carries the reason, not Python's exception class name
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("affedge doctor: error: bundle") and "Error:" not in last, last
 
 
 def test_export_tensorrt_without_tensorrt_refuses_and_writes_nothing(tmp_path):

@@ -32,6 +32,8 @@ def run(args) -> int:
             log.status(f"JSON: {args.json}")
     b = rep.get("bundle")
     if isinstance(b, dict) and "error" in b:
-        print(f"affedge doctor: error: bundle {args.bundle}: {b['error']}", file=sys.stderr)
+        kind, _, why = str(b["error"]).partition(": ")  # "FileNotFoundError: ..." -> "..."
+        msg = why if why and kind.isidentifier() else str(b["error"])
+        print(f"affedge doctor: error: bundle {args.bundle}: {msg}", file=sys.stderr)
         return 1
     return 0
