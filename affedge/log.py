@@ -95,6 +95,23 @@ def one_line(text: str, heading: bool = True) -> str:
     return lines[0]
 
 
+def invoked_as() -> str:
+    """How to call affedge again in a "next:" hint: ``affedge`` when that name on PATH is this
+    program, else the path it was started with (``.venv/bin/affedge`` in a checkout)."""
+    import shutil
+
+    argv0 = sys.argv[0] if sys.argv else ""
+    if os.path.basename(argv0) != "affedge":
+        return "affedge"  # python -m affedge.cli, tests, embedding apps
+    found = shutil.which("affedge")
+    try:
+        if found and os.path.samefile(found, argv0):
+            return "affedge"
+    except OSError:
+        pass
+    return argv0
+
+
 def status(msg: str) -> None:
     """A status line on stderr (suppressed by -q)."""
     if _level > QUIET:

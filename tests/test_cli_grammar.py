@@ -267,3 +267,25 @@ def test_training_curves_have_whole_epoch_ticks(tmp_path):
     assert len(t) >= 2 and all(float(v).is_integer() for v in t)
     secs = plot_curves(None, [0.0, 0.5, 1.25], {"v": [0.1, 0.2, 0.3]}, xlabel="s")
     assert any(not float(v).is_integer() for v in _xticks(secs.panels[0]))
+
+
+def test_next_hints_name_the_program_as_it_was_started(monkeypatch, tmp_path):
+    """A checkout's ``.venv/bin/affedge`` is not on PATH: the "next:" hints said a bare
+    ``affedge`` that the shell does not find."""
+    import os
+    import sys
+
+    from affedge import log
+
+    prog = tmp_path / ".venv" / "bin" / "affedge"
+    prog.parent.mkdir(parents=True)
+    prog.write_text("#!/bin/sh\n")
+    prog.chmod(0o755)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.setattr(sys, "argv", [".venv/bin/affedge", "demo"])
+    monkeypatch.chdir(tmp_path)
+    assert log.invoked_as() == ".venv/bin/affedge"
+    monkeypatch.setenv("PATH", str(prog.parent) + os.pathsep + "/usr/bin:/bin")
+    assert log.invoked_as() == "affedge"  # the same program is found by its name
+    monkeypatch.setattr(sys, "argv", ["-m", "x"])
+    assert log.invoked_as() == "affedge"

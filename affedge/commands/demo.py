@@ -149,6 +149,6 @@ def run(args) -> int:
     if stop.stopped:
         log.status(f"stopped by {stop.describe()} after {len(preds)} frames")
     log.status(f"wrote {csv_path}, {png_path}, {metrics_path}")
-    log.status(f"next: affedge run 0 --bundle {bundle}   (your camera; --out preds.csv to "
-               "keep the predictions)")
+    log.status(f"next: {log.invoked_as()} run 0 --bundle {bundle}   (your camera; --out "
+               "preds.csv to keep the predictions)")
     return stop.exit_code

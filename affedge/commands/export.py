@@ -130,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote bundle {res.bundle} (digest sha256:{b.digest}"
           + (", signed" if args.sign else "") + ")",
           file=sys.stderr if args.json == "-" else sys.stdout)
-    log.status(f"next: affedge run 0 --bundle {res.bundle}   (camera 0; or a video file; "
-               f"affedge bench {res.bundle} for its latency)")
+    me = log.invoked_as()
+    log.status(f"next: {me} run 0 --bundle {res.bundle}   (camera 0; or a video file; "
+               f"{me} bench {res.bundle} for its latency)")
     return 0

@@ -78,5 +78,6 @@ def run(args) -> int:
                    f"{n_train} and {n_val}: make a larger one (e.g. --videos "
                    f"{len(PAPER_CHUNKS) + 1}) before training on it")
         return 0
-    log.status(f"next: affedge train {args.out} --encoder mobile --max-minutes 5 --out runs/m")
+    log.status(f"next: {log.invoked_as()} train {args.out} --encoder mobile --max-minutes 5 "
+               "--out runs/m")
     return 0

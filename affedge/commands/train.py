@@ -178,11 +178,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {out / 'crossval.json'}, checkpoints {out}/fold*/best, curves "
           f"{out}/fold*/curves.png", file=stream)
     if learned:
-        log.status(f"next: affedge export {best_ckpt} -o my_bundle   (then: affedge run 0 "
+        me = log.invoked_as()
+        log.status(f"next: {me} export {best_ckpt} -o my_bundle   (then: {me} run 0 "
                    "--bundle my_bundle)")
     else:
         log.status("next: train again with a larger --max-minutes (or more data); to look at "
-                   f"this model anyway: affedge export {best_ckpt} -o my_bundle --force")
+                   f"this model anyway: {log.invoked_as()} export {best_ckpt} -o my_bundle "
+                   "--force")
     return 0
 
 
