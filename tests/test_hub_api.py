@@ -105,9 +105,11 @@ def test_a_damaged_audio_track_ends_the_audio_not_the_run(damaged):
     n = _frames(damaged)
     with Recognizer.demo() as rec:
         preds = list(rec.run(str(damaged), audio="video"))
-    assert [p.frame for p in preds] == list(range(n)) and n > 30
-    (err,) = rec.audio_errors
-    assert "error decoding the audio of" in err and "have no audio" in err
+        (err,) = rec.audio_errors
+        assert [p.frame for p in preds] == list(range(n)) and n > 30
+        assert "error decoding the audio of" in err and "have no audio" in err
+        assert len(list(rec.run(str(damaged), max_frames=5))) == 5
+        assert rec.audio_errors == []  # each run() reports its own
 
 
 def test_a_damaged_source_drops_no_frame_of_another(damaged, clips):

@@ -202,8 +202,8 @@ class Recognizer:
         self.pipeline = usable_cpus() >= 2 if pipeline is None else bool(pipeline)
         self._closed = False
         self.skipped_frames = 0
-        #: why a file's audio stopped early in run() (a damaged track: the frames went on
-        #: without audio), one line each
+        #: why a file's audio stopped early in the last run() (a damaged track: the frames
+        #: went on without audio), one line each
         self.audio_errors: list[str] = []
         self.emitted = 0
         self._owned_sinks: list = []  # publish(): flushed and closed by close()
@@ -418,6 +418,7 @@ class Recognizer:
                              f"{max_frames!r}")
         if self.engine.started:
             self.reset()
+        self.audio_errors = []  # (this run's own)
         self._stop.clear()
         src = open_video(video)
         self._sources.append(src)
