@@ -12,10 +12,11 @@ import pytest
 from affedge.sdk.recognizer import DEMO_BUNDLE, DEMO_CLIP, demo_assets_missing
 
 try:
-    import openvino
+    from affedge.sdk.backends.openvino_backend import import_openvino
 
+    openvino = import_openvino()  # (without openvino's usage telemetry)
     OV_SKIP = None
-except ImportError as exc:  # the reason is shown by pytest -rs
+except Exception as exc:  # noqa: BLE001 (BackendUnavailable; the reason is shown by pytest -rs)
     OV_SKIP = f"openvino cannot be imported here ({exc}); pip install 'affedge[openvino]'"
 
 pytestmark = [
@@ -216,3 +217,31 @@ def test_whole_demo_through_a_recognizer_matches_onnxruntime(ov, ort):
     for col, name in ((1, "valence"), (2, "arousal")):
         c_ov, c_ort = _ccc(got[idx, col], lab[name]), _ccc(ref[idx, col], lab[name])
         assert abs(c_ov - c_ort) <= 0.005, (name, c_ov, c_ort)
+
+
+def test_openvino_loads_without_its_usage_telemetry():
+    """``import openvino`` imports its model converter, whose import sends a usage event to
+    Google Analytics (openvino_telemetry) unless CI=true: affedge keeps that module out. Run in
+    a clean subprocess without CI in its environment."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, threading, importlib.util\n"
+        "from affedge.features.detectors.model_runner import openvino_available\n"
+        "from affedge.sdk.backends.openvino_backend import import_openvino\n"
+        "assert openvino_available()\n"
+        "ov = import_openvino()\n"
+        "ov.Core()\n"
+        "print('ovc' if 'openvino.tools.ovc' in sys.modules else 'no-ovc')\n"
+        "print('telemetry' if 'openvino_telemetry' in sys.modules else 'no-telemetry')\n"
+        "print('findable' if importlib.util.find_spec('openvino.tools.ovc') else 'gone')\n"
+        "print(sorted(t.name for t in threading.enumerate() if not t.daemon))\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "TF_BUILD", "JENKINS_URL")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.split("\n")
+    assert lines[:3] == ["no-ovc", "no-telemetry", "findable"], out.stdout
+    assert lines[3] == "['MainThread']", out.stdout  # no telemetry sender thread

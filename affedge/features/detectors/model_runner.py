@@ -30,9 +30,12 @@ DEFAULT_RUNTIME = "onnxruntime"
 
 
 def openvino_available() -> bool:
+    from affedge.sdk.backends.base import BackendUnavailable
+    from affedge.sdk.backends.openvino_backend import import_openvino
+
     try:
-        import openvino  # noqa: F401
-    except ImportError:
+        import_openvino()  # (without openvino's usage telemetry)
+    except BackendUnavailable:
         return False
     return True
 
@@ -69,7 +72,9 @@ class DetectorModel:
             self.input_name = self._sess.get_inputs()[0].name
             self.output_names = [o.name for o in self._sess.get_outputs()]
         else:
-            import openvino as ov
+            from affedge.sdk.backends.openvino_backend import import_openvino
+
+            ov = import_openvino()
 
             self._ov = ov
             self._core = ov.Core()

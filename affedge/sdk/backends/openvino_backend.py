@@ -31,6 +31,7 @@ openvino is imported lazily (``pip install 'affedge[openvino]'``).
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -46,12 +47,27 @@ _HINT = {"fp32": "f32", "bf16": "bf16"}
 _INSTALL = "pip install 'affedge[openvino]'"
 
 
+#: imported by ``import openvino`` for its ``convert_model`` (not used at run time); importing
+#: it sends a usage event to Google Analytics from a forked child process (openvino_telemetry,
+#: on unless the user opted out or ``CI=true``; seen in OpenVINO 2026.4). affedge runs on
+#: kiosks and robots and must not contact anything the user did not configure.
+_PHONES_HOME = "openvino.tools.ovc"
+
+
 def import_openvino():
-    """The ``openvino`` module, or BackendUnavailable saying how to install it."""
+    """The ``openvino`` module, loaded without its converter's usage telemetry
+    (:data:`_PHONES_HOME`: kept out of the import, and importable again afterwards), or
+    BackendUnavailable saying how to install it."""
+    blocked = "openvino" not in sys.modules and _PHONES_HOME not in sys.modules
+    if blocked:
+        sys.modules[_PHONES_HOME] = None  # its import raises ImportError, which openvino skips
     try:
         import openvino
     except ImportError as exc:
         raise BackendUnavailable(f"openvino is not installed ({_INSTALL}): {exc}") from None
+    finally:
+        if blocked and sys.modules.get(_PHONES_HOME, 0) is None:
+            del sys.modules[_PHONES_HOME]
     return openvino
 
 
