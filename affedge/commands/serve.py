@@ -22,6 +22,7 @@ microphones are released, exit code 0.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import os
 import signal
@@ -32,6 +33,9 @@ from affedge.commands.run import add_runtime_arguments
 
 HELP = "serve several sources: predictions over ZeroMQ/WebSocket, a live dashboard, files"
 DEFAULT_WS_PORT = 8765
+#: seconds the shutdown (every source, sink and recognizer closed) may take before serve dumps
+#: its threads' stacks to stderr and exits 1
+SHUTDOWN_WATCHDOG_S = 45.0
 
 
 class _SourceSpec(argparse.Action):
@@ -239,7 +243,13 @@ def run(args) -> int:
                     break
                 stop.wait(0.5)  # --linger: serve the clients until a signal, idle
     finally:
-        hub.stop()
+        # a shutdown that hangs prints every thread's stack and exits 1 instead of waiting for
+        # a SIGKILL (a CI run once saw serve not exit within 60 s of SIGTERM)
+        faulthandler.dump_traceback_later(SHUTDOWN_WATCHDOG_S, exit=True)
+        try:
+            hub.stop()
+        finally:
+            faulthandler.cancel_dump_traceback_later()
         for s, h in old.items():
             signal.signal(s, h)
     st = hub.status()
@@ -255,6 +265,10 @@ def run(args) -> int:
     files = [f"{t} ({sink.rows} rows)" for t, sink in _file_sinks(hub, bound["out"])]
     if files:
         _say("affedge serve: wrote " + ", ".join(files))
+    stuck = [t.name for t in threading.enumerate()
+             if t is not threading.current_thread() and t.is_alive() and not t.daemon]
+    if stuck:  # (the interpreter waits for these at exit: name them)
+        _say(f"affedge serve: threads still running after the stop: {', '.join(stuck)}")
     return 0
 
 
