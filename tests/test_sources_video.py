@@ -136,3 +136,33 @@ def test_spec_classification():
         _classify(1.5)
     with pytest.raises(ValueError, match="empty"):
         _classify("  ")
+
+
+def test_close_from_another_thread_waits_for_the_read_in_progress():
+    """A file source has no capture thread of its own: ``affedge serve`` reads it on its
+    capture thread while ``stop()`` closes it from the main thread. OpenCV's capture is not
+    thread-safe (a release() during a read() hung inside FFmpeg: serve did not exit on
+    SIGTERM in CI); close() now waits for the read in progress, then reads give None."""
+    import random
+    import threading
+
+    from affedge.sdk.recognizer import DEMO_CLIP
+
+    rng = random.Random(0)
+    for _ in range(12):
+        src = VideoSource(str(DEMO_CLIP), realtime=True)
+        got, done = [], threading.Event()
+
+        def reader(s=src, got=got, done=done):
+            while (f := s.read()) is not None:
+                got.append(f.index)
+            done.set()
+
+        th = threading.Thread(target=reader, daemon=True)
+        th.start()
+        time.sleep(rng.uniform(0.0, 0.15))
+        t0 = time.monotonic()
+        src.close()
+        assert time.monotonic() - t0 < 5.0
+        assert done.wait(5.0), "the reader did not end after close()"
+        assert got == list(range(len(got)))

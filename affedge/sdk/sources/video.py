@@ -125,6 +125,7 @@ class VideoSource:
         self._cap: cv2.VideoCapture | None = None
         self._closed = False
         self._lock = threading.Condition()
+        self._cap_lock = threading.RLock()  # a file's read() vs close() from another thread
         self._thread: threading.Thread | None = None
         self._latest: VideoFrame | None = None
         self._error: BaseException | None = None
@@ -247,9 +248,10 @@ class VideoSource:
         return not _finite_positive(self._cap.get(cv2.CAP_PROP_FRAME_COUNT))
 
     def _release(self):
-        if self._cap is not None:
-            self._cap.release()
-            self._cap = None
+        with self._cap_lock:  # never under a read on another thread (see _capture_next)
+            if self._cap is not None:
+                self._cap.release()
+                self._cap = None
 
     # ------------------------------------------------------------------ capture
 
@@ -257,12 +259,19 @@ class VideoSource:
         """Capture one frame (None at the end of a file); live failures raise SourceError."""
         if self.is_live:
             return self._capture_live()
-        if self.realtime:
-            self._pace_file()
-        ok, image = self._cap.read()
-        if not ok or image is None:
-            return None
-        pos = self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+        # A file has no capture thread of its own: its reader (e.g. affedge serve's capture
+        # thread) calls this while close() may come from another thread. OpenCV's capture is
+        # not thread-safe: a release() during a read() deadlocked inside FFmpeg (serve then
+        # hung at SIGTERM). The lock makes close() wait for the read in progress (one frame).
+        with self._cap_lock:
+            if self._cap is None:
+                return None  # closed meanwhile
+            if self.realtime:
+                self._pace_file()
+            ok, image = self._cap.read()
+            if not ok or image is None:
+                return None
+            pos = self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
         return self._make_frame(image, self._file_time(pos))
 
     def _file_time(self, pos: float) -> float:
