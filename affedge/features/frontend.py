@@ -18,6 +18,23 @@ LEGACY_FRONTEND = {"detector": "haar", "detector_sha256": None, "crop_recipe": "
 _KEYS = ("detector", "detector_sha256", "crop_recipe", "crop_recipe_version")
 
 
+def keypoints_missing(recipe: str, detector) -> bool:
+    """True when crop ``recipe`` aligns on keypoints that ``detector`` (a registry name, class or
+    instance) does not give."""
+    if isinstance(detector, str):
+        from affedge.features.detectors import DETECTORS
+
+        detector = DETECTORS.get(detector)
+    return get_recipe(recipe).needs_keypoints and not getattr(detector, "has_keypoints", False)
+
+
+def detectors_with_keypoints() -> list[str]:
+    """Registry names of the detectors that give the five face keypoints."""
+    from affedge.features.detectors import DETECTORS
+
+    return sorted(n for n, c in DETECTORS.items() if getattr(c, "has_keypoints", False))
+
+
 def frontend_record(detector, recipe: str) -> dict:
     """The record of ``detector`` (a registry detector instance) cropping with ``recipe``."""
     r = get_recipe(recipe)
@@ -25,7 +42,7 @@ def frontend_record(detector, recipe: str) -> dict:
     if not isinstance(name, str):
         raise TypeError(f"frontend_record: {type(detector).__name__} is not a registry detector "
                         f"(no name)")
-    if r.needs_keypoints and not getattr(detector, "has_keypoints", False):
+    if keypoints_missing(recipe, detector):
         raise ValueError(f"crop recipe {recipe!r} needs keypoints; detector {name!r} has none "
                          f"(use 'box-v1')")
     return {"detector": name, "detector_sha256": getattr(detector, "model_sha256", None),
@@ -57,7 +74,7 @@ def _check_names(rec: dict):
         raise ValueError(f"bundle front end: crop recipe {recipe!r} version "
                          f"{rec['crop_recipe_version']} was used in training, this install has "
                          f"version {r.version}")
-    if r.needs_keypoints and not DETECTORS[name].has_keypoints:
+    if keypoints_missing(recipe, DETECTORS[name]):
         raise ValueError(f"bundle front end: recipe {recipe!r} needs keypoints, detector "
                          f"{name!r} has none")
     return DETECTORS[name]

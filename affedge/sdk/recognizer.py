@@ -247,14 +247,15 @@ class Recognizer:
         """Refuse, before the first frame, a detector that cannot feed the bundle's crop recipe
         (a keypoint-less one with a landmark-aligned bundle used to be accepted, then every
         frame with a face was refused)."""
-        from affedge.features.crops import get_recipe
-        from affedge.features.detectors import DETECTORS
-        from affedge.features.frontend import frontend_of
+        from affedge.features.frontend import (
+            detectors_with_keypoints,
+            frontend_of,
+            keypoints_missing,
+        )
 
         rec = frontend_of(self.bundle.manifest.get("face_frontend"))
-        if get_recipe(rec["crop_recipe"]).needs_keypoints and \
-                not getattr(DETECTORS.get(name), "has_keypoints", False):
-            with_kp = sorted(n for n, c in DETECTORS.items() if getattr(c, "has_keypoints", False))
+        if keypoints_missing(rec["crop_recipe"], name):
+            with_kp = detectors_with_keypoints()
             raise ValueError(f"detector {name!r} gives no face keypoints, and this bundle's "
                              f"crops ({rec['crop_recipe']!r}, trained with {rec['detector']!r}) "
                              f"are aligned on them: use {', '.join(with_kp)}, or leave the "
