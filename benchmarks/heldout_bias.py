@@ -2,8 +2,10 @@
 
 CCC over concatenated videos punishes a per-video offset of the prediction's mean as much as a
 wrong shape. This prints, per held-out video of an ``affedge synth`` set: the labels' mean, the
-prediction's mean, their difference (bias), Pearson r (the shape), the video's own CCC, and the
-generator's identity parameters that set the face and voice (``synthetic.json``).
+prediction's mean, their difference (bias), Pearson r (the shape), the slope of the prediction
+on the label (1 = the full range; below 1 = a compressed range, so the error grows with the
+label's distance from the mean), the video's own CCC, and the generator's identity parameters
+that set the face and voice (``synthetic.json``).
 
 ``--swap-audio`` re-muxes every video with the audio track of the next one (ffmpeg, streams
 copied) and runs the bundle again: the change of the prediction's mean is what the audio
@@ -36,7 +38,8 @@ DIMS = ("valence", "arousal")
 
 def video_stats(labels: np.ndarray, pred: np.ndarray) -> dict:
     """Per dimension over the labelled frames of one video (``[n, 2]`` V/A each): label mean,
-    prediction mean, bias (prediction - label mean), Pearson r and CCC."""
+    prediction mean, bias (prediction - label mean), Pearson r, least-squares slope of the
+    prediction on the label, and CCC."""
     from affedge.metrics import ccc
 
     keep = (labels != UNLABELLED).all(axis=1)
@@ -45,8 +48,10 @@ def video_stats(labels: np.ndarray, pred: np.ndarray) -> dict:
     for k, dim in enumerate(DIMS):
         yk, pk = y[:, k], p[:, k]
         r = float(np.corrcoef(yk, pk)[0, 1]) if yk.std() > 0 and pk.std() > 0 else float("nan")
+        slope = float(np.cov(yk, pk, bias=True)[0, 1] / yk.var()) if yk.var() > 0 \
+            else float("nan")
         out[dim] = {"label_mean": float(yk.mean()), "pred_mean": float(pk.mean()),
-                    "bias": float(pk.mean() - yk.mean()), "pearson": r,
+                    "bias": float(pk.mean() - yk.mean()), "pearson": r, "slope": slope,
                     "ccc": float(ccc(yk, pk))}
     return out
 
@@ -102,13 +107,14 @@ def main(argv: list[str] | None = None) -> int:
                     row[dim]["pred_mean_other_audio"] = s[dim]["pred_mean"]
             res[video.stem] = row
     print(f"{'video':14s} {'dim':8s} {'label':>7s} {'pred':>7s} {'bias':>7s} {'r':>6s} "
-          f"{'CCC':>6s}" + (f" {'other-audio':>12s}" if a.swap_audio else ""))
+          f"{'slope':>6s} {'CCC':>6s}" + (f" {'other-audio':>12s}" if a.swap_audio else ""))
     for name, row in res.items():
         for dim in DIMS:
             d = row[dim]
             extra = f" {d['pred_mean_other_audio']:12.3f}" if "pred_mean_other_audio" in d else ""
             print(f"{name:14s} {dim:8s} {d['label_mean']:7.3f} {d['pred_mean']:7.3f} "
-                  f"{d['bias']:7.3f} {d['pearson']:6.3f} {d['ccc']:6.3f}{extra}")
+                  f"{d['bias']:7.3f} {d['pearson']:6.3f} {d['slope']:6.3f} {d['ccc']:6.3f}"
+                  f"{extra}")
         ident = ", ".join(f"{k} {v:.2f}" for k, v in row["identity"].items() if v is not None)
         print(f"{'':14s} identity: {ident}")
     if a.swap_audio:

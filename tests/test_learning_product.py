@@ -43,7 +43,8 @@ def test_predictions_are_read_by_frame_index(tmp_path):
 
 def test_heldout_bias_separates_an_offset_from_the_shape():
     """benchmarks/heldout_bias.py: a prediction that tracks the labels exactly but sits 0.4
-    too low has Pearson 1 and bias -0.4 (and a CCC well below 1); unlabelled rows are left out."""
+    too low has Pearson 1, slope 1 and bias -0.4 (and a CCC well below 1); one at half the
+    range has slope 0.5; unlabelled rows are left out."""
     import heldout_bias as hb
 
     t = np.linspace(0, 6, 300)
@@ -58,4 +59,6 @@ def test_heldout_bias_separates_an_offset_from_the_shape():
     a = s["arousal"]
     assert abs(a["bias"] + 0.4) < 1e-5 and a["pearson"] > 0.999
     assert abs(a["label_mean"] - y[20:, 1].mean()) < 1e-6
-    assert a["ccc"] < 0.75
+    assert a["ccc"] < 0.75 and abs(a["slope"] - 1) < 1e-5
+    half = hb.video_stats(y, np.where(y == lp.UNLABELLED, y, 0.5 * y))["valence"]
+    assert abs(half["slope"] - 0.5) < 1e-5 and half["pearson"] > 0.999
