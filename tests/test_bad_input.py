@@ -227,20 +227,22 @@ def test_bad_pcm_is_refused_and_stream_continues(bundle_dir, frames):  # noqa: F
     assert all(p.audio_present for p in b)
 
 
-@pytest.mark.parametrize("dtypes", [(np.uint8, np.int8, np.int16),
+@pytest.mark.parametrize("dtypes", [(np.uint8, np.int8, np.int16, np.uint16),
                                     (np.int32, np.float16, np.float64)])
 def test_integer_and_float_sample_formats(bundle_dir, frames, dtypes):  # noqa: F811
     """8/16/32-bit integer and 16/64-bit float PCM give exactly the predictions of the same
-    sample values as float32 (integers scale by 2^(bits-1); unsigned 8-bit is offset by 128)."""
+    sample values as float32 (integers scale by 2^(bits-1); unsigned types are offset binary:
+    8-bit by 128, 16-bit by 32768)."""
     for dtype in dtypes:
         _check_sample_format(bundle_dir, frames, dtype)
 
 
 def _check_sample_format(bundle_dir, frames, dtype):  # noqa: F811
     x = np.sin(2 * np.pi * 300 * np.arange(SR) / SR) * 0.4
-    if dtype == np.uint8:
-        raw = np.round(x * 127 + 128).astype(np.uint8)
-        ref_pcm = (raw.astype(np.float64) - 128) / 128
+    if np.issubdtype(dtype, np.unsignedinteger):
+        half = float(np.iinfo(dtype).max // 2 + 1)
+        raw = np.round(x * (half - 1) + half).astype(dtype)
+        ref_pcm = (raw.astype(np.float64) - half) / half
     elif np.issubdtype(dtype, np.integer):
         full = float(np.iinfo(dtype).max) + 1
         raw = np.round(x * (full - 1)).astype(dtype)
@@ -276,7 +278,7 @@ def test_wrong_sample_rate_is_resampled(bundle_dir, frames):  # noqa: F811
 
 
 def test_silent_and_extreme_but_finite_audio_give_finite_predictions(bundle_dir, frames):  # noqa: F811
-    for pcm in (np.zeros(SR, np.float32), np.full(SR, 3e38, np.float32),
+    for pcm in (np.zeros(SR, np.float32), np.full(SR, 4.0, np.float32),
                 np.tile(np.float32([1, -1]), SR // 2)):
         with _rec(bundle_dir) as rec:
             rec.push_audio(pcm, t=0.0)
@@ -286,18 +288,29 @@ def test_silent_and_extreme_but_finite_audio_give_finite_predictions(bundle_dir,
 
 
 def test_audio_timestamps_jumping_back_or_forward(bundle_dir, frames):  # noqa: F811
-    """Audio is never dropped: a chunk stamped earlier than the end of the previous one is
-    appended after it; a chunk stamped later leaves a gap that is filled with silence and
-    counted (``stats()["audio_gaps_filled"]``)."""
+    """Audio stays on the caller's clock: a chunk stamped earlier than the end of the audio
+    already pushed loses the part that time already has (counted in
+    ``stats()["audio_overlaps"]``, one RuntimeWarning); a chunk stamped later leaves a gap that
+    is filled with silence and counted (``stats()["audio_gaps_filled"]``)."""
     x = np.zeros(SR // 2, np.float32)
     with _rec(bundle_dir) as rec:
         rec.push_audio(x, t=0.0)
-        rec.push_audio(x, t=0.1)  # back in time
-        assert rec.engine.audio.time == pytest.approx(1.0)
-        rec.push_audio(x, t=3.0)  # 2 s gap
+        with pytest.warns(RuntimeWarning, match="0.400 s before the end"):
+            rec.push_audio(x, t=0.1)  # back in time: 0.1-0.5 s is already here
+        assert rec.engine.audio.time == pytest.approx(0.6)
+        assert rec.stats()["audio_overlaps"] == 1
+        rec.push_audio(x, t=0.0)  # wholly in the past: dropped
+        assert rec.engine.audio.time == pytest.approx(0.6)
+        assert rec.stats()["audio_overlaps"] == 2
+        rec.push_audio(x, t=0.62)  # 20 ms late: clock jitter, continues the timeline
+        assert rec.engine.audio.time == pytest.approx(1.1)
+        rec.push_audio(x, t=1.08)  # 20 ms early: jitter as well
+        assert rec.engine.audio.time == pytest.approx(1.6)
+        assert rec.stats()["audio_overlaps"] == 2 and rec.stats()["audio_gaps_filled"] == 0
+        rec.push_audio(x, t=3.6)  # 2 s gap
         assert rec.stats()["audio_gaps_filled"] == 1
-        assert rec.engine.audio.time == pytest.approx(3.5)
-        p = rec.push_frame(frames[0], t=3.2)
+        assert rec.engine.audio.time == pytest.approx(4.1)
+        p = rec.push_frame(frames[0], t=3.8)
         assert p.audio_present and np.isfinite(p.valence)
         assert rec.stats()["audio_overruns"] == 0
 
@@ -513,3 +526,60 @@ def test_large_clock_offsets_give_identical_predictions(bundle_dir, frames, t0):
                                atol=1e-6)
     assert stats["audio_gaps_filled"] == ref_stats["audio_gaps_filled"] == 0
     assert stats["audio_discontinuities"] == ref_stats["audio_discontinuities"] == 0
+
+
+@pytest.mark.parametrize("case", ["overlap", "duplicate", "late"])
+def test_resent_or_late_audio_chunks_keep_the_clean_stream(bundle_dir, frames, case):  # noqa: F811
+    """Chunks that repeat audio already pushed (an overlapping resend, an exact duplicate) give
+    exactly the predictions of the clean stream; a chunk that arrives after later audio is
+    dropped, and what follows stays on the caller's clock."""
+    rng = np.random.default_rng(3)
+    x = (0.3 * np.sin(2 * np.pi * 180 * np.arange(2 * SR) / SR)
+         * (1 + 0.5 * rng.standard_normal(2 * SR))).astype(np.float32)
+    times = [0.3 + i / FPS for i in range(len(frames))] + [1.5, 1.8, 1.95]
+    imgs = list(frames) + list(frames[:3])
+    with _rec(bundle_dir) as ref, _rec(bundle_dir) as rec:
+        ref.push_audio(x[:SR], t=0.0)
+        ref.push_audio(x[SR:], t=1.0)
+        want = [ref.push_frame(f, t=t) for f, t in zip(imgs, times)]
+        with pytest.warns(RuntimeWarning, match="before the end of the audio"):
+            if case == "overlap":
+                rec.push_audio(x[:SR], t=0.0)
+                rec.push_audio(x[SR // 2:], t=0.5)
+            elif case == "duplicate":
+                rec.push_audio(x[:SR], t=0.0)
+                rec.push_audio(x[:SR], t=0.0)
+                rec.push_audio(x[SR:], t=1.0)
+            else:  # the 1-2 s chunk first, then the late 0-1 s one
+                rec.push_audio(x[:SR // 2], t=0.0)
+                rec.push_audio(x[SR:], t=1.0)  # 0.5-1 s becomes silence (a counted gap)
+                rec.push_audio(x[SR // 2:SR], t=0.5)  # late: wholly in the past
+        got = [rec.push_frame(f, t=t) for f, t in zip(imgs, times)]
+        assert rec.stats()["audio_overlaps"] == 1
+        assert rec.engine.audio.time == pytest.approx(2.0)
+    if case == "late":
+        # after 1 s both streams hold the same audio at the same times; the model's receptive
+        # field (121 frames) still remembers the silent 0.5-1 s, so compare the speech flags
+        assert [p.speech_present for p in got[-3:]] == [p.speech_present for p in want[-3:]]
+        assert all(p.audio_present for p in got)
+    else:
+        np.testing.assert_array_equal(_va(got), _va(want))
+
+
+def test_mis_scaled_samples_are_refused_or_flagged(bundle_dir):  # noqa: F811
+    """Samples whose scale is wrong or unknown are refused before anything changes: int16
+    values cast to float (peaks in the thousands), a Python list of ints, 64-bit integers.
+    16-bit values in an int32 array (int32 full scale is 2**31) draw a RuntimeWarning."""
+    x16 = (np.sin(2 * np.pi * 300 * np.arange(SR // 4) / SR) * 12000).astype(np.int16)
+    with _rec(bundle_dir) as rec:
+        with pytest.raises(ValueError, match=r"\[-1, 1\].*peaks at 1200"):
+            rec.push_audio(x16.astype(np.float32), t=0.0)
+        with pytest.raises(TypeError, match="Python sequence of integers"):
+            rec.push_audio(x16.tolist(), t=0.0)
+        with pytest.raises(TypeError, match="int64 samples has no known full scale"):
+            rec.push_audio(x16.astype(np.int64), t=0.0)
+        assert rec.engine.audio.time is None  # nothing was taken
+        with pytest.warns(RuntimeWarning, match="pass them as int16"):
+            rec.push_audio(x16.astype(np.int32), t=0.0)
+        rec.push_audio((x16 / 32768.0).tolist(), t=0.25)  # a list of floats is fine
+        assert rec.engine.audio.time == pytest.approx(0.5)

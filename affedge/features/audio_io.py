@@ -85,8 +85,9 @@ def to_float_mono(raw, dtype=None, channels: int = 1) -> np.ndarray:
     elif arr.ndim != 1:
         raise ValueError(f"to_float_mono: expected 1-D or 2-D samples, got shape {arr.shape}")
     k = arr.dtype
-    if k == np.uint8:
-        x = (arr.astype(np.float64) - 128.0) / 128.0
+    if np.issubdtype(k, np.unsignedinteger):  # offset binary (WAV's 8-bit, some 16-bit codecs)
+        half = float(2 ** (8 * k.itemsize - 1))
+        x = (arr.astype(np.float64) - half) / half
     elif np.issubdtype(k, np.signedinteger):
         x = arr.astype(np.float64) / float(2 ** (8 * k.itemsize - 1))
     elif np.issubdtype(k, np.floating):

@@ -21,9 +21,15 @@ Policies
     nothing (the first accepted chunk defines the audio origin).
   * Gaps: a chunk whose start is more than ``gap_tolerance`` after the expected time is preceded
     by silence so the clocks stay aligned, as long as the gap fits in the PCM ring; a longer gap
-    restarts the timeline at the chunk's timestamp (nothing is allocated for the gap). A chunk
-    that starts *before* the expected time (overlap, clock jitter) continues the timeline.
-    Both kinds of gap are counted in ``stats()["audio_gaps_filled"]``.
+    restarts the timeline at the chunk's timestamp (nothing is allocated for the gap); counted
+    in ``stats()["audio_gaps_filled"]``. A chunk that starts before the end of the audio
+    already pushed by more than ``gap_tolerance`` (resent, duplicated or late audio) loses the
+    samples that time already has (a chunk wholly in the past is dropped), so the audio stays
+    on the caller's clock; counted in ``stats()["audio_overlaps"]``, with one RuntimeWarning.
+    Within ``gap_tolerance`` (clock jitter) a chunk continues the timeline.
+  * Samples: integer arrays are scaled by their dtype's full scale; float samples beyond
+    +-MAX_FLOAT_PEAK, Python lists of integers and 64-bit integers are refused (their scale is
+    wrong or unknown); int32 samples that all fit in 16 bits draw a RuntimeWarning.
   * Discontinuities: when the drained blocks start later than the expected next sample by more
     than one block (a ring overrun dropped audio, or the timeline restarted), the extractor and
     the VAD restart at that block, so rows stay on the caller's clock; until the restarted
@@ -36,6 +42,7 @@ from __future__ import annotations
 
 import math
 import threading
+import warnings
 
 import numpy as np
 
@@ -82,19 +89,46 @@ def check_time(t, what: str) -> float:
     return x
 
 
+#: float PCM peaking above this is refused as mis-scaled (12 dB over full scale; integer
+#: samples cast to float without dividing by 32768 peak in the thousands)
+MAX_FLOAT_PEAK = 4.0
+#: int32 chunks whose samples all fit in 16 bits, with some beyond this, draw one warning
+#: (16-bit samples in an int32 array play 78+ dB too quietly: int32 full scale is 2**31)
+INT32_AS_INT16_MIN_PEAK = 256
+
+
 def to_pcm_float32(pcm) -> np.ndarray:
-    """1-D float32 samples from int (scaled to [-1, 1)) or float PCM; ValueError for other
-    shapes/dtypes and for NaN/Inf (including floats beyond the float32 range)."""
+    """1-D float32 samples from integer PCM (scaled by the dtype's full scale: int16 / 2**15,
+    int32 / 2**31, unsigned types offset-binary) or float PCM in [-1, 1]. ValueError for other
+    shapes, for NaN/Inf and for floats beyond +-MAX_FLOAT_PEAK; TypeError for integers whose
+    scale is unknown (a Python list of ints, 64-bit integers)."""
     from affedge.features.audio_io import to_float_mono
 
     x = np.asarray(pcm)
     if x.ndim != 1:
         raise ValueError(f"push_audio: pcm must be 1-D mono samples, got shape {x.shape}")
     if x.dtype.kind in "iu":
+        if not isinstance(pcm, np.ndarray) or x.dtype.itemsize > 4:
+            what = "a Python sequence of integers" if not isinstance(pcm, np.ndarray) \
+                else f"{x.dtype} samples"
+            raise TypeError(f"push_audio: {what} has no known full scale; pass a numpy array "
+                            f"of int16 (or int32) samples, or float32 in [-1, 1]")
+        if x.dtype == np.int32 and x.size:
+            peak = int(np.abs(x.astype(np.int64)).max())
+            if INT32_AS_INT16_MIN_PEAK < peak < 2**15:
+                warnings.warn(f"push_audio: int32 samples all within the 16-bit range (peak "
+                              f"{peak}) play {20 * math.log10(2**31 / peak):.0f} dB below "
+                              f"full scale: if they are 16-bit samples, pass them as int16",
+                              RuntimeWarning, stacklevel=3)
         x = to_float_mono(x)
     elif x.dtype.kind == "f":
         with np.errstate(over="ignore"):  # beyond the float32 range -> Inf, refused below
             x = x.astype(np.float32, copy=False)
+        finite = np.isfinite(x)
+        if finite.all() and x.size and float(np.abs(x).max()) > MAX_FLOAT_PEAK:
+            raise ValueError(f"push_audio: float samples must lie in [-1, 1]; this chunk peaks "
+                             f"at {float(np.abs(x).max()):g} (integer samples cast to float? "
+                             f"divide int16 values by 32768)")
     else:
         raise ValueError(f"push_audio: pcm dtype must be float or integer, got {x.dtype}")
     if not np.all(np.isfinite(x)):
@@ -155,7 +189,8 @@ class AudioTimeline:
         self._vad_ring = rb.RingBuffer(1, rows)
         self._new_extractor = lambda: IncrementalAudioFeatures(fcfg)
         self._lock = threading.Lock()  # producer side (push/flush) against reset
-        self._counters = {"gaps": 0, "discontinuities": 0, "consumed": 0, "nonfinite": 0}
+        self._counters = {"gaps": 0, "overlaps": 0, "discontinuities": 0, "consumed": 0,
+                          "nonfinite": 0}
         self._clear()
 
     def _clear(self) -> None:
@@ -196,7 +231,21 @@ class AudioTimeline:
                 self._t0 = 0.0 if t is None else t
             elif t is not None:
                 gap = t - (self._t0 + self._pushed / self.sample_rate + held)
-                if gap > self.gap_tolerance:
+                overlap = (self._t0 + (self._pushed + self._rem.size) / self.sample_rate
+                           + held) - t
+                if overlap > self.gap_tolerance:
+                    # stamped before the end of the audio already here (a resent, duplicated
+                    # or late chunk): the samples that time already has are dropped, so the
+                    # audio stays on the caller's clock
+                    self._counters["overlaps"] += 1
+                    x = x[min(x.size, int(round(overlap * self.sample_rate))):]
+                    if self._counters["overlaps"] == 1:
+                        warnings.warn(f"push_audio: a chunk stamped {overlap:.3f} s before the "
+                                      f"end of the audio already pushed; its first "
+                                      f"{overlap:.3f} s were dropped (counted in "
+                                      f"stats()['audio_overlaps'])", RuntimeWarning,
+                                      stacklevel=3)
+                elif gap > self.gap_tolerance:
                     self._counters["gaps"] += 1
                     if gap <= self._pcm_capacity_s:  # short gap: silence keeps the clocks
                         x = np.concatenate([np.zeros(int(round(gap * self.sample_rate)),
@@ -345,6 +394,6 @@ class AudioTimeline:
     def stats(self) -> dict:
         c = self._counters
         return {"audio_overruns": int(self._pcm_ring.overruns), "audio_gaps_filled": c["gaps"],
-                "audio_discontinuities": c["discontinuities"],
+                "audio_overlaps": c["overlaps"], "audio_discontinuities": c["discontinuities"],
                 "audio_seconds": c["consumed"] / self.sample_rate,
                 "nonfinite_audio": c["nonfinite"]}
