@@ -289,3 +289,31 @@ def test_next_hints_name_the_program_as_it_was_started(monkeypatch, tmp_path):
     assert log.invoked_as() == "affedge"  # the same program is found by its name
     monkeypatch.setattr(sys, "argv", ["-m", "x"])
     assert log.invoked_as() == "affedge"
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["train", "DATA", "--max-minutes", "0"], "--max-minutes: must be a number > 0"),
+    (["train", "DATA", "--max-minutes", "-1"], "--max-minutes: must be a number > 0"),
+    (["train", "DATA", "--threads", "0"], "--threads: must be >= 1"),
+    (["train", "DATA", "--window", "0"], "--window: must be >= 1"),
+    (["run", "clip.mp4", "--min-face", "3"], "--min-face: must be >= 8"),
+    (["demo", "--min-face", "7"], "--min-face: must be >= 8"),
+])
+def test_out_of_range_numbers_are_usage_errors(argv, says, capsys):
+    """Values a command cannot honour are refused while parsing (exit 2, the option named),
+    with the same bound the API enforces: `train --max-minutes 0` used to mean "no limit" and
+    `run --min-face 3` passed the parser's ">= 1" to fail later with ">= 8"."""
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(argv)
+    assert e.value.code == 2
+    assert says in capsys.readouterr().err
+
+
+def test_train_refuses_a_hop_longer_than_the_window():
+    from affedge.training.trainer import TrainOptions
+
+    with pytest.raises(ValueError, match=r"hop \(200\) must be <= window \(10\)"):
+        TrainOptions(window=10)
+    with pytest.raises(ValueError, match="max_minutes must be > 0"):
+        TrainOptions(max_minutes=0)
+    assert TrainOptions(window=100, hop=100).hop == 100

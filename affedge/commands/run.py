@@ -18,7 +18,8 @@ import signal
 import sys
 import time
 
-from affedge.features.detectors import available_detectors
+from affedge.commands.argtypes import at_least, positive_int
+from affedge.features.detectors import MIN_FACE_PX, available_detectors
 from affedge.formats import backend_help
 
 HELP = "run the recognizer on a video file, camera, URL or GStreamer pipeline"
@@ -26,16 +27,6 @@ HELP = "run the recognizer on a video file, camera, URL or GStreamer pipeline"
 # the demo's smoothing (affedge/commands/demo.py): mean lag 0.6/0.4 = 1.5 frames
 DEFAULT_SMOOTHING = 0.6
 PLOT_SUFFIXES = (".png",)
-
-
-def positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
 
 
 def smoothing_value(text: str) -> float:
@@ -72,7 +63,7 @@ def add_runtime_arguments(p, smoothing_help: str) -> None:
                         "needs --yunet-model")
     p.add_argument("--yunet-model", default=None, metavar="ONNX",
                    help="YuNet face detector ONNX file for --detector yunet")
-    p.add_argument("--min-face", type=positive_int, default=None, metavar="PX",
+    p.add_argument("--min-face", type=at_least(MIN_FACE_PX), default=None, metavar="PX",
                    help="smallest face side in pixels the detector searches for; larger is "
                         "faster (default: the detector's own, 40)")
     p.add_argument("--detect-every", type=positive_int, default=None, metavar="K",

@@ -9,6 +9,8 @@ import argparse
 import json
 from pathlib import Path
 
+from affedge.commands.argtypes import positive_float, positive_int
+
 HELP = "train the valence/arousal model (6-fold cross-validation, CCC loss, gradual release)"
 
 
@@ -24,32 +26,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "real data set; 'fast' = what works in minutes on a CPU (lr 2e-3, no "
                         "pretraining, 1 view, no reload); default: paper with a CUDA GPU, else "
                         "fast. Options given explicitly override the profile")
-    p.add_argument("--epochs", type=int, default=None, help="max epochs of temporal training (both profiles: 100, PAPER.md)")
-    p.add_argument("--batch-size", type=int, default=8, help="windows per step on cached features (default 8)")
-    p.add_argument("--e2e-batch-size", type=int, default=2, help="windows per step once deeper encoder groups are released")
+    p.add_argument("--epochs", type=positive_int, default=None, help="max epochs of temporal training (both profiles: 100, PAPER.md)")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="windows per step on cached features (default 8)")
+    p.add_argument("--e2e-batch-size", type=positive_int, default=2, help="windows per step once deeper encoder groups are released")
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate (paper: 1e-5, fast: 2e-3)")
     p.add_argument("--min-lr", type=float, default=None, help="release/stop threshold (default lr/10, PAPER.md 1e-6)")
     p.add_argument("--weight-decay", type=float, default=1e-3, help="classic L2 weight decay (default 1e-3)")
-    p.add_argument("--window", type=int, default=300, help="window length in frames (default 300)")
-    p.add_argument("--hop", type=int, default=200, help="window hop in frames (default 200)")
+    p.add_argument("--window", type=positive_int, default=300, help="window length in frames (default 300)")
+    p.add_argument("--hop", type=positive_int, default=200, help="window hop in frames (default 200)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/fold*/last/")
     p.add_argument("--pretrained-encoder", default=None, metavar="CKPT",
                    help="checkpoint dir whose encoder.* weights start the gradual release (skips stage 0)")
     p.add_argument("--pretrain-epochs", type=int, default=None, help="stage 0 encoder pretraining epochs, 0 = skip (paper: 3, fast: 0)")
     p.add_argument("--pretrain-lr", type=float, default=1e-3, help="stage 0 learning rate (default 1e-3)")
-    p.add_argument("--pretrain-stride", type=int, default=1, help="use every n-th face frame per pretraining epoch (default 1)")
-    p.add_argument("--views", type=int, default=None, help="cached augmentation views per frame (paper: 2, fast: 1)")
+    p.add_argument("--pretrain-stride", type=positive_int, default=1, help="use every n-th face frame per pretraining epoch (default 1)")
+    p.add_argument("--views", type=positive_int, default=None, help="cached augmentation views per frame (paper: 2, fast: 1)")
     p.add_argument("--reload-best", action=argparse.BooleanOptionalAction, default=None,
                    help="reset to the best weights after each epoch (paper: on, fast: off)")
     p.add_argument("--release", action=argparse.BooleanOptionalAction, default=None,
                    help="gradual release of encoder groups beyond the output layer (both: on)")
-    p.add_argument("--max-minutes", type=float, default=None,
+    p.add_argument("--max-minutes", type=positive_float, default=None,
                    help="wall-time budget of the whole command in minutes, counted from the "
                         "process start (data loading, caching, pretraining, epochs, releases, "
                         "validation, writing); a plan measured from the first batches is printed "
                         "and the folds share it (default: none)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default on a CPU: the cores other processes leave free, measured over 0.5 s, at least 1)")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default on a CPU: the cores other processes leave free, measured over 0.5 s, at least 1)")
     p.add_argument("--cache-dir", default=None, help="dataset feature cache directory (default: inside DATA_DIR)")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bars / per-epoch lines (bars are also off with -q, when "
@@ -140,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
                    f"overrides)")
     profile, values, why = resolve_profile(args)
     log.status(f"profile {profile} ({why}): " + ", ".join(f"{k}={v}" for k, v in values.items()))
-    deadline = started + 60 * args.max_minutes if args.max_minutes else None
+    deadline = started + 60 * args.max_minutes if args.max_minutes is not None else None
     out = Path(args.out or f"runs/{args.encoder}-{args.modality}")
     if not log.verbose():
         log.filter_third_party_warnings(import_first=("torch",))

@@ -220,13 +220,15 @@ class Recognizer:
     def _make_detector(self, detector, yunet_model, min_face):
         """The face detector: from the bundle's front-end record (None), by registry name, or
         the caller's object."""
-        from affedge.features.detectors import available_detectors, make_detector
+        from affedge.features.detectors import MIN_FACE_PX, available_detectors, make_detector
         from affedge.features.frontend import detector_from_record
 
         opts = {}
         if min_face is not None:
-            if isinstance(min_face, bool) or not isinstance(min_face, int) or min_face < 8:
-                raise ValueError(f"min_face must be an integer >= 8 pixels, got {min_face!r}")
+            if isinstance(min_face, bool) or not isinstance(min_face, int) or \
+                    min_face < MIN_FACE_PX:
+                raise ValueError(f"min_face must be an integer >= {MIN_FACE_PX} pixels, got "
+                                 f"{min_face!r}")
             opts["min_size"] = min_face
         if yunet_model is not None:
             opts["model_path"] = yunet_model

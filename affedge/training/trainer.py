@@ -127,6 +127,13 @@ class TrainOptions:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.hop > self.window:
+            raise ValueError(f"hop ({self.hop}) must be <= window ({self.window}): the frames "
+                             f"between windows would never be trained on or validated")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ValueError(f"max_minutes must be > 0, got {self.max_minutes}")
+        if self.threads is not None and int(self.threads) < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
 
     @property
     def min_lr_value(self) -> float:

@@ -6,8 +6,9 @@ first, keypoints filled when the model has them), ``detect_region(frame, region,
 max_size)`` (used by :class:`affedge.sdk.tracking.TrackAssistedDetector`), ``name`` and
 ``model_sha256`` (None when there is no model file, e.g. OpenCV's bundled Haar cascade).
 
-Entries: ``blazeface`` (MediaPipe full-range BlazeFace, 192x192, six keypoints: the default for
-new bundles), ``blazeface-short`` (short-range 128x128 for faces near the camera), ``haar``
+Entries: ``blazeface-short`` (MediaPipe short-range BlazeFace, 128x128, six keypoints: the
+default for new bundles, :data:`.base.DEFAULT_DETECTOR` says why), ``blazeface`` (full-range,
+192x192), ``haar``
 (OpenCV's cascade, no keypoints: the front end of legacy bundles) and ``yunet`` (OpenCV's
 ``FaceDetectorYN`` with a user-supplied ONNX file, five landmarks).
 """
@@ -22,9 +23,10 @@ from affedge.features.detectors.base import (
     DETECTORS,
     Detector,
     available_detectors,
+    MIN_FACE_PX,
     make_detector,
     register_detector,
 )
 
-__all__ = ["DEFAULT_DETECTOR", "DETECTORS", "Detector", "available_detectors", "make_detector",
-           "register_detector"]
+__all__ = ["DEFAULT_DETECTOR", "DETECTORS", "MIN_FACE_PX", "Detector", "available_detectors",
+           "make_detector", "register_detector"]

@@ -18,6 +18,8 @@ DETECTORS: dict[str, type[Detector]] = {}
 #: small (far) faces enlarged, so the short/full "range" of MediaPipe's fixed input does not
 #: apply here (recall on faces under 60 px: 0.92 short, 0.58 full).
 DEFAULT_DETECTOR = "blazeface-short"
+#: the smallest ``min_size`` (face side in pixels) a recognizer accepts
+MIN_FACE_PX = 8
 
 
 def register_detector(name: str):
