@@ -144,3 +144,17 @@ def test_run_header_names_the_pinned_identity(bundle_dir, av_clip, tmp_path, cap
                      "--bundle-digest", digest, "--out", str(tmp_path / "p.csv")])
     assert rc == 0
     assert "(digest-pinned: matches --bundle-digest)" in capsys.readouterr().err
+
+
+def test_precision_int8_needs_the_bundles_int8_encoder(bundle_dir, av_clip, tmp_path):  # noqa: F811
+    """`run --precision int8` with a bundle exported without --int8 is refused before the first
+    frame (the backends would run the fp32 encoder, and the user would never know); the demo
+    bundle, which has one, runs it."""
+    d, _ = av_clip
+    out = tmp_path / "p.csv"
+    with pytest.raises(ValueError, match="--precision int8: bundle .* has no int8 encoder"):
+        cli("run", [str(d / "av.mp4"), "--bundle", str(bundle_dir), "--precision", "int8",
+                    "--out", str(out), "-q"])
+    assert not out.exists() or out.read_text().count("\n") <= 1  # no prediction rows
+    assert cli("run", [str(d / "av.mp4"), "--precision", "int8", "--out", str(out), "-q"]) == 0
+    assert out.read_text().count("\n") > 10

@@ -84,7 +84,7 @@ def run(args) -> int:
     from affedge import log
     from affedge.commands.run import (
         GracefulStop,
-        apply_threads,
+        apply_runtime_args,
         open_window,
         recognizer_options,
         stream_to_outputs,
@@ -126,7 +126,7 @@ def run(args) -> int:
         return (v, a)
 
     with GracefulStop() as stop, Recognizer(bundle, **recognizer_options(args)) as rec:
-        apply_threads(rec, args.threads)
+        apply_runtime_args(rec, args)
         log.status(f"affedge demo: {clip} with its audio track, backend {rec.backend_name}, "
                    f"{'as fast as possible' if args.fast else 'real time (use --fast to skip pacing)'}")
         t0 = time.monotonic()

@@ -51,7 +51,8 @@ def add_runtime_arguments(p, smoothing_help: str) -> None:
                    help="refuse the bundle unless it is signed by this Ed25519 public key "
                         "(repeatable; affedge export --sign KEY)")
     p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
-                   help="encoder precision (int8: the bundle's ONNX int8 encoder, ONNX Runtime)")
+                   help="encoder precision (int8: the bundle's ONNX int8 encoder, from "
+                        "`affedge export --int8`; refused when the bundle has none)")
     p.add_argument("--threads", type=positive_int, default=None,
                    help="intra-op threads of the model sessions (default: 2, never more than "
                         "the usable CPUs; benchmarks/README.md 'Thread policy')")
@@ -369,11 +370,18 @@ def recognizer_options(args) -> dict:
     return opts
 
 
-def apply_threads(rec, threads) -> None:
-    """torch backends take their thread count from torch, not from a session option."""
+def apply_runtime_args(rec, args) -> None:
+    """What the shared runtime options need once the recognizer exists: torch backends take
+    their thread count from torch, not from a session option; ``--precision int8`` needs the
+    bundle's int8 encoder (the backends fall back to fp32 without one, which a user who asked
+    for int8 would not notice)."""
+    if args.precision == "int8" and rec.bundle.find("encoder", "onnx-int8") is None:
+        raise ValueError(f"--precision int8: bundle {args.bundle or '(the demo)'} has no int8 "
+                         f"encoder; export one with `affedge export CHECKPOINT --format onnx --int8 "
+                         f"--calib DATA_DIR`")
     torch = getattr(rec.backend, "torch", None)
-    if threads is not None and torch is not None:
-        torch.set_num_threads(int(threads))
+    if args.threads is not None and torch is not None:
+        torch.set_num_threads(int(args.threads))
 
 
 def resolve_bundle(bundle):
@@ -405,7 +413,7 @@ def run(args) -> int:
 
     try:
         with GracefulStop() as stop, Recognizer(bundle, **opts) as rec:
-            apply_threads(rec, args.threads)
+            apply_runtime_args(rec, args)
             log.status(f"affedge run: {source} (audio: {audio or 'none'}), backend "
                        f"{rec.backend_name}, bundle sha256:{rec.bundle.digest[:12]} "
                        f"({identity_note(rec.bundle.signature_status)})")
