@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import subprocess
 import sys
 
@@ -158,3 +159,26 @@ def test_precision_int8_needs_the_bundles_int8_encoder(bundle_dir, av_clip, tmp_
     assert not out.exists() or out.read_text().count("\n") <= 1  # no prediction rows
     assert cli("run", [str(d / "av.mp4"), "--precision", "int8", "--out", str(out), "-q"]) == 0
     assert out.read_text().count("\n") > 10
+
+
+def test_a_truncated_file_is_reported_not_passed_off_as_complete(bundle_dir, av_clip, tmp_path,  # noqa: F811
+                                                                 capsys):
+    """A faststart MP4 cut in half still declares all its frames in the index at its start:
+    `run` gives a prediction for every frame it can decode and then says that the file ended
+    early (before, it reported success as if the clip were complete)."""
+    d, meta = av_clip
+    fast = tmp_path / "fast.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(d / "av.mp4"), "-c", "copy",
+                    "-movflags", "+faststart", str(fast)], check=True)
+    data = fast.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    out = tmp_path / "cut.csv"
+    assert cli("run", [str(cut), "--bundle", str(bundle_dir), "--out", str(out)]) == 0
+    rows = out.read_text().count("\n") - 1
+    err = capsys.readouterr().err
+    assert 0 < rows < 0.95 * meta.n_frames
+    assert re.search(rf"ended after {rows} of the \d+ frames its container declares", err), err
+    # the complete file gives no such warning
+    assert cli("run", [str(fast), "--bundle", str(bundle_dir), "--out", str(out)]) == 0
+    assert "frames its container declares" not in capsys.readouterr().err

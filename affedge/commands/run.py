@@ -424,6 +424,8 @@ def run(args) -> int:
             sink = None
             for err in rec.audio_errors:
                 log.status(f"affedge run: audio: {err}")
+            for note in rec.source_notes:
+                log.status(f"affedge run: warning: {note}")
             log.status(summary_line(rec, preds, time.monotonic() - t0))
     finally:
         if sink is not None:  # the model failed to load: keep no half-made output

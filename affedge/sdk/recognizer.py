@@ -205,6 +205,9 @@ class Recognizer:
         #: why a file's audio stopped early in the last run() (a damaged track: the frames
         #: went on without audio), one line each
         self.audio_errors: list[str] = []
+        #: why a file's video looks incomplete after the last run() (it ended well before the
+        #: frame count its container declares: truncated or damaged), one line each
+        self.source_notes: list[str] = []
         self.emitted = 0
         self._owned_sinks: list = []  # publish(): flushed and closed by close()
 
@@ -422,6 +425,7 @@ class Recognizer:
         if self.engine.started:
             self.reset()
         self.audio_errors = []  # (this run's own)
+        self.source_notes = []
         self._stop.clear()
         src = open_video(video)
         self._sources.append(src)
@@ -444,7 +448,11 @@ class Recognizer:
                 else:
                     feed = _FileAudioFeeder(self.engine.audio, audio_src,
                                             on_error=self.audio_errors.append)
-            yield from self._loop(src, feed, live_audio, realtime, max_frames, with_frames)
+            read = yield from self._loop(src, feed, live_audio, realtime, max_frames,
+                                         with_frames)
+            note = short_file_note(src, read, max_frames, self._stop.is_set())
+            if note:
+                self.source_notes.append(note)
         finally:
             self._stop.set()
             for s in (audio_src, src):  # closing unblocks the capture threads
@@ -507,6 +515,7 @@ class Recognizer:
                 prev_index, prev_t = frame.index, frame.t
         finally:
             pipe.close(unblock=src.close if live else None)
+        return 0 if prev_index is None else prev_index + 1
 
     # ------------------------------------------------------------------ lifecycle
     def stats(self) -> dict:
@@ -634,6 +643,23 @@ class _FileAudioFeeder:
         self.done = True
         self.timeline.flush()
         self.timeline.end_of_audio()
+
+
+#: a file that ends before this fraction of the frame count its container declares is
+#: reported (containers round and estimate the count: a few frames short is normal)
+SHORT_FILE_FRACTION = 0.95
+
+
+def short_file_note(src, frames_read: int, max_frames: int | None, stopped: bool) -> str | None:
+    """The note for a file source that ended well before its declared frame count (None for
+    live sources, runs stopped early or by ``max_frames``, and files without a count)."""
+    declared = getattr(src, "frame_count", None)
+    if stopped or max_frames is not None or getattr(src, "is_live", False) or not declared:
+        return None
+    if frames_read >= SHORT_FILE_FRACTION * declared:
+        return None
+    return (f"{src.name}: ended after {frames_read} of the {declared} frames its container "
+            f"declares (a truncated or damaged file?)")
 
 
 def _close_quietly(src) -> None:
