@@ -226,3 +226,25 @@ def test_detect_every_option(bundle_dir):  # noqa: F811
         assert s["detect_every"] == k and s["full_detections"] == full
         assert s["region_searches"] == 10 - full  # one tracked face
         assert all(p.face_present for p in preds) and len({p.track_id for p in preds}) == 1
+
+
+def test_one_run_at_a_time(bundle_dir, tmp_path):  # noqa: F811
+    """A second run() while the first one's iterator is open is refused (it used to end the
+    first silently); once the first is closed, a new run starts from a fresh stream."""
+    from media import make_face_video
+
+    from affedge.sdk.recognizer import Recognizer
+
+    make_face_video(tmp_path / "v.mp4", seconds=0.5, fps=FPS)
+    clip = str(tmp_path / "v.mp4")
+    with Recognizer(bundle_dir) as rec:
+        first = rec.run(clip)
+        p0 = next(first)
+        second = rec.run(clip)
+        with pytest.raises(RuntimeError, match="still open"):
+            next(second)
+        assert next(first).frame == p0.frame + 1  # the first run goes on untouched
+        first.close()
+        again = list(rec.run(clip))
+        assert [p.frame for p in again] == list(range(len(again))) and len(again) > 5
+        assert (again[0].valence, again[0].arousal) == (p0.valence, p0.arousal)

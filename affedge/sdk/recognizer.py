@@ -204,6 +204,8 @@ class Recognizer:
         self.skipped_frames = 0
         #: why a file's audio stopped early in the last run() (a damaged track: the frames
         #: went on without audio), one line each
+        self._run_lock = threading.Lock()
+        self._running: str | None = None  # the source of the run() in progress
         self.audio_errors: list[str] = []
         #: why a file's video looks incomplete after the last run() (it ended well before the
         #: frame count its container declares: truncated or damaged), one line each
@@ -414,14 +416,30 @@ class Recognizer:
         ``max_frames`` frames, or on ``close()``. Each ``run()`` is a new, unrelated stream:
         when frames were processed before (an earlier ``run()`` or ``push_frame``), tracks,
         states and audio are reset first, as by :meth:`reset` (a second file starts at t = 0).
+        One ``run()`` at a time: starting another while an earlier one's iterator is still open
+        (neither exhausted nor closed) raises RuntimeError; close it (``it.close()``) or use a
+        second Recognizer for a second stream.
         """
-        from affedge.sdk.sources import open_video
-
         self._check_open()
         if max_frames is not None and (isinstance(max_frames, bool) or
                                        not isinstance(max_frames, int) or max_frames < 1):
             raise ValueError(f"max_frames must be a positive integer or None, got "
                              f"{max_frames!r}")
+        with self._run_lock:
+            if self._running is not None:
+                raise RuntimeError(f"Recognizer.run: a run of {self._running} is still open "
+                                   f"(its iterator neither exhausted nor closed); close it "
+                                   f"first, or use a second Recognizer for a second stream")
+            self._running = str(video)
+        try:
+            yield from self._run(video, audio, realtime, max_frames, with_frames)
+        finally:
+            with self._run_lock:
+                self._running = None
+
+    def _run(self, video, audio, realtime: bool, max_frames: int | None, with_frames: bool):
+        from affedge.sdk.sources import open_video
+
         if self.engine.started:
             self.reset()
         self.audio_errors = []  # (this run's own)
