@@ -180,3 +180,28 @@ def test_bad_input_names_the_problem(tmp_path):
     with pytest.raises(FileNotFoundError, match="pretrained encoder"):
         train_fold(None, tmp_path / "o", data=_fold(), opts=TrainOptions(
             pretrained_encoder=str(tmp_path / "missing"), **dict(FAST, pretrain_epochs=0)))
+
+
+def test_checkpoint_files_follow_the_umask(tmp_path):
+    """safetensors creates its files 0600; checkpoints (and the bundles copied from them) get
+    the mode the umask gives every other file, so others on the machine can read them."""
+    import os
+    import stat
+
+    from affedge.config import ModelConfig
+    from affedge.training.model import AffectModel, save_checkpoint
+    from affedge.training.trainer import optimizer_to_files
+
+    old = os.umask(0o022)
+    try:
+        cfg = ModelConfig(encoder="mobile")
+        d = save_checkpoint(tmp_path / "ck", AffectModel(cfg), cfg)
+        net = torch.nn.Linear(2, 2)
+        opt = torch.optim.Adam(net.parameters())
+        net(torch.ones(1, 2)).sum().backward()
+        opt.step()
+        optimizer_to_files(opt, tmp_path)
+    finally:
+        os.umask(old)
+    for f in (d / "model.safetensors", tmp_path / "optimizer.safetensors"):
+        assert stat.S_IMODE(f.stat().st_mode) == 0o644, f

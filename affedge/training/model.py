@@ -133,12 +133,12 @@ def save_checkpoint(directory: str | Path, model: nn.Module, model_cfg: ModelCon
     ``config.json``: ``{"format", "version", "model": to_dict(model_cfg), "features":
     to_dict(feature_cfg) | null, "norm_stats": {...}, "extra": {...}}``.
     """
-    from safetensors.torch import save_file
+    from affedge.training.train_utils import save_safetensors
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(directory / "model.safetensors"))
+    save_safetensors(state, directory / "model.safetensors")
     info = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,

@@ -14,9 +14,21 @@ from torch import nn
 # ============================================================================================
 # Optimiser / scheduler state as safetensors + JSON (no pickles)
 # ============================================================================================
-def optimizer_to_files(opt: torch.optim.Optimizer, directory: Path) -> None:
+def save_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """``safetensors.torch.save_file`` with the file mode every other file gets (the library
+    creates its files 0600, whatever the umask: a checkpoint or bundle that others on the
+    machine could not read)."""
+    import os
+
     from safetensors.torch import save_file
 
+    save_file(tensors, str(path))
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
+def optimizer_to_files(opt: torch.optim.Optimizer, directory: Path) -> None:
     sd = opt.state_dict()
     tensors, scalars = {}, {}
     for idx, st in sd["state"].items():
@@ -25,7 +37,7 @@ def optimizer_to_files(opt: torch.optim.Optimizer, directory: Path) -> None:
                 tensors[f"state.{idx}.{name}"] = v.detach().cpu().contiguous()
             else:
                 scalars[f"state.{idx}.{name}"] = v
-    save_file(tensors, str(directory / "optimizer.safetensors"))
+    save_safetensors(tensors, directory / "optimizer.safetensors")
     (directory / "optimizer.json").write_text(json.dumps(
         {"param_groups": sd["param_groups"], "scalars": scalars}, indent=1))
 
