@@ -192,3 +192,153 @@ def test_a_row_that_cannot_run_shows_its_specific_reason():
     assert _short_reason("absent: no torchscript encoder") == "absent: no torchscript encoder"
     long = _short_reason("x" * 200)
     assert len(long) == 90 and long.endswith("...")
+
+
+# ------------------------------------------------------------------------------ short / odd clips
+# Each of these runs the real ``affedge bench`` code (bench.add_arguments + bench.run, errors
+# turned into the CLI's one-line message) in a child process with a timeout, so a regression
+# to an endless loop fails the test instead of hanging the suite.
+_BENCH_CHILD = """
+import argparse, sys
+from affedge.cli import _user_error
+from affedge.commands import bench
+p = argparse.ArgumentParser()
+bench.add_arguments(p)
+try:
+    sys.exit(bench.run(p.parse_args(sys.argv[1:])))
+except Exception as exc:
+    msg = _user_error(exc)
+    if msg is None:
+        raise
+    print(f"affedge bench: error: {msg}", file=sys.stderr)
+    sys.exit(1)
+"""
+_BENCH_TIMEOUT_S = 120  # a passing run takes a few seconds; the bug this guards was a hang
+
+
+def _bench(*args: str):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-c", _BENCH_CHILD, *map(str, args)]
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=_BENCH_TIMEOUT_S,
+                              check=False)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"affedge bench {' '.join(map(str, args))} did not finish in "
+                    f"{_BENCH_TIMEOUT_S} s (hang); stderr: {exc.stderr!r}")
+
+
+@pytest.fixture(scope="module")
+def short_clips(tmp_path_factory):
+    """Face clips with an audio track of 5 frames and 1 frame, and a 1 s one without audio."""
+    import numpy as np
+    from media import make_face_video, mux, write_wav
+
+    d = tmp_path_factory.mktemp("clips")
+    noise = (0.01 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32)
+    write_wav(d / "noise.wav", noise, 16000)
+    out = {}
+    for name, seconds in (("five", 5 / 25), ("one", 1 / 25)):
+        v = make_face_video(d / f"{name}_video.mp4", seconds=seconds, fps=25.0)
+        assert v.n_frames == round(seconds * 25)
+        out[name] = mux(v.path, d / "noise.wav", d / f"{name}.mp4")
+    out["noaudio"] = make_face_video(d / "noaudio.mp4", seconds=1.0, fps=25.0).path  # cv2: no audio
+    return out
+
+
+@pytest.mark.parametrize("clip, extra", [("five", ()), ("one", ("--warmup", "1"))],
+                         ids=["5-frame-clip-default-warmup", "1-frame-clip-warmup-1"])
+def test_a_clip_shorter_than_the_warmup_finishes(bundle_dir, short_clips, tmp_path, clip, extra):
+    """A clip with fewer frames than the per-run end-to-end warm-up used to hang forever after
+    "stages on ...": every run skipped all its Predictions. It now finishes with samples."""
+    out = tmp_path / "out.json"
+    r = _bench(bundle_dir, "--frames", "5", "--no-roofline", "--no-reference", "--clip",
+               short_clips[clip], *extra, "--json", out)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(out.read_text())
+    assert doc["clip"]["frames"] == (5 if clip == "five" else 1)
+    for name in ("end_to_end", "end_to_end_serial"):
+        _check_stats(doc["stages"][name], name)
+        assert doc["stages"][name]["n"] == 5, (name, doc["stages"][name])
+
+
+def test_a_clip_without_audio_is_benchmarked_with_silence(bundle_dir, short_clips, tmp_path):
+    """The run said "no audio track ...; using silence" and then failed in the end-to-end
+    stages with "... has no audio track"; now silence is used through the whole run."""
+    out = tmp_path / "out.json"
+    r = _bench(bundle_dir, "--frames", "5", "--warmup", "2", "--no-roofline", "--no-reference",
+               "--clip", short_clips["noaudio"], "--json", out)
+    assert r.returncode == 0, r.stderr
+    assert "no audio track" in r.stderr and "using silence" in r.stderr
+    assert "error" not in r.stderr
+    doc = json.loads(out.read_text())
+    assert list(doc["stages"]) == list(STAGES)
+    for name, s in doc["stages"].items():
+        _check_stats(s, name)
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory", "not-a-video"])
+def test_a_bad_clip_is_refused_before_any_measurement(bundle_dir, tmp_path, kind):
+    """A nonexistent (or unusable) --clip was only reported after the encoder table (~30 s)."""
+    clip = {"missing": tmp_path / "nope.mp4", "directory": tmp_path}.get(kind)
+    if clip is None:
+        clip = tmp_path / "text.mp4"
+        clip.write_text("not a video\n")
+    r = _bench(bundle_dir, "--frames", "5", "--no-roofline", "--no-reference", "--clip", clip)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    err = [ln for ln in r.stderr.splitlines() if ln.startswith("affedge bench: error:")]
+    assert len(err) == 1 and str(clip) in err[0], r.stderr
+    assert {"missing": "does not exist", "directory": "not a file",
+            "not-a-video": "cannot decode"}[kind] in err[0]
+    assert "encoder in every format" not in r.stderr and "Traceback" not in r.stderr
+
+
+def test_an_unavailable_row_keeps_its_whole_reason(bundle_dir, tmp_path, monkeypatch, capsys):
+    """A row no backend can run kept only the heading line of select_backend's error ("no
+    backend can run bundle ... here:"), in the table and the JSON; the specific reason under it
+    was lost. A real (encoder-only) bench run with the ORT CPU int8 runner made unavailable."""
+    from affedge.commands import bench
+    from affedge.sdk.backends import select as select_mod
+    from affedge.sdk.backends.base import BackendUnavailable
+
+    real = select_mod._factory
+
+    def factory(name, opts):
+        if name == "ort-cpu" and opts.get("precision") == "int8":
+            def refuse(b):
+                raise BackendUnavailable("CPU does not report VNNI\nand a second detail line")
+            return refuse
+        return real(name, opts)
+
+    monkeypatch.setattr(select_mod, "_factory", factory)
+    out = tmp_path / "out.json"
+    p = argparse.ArgumentParser()
+    bench.add_arguments(p)
+    rc = bench.run(p.parse_args([str(bundle_dir), "--encoder-only", "--no-roofline", "--frames",
+                                 "3", "--warmup", "1", "--json", str(out)]))
+    assert rc == 0
+    table = capsys.readouterr().out
+    rows = {(r["format"], r["precision"]): r for r in json.loads(out.read_text())
+            ["encoder_formats"]}
+    row = rows[("ONNX Runtime CPU", "int8")]
+    assert row["status"] == "unavailable"
+    why = row["reason"]
+    assert "\n" not in why
+    for part in ("ort-cpu: CPU does not report VNNI", "and a second detail line",
+                 f"no backend can run bundle {bundle_dir}", ):
+        assert part in why, why
+    assert rows[("ONNX Runtime CPU", "fp32")]["status"] == "ok"  # only that row is refused
+    line = next(ln for ln in table.splitlines() if "int8" in ln and "ONNX Runtime CPU" in ln)
+    assert "unavailable: ort-cpu: CPU does not report VNNI" in line, line
+
+
+def test_unavailable_reason_is_one_whole_line():
+    from affedge.benchmarking.pipeline import unavailable_reason
+
+    assert unavailable_reason(RuntimeError("no backend can run bundle b here:\n  openvino: "
+                                           "CPU does not report BF16\n  torch: no torch")) == \
+        "openvino: CPU does not report BF16; torch: no torch (no backend can run bundle b here)"
+    assert unavailable_reason(ValueError("first\nsecond")) == "first; second"
+    assert unavailable_reason(ValueError("x" * 300)) == "x" * 300  # not cut
+    assert unavailable_reason(ValueError("")) == "ValueError"

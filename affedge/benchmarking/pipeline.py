@@ -30,6 +30,7 @@ import dataclasses
 import itertools
 import tempfile
 import time
+import wave
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -53,12 +54,40 @@ class Clip:
     pcm: np.ndarray
     sample_rate: int
     source: str
+    #: False when the file has no (readable) audio track: ``pcm`` is silence, and the
+    #: end-to-end stages feed a silent WAV instead of the file's own track
+    has_audio: bool = True
 
     @property
     def fps(self) -> float:
         if len(self.times) < 2:
             return 30.0
         return float((len(self.times) - 1) / (self.times[-1] - self.times[0]))
+
+
+def check_clip(path: str | Path) -> Path:
+    """Fail fast, with a one-line message, unless ``path`` is a readable file with at least
+    one decodable video frame (``affedge bench --clip`` checks this before any measurement)."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"clip {p} does not exist")
+    if not p.is_file():
+        raise ValueError(f"clip {p} is not a file")
+    try:
+        with open(p, "rb") as fh:
+            fh.read(1)
+    except OSError as exc:
+        raise OSError(f"clip {p} is not readable: {exc.strerror or exc}") from exc
+    from affedge.sdk.sources import open_video
+
+    try:
+        with contextlib.closing(open_video(str(p))) as src:
+            first = next(iter(src), None)
+    except Exception as exc:  # any decoder failure: not a usable clip
+        raise ValueError(f"clip {p}: cannot decode video ({exc})") from exc
+    if first is None:
+        raise ValueError(f"clip {p}: no video frames decoded")
+    return p
 
 
 def load_clip(path: str | Path | None = None, workdir: str | Path | None = None,
@@ -85,9 +114,7 @@ def load_clip(path: str | Path | None = None, workdir: str | Path | None = None,
             say(f"clip: no demo clip; rendered a {seconds:g} s synthetic clip")
     else:
         source = str(path)
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"clip {path} does not exist")
+    path = check_clip(path)
     frames, times = [], []
     with contextlib.closing(open_video(str(path))) as src:
         for f in src:
@@ -95,6 +122,7 @@ def load_clip(path: str | Path | None = None, workdir: str | Path | None = None,
             times.append(f.t)
     if not frames:
         raise ValueError(f"clip {path}: no video frames decoded")
+    has_audio = True
     try:
         asrc = open_audio("video", str(path))
         chunks = [c.pcm for c in asrc]
@@ -102,11 +130,13 @@ def load_clip(path: str | Path | None = None, workdir: str | Path | None = None,
         pcm = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
         sr = int(asrc.sample_rate)
     except Exception as exc:  # noqa: BLE001 - any demux failure: benchmark with silence
-        say(f"clip {path.name}: no audio track ({exc}); using silence")
-        pcm, sr = np.zeros(0, np.float32), 16000
+        from affedge.log import one_line
+
+        say(f"clip {path.name}: no audio track ({one_line(str(exc))}); using silence")
+        pcm, sr, has_audio = np.zeros(0, np.float32), 16000, False
     if pcm.size < sr:  # at least one second so the audio stages have data
         pcm = np.concatenate([pcm, np.zeros(sr - pcm.size, np.float32)])
-    return Clip(path, frames, np.asarray(times, np.float64), pcm, sr, source)
+    return Clip(path, frames, np.asarray(times, np.float64), pcm, sr, source, has_audio)
 
 
 def fresh_bundle(out: str | Path, encoder: str = "mobile", int8: bool = True, seed: int = 0,
@@ -391,6 +421,29 @@ def _whole_frame(rec, clip: Clip, frames: int, warmup: int, max_seconds: float,
 
 #: predictions per run of one variant in the interleaved end-to-end measurement
 E2E_CHUNK = 50
+#: runs in a row that may time nothing before the end-to-end measurement gives up
+E2E_MAX_IDLE_RUNS = 3
+
+
+@contextlib.contextmanager
+def _run_audio(clip: Clip):
+    """The ``audio`` argument of ``Recognizer.run`` for the clip: ``"video"`` (its own track),
+    or, for a clip without one, a temporary silent 16 kHz WAV at least as long as the video
+    (the silence :func:`load_clip` announced, through the whole run)."""
+    if clip.has_audio:
+        yield "video"
+        return
+    sr = 16000
+    last = float(clip.times[-1]) if len(clip.times) else 0.0
+    seconds = max(last, len(clip.frames) / clip.fps) + 1.0
+    with tempfile.TemporaryDirectory(prefix="affedge-bench-silence-") as d:
+        wav_path = Path(d) / "silence.wav"
+        with wave.open(str(wav_path), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(sr)
+            w.writeframes(bytes(2 * round(seconds * sr)))
+        yield str(wav_path)
 
 
 def _end_to_end(rec, clip: Clip, frames: int, warmup: int,
@@ -398,30 +451,50 @@ def _end_to_end(rec, clip: Clip, frames: int, warmup: int,
     """Intervals between Predictions of ``Recognizer.run`` over the clip file (decode included),
     for the pipelined loop (``"end_to_end"``, the runtime default where two cores are usable)
     and the serial one (``"end_to_end_serial"``), in alternating runs of :data:`E2E_CHUNK`
-    predictions (after ``min(warmup, 5)`` untimed ones per run), so both see the same load."""
+    predictions (after ``min(warmup, 5)`` untimed ones per run), so both see the same load.
+
+    A run yields one Prediction per clip frame, so a short clip skips fewer (at most all but
+    one per run; with a one-frame clip each run's single sample includes opening the file).
+    Every run must time at least one interval: after :data:`E2E_MAX_IDLE_RUNS` runs in a row
+    that time nothing, a RuntimeError says how long the clip must be (never an endless loop)."""
     samples: dict[bool, list[float]] = {True: [], False: []}
     start = time.perf_counter()
     pipelined = True
-    skip = min(max(0, warmup), 5)
+    skip = min(max(0, warmup), 5, max(0, len(clip.frames) - 1))
+    idle_runs = 0
     try:
-        while min(len(v) for v in samples.values()) < frames:
-            rec.pipeline = pipelined
-            got = samples[pipelined]
-            want = min(E2E_CHUNK, frames - len(got))
-            seen, last = 0, time.perf_counter_ns()
-            for _p in rec.run(video=str(clip.path), audio="video"):
-                now = time.perf_counter_ns()
-                if seen >= skip:
-                    got.append((now - last) / 1e6)
-                    want -= 1
-                seen, last = seen + 1, now
-                if want <= 0:
+        with _run_audio(clip) as audio:
+            while min(len(v) for v in samples.values()) < frames:
+                rec.pipeline = pipelined
+                got = samples[pipelined]
+                want = min(E2E_CHUNK, frames - len(got))
+                taken = want
+                seen, last = 0, time.perf_counter_ns()
+                for _p in rec.run(video=str(clip.path), audio=audio):
+                    now = time.perf_counter_ns()
+                    if seen >= skip:
+                        got.append((now - last) / 1e6)
+                        want -= 1
+                    seen, last = seen + 1, now
+                    if want <= 0:
+                        break
+                rec.reset()
+                taken -= want
+                if taken > 0:
+                    idle_runs = 0
+                else:  # nothing timed: the clip gave fewer Predictions than the skip
+                    idle_runs += 1
+                    if seen == 0 or idle_runs >= E2E_MAX_IDLE_RUNS:
+                        raise RuntimeError(
+                            f"clip {clip.path} is too short for the end-to-end stages: a run "
+                            f"gave {seen} prediction(s), and each run needs at least "
+                            f"{skip + 1} (warm-up {skip} + 1 timed); use a clip of at least "
+                            f"{skip + 1} frames with a face, or a smaller --warmup")
+                    skip = max(0, seen - 1)
+                if time.perf_counter() - start > max_seconds and \
+                        min(len(v) for v in samples.values()) >= 5:
                     break
-            rec.reset()
-            if time.perf_counter() - start > max_seconds and \
-                    min(len(v) for v in samples.values()) >= 5:
-                break
-            pipelined = not pipelined
+                pipelined = not pipelined
     finally:
         rec.pipeline = True
     return {"end_to_end": LatencyStats.from_samples(samples[True]),
@@ -455,6 +528,19 @@ def parity_error(bundle, artifact: str, fmt: str, precision: str) -> float | Non
     return None
 
 
+def unavailable_reason(exc: BaseException | str) -> str:
+    """The whole reason of an exception on one line. A message whose first line is a heading
+    for the reasons below it ("no backend can run bundle X here:" then "  openvino: CPU does
+    not report BF16") puts the specific reasons first and the heading after them in
+    parentheses, so a table cell cut to its width still shows why."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__ if isinstance(exc, BaseException) else ""
+    if lines[0].endswith(":") and len(lines) > 1:
+        return f"{'; '.join(lines[1:])} ({lines[0][:-1].rstrip()})"
+    return "; ".join(lines)
+
+
 def encoder_rows(bundle, threads: int = 1, iters: int = 100, warmup: int = 10,
                  batch: int = 1, max_seconds: float = 20.0,
                  say: Callable[[str], None] = print) -> list[dict[str, Any]]:
@@ -486,7 +572,7 @@ def encoder_rows(bundle, threads: int = 1, iters: int = 100, warmup: int = 10,
         try:
             be = select_backend(bundle, be_name, intra_op_threads=threads, precision=prec)
         except Exception as exc:  # noqa: BLE001 - backend not usable here: say why, go on
-            row.update(status="unavailable", reason=str(exc).splitlines()[0][:160])
+            row.update(status="unavailable", reason=unavailable_reason(exc))
             rows.append(row)
             continue
         try:
@@ -502,7 +588,7 @@ def encoder_rows(bundle, threads: int = 1, iters: int = 100, warmup: int = 10,
             row.update(status="ok", backend=be.name, providers=list(be.providers),
                        stats=st)
         except Exception as exc:  # noqa: BLE001 - one failing format must not stop the table
-            row.update(status="error", reason=f"{type(exc).__name__}: {exc}"[:200])
+            row.update(status="error", reason=f"{type(exc).__name__}: {unavailable_reason(exc)}")
         finally:
             be.close()
         say(f"  encoder {label:18s} {row['precision']:14s} "

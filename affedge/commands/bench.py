@@ -27,8 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--encoder-only", action="store_true",
                    help="only the face encoder table (and its roofline)")
     p.add_argument("--clip", metavar="VIDEO",
-                   help="video with audio for the pipeline stages (default: the demo clip, "
-                        "else a rendered synthetic clip)")
+                   help="video for the pipeline stages, with audio (a clip without an audio "
+                        "track is benchmarked with silence; default: the demo clip, else a "
+                        "rendered synthetic clip)")
     p.add_argument("--encoder", choices=("mobile", "ir18", "ir50"), default="mobile",
                    help="architecture of the fresh random-weights bundle when there is no "
                         "BUNDLE and no demo bundle (default: %(default)s)")
@@ -65,6 +66,11 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
     if args.window < 1:
         raise ValueError(f"--window must be >= 1, got {args.window}")
+    if args.clip is not None and not args.encoder_only:
+        # before any measurement: a bad --clip must not cost the encoder table's ~30 s first
+        from affedge.benchmarking.pipeline import check_clip
+
+        check_clip(args.clip)
     doc = run_bench(args.bundle, backend=args.backend, precision=args.precision,
                     frames=args.frames, warmup=args.warmup, threads=args.threads,
                     encoder_only=args.encoder_only, clip=args.clip, encoder=args.encoder,
