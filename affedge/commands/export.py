@@ -4,8 +4,13 @@ bounds)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
 
+from affedge.commands.argtypes import at_least, positive_int
+from affedge.export.exporters import DYNAMO_MIN_OPSET, MIN_OPSET, OPSET
 from affedge.formats import DEFAULT_EXPORT_FORMATS, export_help
 
 HELP = "export a checkpoint to a model bundle (ONNX, TorchScript, torch.export, TensorRT) + parity"
@@ -38,8 +43,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true",
                    help="export even a checkpoint whose training verdict says it did not learn "
                         "(the bundle's manifest then carries a warning)")
-    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default: %(default)s)")
-    p.add_argument("--parity-frames", type=int, default=160,
+    p.add_argument("--opset", type=at_least(MIN_OPSET), default=None,
+                   help=f"ONNX opset of the graphs (default: {OPSET}; below {DYNAMO_MIN_OPSET} "
+                        "they are written by torch's legacy exporter)")
+    p.add_argument("--parity-frames", type=positive_int, default=160,
                    help="length of the parity sequence (>= receptive field; default %(default)s)")
     p.add_argument("--timing-cache", metavar="FILE", help="TensorRT timing cache to reuse")
     p.add_argument("--sign", default=None, metavar="PRIVATE_KEY",
@@ -66,6 +73,12 @@ def check_formats(args: argparse.Namespace) -> list[str]:
     if args.fp16 and "tensorrt" not in formats:
         raise ValueError("--fp16 only changes TensorRT engines; add tensorrt to --format (e.g. "
                          "--format onnx,tensorrt) or drop --fp16")
+    onnx_out = "onnx" in formats or "tensorrt" in formats or args.int8
+    if args.opset is not None and not onnx_out:
+        raise ValueError(f"--opset {args.opset} only changes ONNX graphs; add onnx to --format "
+                         "or drop --opset")
+    if args.calib is not None and not args.int8:
+        raise ValueError("--calib only calibrates the --int8 encoder; add --int8 or drop --calib")
     if "tensorrt" in formats and not args.skip_unavailable:
         from affedge.export.tensorrt_build import tensorrt_available
 
@@ -74,6 +87,86 @@ def check_formats(args: argparse.Namespace) -> list[str]:
             raise RuntimeError(f"--format tensorrt: {why}; nothing was written. Build the "
                                "engines on the target machine, or drop tensorrt from --format")
     return formats
+
+
+def usage_error(message: str) -> int:
+    """A usage mistake found after parsing: one line like argparse's, exit status 2."""
+    print(f"affedge export: error: {message} (see affedge export --help)", file=sys.stderr)
+    return 2
+
+
+def check_arguments(args: argparse.Namespace, ckpt) -> str | None:
+    """The usage error in option values that depend on the checkpoint or the installed
+    exporters, else None (checked before anything is exported)."""
+    import json
+
+    from affedge.config import ModelConfig, from_dict
+
+    if args.opset is not None:
+        from affedge.export.onnx_export import check_opset
+
+        try:
+            check_opset(args.opset)
+        except ValueError as exc:
+            return f"--{exc}"
+    try:
+        raw = json.loads((ckpt / "config.json").read_text())
+        rf = int(from_dict(ModelConfig, raw["model"]).receptive_field)
+    except Exception:  # noqa: BLE001  (a broken checkpoint: load_checkpoint says what is wrong)
+        return None
+    if args.parity_frames < rf:
+        return (f"--parity-frames {args.parity_frames}: must be >= the model's receptive field "
+                f"({rf} frames) so the parity check covers a full receptive field")
+    return None
+
+
+def check_inputs(args: argparse.Namespace) -> None:
+    """--calib and --data name existing inputs (refused before any work: FileNotFoundError)."""
+    from pathlib import Path
+
+    if args.calib is not None:
+        c = Path(args.calib)
+        if not (c.is_dir() or (c.suffix == ".npy" and c.is_file())):
+            raise FileNotFoundError(f"--calib {args.calib}: not found (give a directory of "
+                                    "face-crop images or a .npy file)")
+    if args.data is not None and not Path(args.data).is_dir():
+        raise FileNotFoundError(f"--data {args.data}: no such directory (give an Aff-Wild2-layout "
+                                "data set)")
+
+
+class Terminated(SystemExit):
+    """Raised in the main thread on SIGTERM/SIGHUP so that ``finally`` blocks and context
+    managers (the export's temporary directories) run before the process exits (status
+    128 + signal number)."""
+
+    def __init__(self, signum: int):
+        super().__init__(128 + signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def cleanup_on_termination():
+    """While exporting, turn SIGTERM and SIGHUP (whose default action kills the process without
+    running any cleanup, leaving /tmp/affedge-export-* behind) into :class:`Terminated`; SIGINT
+    already raises KeyboardInterrupt. Signals that are ignored or handled elsewhere are left
+    alone, as are non-main threads (where handlers cannot be installed)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_terminated(signum, frame):
+        raise Terminated(signum)
+
+    previous = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is not None and signal.getsignal(sig) == signal.SIG_DFL:
+            previous[sig] = signal.signal(sig, raise_terminated)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,7 +180,11 @@ def run(args: argparse.Namespace) -> int:
     if not ckpt.is_dir():
         raise FileNotFoundError(f"checkpoint directory not found: {ckpt} (train writes "
                                 "RUN_DIR/fold0/best)")
+    bad = check_arguments(args, ckpt)
+    if bad:
+        return usage_error(bad)
     formats = check_formats(args)
+    check_inputs(args)
     if os.path.exists(args.output) and not os.path.isdir(args.output) \
             and not args.output.endswith(".zip"):
         raise ValueError(f"-o {args.output}: is a file; give a bundle directory or a .zip path")
@@ -96,11 +193,19 @@ def run(args: argparse.Namespace) -> int:
 
     if not log.verbose():
         log.filter_third_party_warnings(import_first=("torch",))
-    res = export_bundle(
-        args.checkpoint, args.output, formats=formats, fp16=args.fp16,
-        int8=args.int8, calib=args.calib, dynamic_batch=args.dynamic_batch, data=args.data,
-        opset=args.opset, parity_frames=args.parity_frames, quant_method=args.quant,
-        timing_cache=args.timing_cache, progress=log.status, force=args.force)
+    try:
+        with cleanup_on_termination():
+            res = export_bundle(
+                args.checkpoint, args.output, formats=formats, fp16=args.fp16,
+                int8=args.int8, calib=args.calib, dynamic_batch=args.dynamic_batch,
+                data=args.data, opset=OPSET if args.opset is None else args.opset,
+                parity_frames=args.parity_frames, quant_method=args.quant,
+                timing_cache=args.timing_cache, progress=log.status, force=args.force)
+    except Terminated as exc:
+        print(f"affedge export: terminated by {signal.Signals(exc.signum).name}; temporary "
+              "files removed" + (f", {args.output} may be incomplete"
+                                 if os.path.exists(args.output) else ""), file=sys.stderr)
+        raise
     doc = {"bundle": str(res.bundle), "ok": bool(res.ok), "parity": res.parity,
            "skipped": res.skipped, "seconds": res.seconds}
     if args.json == "-":

@@ -210,6 +210,19 @@ def _export_bundle(checkpoint_dir: str | Path, out: str | Path,
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise ValueError(f"unknown export format(s) {bad}; choose from {FORMATS}")
+    # refuse what cannot be honoured before any work (and before any temporary files)
+    want_onnx = "onnx" in formats or "tensorrt" in formats or int8
+    if want_onnx:
+        from affedge.export.onnx_export import DYNAMO_MIN_OPSET, check_opset
+
+        check_opset(opset, onnx_exporter)
+    if calib is not None and not (Path(calib).is_dir() or (Path(calib).suffix == ".npy"
+                                                           and Path(calib).is_file())):
+        raise FileNotFoundError(f"calibration data not found: {calib} (give a directory of "
+                                "face-crop images or a .npy file)")
+    if data is not None and not Path(data).is_dir():
+        raise FileNotFoundError(f"parity data set not found: {data} (give an Aff-Wild2-layout "
+                                "directory)")
     out = Path(out)
     if out.exists() and not out.is_file() and any(out.iterdir()):
         if not (out / "manifest.json").is_file() or not overwrite:
@@ -224,6 +237,10 @@ def _export_bundle(checkpoint_dir: str | Path, out: str | Path,
     mcfg = info["model_config"]
     fcfg = info["feature_config"] or FeatureConfig()
     window = int(window or min(mcfg.receptive_field, 64))
+    if parity_frames < mcfg.receptive_field:  # (affedge export refuses it)
+        log.warning("parity_frames=%d is shorter than the model's receptive field (%d): the "
+                    "parity check does not cover a full receptive field", parity_frames,
+                    mcfg.receptive_field)
     mods = _branches(model, window)
     if not dynamic_batch:
         for m in mods[:2]:
@@ -248,7 +265,9 @@ def _export_bundle(checkpoint_dir: str | Path, out: str | Path,
             files.append({"name": m.name, "format": fmt, "source": stage / file, "file": file,
                           "precision": precision, "inputs": ins, "outputs": outs, **extra})
 
-        want_onnx = "onnx" in formats or "tensorrt" in formats or int8
+        if want_onnx and opset < DYNAMO_MIN_OPSET and onnx_exporter == "auto":
+            say(f"onnx: opset {opset} is below {DYNAMO_MIN_OPSET}, the lowest torch's dynamo "
+                "exporter writes: using the legacy (TorchScript-based) exporter")
         per_branch = [BY_NAME[f] for f in EXPORT_FORMATS if BY_NAME[f].exporter is not None
                       and (f in formats or (f == "onnx" and want_onnx))]
         ctx = ExportContext(opset=opset, onnx_exporter=onnx_exporter)

@@ -11,10 +11,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+OPSET = 18  # default ONNX opset of every graph (supported by ORT >= 1.14 and TensorRT 10)
+# torch's dynamo ONNX exporter builds graphs from torchlib, which implements opset 18 and newer
+# only; a lower target goes through onnxscript's down-converter, which fails on these graphs
+# (ReduceMean's axes input) and then silently keeps opset 18. Lower opsets are therefore written
+# by the legacy TorchScript-based exporter (affedge.export.onnx_export), which honours them.
+DYNAMO_MIN_OPSET = 18
+MIN_OPSET = 11  # opset <= 10 cannot express the step/window graphs (dynamic Slice, ...)
+
 
 @dataclass(frozen=True)
 class ExportContext:
-    opset: int = 18
+    opset: int = OPSET
     onnx_exporter: str = "auto"
 
 

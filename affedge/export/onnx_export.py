@@ -2,7 +2,9 @@
 
 Tries the torch.export-based exporter first (``torch.onnx.export(..., dynamo=True)``, the default
 since torch 2.9, needs onnxscript) and falls back to the legacy TorchScript-based exporter when it
-fails for a module; the record says which one produced the file. The graph is checked with
+fails for a module, or when it cannot write the requested opset (it writes opset >= 18 only:
+:data:`~affedge.export.exporters.DYNAMO_MIN_OPSET`); the record says which one produced the file,
+and the file's opset is always the requested one. The graph is checked with
 ``onnx.checker`` (full check, with shape inference) and must open in ONNX Runtime (CPU).
 """
 from __future__ import annotations
@@ -15,9 +17,41 @@ from typing import Any
 
 import torch
 
+from affedge.export.exporters import DYNAMO_MIN_OPSET, MIN_OPSET, OPSET
+
 log = logging.getLogger(__name__)
 
-OPSET = 18  # ONNX opset used for every graph (supported by ORT >= 1.14 and TensorRT 10)
+
+def max_opset() -> int:
+    """The newest opset both the legacy exporter and the installed ``onnx`` know."""
+    import onnx
+
+    try:
+        from torch.onnx._constants import ONNX_MAX_OPSET
+    except ImportError:  # pragma: no cover - private torch constant moved
+        ONNX_MAX_OPSET = DYNAMO_MIN_OPSET
+    return int(min(ONNX_MAX_OPSET, onnx.defs.onnx_opset_version()))
+
+
+def check_opset(opset: int, exporter: str = "auto") -> None:
+    """Refuse (``ValueError``) an opset the export cannot write, before anything is exported."""
+    hi = max_opset()
+    if not MIN_OPSET <= int(opset) <= hi:
+        raise ValueError(f"opset {opset}: the ONNX export writes opsets {MIN_OPSET}..{hi} (older "
+                         "ones lack ops these graphs need; newer ones are unknown to the "
+                         "installed torch/onnx)")
+    if exporter == "dynamo" and opset < DYNAMO_MIN_OPSET:
+        raise ValueError(f"opset {opset}: torch's dynamo ONNX exporter writes opset >= "
+                         f"{DYNAMO_MIN_OPSET} only (its down-conversion fails on these graphs); "
+                         "use the legacy exporter (onnx_exporter='auto' or 'legacy')")
+
+
+def _file_opset(path: Path) -> int | None:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")),
+                None)
 
 
 def _dynamic_shapes(args: Sequence[torch.Tensor], input_names: Sequence[str],
@@ -58,10 +92,14 @@ def export_onnx(module: torch.nn.Module, args: Sequence[torch.Tensor], path: str
     """Export ``module(*args)`` to ``path``; returns ``{"exporter", "opset", "notes"}``.
 
     ``dynamic_axes``: ``{input_or_output_name: {axis: symbol}}`` (e.g. ``{"frames": {0: "N"}}``).
-    ``exporter``: "auto" (dynamo, then legacy), "dynamo" or "legacy".
+    ``exporter``: "auto" (dynamo, then legacy; legacy directly for ``opset`` below
+    :data:`DYNAMO_MIN_OPSET`), "dynamo" or "legacy". The file is written at exactly ``opset``
+    or this raises (``ValueError`` for an opset the exporter cannot write, ``RuntimeError``
+    when the written file has another opset).
     """
     import onnx
 
+    check_opset(opset, exporter)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     dynamic_axes = dynamic_axes or {}
@@ -69,6 +107,10 @@ def export_onnx(module: torch.nn.Module, args: Sequence[torch.Tensor], path: str
     args = tuple(args)
     notes: list[str] = []
     used = None
+    if exporter == "auto" and opset < DYNAMO_MIN_OPSET:
+        notes.append(f"legacy exporter: opset {opset} < {DYNAMO_MIN_OPSET}, the lowest the "
+                     "dynamo exporter writes")
+        exporter = "legacy"
     if exporter in ("auto", "dynamo"):
         try:
             with warnings.catch_warnings():
@@ -78,6 +120,10 @@ def export_onnx(module: torch.nn.Module, args: Sequence[torch.Tensor], path: str
                     output_names=list(output_names), opset_version=opset,
                     dynamic_shapes=_dynamic_shapes(args, input_names, dynamic_axes, module),
                     external_data=False, optimize=True, verbose=False)
+            got = _file_opset(path)
+            if got != opset:  # the exporter's version conversion did not take: never keep it
+                raise RuntimeError(f"dynamo exporter wrote opset {got}, not the requested "
+                                   f"{opset}")
             used = "dynamo"
         except Exception as exc:  # exporter limitation for this module: fall back
             if exporter == "dynamo":
@@ -103,6 +149,9 @@ def export_onnx(module: torch.nn.Module, args: Sequence[torch.Tensor], path: str
                            f"{list(input_names)} -> {list(output_names)}")
     opset_used = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
                       opset)
+    if int(opset_used) != int(opset):
+        raise RuntimeError(f"{path.name}: the {used} exporter wrote opset {opset_used}, not the "
+                           f"requested {opset}")
     return {"exporter": used, "opset": int(opset_used), "notes": notes}
 
 
