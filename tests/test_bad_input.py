@@ -197,7 +197,8 @@ BAD_PCM = [
     (np.zeros(160, bool), SR, ValueError, "dtype"),
     (np.zeros(160, np.complex64), SR, ValueError, "dtype"),
     (np.array(["x"] * 10, object), SR, ValueError, "dtype"),
-    (np.zeros(160, np.uint16), SR, TypeError, "uint16"),
+    (np.zeros(160, np.int64), SR, TypeError, "int64"),                        # no known scale
+    (np.full(160, 20000.0, np.float32), SR, ValueError, r"\[-1, 1\]"),       # int16 as float
     (np.zeros(160, np.float32), 0, ValueError, "sample_rate"),
     (np.zeros(160, np.float32), -8000, ValueError, "sample_rate"),
     (np.zeros(160, np.float32), 16000.7, ValueError, "integer"),       # not truncated to 16000

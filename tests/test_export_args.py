@@ -167,7 +167,10 @@ def test_signal_during_export_removes_its_temporary_directory(ckpt, tmp_path, si
         proc = subprocess.Popen(
             [sys.executable, "-m", "affedge.cli", "export", str(ckpt), "-o",
              str(tmp_path / "b"), "--format", "onnx", "--parity-frames", "121"],
-            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=fh)
+            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=fh,
+            # a background shell (CI under nohup) starts children with SIGINT ignored, and
+            # Python then installs no KeyboardInterrupt handler: give the export the default
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         while not export_temp_dirs(tmp):

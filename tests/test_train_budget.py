@@ -102,7 +102,7 @@ def test_probe_leaves_the_model_untouched():
     from affedge.training.trainer import model_config_for
 
     data = _fold(n_train=1, length=120)
-    opts = _opts(window=60, batch_size=2)
+    opts = _opts(window=60, hop=40, batch_size=2)
     model = AffectModel(model_config_for(opts, data.feature_cfg))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     rng = torch.get_rng_state()
