@@ -129,7 +129,8 @@ class Hub:
         or a network stream's own audio read by the same demuxer). Returns its name (default
         ``src<N>``). Files are checked now; live sources open on their thread (and are retried
         while they fail)."""
-        from affedge.sdk.recognizer import Recognizer, _FileAudioFeeder
+        from affedge.sdk.recognizer import Recognizer
+        from affedge.sdk.run_feeds import FileAudioFeeder
         from affedge.sdk.sources import open_audio
         from affedge.sdk.sources.video import VideoSource, _classify
 
@@ -177,7 +178,7 @@ class Hub:
                         r.audio_errors.append(msg)
                         report(f"affedge serve: source {n}: {msg}")
 
-                    feeder = _FileAudioFeeder(rec.engine.audio, asrc, on_error=audio_failed)
+                    feeder = FileAudioFeeder(rec.engine.audio, asrc, on_error=audio_failed)
         except BaseException:
             if first is not None:
                 first.close()

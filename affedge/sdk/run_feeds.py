@@ -1,0 +1,102 @@
+"""Recognizer.run's inputs: frames paced to the media clock and a file's audio fed in step.
+
+Also the check that a file ended well before the frame count its container declares."""
+from __future__ import annotations
+
+import time
+
+from affedge.sdk.sources._errors import SourceError
+
+__all__ = ["SHORT_FILE_FRACTION", "FileAudioFeeder", "FrameReader", "short_file_note"]
+
+
+class FrameReader:
+    """The capture loop's frame supply: checks live audio capture, paces a file to its media
+    clock (``pace``), stops after ``max_frames`` frames or when ``stop`` is set."""
+
+    def __init__(self, src, live_audio, pace: bool, max_frames: int | None, stop):
+        self.src, self.live_audio, self.pace = src, live_audio, pace
+        self.max_frames, self.stop = max_frames, stop
+        self.n = 0
+        self.wall0 = self.t0 = None
+
+    def read(self):
+        if self.stop.is_set() or (self.max_frames is not None and self.n >= self.max_frames):
+            return None
+        if self.live_audio is not None:
+            try:
+                self.live_audio.check()
+            except Exception as err:
+                raise RuntimeError(f"audio capture failed: {err}") from err
+        frame = self.src.read()
+        if frame is None:
+            return None
+        self.n += 1
+        if self.pace:
+            if self.wall0 is None:
+                self.wall0, self.t0 = time.monotonic(), frame.t
+            delay = (frame.t - self.t0) - (time.monotonic() - self.wall0)
+            if delay > 0:
+                time.sleep(delay)
+        return frame
+
+
+class FileAudioFeeder:
+    """Feeds a finite audio source (WAV, a video's audio track) synchronously, reading ahead of
+    the video so that the features at each frame time exist before the frame is inferred."""
+
+    LOOKAHEAD_S = 0.1
+
+    def __init__(self, timeline, source, on_error=None):
+        self.timeline = timeline
+        self.source = source
+        self.it = iter(source)
+        self.done = False
+        self.error: str | None = None
+        self.on_error = on_error
+
+    def feed_until(self, t: float, offset: float = 0.0) -> None:
+        while not self.done:
+            at = self.timeline.time
+            if at is not None and at >= t + self.LOOKAHEAD_S:
+                return
+            try:
+                chunk = next(self.it)
+            except StopIteration:
+                self._end()
+                return
+            except SourceError as exc:
+                # a damaged or truncated recording: the frames go on without audio (flagged
+                # audio_present=False) instead of the whole run stopping
+                at = self.timeline.time
+                self.error = (f"{exc}; the frames after {0.0 if at is None else at:.2f} s "
+                              "have no audio")
+                self._end()
+                if self.on_error is not None:
+                    self.on_error(self.error)
+                return
+            if chunk.pcm.size:
+                self.timeline.push(chunk.pcm, chunk.t + offset,
+                                   getattr(self.source, "sample_rate", None))
+
+    def _end(self) -> None:
+        self.done = True
+        self.timeline.flush()
+        self.timeline.end_of_audio()
+
+
+#: a file that ends before this fraction of the frame count its container declares is
+#: reported (containers round and estimate the count: a few frames short is normal)
+SHORT_FILE_FRACTION = 0.95
+
+
+def short_file_note(src, frames_read: int, max_frames: int | None, stopped: bool) -> str | None:
+    """The note for a file source that ended well before its declared frame count (None for
+    live sources, runs stopped early or by ``max_frames``, and files without a count)."""
+    declared = getattr(src, "frame_count", None)
+    if stopped or max_frames is not None or getattr(src, "is_live", False) or not declared:
+        return None
+    if frames_read >= SHORT_FILE_FRACTION * declared:
+        return None
+    return (f"{src.name}: ended after {frames_read} of the {declared} frames its container "
+            f"declares (a truncated or damaged file?)")
