@@ -124,11 +124,11 @@ def check_inputs(args: argparse.Namespace) -> None:
     """--calib and --data name existing inputs (refused before any work: FileNotFoundError)."""
     from pathlib import Path
 
-    if args.calib is not None:
-        c = Path(args.calib)
-        if not (c.is_dir() or (c.suffix == ".npy" and c.is_file())):
-            raise FileNotFoundError(f"--calib {args.calib}: not found (give a directory of "
-                                    "face-crop images or a .npy file)")
+    from affedge.export.api import calib_input_exists
+
+    if args.calib is not None and not calib_input_exists(args.calib):
+        raise FileNotFoundError(f"--calib {args.calib}: not found (give a directory of "
+                                "face-crop images or a .npy file)")
     if args.data is not None and not Path(args.data).is_dir():
         raise FileNotFoundError(f"--data {args.data}: no such directory (give an Aff-Wild2-layout "
                                 "data set)")

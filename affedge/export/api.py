@@ -177,6 +177,12 @@ def training_record(checkpoint_dir: str | Path, info: dict, force: bool = False)
     return rec
 
 
+def calib_input_exists(calib: str | Path) -> bool:
+    """``calib`` names what int8 calibration reads: a directory of face crops or a .npy file."""
+    c = Path(calib)
+    return c.is_dir() or (c.suffix == ".npy" and c.is_file())
+
+
 def _export_bundle(checkpoint_dir: str | Path, out: str | Path,
                   formats: Sequence[str] = DEFAULT_FORMATS, fp16: bool = False,
                   int8: bool = False, calib: str | Path | None = None,
@@ -216,8 +222,7 @@ def _export_bundle(checkpoint_dir: str | Path, out: str | Path,
         from affedge.export.onnx_export import DYNAMO_MIN_OPSET, check_opset
 
         check_opset(opset, onnx_exporter)
-    if calib is not None and not (Path(calib).is_dir() or (Path(calib).suffix == ".npy"
-                                                           and Path(calib).is_file())):
+    if calib is not None and not calib_input_exists(calib):
         raise FileNotFoundError(f"calibration data not found: {calib} (give a directory of "
                                 "face-crop images or a .npy file)")
     if data is not None and not Path(data).is_dir():
