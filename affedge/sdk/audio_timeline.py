@@ -124,15 +124,15 @@ def to_pcm_float32(pcm) -> np.ndarray:
     elif x.dtype.kind == "f":
         with np.errstate(over="ignore"):  # beyond the float32 range -> Inf, refused below
             x = x.astype(np.float32, copy=False)
-        finite = np.isfinite(x)
-        if finite.all() and x.size and float(np.abs(x).max()) > MAX_FLOAT_PEAK:
-            raise ValueError(f"push_audio: float samples must lie in [-1, 1]; this chunk peaks "
-                             f"at {float(np.abs(x).max()):g} (integer samples cast to float? "
-                             f"divide int16 values by 32768)")
     else:
         raise ValueError(f"push_audio: pcm dtype must be float or integer, got {x.dtype}")
     if not np.all(np.isfinite(x)):
         raise ValueError("push_audio: pcm contains NaN or Inf")
+    peak = float(np.abs(x).max()) if x.size else 0.0  # integers are within [-1, 1] by now
+    if peak > MAX_FLOAT_PEAK:
+        raise ValueError(f"push_audio: float samples must lie in [-1, 1]; this chunk peaks at "
+                         f"{peak:g} (integer samples cast to float? divide int16 values by "
+                         f"32768)")
     return x
 
 
