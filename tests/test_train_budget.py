@@ -165,36 +165,8 @@ def small_data(tmp_path_factory):
     return root
 
 
-def test_budgeted_command_prints_its_plan_and_records_a_verdict(small_data, tmp_path):
-    """The real command in its own process: the plan is printed, the whole process stays
-    within the budget + 10 % (the issue's contract), the verdict lands in the checkpoint."""
-    minutes = 1.0
-    out = tmp_path / "run"
-    t0 = time.time()
-    r = subprocess.run([sys.executable, "-m", "affedge.cli", "train", str(small_data),
-                        "--encoder", "mobile", "--profile", "fast", "--max-minutes", str(minutes),
-                        "--window", "100", "--hop", "50", "--batch-size", "4", "--no-progress",
-                        "--out", str(out)], capture_output=True, text=True, timeout=600, check=False)
-    wall = time.time() - t0
-    assert r.returncode == 0, r.stderr
-    assert "profile fast" in r.stderr and "budget plan (1 min)" in r.stderr
-    assert "temporal epochs" in r.stderr
-    # (the wall time against the budget is measured by benchmarks/learning_product.py: this
-    # shared test machine gives a process anything from 20 % to 100 % of a core)
-    print(f"wall {wall:.0f} s for a {60 * minutes:.0f} s budget")
-    rec = json.loads((out / "fold0" / "best" / "config.json").read_text())["extra"]["training"]
-    assert rec["verdict"] in ("learned", "did NOT learn") and rec["profile"] == "fast"
-    assert set(rec["val_ccc"]) == set(rec["untrained_ccc"]) == {"valence_ccc", "arousal_ccc", "mean_ccc"}
-    assert f"fold 0: {rec['verdict']}: validation CCC" in r.stdout
-    summary = json.loads((out / "crossval.json").read_text())["folds"]["0"]
-    assert summary["plan"]["epochs"] >= 1 and summary["epochs_run"] >= 1
-    # every way the plan may end: the budget, early stopping (a fast machine gets there within
-    # the minute: 35 epochs in one CI run), or all 100 epochs
-    assert summary["stop_reason"].startswith(("time limit", "early stop")) or \
-        summary["epochs_run"] == 100
-
-
-def test_export_refuses_a_model_that_did_not_learn(small_data, tmp_path, capsys):
+def test_export_refuses_a_model_that_did_not_learn(small_data, budgeted_run, tmp_path, capsys):
+    # (budgeted_run: the budgeted command trains in its own process meanwhile)
     from affedge.cli import main
     from affedge.export.api import export_bundle
     from affedge.sdk.doctor import _training_line
@@ -220,3 +192,55 @@ def test_export_refuses_a_model_that_did_not_learn(small_data, tmp_path, capsys)
     assert training["val_ccc"] == rec["val_ccc"] and training["untrained_ccc"] == rec["untrained_ccc"]
     line = _training_line(training)
     assert line.startswith("did NOT learn: validation CCC V") and "WARNING" in line
+
+
+@pytest.fixture(scope="module")
+def budgeted_run(small_data, tmp_path_factory):
+    """The real budgeted command in its own process, started by the first test that asks, so
+    that it runs while the in-process export test does (the two took 83 s one after the
+    other); yields (process, start time, output directory)."""
+    minutes = 1.0
+    out = tmp_path_factory.mktemp("budgeted") / "run"
+    # files, not pipes: a pipe nobody reads until the end could fill and stall the command
+    logs = [open(out.parent / name, "w+") for name in ("stdout.txt", "stderr.txt")]
+    t0 = time.time()
+    proc = subprocess.Popen([sys.executable, "-m", "affedge.cli", "train", str(small_data),
+                             "--encoder", "mobile", "--profile", "fast", "--max-minutes",
+                             str(minutes), "--window", "100", "--hop", "50", "--batch-size", "4",
+                             "--no-progress", "--out", str(out)],
+                            stdout=logs[0], stderr=logs[1], text=True)
+    yield proc, t0, out
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    for f in logs:
+        f.close()
+
+
+def test_budgeted_command_prints_its_plan_and_records_a_verdict(budgeted_run):
+    """The real command in its own process: the plan is printed, the whole process stays
+    within the budget + 10 % (the issue's contract), the verdict lands in the checkpoint."""
+    proc, t0, out = budgeted_run
+    minutes = 1.0
+    proc.wait(timeout=600)
+    stdout, stderr = ((out.parent / name).read_text() for name in ("stdout.txt", "stderr.txt"))
+    r = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    wall = time.time() - t0
+    assert r.returncode == 0, r.stderr
+    assert "profile fast" in r.stderr and "budget plan (1 min)" in r.stderr
+    assert "temporal epochs" in r.stderr
+    # (the wall time against the budget is measured by benchmarks/learning_product.py: this
+    # shared test machine gives a process anything from 20 % to 100 % of a core)
+    print(f"wall {wall:.0f} s for a {60 * minutes:.0f} s budget")
+    rec = json.loads((out / "fold0" / "best" / "config.json").read_text())["extra"]["training"]
+    assert rec["verdict"] in ("learned", "did NOT learn") and rec["profile"] == "fast"
+    assert set(rec["val_ccc"]) == set(rec["untrained_ccc"]) == {"valence_ccc", "arousal_ccc", "mean_ccc"}
+    assert f"fold 0: {rec['verdict']}: validation CCC" in r.stdout
+    summary = json.loads((out / "crossval.json").read_text())["folds"]["0"]
+    assert summary["plan"]["epochs"] >= 1 and summary["epochs_run"] >= 1
+    # every way the plan may end: the budget, early stopping (a fast machine gets there within
+    # the minute: 35 epochs in one CI run), or all 100 epochs
+    assert summary["stop_reason"].startswith(("time limit", "early stop")) or \
+        summary["epochs_run"] == 100
+
+
