@@ -135,6 +135,8 @@ def test_parity_frames_below_the_receptive_field_is_a_usage_error(ckpt, tmp_path
     (["--int8", "--calib", "nope.npy"], "--calib nope.npy: not found"),
     (["--data", "nope"], "--data nope: no such directory"),
     (["--calib", "nope"], "--calib only calibrates the --int8 encoder"),
+    (["--quant", "dynamic"], "--quant dynamic only chooses how the --int8 encoder"),
+    (["--int8", "--quant", "dynamic", "--calib", "crops.npy"], "--quant dynamic uses no calibration"),
 ])
 def test_bad_inputs_are_refused_before_any_work(ckpt, tmp_path, opts, says):
     out, tmp = tmp_path / "b", tmp_path / "tmp"
@@ -192,3 +194,51 @@ def test_signal_during_export_removes_its_temporary_directory(ckpt, tmp_path, si
     assert ("terminated by SIGTERM" if sig == signal.SIGTERM else "interrupted") in text, text
     assert not export_temp_dirs(tmp), list(tmp.iterdir())
     assert not any(tmp.iterdir()), list(tmp.iterdir())
+
+
+# ------------------------------------------------------------------------- replacing a bundle
+@pytest.mark.parametrize("kind", ["dir", "zip"])
+@pytest.mark.parametrize("failure", [OSError(28, "No space left on device"), KeyboardInterrupt()])
+def test_a_failed_write_leaves_the_previous_bundle_whole(tmp_path, kind, failure):
+    """export writes the new bundle beside the old one and swaps only when it is complete: a
+    write that fails half-way (disk full, Ctrl-C) leaves the old bundle byte for byte and no
+    staged copy; a write that succeeds replaces it and leaves nothing else behind."""
+    from affedge.export.api import replace_bundle
+
+    out = tmp_path / ("b" if kind == "dir" else "b.zip")
+    if kind == "dir":
+        out.mkdir()
+        (out / "manifest.json").write_text("old manifest")
+    else:
+        out.write_bytes(b"old zip")
+
+    def half_write(staged):
+        if kind == "dir":
+            staged.mkdir()
+            (staged / "encoder.onnx").write_bytes(b"partial")
+        else:
+            staged.write_bytes(b"partial")
+        raise failure
+
+    with pytest.raises(type(failure)):
+        replace_bundle(out, half_write)
+    if kind == "dir":
+        assert [p.name for p in out.iterdir()] == ["manifest.json"]
+        assert (out / "manifest.json").read_text() == "old manifest"
+    else:
+        assert out.read_bytes() == b"old zip"
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]
+
+    def full_write(staged):
+        if kind == "dir":
+            staged.mkdir()
+            (staged / "manifest.json").write_text("new manifest")
+        else:
+            staged.write_bytes(b"new zip")
+
+    replace_bundle(out, full_write)
+    if kind == "dir":
+        assert (out / "manifest.json").read_text() == "new manifest"
+    else:
+        assert out.read_bytes() == b"new zip"
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]

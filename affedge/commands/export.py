@@ -31,8 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calib", metavar="DATA",
                    help="face crops for int8 calibration (image directory, e.g. a data set's "
                         "cropped_aligned/, or .npy); default: the parity frames")
-    p.add_argument("--quant", choices=("static", "dynamic"), default="static",
-                   help="ONNX Runtime quantization method for --int8 (default: %(default)s)")
+    p.add_argument("--quant", choices=("static", "dynamic"), default=None,
+                   help="ONNX Runtime quantization method for --int8 (default: static)")
     p.add_argument("--dynamic-batch", dest="dynamic_batch", action="store_true", default=True,
                    help="dynamic batch N for encoder and step (default)")
     p.add_argument("--static-batch", dest="dynamic_batch", action="store_false",
@@ -79,6 +79,12 @@ def check_formats(args: argparse.Namespace) -> list[str]:
                          "or drop --opset")
     if args.calib is not None and not args.int8:
         raise ValueError("--calib only calibrates the --int8 encoder; add --int8 or drop --calib")
+    if args.quant is not None and not args.int8:
+        raise ValueError(f"--quant {args.quant} only chooses how the --int8 encoder is "
+                         "quantized; add --int8 or drop --quant")
+    if args.quant == "dynamic" and args.calib is not None:
+        raise ValueError("--quant dynamic uses no calibration data; drop --calib (or use "
+                         "--quant static)")
     if "tensorrt" in formats and not args.skip_unavailable:
         from affedge.export.tensorrt_build import tensorrt_available
 
@@ -199,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
                 args.checkpoint, args.output, formats=formats, fp16=args.fp16,
                 int8=args.int8, calib=args.calib, dynamic_batch=args.dynamic_batch,
                 data=args.data, opset=OPSET if args.opset is None else args.opset,
-                parity_frames=args.parity_frames, quant_method=args.quant,
+                parity_frames=args.parity_frames, quant_method=args.quant or "static",
                 timing_cache=args.timing_cache, progress=log.status, force=args.force)
     except Terminated as exc:
         print(f"affedge export: terminated by {signal.Signals(exc.signum).name}; temporary "

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -347,11 +348,7 @@ def _export_bundle(checkpoint_dir: str | Path, out: str | Path,
         fields["export"] = {"formats": formats, "fp16": fp16, "int8": int8, "opset": opset,
                             "dynamic_batch": dynamic_batch, "window": window, "skipped": skipped,
                             "torch_version": torch.__version__}
-        if out.exists() and out.is_dir():
-            shutil.rmtree(out)
-        elif out.is_file():
-            out.unlink()
-        write_bundle(out, fields, files)
+        replace_bundle(out, lambda staged: write_bundle(staged, fields, files))
     finally:
         tmp.cleanup()
 
@@ -439,6 +436,32 @@ def _rezip_with_parity(zpath: Path, records, source: str) -> None:
         load_bundle(zpath)
     except BundleError as exc:  # pragma: no cover - would be a bug in the writer
         raise RuntimeError(f"rewritten bundle is invalid: {exc}") from None
+
+
+def replace_bundle(out: Path, write: Callable[[Path], Any]) -> None:
+    """Write a bundle beside ``out`` (``write(staged_path)``) and only then put it in ``out``'s
+    place, so an export that fails or is interrupted while writing leaves the previous bundle
+    at ``out`` whole: a file is replaced atomically (``os.replace``); a directory is renamed
+    aside, the new one renamed in, then the old one removed. A staged copy that did not make it
+    is removed."""
+    tag = f"{os.getpid()}-{time.monotonic_ns()}"
+    staged = out.with_name(f".{out.stem}.partial-{tag}{out.suffix}")
+    old = out.with_name(f".{out.name}.old-{tag}")
+    try:
+        write(staged)
+        if out.is_dir():
+            os.replace(out, old)
+            os.replace(staged, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staged, out)
+    finally:
+        if staged.is_dir():
+            shutil.rmtree(staged, ignore_errors=True)
+        elif staged.exists():
+            staged.unlink()
+        if old.exists() and not out.exists():  # (renamed aside, the new one not in): put back
+            os.replace(old, out)
 
 
 def export_bundle(*args, **kwargs) -> ExportResult:
