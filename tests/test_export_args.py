@@ -242,3 +242,22 @@ def test_a_failed_write_leaves_the_previous_bundle_whole(tmp_path, kind, failure
     else:
         assert out.read_bytes() == b"new zip"
     assert [p.name for p in tmp_path.iterdir()] == [out.name]
+
+
+def test_parity_that_checked_nothing_is_not_ok(ckpt, tmp_path, monkeypatch):
+    """When no backend here can load any artifact (e.g. ONNX Runtime missing), parity checked
+    nothing: the result is not ok (the CLI exits 1 with PARITY NOT CHECKED), never 'passed'."""
+    from affedge.export import api
+
+    def unavailable(bundle, formats, int8):
+        def make():
+            raise ImportError("onnxruntime is not installed")
+        yield "onnx", make
+
+    monkeypatch.setattr(api, "_parity_backends", unavailable)
+    res = api.export_bundle(ckpt, tmp_path / "b", formats=["onnx"], parity_frames=121,
+                            progress=lambda m: None)
+    assert res.parity == [] and res.ok is False
+    assert "onnxruntime is not installed" in res.skipped["parity/onnx"]
+    assert (tmp_path / "b" / "manifest.json").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["b"]  # no staged copy left

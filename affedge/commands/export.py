@@ -209,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
                 timing_cache=args.timing_cache, progress=log.status, force=args.force)
     except Terminated as exc:
         print(f"affedge export: terminated by {signal.Signals(exc.signum).name}; temporary "
-              "files removed" + (f", {args.output} may be incomplete"
+              "files removed" + (f", the previous {args.output} is unchanged"
                                  if os.path.exists(args.output) else ""), file=sys.stderr)
         raise
     doc = {"bundle": str(res.bundle), "ok": bool(res.ok), "parity": res.parity,
@@ -227,6 +227,11 @@ def run(args: argparse.Namespace) -> int:
             with open(args.json, "w", encoding="utf-8") as fh:
                 json.dump(doc, fh, indent=2, default=str)
             log.status(f"JSON: {args.json}")
+    if not res.ok and not res.parity:
+        print(f"PARITY NOT CHECKED: no backend here could load an artifact of {res.bundle} "
+              "(see the skipped lines); check the bundle with affedge doctor --bundle",
+              file=sys.stderr)
+        return 1
     if not res.ok:
         print(f"PARITY FAILED: at least one artifact in {res.bundle} is outside its tolerance "
               "(see the table)", file=sys.stderr)
