@@ -137,6 +137,20 @@ def test_unavailable_provider_is_refused(bundle_dir):
         OnnxRuntimeBackend(load_bundle(bundle_dir), "cuda")
 
 
+def test_a_skipped_backend_is_named_once_in_the_reasons(bundle_dir):
+    """A backend whose own reason starts with its name is not named twice ("openvino:
+    openvino: ...")."""
+    from affedge.sdk.backends.select import select_backend
+
+    for runner, says in (("aoti", "no AOTInductor packages"),
+                         ("torch-export", "no 'torch-export' artifacts")):
+        with pytest.raises(RuntimeError) as info:
+            select_backend(bundle_dir, runner)
+        line = str(info.value).splitlines()[1]
+        assert line.startswith(f"  {runner}: ") and f"{runner}: {runner}" not in line, line
+        assert says in line, line
+
+
 def test_mismatched_engine_refused_and_bundle_falls_back(bundle_dir, tmp_path):
     from affedge.sdk.backends.tensorrt_backend import check_engine_target
 

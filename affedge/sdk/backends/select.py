@@ -49,7 +49,9 @@ def select_backend(bundle: Bundle | str | os.PathLike, backend: str = "auto",
         try:
             be = _factory(name, options)(bundle)
         except (BackendUnavailable, ImportError) as exc:
-            report.append((name, "skipped", str(exc)))
+            why = str(exc)  # reported after the name: a reason that starts with it drops it
+            report.append((name, "skipped", why[len(name) + 2:] if why.startswith(f"{name}: ")
+                           else why))
             log.info("backend %s skipped: %s", name, exc)
             continue
         report.append((name, "selected", f"providers {be.providers}"))
