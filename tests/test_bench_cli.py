@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 
 import pytest
 
@@ -342,3 +343,39 @@ def test_unavailable_reason_is_one_whole_line():
     assert unavailable_reason(ValueError("first\nsecond")) == "first; second"
     assert unavailable_reason(ValueError("x" * 300)) == "x" * 300  # not cut
     assert unavailable_reason(ValueError("")) == "ValueError"
+
+
+def test_sigterm_removes_the_bench_temporary_directory(bundle_dir, tmp_path):
+    """SIGTERM while bench holds its work directory (/tmp/affedge-bench-*): exit 143 with one
+    line, and the directory is removed (before, the signal's default action left it behind)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp), "OMP_NUM_THREADS": "1"}
+    err = tmp_path / "stderr.txt"
+    with open(err, "w") as fh:
+        proc = subprocess.Popen([sys.executable, "-c", _BENCH_CHILD, str(bundle_dir),
+                                 "--frames", "100000", "--no-roofline", "--no-reference"],
+                                env=env, stdout=subprocess.DEVNULL, stderr=fh)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp.glob("affedge-bench-*")):
+            assert proc.poll() is None, f"bench ended ({proc.returncode}): {err.read_text()}"
+            assert time.monotonic() < deadline, "no affedge-bench-* directory within 120 s"
+            time.sleep(0.05)
+        time.sleep(1.0)  # inside the measurement
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    text = err.read_text()
+    assert rc == 128 + signal.SIGTERM, (rc, text)
+    assert "terminated by SIGTERM" in text and "Traceback" not in text, text
+    # (a third-party library leaves its own '.ses' session file in TMPDIR; ours are affedge-*)
+    assert not list(tmp.glob("affedge-*")), list(tmp.iterdir())

@@ -3,6 +3,10 @@ format/precision, the streaming-vs-window reference ratio and a roofline, as tab
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
+
+from affedge.commands.termination import Terminated, cleanup_on_termination
 
 HELP = "benchmark a bundle: p50/p90/p99 per stage, formats table, roofline (--json for JSON)"
 
@@ -71,12 +75,19 @@ def run(args: argparse.Namespace) -> int:
         from affedge.benchmarking.pipeline import check_clip
 
         check_clip(args.clip)
-    doc = run_bench(args.bundle, backend=args.backend, precision=args.precision,
-                    frames=args.frames, warmup=args.warmup, threads=args.threads,
-                    encoder_only=args.encoder_only, clip=args.clip, encoder=args.encoder,
-                    reference=args.reference, window=args.window, roofline=args.roofline,
-                    max_seconds=args.max_seconds, min_face=args.min_face,
-                    detect_every=args.detect_every, say=log.status)
+    try:
+        with cleanup_on_termination():
+            doc = run_bench(args.bundle, backend=args.backend, precision=args.precision,
+                            frames=args.frames, warmup=args.warmup, threads=args.threads,
+                            encoder_only=args.encoder_only, clip=args.clip,
+                            encoder=args.encoder, reference=args.reference,
+                            window=args.window, roofline=args.roofline,
+                            max_seconds=args.max_seconds, min_face=args.min_face,
+                            detect_every=args.detect_every, say=log.status)
+    except Terminated as exc:
+        print(f"affedge bench: terminated by {signal.Signals(exc.signum).name}; nothing was "
+              "written, temporary files removed", file=sys.stderr)
+        raise
     if args.json == "-":
         print(json.dumps(report.jsonable(doc), indent=2))
         return 0

@@ -4,12 +4,11 @@ bounds)."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import signal
 import sys
-import threading
 
 from affedge.commands.argtypes import at_least, positive_int
+from affedge.commands.termination import Terminated, cleanup_on_termination
 from affedge.export.exporters import DYNAMO_MIN_OPSET, MIN_OPSET, OPSET
 from affedge.formats import DEFAULT_EXPORT_FORMATS, export_help
 
@@ -138,41 +137,6 @@ def check_inputs(args: argparse.Namespace) -> None:
     if args.data is not None and not Path(args.data).is_dir():
         raise FileNotFoundError(f"--data {args.data}: no such directory (give an Aff-Wild2-layout "
                                 "data set)")
-
-
-class Terminated(SystemExit):
-    """Raised in the main thread on SIGTERM/SIGHUP so that ``finally`` blocks and context
-    managers (the export's temporary directories) run before the process exits (status
-    128 + signal number)."""
-
-    def __init__(self, signum: int):
-        super().__init__(128 + signum)
-        self.signum = signum
-
-
-@contextlib.contextmanager
-def cleanup_on_termination():
-    """While exporting, turn SIGTERM and SIGHUP (whose default action kills the process without
-    running any cleanup, leaving /tmp/affedge-export-* behind) into :class:`Terminated`; SIGINT
-    already raises KeyboardInterrupt. Signals that are ignored or handled elsewhere are left
-    alone, as are non-main threads (where handlers cannot be installed)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def raise_terminated(signum, frame):
-        raise Terminated(signum)
-
-    previous = {}
-    for name in ("SIGTERM", "SIGHUP"):
-        sig = getattr(signal, name, None)
-        if sig is not None and signal.getsignal(sig) == signal.SIG_DFL:
-            previous[sig] = signal.signal(sig, raise_terminated)
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def run(args: argparse.Namespace) -> int:
