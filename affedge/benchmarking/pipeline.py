@@ -140,9 +140,11 @@ def load_clip(path: str | Path | None = None, workdir: str | Path | None = None,
 
 
 def fresh_bundle(out: str | Path, encoder: str = "mobile", int8: bool = True, seed: int = 0,
-                 say: Callable[[str], None] = print) -> Path:
+                 say: Callable[[str], None] = print, onnx_exporter: str = "auto") -> Path:
     """Export a random-weights model of ``encoder`` into the bundle directory ``out`` (ONNX
-    fp32 + int8 encoder); needs torch. Timings do not depend on the weights' values."""
+    fp32 + int8 encoder); needs torch. Timings do not depend on the weights' values.
+    ``onnx_exporter``: as :func:`affedge.export.api.export_bundle` (the tests use "legacy",
+    several times faster to write)."""
     try:
         import torch
     except ImportError as exc:
@@ -163,7 +165,7 @@ def fresh_bundle(out: str | Path, encoder: str = "mobile", int8: bool = True, se
                          {"seed": seed, "data": "random weights (affedge bench)"})
     t0 = time.perf_counter()
     res = export_bundle(ck, out, formats=("onnx",), int8=int8, parity_frames=130,
-                        progress=lambda m: None)
+                        onnx_exporter=onnx_exporter, progress=lambda m: None)
     say(f"bundle: exported a fresh random-weights {encoder} bundle to {out} "
         f"({time.perf_counter() - t0:.0f} s)")
     return res.bundle
