@@ -68,6 +68,49 @@ def test_hub_api_two_files_every_frame_in_order_and_an_ended_status(clips):
     assert sink.statuses and "sources" in sink.statuses[0]
 
 
+class SlowStart(Collect):
+    """A sink that takes 0.4 s over its first few predictions (a subscriber's first connect, a
+    disk's first write): the loop falls behind the paced files for a while."""
+
+    def write(self, p, source=None):
+        if sum(len(v) for v in self.got.values()) < 4:
+            import time
+
+            time.sleep(0.1)
+        super().write(p, source)
+
+
+def test_realtime_files_are_paced_and_every_frame_still_predicted(clips):
+    """``realtime=True`` (``affedge serve --realtime``) paces files to their media clock; a loop
+    that falls behind delays them and skips nothing (it used to skip the frames it was late
+    for, without a stale prediction or a count: frames 1-3 of a source were missing)."""
+    import time
+
+    import cv2
+
+    from affedge.serve import Hub
+
+    sink = SlowStart()
+    t0 = time.monotonic()
+    with Hub() as hub:
+        for name, c in zip(("a", "b"), clips):
+            hub.add_source(str(c), audio="video", name=name, realtime=True)
+        hub.add_sink(sink)
+        hub.start()
+        assert hub.wait(timeout=120)
+    wall = time.monotonic() - t0
+    longest = 0.0
+    for name, c in zip(("a", "b"), clips):
+        cap = cv2.VideoCapture(str(c))
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        longest = max(longest, n / cap.get(cv2.CAP_PROP_FPS))
+        cap.release()
+        preds = sink.got[name]
+        assert [p.frame for p in preds] == list(range(n)), name
+        assert not any(p.stale for p in preds)
+    assert wall >= longest  # paced: not faster than the longest file's own duration
+
+
 @pytest.fixture(scope="module")
 def damaged(tmp_path_factory):
     """A recording cut in half after its index (a faststart MP4 whose copy was interrupted):

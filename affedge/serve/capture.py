@@ -1,7 +1,9 @@
 """One capture thread per source: frames into a slot the hub's inference loop takes from.
 
 File sources hand over every frame (a queue of :data:`FILE_QUEUE` frames; the reader waits for
-the inference loop, so nothing is skipped). Live sources keep only the newest frame: frames
+the inference loop, so nothing is skipped), paced to their media clock when asked (``pace``,
+``affedge serve --realtime``: delivery waits for each frame's time, and a loop that falls
+behind delays the file instead of skipping frames, as ``Recognizer.run(realtime=True)`` does). Live sources keep only the newest frame: frames
 the loop had no time for are counted and get stale Predictions, as in ``Recognizer.run``. A
 live source that fails (camera unplugged, stream gone) is reported in :attr:`SourceWorker.error`
 and reopened after a growing pause (:data:`BACKOFF_S`), while the other sources go on.
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from collections import deque
 
 from affedge import log
@@ -23,10 +26,14 @@ BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0)
 class SourceWorker:
     """Reads one source on its own thread. ``opener()`` returns an open video source (an object
     with ``read() -> VideoFrame | None``, ``is_live``, ``close()``); it is called again after a
-    live source failed. ``notify()`` tells the hub a frame is ready (or the source ended)."""
+    live source failed. ``notify()`` tells the hub a frame is ready (or the source ended).
+    ``pace``: a file's frames are handed over no earlier than their media time after the first
+    (ignored for live sources, which come at their own pace)."""
 
-    def __init__(self, name: str, opener, notify, *, first=None, live: bool | None = None):
+    def __init__(self, name: str, opener, notify, *, first=None, live: bool | None = None,
+                 pace: bool = False):
         self.name = name
+        self.pace = bool(pace)
         self._opener = opener
         self._notify = notify
         self._src = first
@@ -119,6 +126,7 @@ class SourceWorker:
 
     def _pump(self) -> None:
         src = self._src
+        wall0 = t0 = None  # pacing: the wall time and media time of the first frame
         while not self._stop.is_set():
             frame = src.read()
             if frame is None:
@@ -126,6 +134,12 @@ class SourceWorker:
                     raise RuntimeError(f"{self.name} stopped delivering frames")
                 return
             self.captured += 1
+            if self.pace and not self.live:
+                if wall0 is None:
+                    wall0, t0 = time.monotonic(), frame.t
+                delay = (frame.t - t0) - (time.monotonic() - wall0)
+                if delay > 0 and self._stop.wait(delay):
+                    return
             with self._lock:
                 if self.live:
                     self._frames.clear()  # only the newest frame matters

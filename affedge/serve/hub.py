@@ -21,8 +21,9 @@ call over all their streams (:func:`affedge.serve.batching.tick_many`); a source
 frame (slow, reconnecting, dead) is simply not in the tick, so it never holds the others up.
 The loop is pipelined: the next tick's stage 1 runs on the pool while this tick's model calls
 run on the inference thread (each source's stages stay in frame order, so the Predictions are
-those of serial ticks). File sources are unpaced (every frame gets a Prediction) unless
-``realtime=True``; frames a live source captured while the loop was busy get stale Predictions,
+those of serial ticks). File sources are unpaced unless ``realtime=True`` paces them to their
+media clock (a loop that falls behind delays them): every file frame gets a Prediction. Frames
+a live source captured while the loop was busy get stale Predictions,
 as in ``Recognizer.run``.
 
 Sinks receive ``write(prediction, source=name)`` when they take a source (``zmq://``,
@@ -159,7 +160,9 @@ class Hub:
                     return NetworkAVSource(spec, on_audio=push, clock=clock)
                 live = True
             elif kind == "file":
-                first = VideoSource(spec, realtime=bool(realtime))
+                # paced by the capture worker (never skipping), not by the source (which
+                # skips frames it is late for, like a camera)
+                first = VideoSource(spec, realtime=False)
                 opener, live = None, False
             else:
                 def opener():
@@ -184,7 +187,8 @@ class Hub:
                 first.close()
             rec.close()
             raise
-        worker = SourceWorker(name, opener, self._wake, first=first, live=live)
+        worker = SourceWorker(name, opener, self._wake, first=first, live=live,
+                              pace=bool(realtime) and kind == "file")
         self._sources[name] = _Source(name, rec, worker, video, audio, feeder, live_audio)
         return name
 
