@@ -296,3 +296,14 @@ def test_linger_waits_idle_after_the_sources_end(tmp_path, clip3):
 
     secs = float(re.search(r" in ([0-9.]+) s \(\d+ frames/s in all\)", line).group(1))
     assert secs < 30  # the prediction work, not the 4+ s of idle lingering on top
+
+
+def test_quiet_prints_nothing_and_still_writes_every_row(tmp_path, clip2b):
+    """``serve -q`` (like every subcommand's -q): no status lines ("N source(s)", "ZeroMQ PUB
+    on ...", "wrote ..."), the outputs complete (the status lines used to be printed anyway)."""
+    s = Serve(tmp_path, "--source", str(clip2b), "--out", "p.jsonl",
+              "--publish", f"zmq://127.0.0.1:{free_port()}", "-q")
+    assert s.wait() == 0, s.stderr()
+    assert s.stderr() == "" and s.stdout_lines() == []
+    rows = (tmp_path / "p.jsonl").read_text().splitlines()
+    assert [json.loads(r)["frame"] for r in rows] == list(range(60))  # 2 s at 30 fps

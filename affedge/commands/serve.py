@@ -178,7 +178,10 @@ def _open_outputs(hub, args, cfg, token) -> dict:
 
 
 def _say(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    """A status line (what serve is doing, what it wrote): stderr, silenced by -q."""
+    from affedge import log
+
+    log.status(msg)
 
 
 def _write_port_file(path: str, bound: dict) -> None:
@@ -268,7 +271,8 @@ def run(args) -> int:
     stuck = [t.name for t in threading.enumerate()
              if t is not threading.current_thread() and t.is_alive() and not t.daemon]
     if stuck:  # (the interpreter waits for these at exit: name them)
-        _say(f"affedge serve: threads still running after the stop: {', '.join(stuck)}")
+        print(f"affedge serve: threads still running after the stop: {', '.join(stuck)}",
+              file=sys.stderr, flush=True)  # a warning: shown even with -q
     return 0
 
 
