@@ -114,6 +114,10 @@ def main(argv=None) -> int:
             topic, body = sock.recv_multipart()
             if topic.startswith(b"_"):  # hub status, not a prediction
                 continue
+            # ZeroMQ subscriptions match topic *prefixes*: --source front also receives a
+            # source named front_left; keep the exact names asked for
+            if args.source and topic.decode("utf-8", "replace") not in args.source:
+                continue
             n += 1
             last = time.monotonic()
             for face in expressions(json.loads(body)):

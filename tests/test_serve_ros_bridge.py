@@ -32,6 +32,7 @@ def test_bridge_republishes_each_face_as_an_expression():
         end = time.monotonic() + 30
         while proc.poll() is None and time.monotonic() < end:  # until it has subscribed
             sink.write(p, source="kitchen")  # filtered out by topic
+            sink.write(p, source="doorbell")  # so is a name that merely starts with "door"
             sink.write(p, source="door")
             time.sleep(0.05)
         out, _ = proc.communicate(timeout=30)
@@ -40,6 +41,7 @@ def test_bridge_republishes_each_face_as_an_expression():
         sink.close()
     msgs = [json.loads(x) for x in out.splitlines()]
     assert proc.returncode == 0 and len(msgs) == 3  # face 8's smoothed valence is NaN: skipped
+    assert all(m["topic"].startswith("/humans/faces/door_") for m in msgs), msgs
     assert msgs[0] == {"topic": "/humans/faces/door_7/expression", "type": "hri_msgs/Expression",
                        "expression": "", "valence": 0.15, "arousal": 0.25, "confidence": 0.8}
 
