@@ -244,7 +244,32 @@ def test_one_run_at_a_time(bundle_dir, tmp_path):  # noqa: F811
         with pytest.raises(RuntimeError, match="still open"):
             next(second)
         assert next(first).frame == p0.frame + 1  # the first run goes on untouched
+        # push_frame while the run is open is refused too: it took the run's next frame
+        # index, and the run then died on "timestamps must increase"
+        frame = np.zeros((120, 160, 3), np.uint8)
+        with pytest.raises(RuntimeError, match="a run\\(\\) of .* is open"):
+            rec.push_frame(frame, 100.0)
+        assert next(first).frame == p0.frame + 2
         first.close()
         again = list(rec.run(clip))
         assert [p.frame for p in again] == list(range(len(again))) and len(again) > 5
         assert (again[0].valence, again[0].arousal) == (p0.valence, p0.arousal)
+
+
+@pytest.mark.parametrize("t", ["0.1", True, [0.1], None])
+def test_push_timestamps_must_be_numbers(bundle_dir, t):  # noqa: F811
+    """A timestamp that is not a real number is a TypeError (a string used to be accepted by
+    push_frame and a bool taken as 0/1); None means "now"."""
+    from affedge.sdk.recognizer import Recognizer
+
+    frame = np.zeros((120, 160, 3), np.uint8)
+    with Recognizer(bundle_dir) as rec:
+        if t is None:
+            rec.push_audio(np.zeros(160, np.float32), t)
+            assert rec.push_frame(frame, t).frame == 0
+            return
+        with pytest.raises(TypeError, match="push_frame: t must be a number"):
+            rec.push_frame(frame, t)
+        with pytest.raises(TypeError, match="push_audio: t must be a number"):
+            rec.push_audio(np.zeros(160, np.float32), t)
+        assert rec.push_frame(frame, np.float32(0.5)).frame == 0  # numpy scalars are numbers

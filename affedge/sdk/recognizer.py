@@ -30,6 +30,7 @@ frame still gets a Prediction with ``stale=True`` carrying the previous values.
 """
 from __future__ import annotations
 
+import numbers
 import os
 import queue
 import threading
@@ -344,8 +345,17 @@ class Recognizer:
     def push_frame(self, frame_bgr: np.ndarray, t: float | None = None) -> Prediction:
         """Run the inference tick for one BGR uint8 frame at time ``t`` (seconds; default
         ``time.monotonic()``); returns its Prediction (also delivered to callbacks etc.).
-        Thread-safe; frames must arrive with increasing ``t``."""
+        Thread-safe; frames must arrive with increasing ``t``. Refused while a ``run()`` of this
+        Recognizer is open (its frames own the stream: a pushed frame would take the run's next
+        frame index and time)."""
         self._check_open()
+        if t is not None and (isinstance(t, bool) or not isinstance(t, numbers.Real)):
+            raise TypeError(f"push_frame: t must be a number of seconds (or None), got "
+                            f"{type(t).__name__} {t!r}")
+        if self._running is not None:
+            raise RuntimeError(f"Recognizer.push_frame: a run() of {self._running} is open on "
+                               "this Recognizer; close its iterator first, or push frames to "
+                               "a second Recognizer")
         with self._tick_lock:
             if t is None:
                 t = time.monotonic()
@@ -363,6 +373,9 @@ class Recognizer:
         from affedge.sdk.audio_timeline import check_sample_rate
 
         self._check_open()
+        if t is not None and (isinstance(t, bool) or not isinstance(t, numbers.Real)):
+            raise TypeError(f"push_audio: t must be a number of seconds (or None), got "
+                            f"{type(t).__name__} {t!r}")
         sr = check_sample_rate(sample_rate)
         if t is None:
             t = time.monotonic() - len(pcm) / float(sr)
