@@ -12,6 +12,7 @@ from __future__ import annotations
 import struct
 import threading
 import time
+import warnings
 
 import cv2
 import numpy as np
@@ -565,6 +566,27 @@ def test_resent_or_late_audio_chunks_keep_the_clean_stream(bundle_dir, frames, c
         assert all(p.audio_present for p in got)
     else:
         np.testing.assert_array_equal(_va(got), _va(want))
+
+
+def test_audio_and_frames_on_two_clocks_are_flagged(bundle_dir, frames):  # noqa: F811
+    """Audio stamped from 0 (media time) and frames stamped with a monotonic clock never meet:
+    every frame is without audio. That used to be silent; now each such frame is counted and
+    one RuntimeWarning says why. Frames on the audio's clock draw nothing, and a stream whose
+    frames once had audio is not flagged when its audio stops (a microphone unplugged)."""
+    x = (0.3 * np.sin(2 * np.pi * 180 * np.arange(2 * SR) / SR)).astype(np.float32)
+    with _rec(bundle_dir) as rec:
+        rec.push_audio(x, t=0.0)
+        with pytest.warns(RuntimeWarning, match="different clocks.*t=5000.000"):
+            got = [rec.push_frame(f, t=5000.0 + i / FPS) for i, f in enumerate(frames)]
+        assert not any(p.audio_present for p in got)
+        assert rec.stats()["audio_clock_mismatch"] == len(frames)
+    with _rec(bundle_dir) as rec, warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning at all on one clock
+        rec.push_audio(x, t=0.0)
+        got = [rec.push_frame(f, t=0.5 + i / FPS) for i, f in enumerate(frames)]
+        assert all(p.audio_present for p in got)
+        late = rec.push_frame(frames[0], t=100.0)  # the audio stopped long ago
+        assert not late.audio_present and rec.stats()["audio_clock_mismatch"] == 0
 
 
 def test_mis_scaled_samples_are_refused_or_flagged(bundle_dir):  # noqa: F811

@@ -56,6 +56,13 @@ MAX_ABS_TIME = 1e12
 #: have it: a file's audio track often ends some ms to tens of ms before its video (AAC priming
 #: and padding, container rounding); a frame has 33 ms at 30 fps
 END_SLACK_S = 0.1
+#: a frame this far (s) outside the span of the audio pushed so far, in a stream none of whose
+#: frames has had audio yet, is taken for audio and frames stamped on two different clocks
+#: (e.g. media time from 0 for the audio, time.monotonic() for the frames): counted in
+#: stats()["audio_clock_mismatch"], with one RuntimeWarning. Far above a microphone starting
+#: late or a file's audio track starting after its video (seconds), far below the offset
+#: between two clocks (the uptime or the epoch)
+CLOCK_MISMATCH_S = 30.0
 
 
 def check_sample_rate(sample_rate) -> int:
@@ -190,7 +197,7 @@ class AudioTimeline:
         self._new_extractor = lambda: IncrementalAudioFeatures(fcfg)
         self._lock = threading.Lock()  # producer side (push/flush) against reset
         self._counters = {"gaps": 0, "overlaps": 0, "discontinuities": 0, "consumed": 0,
-                          "nonfinite": 0}
+                          "nonfinite": 0, "clock_mismatch": 0}
         self._clear()
 
     def _clear(self) -> None:
@@ -205,6 +212,7 @@ class AudioTimeline:
         self._seg_start: float | None = None  # start of the segment after the last restart
         self._seg_first_row: float | None = None  # that segment's first feature row
         self._ended_at: float | None = None  # end_of_audio(): no audio after this time
+        self._had_audio = False  # a frame of this stream has had audio
 
     # ------------------------------------------------------------------ producer
     def push(self, pcm, t: float | None = None, sample_rate: int | None = None) -> None:
@@ -376,10 +384,28 @@ class AudioTimeline:
             self._counters["nonfinite"] += 1
             present = False
             feats = {k: np.zeros_like(v) for k, v in feats.items()}
+        if present:
+            self._had_audio = True
+        elif not self._had_audio and self.kinds:
+            self._check_clocks(t)
         speech = False
         if self._vad is not None and self._row_present(self._vad_ring, t):
             speech = bool(self._vad_ring.at(t, "previous")[0] > 0.5)
         return feats, present, speech
+
+    def _check_clocks(self, t: float) -> None:
+        """Count (and warn once about) a frame far outside the audio's span (CLOCK_MISMATCH_S)."""
+        oldest, end = self._rings[self.kinds[0]].oldest_time, self.time
+        if oldest is None or end is None:
+            return
+        if t < oldest - CLOCK_MISMATCH_S or t > end + CLOCK_MISMATCH_S:
+            self._counters["clock_mismatch"] += 1
+            if self._counters["clock_mismatch"] == 1:
+                warnings.warn(f"audio and frames look stamped on different clocks: a frame at "
+                              f"t={t:.3f} s, the audio pushed so far spans {oldest:.3f}-{end:.3f}"
+                              f" s, and no frame has had audio yet; stamp both with one clock "
+                              f"(counted in stats()['audio_clock_mismatch'])", RuntimeWarning,
+                              stacklevel=2)
 
     # ------------------------------------------------------------------ lifecycle
     def reset(self) -> None:
@@ -396,4 +422,4 @@ class AudioTimeline:
         return {"audio_overruns": int(self._pcm_ring.overruns), "audio_gaps_filled": c["gaps"],
                 "audio_overlaps": c["overlaps"], "audio_discontinuities": c["discontinuities"],
                 "audio_seconds": c["consumed"] / self.sample_rate,
-                "nonfinite_audio": c["nonfinite"]}
+                "nonfinite_audio": c["nonfinite"], "audio_clock_mismatch": c["clock_mismatch"]}
