@@ -32,6 +32,30 @@ def test_smoothing_is_the_documented_causal_ema(bundle_dir):  # noqa: F811
         Recognizer(bundle_dir, smoothing=1.0)
 
 
+def test_a_failing_callback_never_keeps_a_prediction_from_the_others(bundle_dir):  # noqa: F811
+    """A callback that raises (a publisher down) no longer keeps the prediction from the
+    callbacks after it; its exception propagates from push_frame, and the next frame is
+    processed normally; in run() it ends the run."""
+    from affedge.sdk.recognizer import Recognizer
+
+    frames, _ = face_frames(3, FPS)
+    after = []
+
+    def down(p):
+        if p.frame == 1:
+            raise ConnectionError("publisher down")
+
+    with Recognizer(bundle_dir, backend="onnxruntime") as rec:
+        rec.on_prediction(down)
+        rec.on_prediction(after.append)
+        rec.push_frame(frames[0], t=0.0)
+        with pytest.raises(ConnectionError, match="publisher down"):
+            rec.push_frame(frames[1], t=1 / FPS)
+        assert rec.latest().frame == 1
+        assert rec.push_frame(frames[2], t=2 / FPS).frame == 2
+    assert [p.frame for p in after] == [0, 1, 2]
+
+
 def test_callbacks_iterator_latest_and_close(bundle_dir):  # noqa: F811
     from affedge.sdk.recognizer import Recognizer
 

@@ -318,7 +318,12 @@ class Recognizer:
         self._owned = []
 
     def on_prediction(self, callback: Callable[[Prediction], None]):
-        """Register ``callback(prediction)`` for every Prediction (usable as a decorator)."""
+        """Register ``callback(prediction)`` for every Prediction (usable as a decorator).
+        Callbacks run in registration order on the thread that made the prediction. If one
+        raises, the others still get the prediction (it is already the ``latest()`` and in
+        ``predictions()``), then the first exception propagates out of ``push_frame`` (the
+        next frame is processed normally) or out of ``run()``'s iterator (ending that run).
+        Catch inside the callback what must not stop a run."""
         if not callable(callback):
             raise TypeError(f"on_prediction needs a callable, got {type(callback).__name__}")
         self._callbacks.append(callback)
@@ -413,8 +418,16 @@ class Recognizer:
             subs = list(self._subscribers)
         for q in subs:
             q.put(p)
+        # every callback gets the prediction even when one before it raises; the first
+        # exception then propagates (out of push_frame, or out of run()'s iterator)
+        error: BaseException | None = None
         for cb in self._callbacks:
-            cb(p)
+            try:
+                cb(p)
+            except BaseException as exc:  # noqa: BLE001  (re-raised below)
+                error = error or exc
+        if error is not None:
+            raise error
 
     # ------------------------------------------------------------------ capture loop
     def run(self, video=0, audio=None, *, realtime: bool = False,
