@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -54,6 +55,46 @@ def test_a_failing_callback_never_keeps_a_prediction_from_the_others(bundle_dir)
         assert rec.latest().frame == 1
         assert rec.push_frame(frames[2], t=2 / FPS).frame == 2
     assert [p.frame for p in after] == [0, 1, 2]
+
+
+def test_close_from_another_thread_ends_predictions_after_the_tick_in_flight(bundle_dir):  # noqa: F811
+    """close() during a push_frame on another thread: the iterator still yields that frame's
+    prediction, then ends (it used to end first: the last frame returned by push_frame and
+    held by latest() never reached predictions())."""
+    from affedge.sdk.recognizer import Recognizer
+
+    frames, _ = face_frames(3, FPS)
+    rec = Recognizer(bundle_dir, backend="onnxruntime")
+    in_tick, real = threading.Event(), rec.engine.run_models
+
+    def slow_last(tick):  # the real model call, held up on the last frame
+        if not in_tick.is_set() and rec.emitted == len(frames) - 1:
+            in_tick.set()
+            time.sleep(0.5)  # close() is called meanwhile
+        return real(tick)
+
+    rec.engine.run_models = slow_last
+    it = rec.predictions()
+    got, done = [], threading.Event()
+
+    def consume():
+        got.extend(p.frame for p in it)
+        done.set()
+
+    def produce():
+        for i, f in enumerate(frames):
+            rec.push_frame(f, t=i / FPS)
+
+    threads = [threading.Thread(target=consume), threading.Thread(target=produce)]
+    threads[0].start()
+    time.sleep(0.2)  # the consumer is subscribed
+    threads[1].start()
+    assert in_tick.wait(60)
+    rec.close()
+    for th in threads:
+        th.join(60)
+    assert done.is_set() and rec.latest().frame == len(frames) - 1
+    assert got == list(range(len(frames))), got
 
 
 def test_callbacks_iterator_latest_and_close(bundle_dir):  # noqa: F811

@@ -589,14 +589,16 @@ class Recognizer:
         for s in list(self._sources):
             _close_quietly(s)
         self._sources.clear()
-        with self._sub_lock:
-            for q in self._subscribers:
-                q.put(_END)
         self.engine.close()  # stops the face-detection worker (async_detect)
+        with self._tick_lock:  # a tick running on another thread finishes with its backend
+            # ... and its prediction reaches predictions() before the end marker (put before
+            # the tick's emit, it ended the iterators one prediction early)
+            with self._sub_lock:
+                for q in self._subscribers:
+                    q.put(_END)
+            self._close_owned()
         for sink in getattr(self, "_owned_sinks", ()):
             _close_quietly(sink)
-        with self._tick_lock:  # a tick running on another thread finishes with its backend
-            self._close_owned()
 
     def __enter__(self) -> Recognizer:
         return self
