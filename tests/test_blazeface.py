@@ -116,6 +116,27 @@ def test_face_found_at_several_sizes_and_region_search_agrees(det, astronaut, si
     assert det.detect_region(frame, region, int(2 * s), int(3 * s)) == []
 
 
+def test_hd_frames_are_searched_at_most_max_width_wide(astronaut):
+    """On a 1920x1080 frame the full pass's finest input is 640 wide (``max_width``, as Haar's),
+    so its cost stays near a 640-wide frame's; a face of 150 px is found either way, and the
+    cap is off with ``max_width=None``. Frames up to 640 wide are searched as before."""
+    head = astronaut[14:228, 119:333]  # her face (~107 px) in a 214 px square
+    frame = cv2.resize(_bgr(skimage_data.coffee()), (1920, 1080), interpolation=cv2.INTER_LINEAR)
+    frame[400:700, 900:1200] = cv2.resize(head, (300, 300), interpolation=cv2.INTER_LINEAR)
+    capped, uncapped = make_detector("blazeface-short"), make_detector("blazeface-short",
+                                                                       max_width=None)
+    assert capped.max_width == 640
+    assert capped.scales(1080, 1920, 40, None)[0] == pytest.approx(640 / 1920)
+    assert uncapped.scales(1080, 1920, 40, None)[0] == pytest.approx(0.6)
+    assert capped.scales(480, 640, 40, None) == uncapped.scales(480, 640, 40, None)
+    for d in (capped, uncapped):
+        (f,) = d.detect(frame)
+        assert abs(f.center[0] - 1050) < 20 and abs(f.center[1] - 550) < 25
+        assert 110 < max(f.w, f.h) < 190
+    with pytest.raises(ValueError, match="max_width"):
+        make_detector("blazeface", max_width=10)
+
+
 def test_rotated_face_keypoints_follow_the_rotation(astronaut):
     d = make_detector("blazeface")
     f0 = d.detect(astronaut)[0]

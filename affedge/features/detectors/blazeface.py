@@ -73,6 +73,13 @@ _SHA_CACHE: dict[Path, str] = {}
 FULL_PASS_SLACK = 0.65
 #: a region search shows the model a square of this many face sides around the tracked face
 REGION_CONTEXT = 2.5
+#: a full pass's finest input is at most this wide (as Haar's ``max_width``): on an HD frame
+#: the smallest face found becomes max(min_size, 1.2 x 20 x W / MAX_WIDTH) (72 px at 1920 wide,
+#: 48 px at 1280; a face ~3.7 m / ~5.5 m from a 60-degree 1080p / 720p camera), and the pass
+#: costs about what a 640-wide frame's does. Measured (push_frame, demo bundle, frames
+#: upscaled from the demo clip, 2-core AMD EPYC, 2026-12-01): 1920x1080 p50 / p99 19.9 / 250
+#: ms (15 fps) without the cap; 1280x720 13.7 / 105 ms. None: no cap
+MAX_WIDTH = 640
 
 
 def anchor_centres(height: int, width: int, layout) -> np.ndarray:
@@ -156,7 +163,9 @@ class BlazeFaceDetector(Detector):
     execution providers, default ``["CPUExecutionProvider"]``, e.g.
     ``["CUDAExecutionProvider", "CPUExecutionProvider"]``), ``threads`` (intra-op threads,
     default 1: the detector shares the CPU with the model), ``runtime`` ("auto" = ONNX Runtime,
-    or "openvino"; see :mod:`affedge.features.detectors.model_runner`).
+    or "openvino"; see :mod:`affedge.features.detectors.model_runner`), ``max_width`` (default
+    :data:`MAX_WIDTH`: a full pass never shows the model a finer image than the frame
+    downscaled to this width; None: no cap).
     """
 
     has_keypoints = True
@@ -171,8 +180,12 @@ class BlazeFaceDetector(Detector):
 
     def __init__(self, min_size: int = 40, max_size: int | None = None,
                  min_score: float | None = None, model_path: str | os.PathLike | None = None,
-                 providers=None, threads: int = 1, runtime: str = "auto") -> None:
+                 providers=None, threads: int = 1, runtime: str = "auto",
+                 max_width: int | None = MAX_WIDTH) -> None:
         super().__init__(min_size, max_size)
+        if max_width is not None and int(max_width) < 64:
+            raise ValueError(f"{self.name}: max_width must be >= 64 or None, got {max_width}")
+        self.max_width = None if max_width is None else int(max_width)
         spec = VARIANTS[self.variant]
         self.layout, self.align = spec["layout"], int(spec["align"])
         self.native = int(spec["native"])
@@ -293,7 +306,8 @@ class BlazeFaceDetector(Detector):
         biggest = float(min(height, width) if max_size is None else min(max_size,
                                                                        max(height, width)))
         floor = min(1.0, self.native / float(max(height, width)))  # the letterbox scale
-        s = max(floor, min(1.0, lo / max(min_size, 1)))
+        cap = 1.0 if self.max_width is None else min(1.0, self.max_width / float(width))
+        s = max(floor, min(1.0, cap, lo / max(min_size, 1)))
         out = [s]
         while biggest * s > hi and s > floor:
             s = max(floor, s * lo / hi)
