@@ -114,6 +114,14 @@ def test_max_frames_must_be_positive(n):
                    "affedge run --help")
 
 
+def test_missing_video_file_is_refused_before_the_model_loads(tmp_path):
+    """One line, and no "affedge run: ... backend ..." status line before it (the model used
+    to be loaded first)."""
+    r = affedge("run", tmp_path / "missing.mp4")
+    one_line_error(r, 1, "video file not found", "missing.mp4")
+    assert "backend" not in r.stderr, r.stderr
+
+
 def test_missing_bundle(tmp_path):
     one_line_error(affedge("run", "0", "--bundle", tmp_path / "nope", "-q"), 1)
 

@@ -87,8 +87,9 @@ def add_arguments(p) -> None:
                              "columns (raw values are written too); mean lag s/(1-s) frames; "
                              "same default as demo")
     p.add_argument("--out", default=None, metavar="TARGET",
-                   help="write every prediction: a .csv or .jsonl file, or '-' for JSONL on "
-                        "stdout (rows flushed as they are written)")
+                   help="write every prediction: a .csv or .jsonl file, '-' for JSONL on "
+                        "stdout (rows flushed as they are written), or publish it: "
+                        "zmq://HOST:PORT (ZeroMQ PUB), ws://HOST:PORT (WebSocket)")
     p.add_argument("--plot", default=None, metavar="PNG",
                    help="write a PNG plot of V/A over time at the end (also after SIGTERM/"
                         "Ctrl-C)")
@@ -127,6 +128,16 @@ def _check_writable(path: str, option: str) -> None:
         raise ValueError(f"{option} {path}: cannot write here ({exc.strerror or exc})") from None
     if not existed:
         os.remove(path)
+
+
+def check_video_file(video) -> None:
+    """A source that names a file must exist (FileNotFoundError, as the video source raises
+    later, but before anything is loaded)."""
+    from affedge.sdk.sources.video import _classify
+
+    kind, spec = _classify(video)
+    if kind == "file" and not os.path.exists(spec):
+        raise FileNotFoundError(f"video file not found: {spec}")
 
 
 def open_out(target):
@@ -311,8 +322,10 @@ def summary_line(rec, preds, seconds: float | None = None) -> str:
     s = rec.stats()
     n_face = sum(p.face_present for p in preds)
     rate = f" in {seconds:.1f} s ({len(preds) / seconds:.0f} fps)" if seconds else ""
-    return (f"{len(preds)} frames{rate} ({s['skipped_frames']} skipped, each given a stale "
-            f"prediction), faces in {n_face}, "
+    k = s["skipped_frames"]
+    skipped = "none skipped" if k == 0 else \
+        f"{k} skipped, {'each' if k > 1 else 'it'} given a stale prediction"
+    return (f"{len(preds)} frames{rate} ({skipped}), faces in {n_face}, "
             f"backend {s['backend']}, latency p50 {s['latency_ms_p50']:.1f} ms "
             f"p99 {s['latency_ms_p99']:.1f} ms, audio overruns {s['audio_overruns']}"
             + _nonfinite_note(s))
@@ -404,6 +417,7 @@ def run(args) -> int:
     bundle = resolve_bundle(args.bundle)
     source = args.source
     video = int(source) if source.isdigit() else source
+    check_video_file(video)  # before the model loads (seconds) and its status line
     audio = args.audio if args.audio is not None else default_audio(source)
     if audio is not None and audio.lower() in ("none", "off", ""):
         audio = None

@@ -570,10 +570,13 @@ class Recognizer:
         return s
 
     def reset(self) -> None:
-        """Forget tracks, temporal states and buffered audio (a new, unrelated stream)."""
+        """Forget tracks, temporal states and buffered audio (a new, unrelated stream);
+        ``latest()`` is None until the new stream's first Prediction. ``stats()`` counters and
+        ``emitted`` go on counting across streams."""
         with self._tick_lock, self._front_lock:
             self.engine.reset()
             self._epoch += 1
+            self._latest = None
 
     def _check_open(self) -> None:
         if self._closed:
