@@ -154,18 +154,27 @@ def open_out(target):
 
 class GracefulStop:
     """SIGINT and SIGTERM handled alike while active: the first one asks the frame loop to
-    stop after the current frame (``signum`` is set); a second one interrupts at once."""
+    stop after the current frame (``signum`` is set); a second one interrupts at once, unless
+    it is the same signal within :attr:`DUPLICATE_S` of the first: ``timeout`` forwards a
+    signal to its child *and* to its process group, and ``kill -INT -PGID`` or a terminal's
+    Ctrl-C under some wrappers also deliver one signal twice, which used to abort the run
+    (no summary, no plot) instead of stopping it."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    #: a repeat of the first signal this soon (s) is the same request delivered twice
+    DUPLICATE_S = 0.5
 
     def __init__(self):
         self.signum: int | None = None
+        self._at = 0.0
         self._old: dict = {}
 
     def _handle(self, signum, frame):
         if self.signum is not None:
+            if signum == self.signum and time.monotonic() - self._at < self.DUPLICATE_S:
+                return
             raise KeyboardInterrupt
-        self.signum = signum
+        self.signum, self._at = signum, time.monotonic()
 
     def __enter__(self):
         import threading
