@@ -27,9 +27,24 @@ AUDIO_MARGIN = 0.10  # mean held-out CCC that A+V must gain over visual-only and
 def datasets(tmp_path_factory):
     from affedge.training.data.synthetic import generate
 
+    import subprocess
+    import sys
+
     root = tmp_path_factory.mktemp("learn")
-    generate(root / "train", 10, seed=21, seconds=16, fps=25.0, progress=False)
-    generate(root / "heldout", 3, seed=22, seconds=16, fps=25.0, identity_offset=700, progress=False)
+    # the held-out set in a second process meanwhile (the same generate call): two cores
+    held = subprocess.Popen([sys.executable, "-c", "import sys\n"
+                             "from affedge.training.data.synthetic import generate\n"
+                             "generate(sys.argv[1], 3, seed=22, seconds=16, fps=25.0, "
+                             "identity_offset=700, progress=False)", str(root / "heldout")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        generate(root / "train", 10, seed=21, seconds=16, fps=25.0, progress=False)
+        out, _ = held.communicate(timeout=600)
+    finally:
+        if held.poll() is None:
+            held.kill()
+            held.wait()
+    assert held.returncode == 0, out[-3000:]
     return root / "train", root / "heldout"
 
 
