@@ -543,7 +543,10 @@ def generate(out_dir: str | os.PathLike, n_videos: int, seed: int = 0, seconds: 
 
     Deterministic given (seed, identity_offset, n_videos, seconds, fps, occlusion, detector,
     crop_recipe). ``detector`` (a registry name) and ``crop_recipe`` (a crop recipe name) are
-    the front end the crops are made with; the default (haar, box-v1) is the demo bundle's.
+    the front end the crops are made with. This function's default (haar, box-v1) is the
+    legacy front end, kept so that data sets and the test suite's measured thresholds stay
+    reproducible; ``affedge synth`` (and the demo bundle, ``scripts/build_demo_assets.sh``)
+    use :data:`affedge.features.detectors.DEFAULT_DETECTOR` with landmarks5-v1.
     Returns the record written to ``out_dir/synthetic.json``.
     """
     if int(n_videos) < 1:
