@@ -261,3 +261,28 @@ def test_parity_that_checked_nothing_is_not_ok(ckpt, tmp_path, monkeypatch):
     assert "onnxruntime is not installed" in res.skipped["parity/onnx"]
     assert (tmp_path / "b" / "manifest.json").is_file()
     assert [p.name for p in tmp_path.iterdir()] == ["b"]  # no staged copy left
+
+
+def test_static_batch_export_passes_its_own_parity(ckpt, tmp_path):
+    """``--static-batch`` (N fixed at 1): parity feeds the encoder batches of its own size
+    (it fed 1, 3, 4 and 8 and every static export failed), and the runtime runs the bundle,
+    two faces in a frame included."""
+    import cv2
+    import numpy as np
+
+    from affedge.export.api import export_bundle
+    from affedge.sdk.recognizer import DEMO_CLIP, Recognizer
+
+    res = export_bundle(ckpt, tmp_path / "b", formats=["onnx"], dynamic_batch=False,
+                        parity_frames=121, onnx_exporter="legacy", progress=lambda m: None)
+    assert res.ok and {r["status"] for r in res.parity} == {"pass"}, res.parity
+    manifest = json.loads((Path(res.bundle) / "manifest.json").read_text())
+    enc = next(a for a in manifest["artifacts"] if a["name"] == "encoder")
+    assert enc["inputs"][0]["shape"][0] == 1
+    cap = cv2.VideoCapture(str(DEMO_CLIP))
+    ok, frame = cap.read()
+    cap.release()
+    assert ok
+    with Recognizer(res.bundle, backend="onnxruntime") as rec:
+        p = rec.push_frame(np.concatenate([frame, frame], axis=1), 0.0)
+    assert len(p.faces) == 2
