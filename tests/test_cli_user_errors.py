@@ -52,6 +52,20 @@ def test_out_under_a_file(tmp_path):
 
 
 @needs_demo
+def test_a_run_refused_before_its_first_frame_leaves_an_earlier_out_whole(tmp_path):
+    """No backend here (TensorRT): the run is refused, and the CSV of an earlier run at the
+    same --out path keeps its rows (it used to be truncated to its header)."""
+    keep = tmp_path / "keep.csv"
+    keep.write_text("frame,valence\n0,0.1\n1,0.2\n")
+    one_line_error(affedge("run", DEMO_CLIP, "--backend", "tensorrt", "--out", keep, "-q"), 1,
+                   "tensorrt")
+    assert keep.read_text() == "frame,valence\n0,0.1\n1,0.2\n"
+    fresh = tmp_path / "new.jsonl"
+    one_line_error(affedge("run", DEMO_CLIP, "--backend", "tensorrt", "--out", fresh, "-q"), 1)
+    assert not fresh.exists()  # nothing half-made either
+
+
+@needs_demo
 def test_out_unknown_kind(tmp_path):
     one_line_error(affedge("run", DEMO_CLIP, "--out", tmp_path / "p.txt", "-q"), 1,
                    ".csv", ".jsonl")

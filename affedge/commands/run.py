@@ -140,6 +140,23 @@ def check_video_file(video) -> None:
         raise FileNotFoundError(f"video file not found: {spec}")
 
 
+def is_file_target(target) -> bool:
+    """``--out`` names a file (not ``-``, not a ``scheme://`` address)."""
+    t = os.fspath(target)
+    return t != "-" and "://" not in t
+
+
+def check_out_file(target) -> None:
+    """A file ``--out`` of a known kind whose place is writable, checked without truncating an
+    existing file (ValueError with the reason)."""
+    from affedge.sdk.sinks.base import known_target, supported_targets
+
+    t = os.fspath(target)
+    if not known_target(t):
+        raise ValueError(f"--out {t!r}: unknown output kind; use {supported_targets()}")
+    _check_writable(t, "--out")
+
+
 def open_out(target):
     """The sink for ``--out``, opened now so a bad target fails before the model loads."""
     from affedge.sdk.sinks import open_sink
@@ -431,12 +448,20 @@ def run(args) -> int:
     if audio is not None and audio.lower() in ("none", "off", ""):
         audio = None
     opts = recognizer_options(args)
-    sink = open_out(args.out) if args.out else None
+    # a file is checked now and opened (truncated) only once the model has loaded: a run
+    # refused before its first frame (no backend, a wrong --bundle-digest) leaves an earlier
+    # output whole; stdout and network sinks open now (a port in use fails early)
+    deferred = bool(args.out) and is_file_target(args.out)
+    if deferred:
+        check_out_file(args.out)
+    sink = open_out(args.out) if args.out and not deferred else None
     from affedge.sdk.recognizer import Recognizer
 
     try:
         with GracefulStop() as stop, Recognizer(bundle, **opts) as rec:
             apply_runtime_args(rec, args)
+            if deferred:
+                sink = open_out(args.out)
             log.status(f"affedge run: {source} (audio: {audio or 'none'}), backend "
                        f"{rec.backend_name}, bundle sha256:{rec.bundle.digest[:12]} "
                        f"({identity_note(rec.bundle.signature_status)})")

@@ -81,6 +81,11 @@ def sink_key(target: str) -> str:
     return os.path.splitext(t)[1].lower()
 
 
+def known_target(target) -> bool:
+    """A sink is registered for ``target``'s kind (nothing is opened)."""
+    return sink_key(os.fspath(target)) in _REGISTRY
+
+
 def supported_targets() -> str:
     keys = sorted(_REGISTRY)
     files = [k for k in keys if k.startswith(".")]
