@@ -297,3 +297,46 @@ def test_serve_stops_when_the_reader_of_stdout_leaves():
     assert "no output left" in err and "Traceback" not in err
     # the two 600-frame sources did not run to their end
     assert "a: 600 predictions" not in err, err
+
+
+# ------------------------------------------------------------- an install without the extras
+def _without(tmp_path, *modules: str) -> dict:
+    """An environment where importing ``modules`` fails as it does when they are not installed
+    (a module of that name earlier on the path raising ImportError, as a --no-deps install on a
+    Jetson lacks them)."""
+    shadow = tmp_path / "shadow"
+    shadow.mkdir(exist_ok=True)
+    for m in modules:
+        (shadow / f"{m}.py").write_text(f"raise ImportError(\"No module named '{m}'\")\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(shadow), str(ROOT)])}
+    env.pop("AFFEDGE_DEBUG", None)
+    return env
+
+
+@needs_demo
+def test_without_pyav_a_video_file_runs_on_the_face_alone_and_says_so(tmp_path):
+    out = tmp_path / "p.csv"
+    r = subprocess.run([sys.executable, "-m", "affedge.cli", "run", str(DEMO_CLIP),
+                        "--max-frames", "3", "--out", str(out)], env=_without(tmp_path, "av"),
+                       capture_output=True, text=True, timeout=300, check=False)
+    assert r.returncode == 0, r.stderr
+    assert "no audio: reading a video file's audio track needs PyAV" in r.stderr, r.stderr
+    assert "affedge[video-audio]" in r.stderr
+    d = subprocess.run([sys.executable, "-m", "affedge.cli", "doctor"], capture_output=True,
+                       env=_without(tmp_path, "av"), text=True, timeout=300, check=False)
+    assert "av MISSING (a video file's audio track)" in d.stdout + d.stderr
+
+
+def test_without_soxr_16khz_audio_works_and_resampling_says_how_to_install(tmp_path):
+    code = ("import numpy as np\n"
+            "from affedge.features.audio_io import StreamResampler\n"
+            "x = np.zeros(1600, np.float32)\n"
+            "assert StreamResampler(16000, 16000).push(x).size == 1600\n"
+            "try:\n"
+            "    StreamResampler(48000, 16000)\n"
+            "except ImportError as exc:\n"
+            "    print(exc)\n")
+    r = subprocess.run([sys.executable, "-c", code], env=_without(tmp_path, "soxr"),
+                       capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 0, r.stderr
+    assert "needs the soxr package" in r.stdout and "pip install 'soxr>=0.3.7'" in r.stdout

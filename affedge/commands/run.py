@@ -247,6 +247,15 @@ class LiveLine:
                   f"{'Y' if p.speech_present else 'N'}", file=self.stream, flush=True)
 
 
+def have_pyav() -> bool:
+    """PyAV (the optional ``av`` package, which reads a file's audio track) is importable."""
+    try:
+        import av  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def default_audio(source: str) -> str | None:
     """'video' when ``source`` is a file with an audio track, else None."""
     if not os.path.isfile(source):
@@ -447,6 +456,10 @@ def run(args) -> int:
     audio = args.audio if args.audio is not None else default_audio(source)
     if audio is not None and audio.lower() in ("none", "off", ""):
         audio = None
+    if args.audio is None and audio is None and os.path.isfile(source) and not have_pyav():
+        log.status("affedge run: warning: no audio: reading a video file's audio track needs "
+                   "PyAV (pip install 'affedge[video-audio]'); running on the face alone "
+                   "(--audio none silences this)")
     opts = recognizer_options(args)
     # a file is checked now and opened (truncated) only once the model has loaded: a run
     # refused before its first frame (no backend, a wrong --bundle-digest) leaves an earlier

@@ -252,9 +252,21 @@ def resample(pcm, sr_in: int, sr_out: int) -> np.ndarray:
     return np.concatenate([rs.push(x), rs.flush()])
 
 
+def _soxr():
+    """The ``soxr`` module, or ImportError saying how to get it (installs made with
+    ``pip install --no-deps``, as docs/JETSON.md's, must add it by hand)."""
+    try:
+        import soxr  # small, numpy only; a runtime dependency (pyproject)
+    except ImportError as exc:
+        raise ImportError(f"resampling audio to 16 kHz needs the soxr package ({exc}): pip "
+                          "install 'soxr>=0.3.7' (an affedge dependency that a --no-deps "
+                          "install leaves out)") from None
+    return soxr
+
+
 @functools.lru_cache(maxsize=64)
 def _soxr_delay_s(sr_in: int, sr_out: int) -> float:
-    import soxr
+    soxr = _soxr()
 
     probe = soxr.ResampleStream(sr_in, sr_out, 1, dtype="float64", quality=RESAMPLE_QUALITY)
     probe.resample_chunk(np.zeros(sr_in // 10), last=False)
@@ -273,9 +285,8 @@ class StreamResampler:
         self.reset()
 
     def reset(self) -> None:
-        import soxr  # small, numpy only; a runtime dependency (pyproject)
-
-        self._rs = None if self.sr_in == self.sr_out else soxr.ResampleStream(
+        # (audio already at the model rate needs no soxr at all)
+        self._rs = None if self.sr_in == self.sr_out else _soxr().ResampleStream(
             self.sr_in, self.sr_out, 1, dtype="float64", quality=RESAMPLE_QUALITY)
         self._n_in = 0
         self._n_out = 0

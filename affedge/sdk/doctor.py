@@ -41,7 +41,27 @@ def _versions() -> dict:
 
     ok, why = display_available()
     out["display"] = "available" if ok else f"not available: {why}"
+    out["audio_packages"] = _audio_packages()
     return out
+
+
+def _audio_packages() -> str:
+    """Which of the packages that file and microphone audio need are installed (a --no-deps
+    install, as on a Jetson, can lack them; without PyAV a video file runs on the face alone)."""
+    import importlib
+
+    parts = []
+    for mod, need in (("soxr", "resampling any rate to 16 kHz"),
+                      ("av", "a video file's audio track"), ("pyaudio", "microphones")):
+        try:
+            m = importlib.import_module(mod)
+        except Exception:  # noqa: BLE001  (missing, or broken: unusable either way)
+            parts.append(f"{mod} MISSING ({need})")
+            continue
+        v = getattr(m, "__version__", None) or (m.get_portaudio_version_text()
+                                                if mod == "pyaudio" else "?")
+        parts.append(f"{mod} {v}")
+    return ", ".join(parts)
 
 
 def _onnxruntime() -> dict:
@@ -356,6 +376,7 @@ def format_report(rep: dict) -> str:
         lines.append(f"affedge {v['affedge']}  python {v['python']}  numpy {v['numpy']}  "
                      f"opencv {v['opencv']}  ({v['platform']})")
         lines.append(f"display: {v['display']}")
+        lines.append(f"audio packages: {v['audio_packages']}")
     o = rep.get("onnxruntime", {})
     lines.append("onnxruntime: " + (_fmt(o) if "error" in o else
                                     f"{o['version']} providers {', '.join(o['providers'])}"))
