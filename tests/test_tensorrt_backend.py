@@ -264,3 +264,19 @@ def test_build_engines_command_arguments(tmp_path):
     shutil.make_archive(str(tmp_path / "x"), "zip", DEMO)
     with pytest.raises(ValueError, match="zip bundle: give an output directory"):
         cmd.run(args)
+
+
+def test_build_engines_without_tensorrt_says_where_to_build_and_changes_nothing(tmp_path):
+    """Here (no tensorrt module, no GPU) the command used to print "building ..." and then a
+    bare "No module named 'tensorrt'"; now one reason with the way out, and no output."""
+    from affedge.commands import build_engines as cmd
+    from affedge.export.tensorrt_build import tensorrt_available
+
+    if tensorrt_available()[0]:
+        pytest.skip("TensorRT and a GPU are available here")
+    p = argparse.ArgumentParser()
+    cmd.add_arguments(p)
+    out = tmp_path / "with_engines"
+    with pytest.raises(RuntimeError, match="not available.*nothing was changed.*target machine"):
+        cmd.run(p.parse_args([str(DEMO), "--out", str(out)]))
+    assert not out.exists() and list(tmp_path.iterdir()) == []

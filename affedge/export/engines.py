@@ -161,6 +161,13 @@ def build_engines(bundle_path: str | os.PathLike, out: str | os.PathLike | None 
                              "bundle afterwards if needed)")
         if target.exists() and any(target.iterdir()) and not (target / "manifest.json").is_file():
             raise FileExistsError(f"{target} exists and is not a bundle; refusing to replace it")
+    if gpu is None:  # (tests pass a fake GPU with a fake tensorrt module)
+        from affedge.export.tensorrt_build import tensorrt_available
+
+        ok, why = tensorrt_available()
+        if not ok:
+            raise RuntimeError(f"{why}; nothing was changed. Build the engines on the target "
+                               "machine: a Jetson or an NVIDIA GPU with TensorRT (docs/JETSON.md)")
     cache = Path(timing_cache) if timing_cache else default_cache_dir(bundle) / "timing.cache"
     crops = None
     if precision == "int8" and "encoder" in models:
