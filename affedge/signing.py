@@ -213,10 +213,40 @@ def _sign_zip(zpath: Path, key) -> None:
             raise
 
 
-if __name__ == "__main__":  # python -m affedge.signing KEYDIR: a new key pair for `export --sign`
+def main(argv=None) -> int:
+    """``python -m affedge.signing KEYDIR`` (a new key pair) or ``--sign BUNDLE --key KEY``
+    (sign a bundle in place, e.g. again after ``affedge build-engines`` added engines: any
+    manifest change invalidates the old signature)."""
+    import argparse
     import sys
 
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m affedge.signing KEYDIR")
-    priv, pub = generate_keypair(sys.argv[1])
-    print(f"private key {priv} (export --sign; keep it secret)\npublic key {pub} (run --trust)")
+    ap = argparse.ArgumentParser(
+        prog="python -m affedge.signing",
+        description="Ed25519 keys and signatures for affedge bundles (export --sign, run "
+                    "--trust).")
+    ap.add_argument("keydir", nargs="?", help="write a new key pair into this directory "
+                    "(affedge_ed25519.key: keep it secret; affedge_ed25519.pub: for --trust)")
+    ap.add_argument("--sign", metavar="BUNDLE", help="sign this bundle directory or .zip in "
+                    "place (replaces its manifest.sig)")
+    ap.add_argument("--key", metavar="KEY", help="the private key for --sign")
+    args = ap.parse_args(argv)
+    if (args.keydir is None) == (args.sign is None):
+        ap.error("give KEYDIR (a new key pair) or --sign BUNDLE --key KEY")
+    if args.sign is not None and args.key is None:
+        ap.error("--sign needs --key (the private key file)")
+    try:
+        if args.keydir is not None:
+            priv, pub = generate_keypair(args.keydir)
+            print(f"private key {priv} (export --sign; keep it secret)\n"
+                  f"public key {pub} (run --trust)")
+        else:
+            fp = sign_bundle(args.sign, args.key)
+            print(f"signed {args.sign} (key {fp})")
+    except (OSError, ValueError, ImportError) as exc:
+        print(f"python -m affedge.signing: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

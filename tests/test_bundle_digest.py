@@ -317,3 +317,33 @@ def test_pinning_an_already_loaded_bundle(demo, keys):
     (demo / "manifest.json").write_bytes((demo / "manifest.json").read_bytes() + b" ")
     with pytest.raises(BundleError, match="changed on disk since it was loaded"):
         b.pinned(expect_digest=b.digest)
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True,
+                          timeout=300, check=False, cwd=cwd)
+
+
+def test_signing_command_keys_sign_and_doctor_verifies(demo, keys, tmp_path):
+    """``python -m affedge.signing``: --help only prints (it used to write a key pair into a
+    directory named '--help'); an existing key is one line, exit 1; ``--sign`` signs a bundle in
+    place (the way to sign again after build-engines); ``doctor --trust`` checks it and exits
+    1 for another key."""
+    here = tmp_path / "cwd"
+    here.mkdir()
+    r = _cli("-m", "affedge.signing", "--help", cwd=here)
+    assert r.returncode == 0 and "--sign" in r.stdout and list(here.iterdir()) == []
+    r = _cli("-m", "affedge.signing", keys["owner"][0].parent)
+    assert r.returncode == 1 and "exists" in r.stderr and "Traceback" not in r.stderr
+    r = _cli("-m", "affedge.signing", "--sign", demo, "--key", keys["owner"][0])
+    assert r.returncode == 0, r.stderr
+    ok = _cli("-m", "affedge.cli", "doctor", "--no-devices", "--bundle", demo, "--trust",
+              keys["owner"][1])
+    assert ok.returncode == 0 and "(signed:" in ok.stdout, ok.stderr
+    bad = _cli("-m", "affedge.cli", "doctor", "--no-devices", "--bundle", demo, "--trust",
+               keys["other"][1])
+    assert bad.returncode == 1 and "not a valid signature" in bad.stderr
+    assert bad.stderr.count(f"bundle {demo}") == 1, bad.stderr
+    pinned = _cli("-m", "affedge.cli", "doctor", "--no-devices", "--bundle", demo,
+                  "--bundle-digest", "sha256:" + "0" * 64)
+    assert pinned.returncode == 1 and "digest" in pinned.stderr

@@ -9,6 +9,11 @@ def add_arguments(p) -> None:
     p.add_argument("--bundle", default=None, help="also check this bundle (artifacts, engines "
                                                   "vs this GPU, the backend 'auto' picks); "
                                                   "exit 1 when it cannot be loaded")
+    p.add_argument("--bundle-digest", default=None, metavar="SHA256",
+                   help="with --bundle: refuse it unless its digest is this (as affedge run)")
+    p.add_argument("--trust", action="append", default=None, metavar="PUBKEY",
+                   help="with --bundle: refuse it unless it is signed by this Ed25519 public "
+                        "key (repeatable; as affedge run)")
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
                    help="the report as JSON on stdout (or written to FILE)")
     p.add_argument("--no-devices", action="store_true", help="skip probing cameras/microphones")
@@ -21,7 +26,10 @@ def run(args) -> int:
     from affedge import log
     from affedge.sdk.doctor import collect, format_report
 
-    rep = collect(bundle=args.bundle, devices=not args.no_devices)
+    if (args.bundle_digest or args.trust) and args.bundle is None:
+        raise ValueError("--bundle-digest and --trust check a bundle: add --bundle B")
+    rep = collect(bundle=args.bundle, devices=not args.no_devices,
+                  expect_digest=args.bundle_digest, trust=args.trust)
     if args.json == "-":
         print(json.dumps(rep, indent=2, default=str))
     else:
@@ -34,6 +42,7 @@ def run(args) -> int:
     if isinstance(b, dict) and "error" in b:
         kind, _, why = str(b["error"]).partition(": ")  # "FileNotFoundError: ..." -> "..."
         msg = why if why and kind.isidentifier() else str(b["error"])
-        print(f"affedge doctor: error: bundle {args.bundle}: {msg}", file=sys.stderr)
+        where = "" if msg.startswith(f"bundle {args.bundle}") else f"bundle {args.bundle}: "
+        print(f"affedge doctor: error: {where}{msg}", file=sys.stderr)
         return 1
     return 0

@@ -275,11 +275,11 @@ def _front_end(b) -> dict:
     return out
 
 
-def _bundle(path) -> dict:
+def _bundle(path, expect_digest: str | None = None, trust=None) -> dict:
     from affedge.bundle import load_bundle
     from affedge.sdk.backends import select_backend
 
-    b = load_bundle(path)
+    b = load_bundle(path, expect_digest=expect_digest, trust=trust)
     out: dict[str, Any] = {
         "path": str(path),
         "encoder": b.model_config().encoder,
@@ -288,7 +288,8 @@ def _bundle(path) -> dict:
         "front_end": _try(_front_end, b),
         "digest": "sha256:" + b.digest,
         "signature": b.signature_status if b.signature_status != "unpinned" or not
-        (b.root / "manifest.sig").exists() else "manifest.sig present, not verified (--trust)",
+        (b.root / "manifest.sig").exists() else "manifest.sig present, not verified (check it "
+        "with --trust PUBKEY)",
         "training": b.manifest.get("training"),
     }
     engines = [a for a in b.artifacts if a["format"] == "tensorrt"]
@@ -343,8 +344,10 @@ def _training_line(t) -> str:
     return s + (f"; WARNING: {t['warning']}" if t.get("warning") else "")
 
 
-def collect(bundle=None, devices: bool = True) -> dict:
-    """The whole report as a dict (JSON-ready)."""
+def collect(bundle=None, devices: bool = True, expect_digest: str | None = None,
+            trust=None) -> dict:
+    """The whole report as a dict (JSON-ready); ``expect_digest``/``trust`` pin ``bundle`` as
+    ``Recognizer`` does (a mismatch is the bundle's error)."""
     rep: dict[str, Any] = {
         "versions": _try(_versions),
         "onnxruntime": _try(_onnxruntime),
@@ -356,7 +359,7 @@ def collect(bundle=None, devices: bool = True) -> dict:
     if devices:
         rep["devices"] = _try(_devices)
     if bundle is not None:
-        rep["bundle"] = _try(_bundle, bundle)
+        rep["bundle"] = _try(_bundle, bundle, expect_digest, trust)
     return rep
 
 
