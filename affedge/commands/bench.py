@@ -7,6 +7,7 @@ import signal
 import sys
 
 from affedge.commands.termination import Terminated, cleanup_on_termination
+from affedge.formats import backend_help
 
 HELP = "benchmark a bundle: p50/p90/p99 per stage, formats table, roofline (--json for JSON)"
 
@@ -16,8 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="bundle directory or .zip (default: the demo bundle; if absent, a "
                         "fresh random-weights bundle exported into a temporary directory)")
     p.add_argument("--backend", default="auto",
-                   help="pipeline backend: auto, onnxruntime, ort-cpu, ort-cuda, ort-tensorrt, "
-                        "tensorrt, torchscript, torch, torch-export (default: %(default)s)")
+                   help="pipeline backend: " + backend_help() + " (default: %(default)s)")
     p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
                    help="encoder precision of the pipeline backend (int8: the bundle's ONNX "
                         "int8 encoder; default: %(default)s)")

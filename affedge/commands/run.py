@@ -54,8 +54,9 @@ def add_runtime_arguments(p, smoothing_help: str) -> None:
                    help="encoder precision (int8: the bundle's ONNX int8 encoder, from "
                         "`affedge export --int8`; refused when the bundle has none)")
     p.add_argument("--threads", type=positive_int, default=None,
-                   help="intra-op threads of the model sessions (default: 2, never more than "
-                        "the usable CPUs; benchmarks/README.md 'Thread policy')")
+                   help="intra-op threads of the model sessions (default: 2, or the usable "
+                        "CPUs if fewer; more than 4x the usable CPUs is refused; "
+                        "benchmarks/README.md 'Thread policy')")
     p.add_argument("--smoothing", type=smoothing_value, default=DEFAULT_SMOOTHING,
                    help=smoothing_help)
     p.add_argument("--detector", default=None, choices=available_detectors(),
