@@ -256,7 +256,7 @@ def test_parity_that_checked_nothing_is_not_ok(ckpt, tmp_path, monkeypatch):
 
     monkeypatch.setattr(api, "_parity_backends", unavailable)
     res = api.export_bundle(ckpt, tmp_path / "b", formats=["onnx"], parity_frames=121,
-                            progress=lambda m: None)
+                            onnx_exporter="legacy", progress=lambda m: None)
     assert res.parity == [] and res.ok is False
     assert "onnxruntime is not installed" in res.skipped["parity/onnx"]
     assert (tmp_path / "b" / "manifest.json").is_file()

@@ -132,13 +132,14 @@ def _check_writable(path: str, option: str) -> None:
 
 
 def check_video_file(video) -> None:
-    """A source that names a file must exist (FileNotFoundError, as the video source raises
-    later, but before anything is loaded)."""
+    """A source that names a file must exist (the video source's own SourceError, raised
+    before anything is loaded)."""
+    from affedge.sdk.sources import SourceError
     from affedge.sdk.sources.video import _classify
 
     kind, spec = _classify(video)
     if kind == "file" and not os.path.exists(spec):
-        raise FileNotFoundError(f"video file not found: {spec}")
+        raise SourceError(f"video file not found: {spec}")
 
 
 def is_file_target(target) -> bool:
