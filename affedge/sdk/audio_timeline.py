@@ -245,14 +245,11 @@ class AudioTimeline:
                     # stamped before the end of the audio already here (a resent, duplicated
                     # or late chunk): the samples that time already has are dropped, so the
                     # audio stays on the caller's clock
-                    self._counters["overlaps"] += 1
                     x = x[min(x.size, int(round(overlap * self.sample_rate))):]
-                    if self._counters["overlaps"] == 1:
-                        warnings.warn(f"push_audio: a chunk stamped {overlap:.3f} s before the "
-                                      f"end of the audio already pushed; its first "
-                                      f"{overlap:.3f} s were dropped (counted in "
-                                      f"stats()['audio_overlaps'])", RuntimeWarning,
-                                      stacklevel=3)
+                    self._count_and_warn_once(
+                        "overlaps", f"push_audio: a chunk stamped {overlap:.3f} s before the "
+                        f"end of the audio already pushed; its first {overlap:.3f} s were "
+                        f"dropped (counted in stats()['audio_overlaps'])", stacklevel=3)
                 elif gap > self.gap_tolerance:
                     self._counters["gaps"] += 1
                     if gap <= self._pcm_capacity_s:  # short gap: silence keeps the clocks
@@ -399,13 +396,17 @@ class AudioTimeline:
         if oldest is None or end is None:
             return
         if t < oldest - CLOCK_MISMATCH_S or t > end + CLOCK_MISMATCH_S:
-            self._counters["clock_mismatch"] += 1
-            if self._counters["clock_mismatch"] == 1:
-                warnings.warn(f"audio and frames look stamped on different clocks: a frame at "
-                              f"t={t:.3f} s, the audio pushed so far spans {oldest:.3f}-{end:.3f}"
-                              f" s, and no frame has had audio yet; stamp both with one clock "
-                              f"(counted in stats()['audio_clock_mismatch'])", RuntimeWarning,
-                              stacklevel=2)
+            self._count_and_warn_once(
+                "clock_mismatch", f"audio and frames look stamped on different clocks: a frame "
+                f"at t={t:.3f} s, the audio pushed so far spans {oldest:.3f}-{end:.3f} s, and no "
+                f"frame has had audio yet; stamp both with one clock (counted in "
+                f"stats()['audio_clock_mismatch'])", stacklevel=2)
+
+    def _count_and_warn_once(self, counter: str, message: str, stacklevel: int) -> None:
+        """Count one event; its first occurrence in this timeline's life is a RuntimeWarning."""
+        self._counters[counter] += 1
+        if self._counters[counter] == 1:
+            warnings.warn(message, RuntimeWarning, stacklevel=stacklevel + 1)
 
     # ------------------------------------------------------------------ lifecycle
     def reset(self) -> None:
