@@ -160,7 +160,8 @@ def check_out_file(target) -> None:
 
 
 def open_out(target):
-    """The sink for ``--out``, opened now so a bad target fails before the model loads."""
+    """The sink for ``--out`` (a file truncated, a port bound), or ValueError with the reason.
+    ``run`` opens a file only once the model has loaded (see :func:`check_out_file`)."""
     from affedge.sdk.sinks import open_sink
 
     try:
