@@ -41,6 +41,7 @@ Policies
 from __future__ import annotations
 
 import math
+import numbers
 import threading
 import warnings
 
@@ -84,12 +85,12 @@ def check_sample_rate(sample_rate) -> int:
 
 
 def check_time(t, what: str) -> float:
-    """A finite timestamp within ``MAX_ABS_TIME`` seconds, as float, or ValueError naming it."""
-    try:
-        x = float(t)
-    except (TypeError, ValueError):
-        raise TypeError(f"{what}: timestamp must be a number of seconds, got "
-                        f"{type(t).__name__}") from None
+    """A finite timestamp within ``MAX_ABS_TIME`` seconds, as float, or ValueError naming it;
+    TypeError for what is not a real number (a string such as "0.1", a bool)."""
+    if isinstance(t, bool) or not isinstance(t, numbers.Real):
+        raise TypeError(f"{what}: t must be a number of seconds (or None), got "
+                        f"{type(t).__name__} {t!r}")
+    x = float(t)
     if not math.isfinite(x) or abs(x) > MAX_ABS_TIME:
         raise ValueError(f"{what}: timestamp must be finite and within +-{MAX_ABS_TIME:g} s, "
                          f"got {t!r}")

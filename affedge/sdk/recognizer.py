@@ -30,7 +30,6 @@ frame still gets a Prediction with ``stale=True`` carrying the previous values.
 """
 from __future__ import annotations
 
-import numbers
 import os
 import queue
 import threading
@@ -354,9 +353,10 @@ class Recognizer:
         Recognizer is open (its frames own the stream: a pushed frame would take the run's next
         frame index and time)."""
         self._check_open()
-        if t is not None and (isinstance(t, bool) or not isinstance(t, numbers.Real)):
-            raise TypeError(f"push_frame: t must be a number of seconds (or None), got "
-                            f"{type(t).__name__} {t!r}")
+        if t is not None:
+            from affedge.sdk.audio_timeline import check_time
+
+            check_time(t, "push_frame")
         if self._running is not None:
             raise RuntimeError(f"Recognizer.push_frame: a run() of {self._running} is open on "
                                "this Recognizer; close its iterator first, or push frames to "
@@ -378,10 +378,7 @@ class Recognizer:
         from affedge.sdk.audio_timeline import check_sample_rate
 
         self._check_open()
-        if t is not None and (isinstance(t, bool) or not isinstance(t, numbers.Real)):
-            raise TypeError(f"push_audio: t must be a number of seconds (or None), got "
-                            f"{type(t).__name__} {t!r}")
-        sr = check_sample_rate(sample_rate)
+        sr = check_sample_rate(sample_rate)  # (t is checked by the timeline's push)
         if t is None:
             t = time.monotonic() - len(pcm) / float(sr)
         self.engine.audio.push(pcm, t, sr)

@@ -10,6 +10,20 @@ from affedge.sdk.sources._errors import SourceError
 __all__ = ["SHORT_FILE_FRACTION", "FileAudioFeeder", "FrameReader", "short_file_note"]
 
 
+class MediaPacer:
+    """Paces a file to its media clock: :meth:`delay` is how long to hold a frame at media time
+    ``t`` so that it is handed over no earlier than ``t`` after the first frame, in wall time
+    (negative: late; a late frame is never skipped, the later ones just come sooner)."""
+
+    def __init__(self):
+        self.wall0 = self.t0 = None
+
+    def delay(self, t: float) -> float:
+        if self.wall0 is None:
+            self.wall0, self.t0 = time.monotonic(), t
+        return (t - self.t0) - (time.monotonic() - self.wall0)
+
+
 class FrameReader:
     """The capture loop's frame supply: checks live audio capture, paces a file to its media
     clock (``pace``), stops after ``max_frames`` frames or when ``stop`` is set."""
@@ -18,7 +32,7 @@ class FrameReader:
         self.src, self.live_audio, self.pace = src, live_audio, pace
         self.max_frames, self.stop = max_frames, stop
         self.n = 0
-        self.wall0 = self.t0 = None
+        self.pacer = MediaPacer()
 
     def read(self):
         if self.stop.is_set() or (self.max_frames is not None and self.n >= self.max_frames):
@@ -33,9 +47,7 @@ class FrameReader:
             return None
         self.n += 1
         if self.pace:
-            if self.wall0 is None:
-                self.wall0, self.t0 = time.monotonic(), frame.t
-            delay = (frame.t - self.t0) - (time.monotonic() - self.wall0)
+            delay = self.pacer.delay(frame.t)
             if delay > 0:
                 time.sleep(delay)
         return frame

@@ -2,8 +2,9 @@
 
 File sources hand over every frame (a queue of :data:`FILE_QUEUE` frames; the reader waits for
 the inference loop, so nothing is skipped), paced to their media clock when asked (``pace``,
-``affedge serve --realtime``: delivery waits for each frame's time, and a loop that falls
-behind delays the file instead of skipping frames, as ``Recognizer.run(realtime=True)`` does). Live sources keep only the newest frame: frames
+``affedge serve --realtime``; :class:`affedge.sdk.run_feeds.MediaPacer`, as
+``Recognizer.run(realtime=True)``: a loop that falls behind delays the file instead of
+skipping frames). Live sources keep only the newest frame: frames
 the loop had no time for are counted and get stale Predictions, as in ``Recognizer.run``. A
 live source that fails (camera unplugged, stream gone) is reported in :attr:`SourceWorker.error`
 and reopened after a growing pause (:data:`BACKOFF_S`), while the other sources go on.
@@ -12,10 +13,10 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
 from collections import deque
 
 from affedge import log
+from affedge.sdk.run_feeds import MediaPacer
 
 #: frames a file source reads ahead of the inference loop
 FILE_QUEUE = 2
@@ -126,7 +127,7 @@ class SourceWorker:
 
     def _pump(self) -> None:
         src = self._src
-        wall0 = t0 = None  # pacing: the wall time and media time of the first frame
+        pacer = MediaPacer()
         while not self._stop.is_set():
             frame = src.read()
             if frame is None:
@@ -135,9 +136,7 @@ class SourceWorker:
                 return
             self.captured += 1
             if self.pace and not self.live:
-                if wall0 is None:
-                    wall0, t0 = time.monotonic(), frame.t
-                delay = (frame.t - t0) - (time.monotonic() - wall0)
+                delay = pacer.delay(frame.t)
                 if delay > 0 and self._stop.wait(delay):
                     return
             with self._lock:
