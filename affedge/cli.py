@@ -88,6 +88,22 @@ def _user_error(exc: BaseException) -> str | None:
     return None
 
 
+def _keep_interrupt_handled() -> None:
+    """Make the interrupt just handled stay handled, so the process exits 130 as documented.
+
+    CPython notes a KeyboardInterrupt that escapes code run through its ``PyRun_*`` calls (an
+    extension module executing Python at import does this) in a process-wide flag that nothing
+    clears when the interrupt is caught further up; at exit ``python -m affedge.cli`` then ends
+    the process by SIGINT instead of with our status (a parent saw -2, not 130, for 1 of 19
+    Ctrl-Cs during an export's imports). Clear that flag; a no-op where it does not exist."""
+    import ctypes
+
+    try:
+        ctypes.c_int.in_dll(ctypes.pythonapi, "_Py_UnhandledKeyboardInterrupt").value = 0
+    except (AttributeError, ValueError, OSError):  # not CPython 3.8-3.11: nothing to clear
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     from affedge import log
 
@@ -101,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
         print(f"affedge {args.command}: interrupted", file=sys.stderr)
+        _keep_interrupt_handled()
         return 130
     except Exception as exc:  # user-facing errors: one line, no traceback
         msg = _user_error(exc)

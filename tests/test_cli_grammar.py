@@ -317,3 +317,26 @@ def test_train_refuses_a_hop_longer_than_the_window():
     with pytest.raises(ValueError, match="max_minutes must be > 0"):
         TrainOptions(max_minutes=0)
     assert TrainOptions(window=100, hop=100).hop == 100
+
+
+def test_ctrl_c_exits_130_even_after_passing_through_embedded_python(tmp_path):
+    """An interrupt that escaped code run through CPython's PyRun_* API (an extension executing
+    Python at import) leaves a process-wide flag set; `python -m` then ended the process by
+    SIGINT (-2 to a parent) although the CLI had caught the interrupt and returned 130. The
+    interrupt here passes through a real PyRun_String call inside a real command."""
+    (tmp_path / "interrupted_cli.py").write_text(
+        "import ctypes, sys\n"
+        "import affedge.commands.doctor as doctor\n"
+        "def interrupted(args):\n"
+        "    run = ctypes.pythonapi.PyRun_String\n"
+        "    run.restype = ctypes.py_object\n"
+        "    run.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.py_object, ctypes.py_object]\n"
+        "    run(b'raise KeyboardInterrupt', 257, {}, {})  # 257: Py_file_input\n"
+        "doctor.run = interrupted\n"
+        "from affedge.cli import main\n"
+        "sys.exit(main(['doctor']))\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    proc = subprocess.run([sys.executable, "-m", "interrupted_cli"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 130, (proc.returncode, proc.stderr)
+    assert proc.stderr.strip() == "affedge doctor: interrupted", proc.stderr

@@ -286,3 +286,24 @@ def test_static_batch_export_passes_its_own_parity(ckpt, tmp_path):
     with Recognizer(res.bundle, backend="onnxruntime") as rec:
         p = rec.push_frame(np.concatenate([frame, frame], axis=1), 0.0)
     assert len(p.faces) == 2
+
+
+def test_ctrl_c_inside_the_dynamo_exporter_is_not_taken_for_an_exporter_failure(tmp_path):
+    """A Ctrl-C landing while torch.export imported torch._dynamo left that module half
+    initialised; torch then failed on it with an AttributeError (whose context is the
+    KeyboardInterrupt) wrapped in a TorchExportError, and the export went on with the legacy
+    exporter: the user's interrupt was lost and the command finished (seen in CI). A module
+    failing the same way in forward() must stop the export with KeyboardInterrupt."""
+    from affedge.export.onnx_export import export_onnx
+
+    class InterruptedDuringTrace(torch.nn.Module):
+        def forward(self, x):
+            try:
+                raise KeyboardInterrupt
+            except KeyboardInterrupt:
+                raise AttributeError("module 'torch._dynamo' has no attribute 'exc'")
+
+    with pytest.raises(KeyboardInterrupt):
+        export_onnx(InterruptedDuringTrace(), (torch.zeros(1, 3),), tmp_path / "m.onnx",
+                    ["x"], ["y"], exporter="auto")
+    assert not (tmp_path / "m.onnx").exists()

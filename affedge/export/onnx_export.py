@@ -85,6 +85,18 @@ def _dynamic_shapes(args: Sequence[torch.Tensor], input_names: Sequence[str],
     return tuple(spec)
 
 
+def _reraise_interrupt(exc: BaseException) -> None:
+    """Raise KeyboardInterrupt if ``exc`` wraps one: torch.export reports a Ctrl-C that lands
+    inside it as a TorchExportError, which would otherwise read as an exporter limitation and
+    send the export on to the legacy exporter with the user's interrupt lost."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            raise KeyboardInterrupt from exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+
+
 def export_onnx(module: torch.nn.Module, args: Sequence[torch.Tensor], path: str | Path,
                 input_names: Sequence[str], output_names: Sequence[str],
                 dynamic_axes: dict[str, dict[int, str]] | None = None, opset: int = OPSET,
@@ -126,6 +138,7 @@ def export_onnx(module: torch.nn.Module, args: Sequence[torch.Tensor], path: str
                                    f"{opset}")
             used = "dynamo"
         except Exception as exc:  # exporter limitation for this module: fall back
+            _reraise_interrupt(exc)
             if exporter == "dynamo":
                 raise
             msg = f"dynamo exporter failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
