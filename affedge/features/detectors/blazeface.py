@@ -62,6 +62,14 @@ CANDIDATE_FLOOR = 0.3
 #: faces 2.5 -> 1.5 %)
 CONSENSUS_SCORE = 0.68
 CONFIDENT_SCORE = 0.85
+#: A face is not the same upside down: a box below CONFIDENT_SCORE whose upright view, turned
+#: 180 degrees, scores at least TURNED_VETO x its upright score is taken for a symmetric blob
+#: (the false boxes left were bright blurred disks and round texture). BlazeFace still gives
+#: most upside-down faces 0.6+, so only the ratio tells them apart. Measured on
+#: benchmarks/bench_detectors.py's seeds 0-2 (171 real faces and 12 false boxes reaching the
+#: consensus): turned / upright >= 1.0 for 0 real faces and 5 false boxes; >= 0.97 would take
+#: 7 false boxes and 1 real face, >= 0.90 all 12 and 7 real faces.
+TURNED_VETO = 1.0
 MAX_RESCUES = 5
 _SHA_CACHE: dict[Path, str] = {}
 #: a full pass keeps boxes down to this fraction of ``min_size`` (see ``_detect``). 0.65 (was
@@ -71,6 +79,9 @@ _SHA_CACHE: dict[Path, str] = {}
 #: recall 0.969 -> 0.985 (seed 0), 0.954 -> 0.954 (seed 1), 0.962 -> 0.977 (seed 2), with
 #: the same false faces (3 / 0 / 1 of 200 face-free frames) and none on non-face patches.
 FULL_PASS_SLACK = 0.65
+#: a full pass shows the smallest face searched for at SMALLEST_AIM x the model's smallest
+#: good face size (``faces[0]``)
+SMALLEST_AIM = 1.2
 #: a region search shows the model a square of this many face sides around the tracked face
 REGION_CONTEXT = 2.5
 #: a full pass's finest input is at most this wide (as Haar's ``max_width``): on an HD frame
@@ -302,7 +313,7 @@ class BlazeFaceDetector(Detector):
 
     def scales(self, height: int, width: int, min_size: int, max_size: int | None) -> list[float]:
         """The input scales of a full pass over a ``height`` x ``width`` image."""
-        lo, hi = 1.2 * self.face_lo, self.face_hi
+        lo, hi = SMALLEST_AIM * self.face_lo, self.face_hi
         biggest = float(min(height, width) if max_size is None else min(max_size,
                                                                        max(height, width)))
         floor = min(1.0, self.native / float(max(height, width)))  # the letterbox scale
@@ -316,14 +327,15 @@ class BlazeFaceDetector(Detector):
 
     # ----------------------------------------------------------------- upright re-scoring
     def upright_view(self, bgr: np.ndarray, face: FaceBox, side: float,
-                     mirror: bool = False) -> tuple[float, np.ndarray | None]:
+                     mirror: bool = False, turn: float = 0.0) -> tuple[float, np.ndarray | None]:
         """Re-score ``face`` upright (see :data:`CANDIDATE_FLOOR`): the frame rotated about the
         box centre so that the eye line is level, scaled so that the box's larger side becomes
-        ``side`` input pixels, in a native-size input (mirrored if asked). Returns the best
-        score whose box centre lies within 0.35 x ``side`` of the input's centre (0.0 if none)
-        and, unmirrored, its six keypoints mapped back to frame pixels [6, 2]."""
+        ``side`` input pixels, in a native-size input (mirrored if asked; turned a further
+        ``turn`` degrees if asked, 180 for :data:`TURNED_VETO`). Returns the best score whose
+        box centre lies within 0.35 x ``side`` of the input's centre (0.0 if none) and,
+        unmirrored and unturned, its six keypoints mapped back to frame pixels [6, 2]."""
         (ex0, ey0), (ex1, ey1) = face.keypoints[0], face.keypoints[1]
-        angle = float(np.degrees(np.arctan2(ey1 - ey0, ex1 - ex0)))
+        angle = float(np.degrees(np.arctan2(ey1 - ey0, ex1 - ex0))) + turn
         s = side / max(face.w, face.h, 1.0)
         cx, cy = face.center
         n = self.native
@@ -339,7 +351,7 @@ class BlazeFaceDetector(Detector):
         if not near.any():
             return 0.0, None
         i = int(np.argmax(np.where(near, scores, -1.0)))
-        if mirror:
+        if mirror or turn:
             return float(scores[i]), None
         pts = boxes[i, 4:].reshape(-1, 2).astype(np.float64)
         back = cv2.invertAffineTransform(M)
@@ -365,7 +377,8 @@ class BlazeFaceDetector(Detector):
                             keypoints=tuple((float(x), float(y)) for x, y in kps))
             views = (score, self.upright_view(bgr, f, 1.5 * mid)[0],
                      self.upright_view(bgr, f, mid, mirror=True)[0])
-            if float(np.mean(views)) >= CONSENSUS_SCORE:
+            if float(np.mean(views)) >= CONSENSUS_SCORE and \
+                    self.upright_view(bgr, f, mid, turn=180.0)[0] < TURNED_VETO * score:
                 out.append(f)
         return out
 
