@@ -153,6 +153,19 @@ def test_run_knobs_reach_the_recognizer(tmp_path):
     assert all(x["valence"] == x["valence_smoothed"] for x in recs if x["valence"] is not None)
 
 
+def test_run_summary_says_when_the_encoder_is_not_fp32():
+    """`--precision int8` was visible nowhere in what `run` prints; the summary line now names
+    the encoder's precision when it is not fp32 (the real int8 ONNX encoder of the demo)."""
+    lines = {}
+    for prec in ("int8", "fp32"):
+        r = affedge("run", DEMO_CLIP, "--max-frames", "4", "--precision", prec,
+                    "--backend", "onnxruntime")
+        assert r.returncode == 0, r.stderr
+        (lines[prec],) = [x for x in (r.stdout + r.stderr).splitlines() if " frames in " in x]
+    assert "backend onnxruntime-cpu (encoder int8), latency" in lines["int8"], lines["int8"]
+    assert "(encoder" not in lines["fp32"], lines["fp32"]
+
+
 def test_affedge_debug_is_a_deprecated_alias_of_verbose(tmp_path):
     f = tmp_path / "afile"
     f.write_text("x")

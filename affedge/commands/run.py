@@ -364,9 +364,15 @@ def summary_line(rec, preds, seconds: float | None = None) -> str:
     skipped = "none skipped" if k == 0 else \
         f"{k} skipped, {'each' if k > 1 else 'it'} given a stale prediction"
     return (f"{len(preds)} frames{rate} ({skipped}), faces in {n_face}, "
-            f"backend {s['backend']}, latency p50 {s['latency_ms_p50']:.1f} ms "
+            f"backend {s['backend']}{_precision_note(s)}, latency p50 {s['latency_ms_p50']:.1f} ms "
             f"p99 {s['latency_ms_p99']:.1f} ms, audio overruns {s['audio_overruns']}"
             + _nonfinite_note(s))
+
+
+def _precision_note(s: dict) -> str:
+    """' (encoder int8)' when the encoder does not run in fp32 (else empty)."""
+    p = s.get("encoder_precision")
+    return f" (encoder {p})" if p not in (None, "fp32") else ""
 
 
 def _nonfinite_note(s: dict) -> str:

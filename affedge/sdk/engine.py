@@ -198,6 +198,16 @@ class StreamingEngine:
         return str(getattr(self.backend, "name", type(self.backend).__name__))
 
     @property
+    def encoder_precision(self) -> str | None:
+        """The precision the encoder runs in now ("fp32", "int8", "bf16", "fp16"; for a
+        FallbackBackend: its candidate in use), or None for a backend that does not say."""
+        be = getattr(self.backend, "current", self.backend)
+        try:
+            return str(be.precision("encoder"))
+        except Exception:  # noqa: BLE001  (a caller's backend object without precision())
+            return None
+
+    @property
     def started(self) -> bool:
         """True once a frame was processed since construction or the last reset()."""
         return self._last_t is not None
@@ -532,6 +542,7 @@ class StreamingEngine:
             "latency_ms_p99": float(np.percentile(lat, 99)) if lat.size else float("nan"),
             **{k: v for k, v in audio.items() if k != "nonfinite_audio"},
             "backend": self.backend_name,
+            "encoder_precision": self.encoder_precision,
             "detect_every": self.face_search.detect_every,
             "async_detect": self.face_search.async_detect,
             "full_detections": self.face_search.full_passes,
