@@ -76,8 +76,9 @@ def read_predictions(path: Path, n: int) -> tuple[np.ndarray, int]:
 
 def heldout_ccc(ys: list[np.ndarray], ps: list[np.ndarray]) -> tuple[dict[str, float], int]:
     """CCC per dimension over the concatenated videos' labelled frames, and their count. A frame
-    labelled -5 is unlabelled (Aff-Wild2's convention; synth writes it where the face is
-    hidden): scored nowhere, as in training's validation and ``affedge demo``."""
+    labelled -5 is unlabelled (Aff-Wild2's convention; synth writes it on random "invalid"
+    stretches, like unannotated spans of the real data): scored nowhere, as in training's
+    validation and ``affedge demo``."""
     from affedge.metrics import ccc
 
     y, pr = np.concatenate(ys), np.concatenate(ps)

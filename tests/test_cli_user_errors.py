@@ -207,6 +207,41 @@ def test_train_on_a_data_set_too_small_for_its_folds(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_stopped_synth_is_named_incomplete_by_synth_and_train(tmp_path):
+    """Ctrl-C during synth left some videos and no synthetic.json: synth again said 'already
+    holds a data set' and train would have trained on the fragment without a word."""
+    import signal
+    import time
+
+    data = tmp_path / "d"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "affedge.cli", "synth", str(data), "--videos", "8", "--seconds",
+         "3", "--fps", "10", "-q"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 120
+    while not list((data / "raw_videos").glob("*.mp4")) and proc.poll() is None:
+        assert time.monotonic() < deadline, "synth wrote no video within 120 s"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 130, proc.stderr.read()
+    assert not (data / "synthetic.json").exists()
+    one_line_error(affedge("synth", data, "--videos", "8", "-q"), 1, "incomplete data set",
+                   "remove it")
+    one_line_error(affedge("train", data, "--encoder", "mobile", "--out", tmp_path / "run"), 1,
+                   "incomplete synthetic data set", "synth again")
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_on_a_file_and_export_of_a_run_directory_say_what_they_are(tmp_path):
+    f = tmp_path / "score.py"
+    f.write_text("x")
+    one_line_error(affedge("train", f), 1, "score.py is a file", "data set directory")
+    run = tmp_path / "runs" / "m"
+    (run / "fold0" / "best").mkdir(parents=True)
+    one_line_error(affedge("export", run, "-o", tmp_path / "b"), 1, "is a training run",
+                   str(run / "fold0" / "best"))
+
+
 def test_verbose_shows_the_traceback(tmp_path):
     f = tmp_path / "data"
     f.write_text("x")

@@ -203,7 +203,7 @@ def test_a_failed_write_leaves_the_previous_bundle_whole(tmp_path, kind, failure
     """export writes the new bundle beside the old one and swaps only when it is complete: a
     write that fails half-way (disk full, Ctrl-C) leaves the old bundle byte for byte and no
     staged copy; a write that succeeds replaces it and leaves nothing else behind."""
-    from affedge.export.api import replace_bundle
+    from affedge.staged_write import replace_path
 
     out = tmp_path / ("b" if kind == "dir" else "b.zip")
     if kind == "dir":
@@ -221,7 +221,7 @@ def test_a_failed_write_leaves_the_previous_bundle_whole(tmp_path, kind, failure
         raise failure
 
     with pytest.raises(type(failure)):
-        replace_bundle(out, half_write)
+        replace_path(out, half_write)
     if kind == "dir":
         assert [p.name for p in out.iterdir()] == ["manifest.json"]
         assert (out / "manifest.json").read_text() == "old manifest"
@@ -236,7 +236,7 @@ def test_a_failed_write_leaves_the_previous_bundle_whole(tmp_path, kind, failure
         else:
             staged.write_bytes(b"new zip")
 
-    replace_bundle(out, full_write)
+    replace_path(out, full_write)
     if kind == "dir":
         assert (out / "manifest.json").read_text() == "new manifest"
     else:

@@ -88,7 +88,7 @@ def test_plan_keeps_the_temporal_model_fed():
     assert p2.pretrain_epochs == 0 and p2.views == 1 and p2.train_trials < 8
     assert p2.cache_s - 1800 * slow.cache_s_per_frame <= budget.CACHE_SHARE * 170
     assert 1 <= p2.epochs < plan.epochs
-    assert any("slow" in n for n in p2.notes)
+    assert any("budget is small for this machine" in n for n in p2.notes)
     # a generous budget keeps what was asked for
     p3 = budget.make_plan(_opts(pretrain_epochs=1, views=2), data, fast, left_s=3600,
                           total_s=3600, load_s=10, pretraining=True)
@@ -174,12 +174,28 @@ def test_export_refuses_a_model_that_did_not_learn(small_data, budgeted_run, tmp
     out = tmp_path / "run"
     # lr 1e-9: the weights do not move, so validation CCC stays at the untrained model's
     assert main(["train", str(small_data), "--encoder", "mobile", "--profile", "fast", "--lr", "1e-9",
-                 "--epochs", "1", "--window", "100", "--hop", "50", "--no-progress",
+                 "--epochs", "1", "--window", "100", "--hop", "50", "--json", "-",
                  "--out", str(out)]) == 0
     ckpt = out / "fold0" / "best"
+    # --json -: stdout is the JSON document alone (the per-epoch progress lines went to it)
+    cap = capsys.readouterr()
+    assert json.loads(cap.out)["checkpoint"] == str(ckpt)
+    assert "epoch 0: loss=" in cap.err
     # its next step is to train again (or export with --force), not a plain export
-    err = capsys.readouterr().err
+    err = cap.err
     assert "next: train again" in err and "--force" in err and "next: affedge export" not in err
+    # training into the same run directory again is refused (it replaced best/ and appended
+    # to metrics.csv); --resume into a directory with no run is refused too
+    argv = ["train", str(small_data), "--encoder", "mobile", "--epochs", "1", "--out"]
+    assert main([*argv, str(out)]) == 1
+    assert "already holds a training run (fold0/summary.json): --resume" in capsys.readouterr().err
+    assert main([*argv, str(tmp_path / "none"), "--resume"]) == 1
+    assert "--resume: no run to continue" in capsys.readouterr().err
+    # last/ (a state checkpoint) never gets the verdict: it says so, and export refuses it
+    last = json.loads((out / "fold0" / "last" / "config.json").read_text())["extra"]
+    assert last["training"]["verdict"] == "unfinished"
+    with pytest.raises(ValueError, match="no training verdict: the run stopped before it.*--force"):
+        export_bundle(out / "fold0" / "last", tmp_path / "b", formats=["onnx"])
     rec = json.loads((ckpt / "config.json").read_text())["extra"]["training"]
     assert rec["verdict"] == "did NOT learn" and abs(rec["gain_mean_ccc"]) < LEARN_MARGIN
     with pytest.raises(ValueError, match="did NOT learn.*--force"):
@@ -192,6 +208,14 @@ def test_export_refuses_a_model_that_did_not_learn(small_data, budgeted_run, tmp
     assert training["val_ccc"] == rec["val_ccc"] and training["untrained_ccc"] == rec["untrained_ccc"]
     line = _training_line(training)
     assert line.startswith("did NOT learn: validation CCC V") and "WARNING" in line
+    # and every run of that bundle says so
+    from affedge.sdk.recognizer import DEMO_CLIP
+
+    capsys.readouterr()
+    assert main(["run", str(DEMO_CLIP), "--bundle", str(tmp_path / "b"), "--max-frames", "2",
+                 "-q"]) == 0
+    assert f"WARNING: bundle {tmp_path / 'b'}: exported with --force although the model did " \
+           "not learn" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")

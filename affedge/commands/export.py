@@ -150,6 +150,10 @@ def run(args: argparse.Namespace) -> int:
     if not ckpt.is_dir():
         raise FileNotFoundError(f"checkpoint directory not found: {ckpt} (train writes "
                                 "RUN_DIR/fold0/best)")
+    folds = sorted(p.parent.name for p in ckpt.glob("fold*/best"))
+    if not (ckpt / "config.json").exists() and folds:
+        raise FileNotFoundError(f"{ckpt} is a training run, not a checkpoint: export one of its "
+                                f"folds' best models, e.g. {ckpt / folds[0] / 'best'}")
     bad = check_arguments(args, ckpt)
     if bad:
         return usage_error(bad)

@@ -436,6 +436,9 @@ def apply_runtime_args(rec, args) -> None:
         raise ValueError(f"--precision int8: bundle {args.bundle or '(the demo)'} has no int8 "
                          f"encoder; export one with `affedge export CHECKPOINT --format onnx --int8 "
                          f"--calib DATA_DIR`")
+    warning = (rec.bundle.manifest.get("training") or {}).get("warning")
+    if warning:  # an export --force of a model that did not learn: say so on every run
+        print(f"WARNING: bundle {args.bundle or '(the demo)'}: {warning}", file=sys.stderr)
     torch = getattr(rec.backend, "torch", None)
     if args.threads is not None and torch is not None:
         torch.set_num_threads(int(args.threads))

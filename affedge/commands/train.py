@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 from pathlib import Path
 
 from affedge.commands.argtypes import positive_float, positive_int
@@ -52,7 +53,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "validation, writing); a plan measured from the first batches is printed "
                         "and the folds share it (default: none)")
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default on a CPU: the cores other processes leave free, measured over 0.5 s, at least 1)")
-    p.add_argument("--cache-dir", default=None, help="dataset feature cache directory (default: inside DATA_DIR)")
+    p.add_argument("--cache-dir", default=None,
+                   help="keep the preprocessed trials (face crops, audio features; .npz) here "
+                        "to reuse them across runs (default: none, each run preprocesses the "
+                        "videos)")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bars / per-epoch lines (bars are also off with -q, when "
                         "stderr is not a terminal, and under CI=true, TERM=dumb or NO_COLOR)")
@@ -117,6 +121,9 @@ def run(args: argparse.Namespace) -> int:
     started = command_start(args)  # --max-minutes counts from here
 
     data = Path(args.data_dir)
+    if data.is_file():
+        raise ValueError(f"{data} is a file; train reads a data set directory (Aff-Wild2 "
+                         f"layout, e.g. from affedge synth)")
     if not data.is_dir():
         raise FileNotFoundError(f"dataset directory not found: {data}")
     if args.pretrained_encoder and not Path(args.pretrained_encoder).exists():
@@ -125,7 +132,10 @@ def run(args: argparse.Namespace) -> int:
     from affedge.training.crossval import cross_validate, parse_folds
     from affedge.training.verdict import LEARN_MARGIN, describe
 
+    from affedge.training.data.synthetic import check_complete
+
     folds = parse_folds(args.folds)
+    check_complete(data)
     check_dataset_size(data, folds)
     opts = options_from_args(args)
     if opts.threads is None and ddp.context().device.type != "cuda":
@@ -143,12 +153,37 @@ def run(args: argparse.Namespace) -> int:
     profile, values, why = resolve_profile(args)
     log.status(f"profile {profile} ({why}): " + ", ".join(f"{k}={v}" for k, v in values.items()))
     deadline = started + 60 * args.max_minutes if args.max_minutes is not None else None
+    if deadline is not None and len(folds) > 1:
+        import time
+
+        share = (deadline - time.time()) / len(folds)
+        if share < MIN_FOLD_SECONDS:
+            log.status(f"note: --max-minutes {args.max_minutes:g} leaves each of the "
+                       f"{len(folds)} folds ~{share:.0f} s, and loading, the untrained baseline "
+                       f"and the final validation take ~10 s of each: folds this short learn "
+                       f"little (the first one least: it also warms up). Give at least "
+                       f"{len(folds) * MIN_FOLD_SECONDS / 60:.1f} minutes, or train fewer folds "
+                       f"(--folds 0)")
     out = Path(args.out or f"runs/{args.encoder}-{args.modality}")
+    check_run_dir(out, folds, args.resume)
     if not log.verbose():
         log.filter_third_party_warnings(import_first=("torch",))
+    from affedge.commands.termination import Terminated, cleanup_on_termination
+
     try:
-        summary = cross_validate(data, out, folds, deadline=deadline, opts=opts)
+        with cleanup_on_termination():
+            summary = cross_validate(data, out, folds, deadline=deadline, opts=opts)
         is_main = ddp.context().is_main
+    except (KeyboardInterrupt, Terminated) as exc:
+        # (a Ctrl-C is then reported by the CLI as 'interrupted'; SIGTERM exits 143 here)
+        how = "" if isinstance(exc, KeyboardInterrupt) else \
+            f"terminated by {signal.Signals(exc.signum).name}; "
+        kept = any(out.glob("fold*/last")) or any(out.glob("fold*/pretrain"))
+        print(f"affedge train: {how}" + (
+            f"the checkpoints written so far are in {out} (they carry no verdict, so export "
+            f"refuses them without --force); the same command with --resume continues the run"
+            if kept else "no checkpoint was written yet"), file=sys.stderr, flush=True)
+        raise
     finally:
         ddp.shutdown()
     if not is_main:
@@ -173,10 +208,13 @@ def run(args: argparse.Namespace) -> int:
                 json.dump(summary, fh, indent=2, default=str)
     stream = sys.stderr if args.json == "-" else sys.stdout
     learned = summary["folds"][best_fold]["verdict"]["learned"]
+    # what held it back: the --epochs count it reached, else the time (or the data)
+    more = "more --epochs" if str(summary["folds"][best_fold].get("stop_reason", "")) \
+        .startswith("reached") else "a larger --max-minutes"
     if not learned:
         print(f"WARNING: the model did NOT learn (validation CCC does not beat the untrained model "
-              f"by {LEARN_MARGIN}); `affedge export` refuses this checkpoint unless --force. Try a "
-              f"larger --max-minutes or another --profile / --lr.", file=sys.stderr)
+              f"by {LEARN_MARGIN}); `affedge export` refuses this checkpoint unless --force. Try "
+              f"{more} or another --profile / --lr.", file=sys.stderr)
     print(f"wrote {out / 'crossval.json'}, checkpoints {out}/fold*/best, curves "
           f"{out}/fold*/curves.png", file=stream)
     if learned:
@@ -184,10 +222,33 @@ def run(args: argparse.Namespace) -> int:
         log.status(f"next: {me} export {best_ckpt} -o my_bundle   (then: {me} run 0 "
                    "--bundle my_bundle)")
     else:
-        log.status("next: train again with a larger --max-minutes (or more data); to look at "
+        log.status(f"next: train again with {more} (or more data); to look at "
                    f"this model anyway: {log.invoked_as()} export {best_ckpt} -o my_bundle "
                    "--force")
     return 0
+
+
+#: below this share of --max-minutes per fold, train warns that the folds learn little (a
+#: fold's fixed costs were ~10 s of a 15 s share with 6 folds in 1.5 minutes, 2 cores)
+MIN_FOLD_SECONDS = 60.0
+
+
+def check_run_dir(out: Path, folds: list[int], resume: bool) -> None:
+    """A new run needs a run directory without an earlier run in it (training into one
+    replaced its best model, appended to its metrics.csv and left its summaries beside the new
+    weights); ``--resume`` needs one with a run to continue."""
+    done = sorted(str(p.relative_to(out)) for p in out.glob("fold*/summary.json"))
+    started = sorted({str(p.parent.parent.relative_to(out)) for p in
+                      [*out.glob("fold*/last/trainer_state.json"),
+                       *out.glob("fold*/pretrain/model.safetensors")]})
+    if not resume and (done or started or (out / "crossval.json").exists()):
+        what = done[0] if done else (f"{started[0]}/last" if started else "crossval.json")
+        raise FileExistsError(f"{out} already holds a training run ({what}): --resume "
+                              f"continues it; to start over, pass another --out or remove {out}")
+    if resume and not started:
+        raise FileNotFoundError(f"--resume: no run to continue in {out} (no "
+                                f"fold*/last/trainer_state.json or fold*/pretrain/); train "
+                                f"without --resume to start one")
 
 
 # a process older than this when run() starts is a long-lived host (a test runner, a notebook)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -34,6 +33,7 @@ from affedge.bundle import BundleError, load_bundle, tensor_spec, update_manifes
 from affedge.config import FeatureConfig, to_dict
 from affedge.formats import BY_NAME, DEFAULT_EXPORT_FORMATS, EXPORT_FORMATS, RUNNERS
 from affedge.preprocess import DEFAULT_CROP
+from affedge.staged_write import replace_path
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,12 @@ def training_record(checkpoint_dir: str | Path, info: dict, force: bool = False)
     verdict (:mod:`affedge.training.verdict`). Raises ``ValueError`` for a checkpoint that did
     not beat the untrained model by the margin, unless ``force`` (then the section carries a
     warning)."""
-    from affedge.training.verdict import LEARN_MARGIN, describe, from_checkpoint_extra
+    from affedge.training.verdict import (
+        LEARN_MARGIN,
+        UNFINISHED,
+        describe,
+        from_checkpoint_extra,
+    )
 
     rec = from_checkpoint_extra(info.get("extra"))
     if rec is None:
@@ -165,17 +170,25 @@ def training_record(checkpoint_dir: str | Path, info: dict, force: bool = False)
     gain = rec.get("gain_mean_ccc")
     learned = bool(rec.get("learned")) and isinstance(gain, (int, float)) and gain >= LEARN_MARGIN
     if not learned:
-        why = (f"{checkpoint_dir}: the model {describe(rec)}" if isinstance(
-            gain, (int, float)) else f"{checkpoint_dir}: the model did NOT learn")
+        unfinished = rec.get("verdict") == UNFINISHED
+        why = (f"{checkpoint_dir}: {rec.get('note', 'no training verdict')}" if unfinished
+               else f"{checkpoint_dir}: the model {describe(rec)}" if isinstance(
+                   gain, (int, float)) else f"{checkpoint_dir}: the model did NOT learn")
         if not force:
             raise ValueError(f"{why}; refusing to export it (--force exports it anyway, with a "
                              "warning in the bundle)")
         rec["forced"] = True
-        rec["warning"] = ("exported with --force although the model did not learn "
-                          f"(validation mean CCC gain over the untrained model {gain} < "
-                          f"{LEARN_MARGIN})")
+        rec["warning"] = ("exported with --force although its training did not finish" if
+                          unfinished else
+                          "exported with --force although the model did not learn "
+                          f"(validation mean CCC gain over the untrained model "
+                          f"{_num(gain)} < {LEARN_MARGIN})")
         log.warning("%s; exporting anyway (--force)", why)
     return rec
+
+
+def _num(x) -> str:
+    return f"{x:+.3f}" if isinstance(x, (int, float)) else str(x)
 
 
 def calib_input_exists(calib: str | Path) -> bool:
@@ -377,7 +390,7 @@ def _export_bundle(checkpoint_dir: str | Path, out: str | Path,
             else:  # zip: rewrite with the parity records
                 _rezip_with_parity(staged, records, pin.source)
 
-        replace_bundle(out, write_and_check)
+        replace_path(out, write_and_check)
     finally:
         tmp.cleanup()
     # no record at all: no backend here could load any artifact, so nothing was checked
@@ -443,32 +456,6 @@ def _rezip_with_parity(zpath: Path, records, source: str) -> None:
         load_bundle(zpath)
     except BundleError as exc:  # pragma: no cover - would be a bug in the writer
         raise RuntimeError(f"rewritten bundle is invalid: {exc}") from None
-
-
-def replace_bundle(out: Path, write: Callable[[Path], Any]) -> None:
-    """Write a bundle beside ``out`` (``write(staged_path)``) and only then put it in ``out``'s
-    place, so an export that fails or is interrupted while writing leaves the previous bundle
-    at ``out`` whole: a file is replaced atomically (``os.replace``); a directory is renamed
-    aside, the new one renamed in, then the old one removed. A staged copy that did not make it
-    is removed."""
-    tag = f"{os.getpid()}-{time.monotonic_ns()}"
-    staged = out.with_name(f".{out.stem}.partial-{tag}{out.suffix}")
-    old = out.with_name(f".{out.name}.old-{tag}")
-    try:
-        write(staged)
-        if out.is_dir():
-            os.replace(out, old)
-            os.replace(staged, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staged, out)
-    finally:
-        if staged.is_dir():
-            shutil.rmtree(staged, ignore_errors=True)
-        elif staged.exists():
-            staged.unlink()
-        if old.exists() and not out.exists():  # (renamed aside, the new one not in): put back
-            os.replace(old, out)
 
 
 def export_bundle(*args, **kwargs) -> ExportResult:

@@ -334,7 +334,8 @@ def _training_line(t) -> str:
         return "no verdict recorded (bundle exported before affedge recorded one)"
     v, u = t.get("val_ccc"), t.get("untrained_ccc")
     if not (isinstance(v, dict) and isinstance(u, dict)):
-        return str(t["verdict"]) + (f" ({t['note']})" if t.get("note") else "")
+        return str(t["verdict"]) + (f" ({t['note']})" if t.get("note") else "") + \
+            (f"; WARNING: {t['warning']}" if t.get("warning") else "")
     try:
         s = (f"{t['verdict']}: validation CCC V {float(v['valence_ccc']):.3f} / A "
              f"{float(v['arousal_ccc']):.3f}, untrained V {float(u['valence_ccc']):.3f} / A "

@@ -254,8 +254,9 @@ def make_plan(opts, data, pr: Probe, left_s: float, total_s: float, load_s: floa
     while use > 1 and cache_cost(views, use) - cache_cost(0) > cap:
         use -= 1
     if use < n_trials:
-        notes.append(f"this machine is slow right now: training on {use} of the {n_trials} "
-                     f"training trials so that caching them takes <= {CACHE_SHARE:.0%} of the budget")
+        notes.append(f"the budget is small for this machine's speed: training on {use} of the "
+                     f"{n_trials} training trials so that caching them takes <= "
+                     f"{CACHE_SHARE:.0%} of the budget")
     epoch_s = epoch_cost(use)
     epochs = int((avail - pre_s - cache_cost(views, use)) // max(epoch_s, 1e-9))
     if epochs < MIN_TEMPORAL_EPOCHS and pre_epochs:

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +107,14 @@ def cross_validate(data_dir: str | Path, out_dir: str | Path, folds: list[int],
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
+    resume = getattr(train_kwargs.get("opts"), "resume", False) or train_kwargs.get("resume")
     for i, f in enumerate(folds):
+        done = out / f"fold{f}" / "summary.json"
+        if resume and done.is_file():  # finished before the stop: keep it, train the rest
+            results[str(f)] = json.loads(done.read_text())
+            print(f"fold {f}: finished before (its summary.json); kept", file=sys.stderr,
+                  flush=True)
+            continue
         fold_deadline = None
         if deadline is not None:
             now = time.time()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -94,7 +95,8 @@ def pretrain_encoder(model: nn.Module, data: FoldData, opts: TrainOptions, out_d
         history.append(row)
         log.write(row)
         if dist.is_main and opts.progress:
-            print(f"[pretrain] epoch {epoch}: " + ", ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch"))
+            print(f"[pretrain] epoch {epoch}: " + ", ".join(f"{k}={v:.4f}" for k, v in row.items()
+                                                      if k != "epoch"), file=sys.stderr, flush=True)
         if deadline is not None and dist.agree(time.time() > deadline):
             break
     if dist.is_main:

@@ -360,28 +360,38 @@ class TemporalTrainer:
     def _save_best(self) -> None:
         if not self.dist.is_main:
             return
+        from affedge.staged_write import replace_path
         from affedge.training.model import save_checkpoint
+        from affedge.training.verdict import unfinished_record
 
-        save_checkpoint(self.out / "best", self.model, self.model_cfg, self.data.feature_cfg,
-                        self.data.norm_stats, {"epoch": self.best_epoch, "score": self.best_score,
-                                               "options": dataclasses.asdict(self.opts),
-                                               "fold_info": self.data.info,
-                                               "face_frontend": self.data.info.get("face_frontend")})
+        extra = {"epoch": self.best_epoch, "score": self.best_score,
+                 "options": dataclasses.asdict(self.opts), "fold_info": self.data.info,
+                 "face_frontend": self.data.info.get("face_frontend"),
+                 "training": unfinished_record()}
+        # staged, then swapped in: a stop mid-write never pairs new weights with an old config
+        replace_path(self.out / "best", lambda d: save_checkpoint(
+            d, self.model, self.model_cfg, self.data.feature_cfg, self.data.norm_stats, extra))
 
     def save_last(self) -> None:
         if not self.dist.is_main:
             return
+        from affedge.staged_write import replace_path
         from affedge.training.model import save_checkpoint
+        from affedge.training.verdict import unfinished_record
 
-        d = self.out / "last"
-        save_checkpoint(d, self.model, self.model_cfg, self.data.feature_cfg, self.data.norm_stats,
-                        {"options": dataclasses.asdict(self.opts)})
-        optimizer_to_files(self.opt, d)
         state = {"epoch": self.epoch, "released": self.released, "best_score": self.best_score,
                  "best_epoch": self.best_epoch, "since_best": self.since_best,
                  "stop_reason": self.stop_reason, "scheduler": self.sched.state_dict(),
                  "best_metrics": self.best_metrics}
-        (d / "trainer_state.json").write_text(json.dumps(state, indent=1))
+
+        def write(d: Path) -> None:  # weights, optimizer and state: all of one epoch, or none
+            save_checkpoint(d, self.model, self.model_cfg, self.data.feature_cfg,
+                            self.data.norm_stats, {"options": dataclasses.asdict(self.opts),
+                                                   "training": unfinished_record()})
+            optimizer_to_files(self.opt, d)
+            (d / "trainer_state.json").write_text(json.dumps(state, indent=1))
+
+        replace_path(self.out / "last", write)
 
     def resume(self) -> bool:
         """Restore from ``last/`` (and ``best/``); returns False when there is nothing to resume."""
@@ -391,6 +401,7 @@ class TemporalTrainer:
         if not (d / "trainer_state.json").is_file():
             return False
         st = json.loads((d / "trainer_state.json").read_text())
+        self._check_same_model(d)
         self.model.load_state_dict(load_file(str(d / "model.safetensors"), device=str(_device(self.model))))
         self.released = int(st["released"])
         self._apply_release()
@@ -404,6 +415,20 @@ class TemporalTrainer:
         if (self.out / "best" / "model.safetensors").is_file():
             self.best_state = load_file(str(self.out / "best" / "model.safetensors"), device=str(_device(self.model)))
         return True
+
+    def _check_same_model(self, d: Path) -> None:
+        """ValueError naming the differences when the run in ``d`` built another model (e.g.
+        --modality v against an av run): loading its weights would fail with PyTorch's
+        multi-kilobyte list of missing keys."""
+        saved = json.loads((d / "config.json").read_text()).get("model") or {}
+        mine = json.loads(json.dumps(dataclasses.asdict(self.model_cfg)))
+        diff = [k for k in mine if k in saved and saved[k] != mine[k]]
+        if diff:
+            raise ValueError(f"--resume: {d} was trained with "
+                             + ", ".join(f"{k}={saved[k]!r}" for k in diff)
+                             + "; this command asks for "
+                             + ", ".join(f"{k}={mine[k]!r}" for k in diff)
+                             + " (resume with the run's options, or train into another --out)")
 
     # ---------------------------------------------------------------- main loop
     def run(self, deadline: float | None = None) -> dict[str, Any]:
@@ -431,7 +456,8 @@ class TemporalTrainer:
             self.epoch_seconds.append(time.time() - t0)
             if self.dist.is_main and o.progress:
                 print(f"[{phase}] epoch {self.epoch}: loss={loss:.4f} val CCC V={metrics['valence_ccc']:.4f} "
-                      f"A={metrics['arousal_ccc']:.4f} lr={lr:.2e}" + (" *" if improved else ""))
+                      f"A={metrics['arousal_ccc']:.4f} lr={lr:.2e}" + (" *" if improved else ""),
+                      file=sys.stderr, flush=True)  # progress: stdout is the results (--json -)
             self.epoch += 1
             if self.stop_reason:
                 pass  # the time limit hit inside the epoch
@@ -439,10 +465,11 @@ class TemporalTrainer:
                 self.stop_reason = f"early stop: {o.early_stop} epochs without improvement"
             elif self.lr < o.min_lr_value * (1 - 1e-6):  # PAPER.md §2.2
                 if self.released < len(self.groups) and not self._release_fits(deadline):
-                    self.stop_reason = (f"time limit (--max-minutes): the learning rate fell "
-                                        f"below its minimum, and releasing encoder group "
-                                        f"{self.released + 1} (slower epochs) would not fit in "
-                                        f"the time left")
+                    left = max(0.0, deadline - time.time()) if deadline is not None else 0.0
+                    self.stop_reason = (f"time limit (--max-minutes), before it: the learning "
+                                        f"rate fell below its minimum (a plateau), and "
+                                        f"releasing encoder group {self.released + 1} (slower "
+                                        f"epochs) would not fit in the {left:.0f} s left")
                 elif self.released < len(self.groups):
                     self.model.load_state_dict(self.best_state)
                     self.released += 1

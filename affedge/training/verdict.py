@@ -18,6 +18,9 @@ from typing import Any
 # `affedge run` (docs/RESULTS.md, product runs). Runs that generalise gained +0.27..+0.55.
 LEARN_MARGIN = 0.20
 LEARNED, NOT_LEARNED = "learned", "did NOT learn"
+#: the verdict a checkpoint carries until its run's verdict replaces it: a run stopped by
+#: Ctrl-C, SIGTERM or an error leaves best/ and last/ with this one
+UNFINISHED = "unfinished"
 OUTPUTS = ("valence", "arousal")
 
 
@@ -32,6 +35,13 @@ def make_verdict(val: dict[str, float], untrained: dict[str, float], margin: flo
     learned = bool(gain >= margin)  # NaN compares False: not learned
     return {"verdict": LEARNED if learned else NOT_LEARNED, "learned": learned,
             "val_ccc": v, "untrained_ccc": u, "gain_mean_ccc": gain, "margin": margin, **context}
+
+
+def unfinished_record() -> dict[str, Any]:
+    """The ``training`` record of a checkpoint written while its run goes on."""
+    return {"verdict": UNFINISHED, "learned": False,
+            "note": "no training verdict: the run stopped before it (interrupted or failed), "
+                    "or this is a run's last/ state (its verdict is in best/)"}
 
 
 def describe(rec: dict[str, Any]) -> str:

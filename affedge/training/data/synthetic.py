@@ -131,6 +131,10 @@ class Identity:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
 
 
+#: present while ``generate`` writes a data set, removed when it is complete
+INCOMPLETE_MARK = ".synth-incomplete"
+
+
 def _skin(t: float, warm: float) -> tuple[float, float, float]:
     """Skin colour for lightness t in [0,1] (0 very dark, 1 very light); BGR."""
     dark = np.array([38.0, 55.0, 92.0])  # deep brown
@@ -562,8 +566,14 @@ def generate(out_dir: str | os.PathLike, n_videos: int, seed: int = 0, seconds: 
     if int(identity_offset) < 0:
         raise ValueError(f"synth: --identity-offset must be >= 0, got {identity_offset}")
     out = Path(out_dir)
+    if (out / INCOMPLETE_MARK).exists():
+        raise FileExistsError(f"synth: {out} holds an incomplete data set (the synth that "
+                              f"wrote it was stopped); remove it or choose another directory")
     if (out / "synthetic.json").exists() or (out / "raw_videos").exists():
         raise FileExistsError(f"synth: {out} already holds a data set; choose an empty directory")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / INCOMPLETE_MARK).write_text("affedge synth was writing this data set and did not "
+                                       "finish; remove the directory and generate it again\n")
     for sub in ("raw_videos", "cropped_aligned", "ground_truth", "annotations/VA_Set/Train_Set",
                 "annotations/VA_Set/Validation_Set"):
         (out / sub).mkdir(parents=True, exist_ok=True)
@@ -620,4 +630,13 @@ def generate(out_dir: str | os.PathLike, n_videos: int, seed: int = 0, seconds: 
         "videos": videos,
     }
     (out / "synthetic.json").write_text(json.dumps(record, indent=1))
+    (out / INCOMPLETE_MARK).unlink()
     return record
+
+
+def check_complete(data_dir: str | Path) -> None:
+    """ValueError when ``data_dir`` is a synthetic data set whose writing was stopped (a
+    stopped synth left some videos, and training on them would go on without a word)."""
+    if (Path(data_dir) / INCOMPLETE_MARK).exists():
+        raise ValueError(f"{data_dir} is an incomplete synthetic data set (the synth that wrote "
+                         f"it was stopped); remove it and run affedge synth again")
