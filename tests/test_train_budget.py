@@ -191,6 +191,11 @@ def test_export_refuses_a_model_that_did_not_learn(small_data, budgeted_run, tmp
     assert "already holds a training run (fold0/summary.json): --resume" in capsys.readouterr().err
     assert main([*argv, str(tmp_path / "none"), "--resume"]) == 1
     assert "--resume: no run to continue" in capsys.readouterr().err
+    # --resume with other model options is refused, naming them (it kept the finished fold
+    # or failed with PyTorch's list of missing keys)
+    assert main([*argv, str(out), "--resume", "--modality", "v"]) == 1
+    assert "--resume: " in (err := capsys.readouterr().err) and "fusion=True" in err \
+        and "fusion=False" in err
     # last/ (a state checkpoint) never gets the verdict: it says so, and export refuses it
     last = json.loads((out / "fold0" / "last" / "config.json").read_text())["extra"]
     assert last["training"]["verdict"] == "unfinished"

@@ -102,7 +102,7 @@ def cross_validate(data_dir: str | Path, out_dir: str | Path, folds: list[int],
     """
     import time
 
-    from affedge.training.trainer import train_fold
+    from affedge.training.trainer import check_same_model, train_fold
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -111,6 +111,8 @@ def cross_validate(data_dir: str | Path, out_dir: str | Path, folds: list[int],
     for i, f in enumerate(folds):
         done = out / f"fold{f}" / "summary.json"
         if resume and done.is_file():  # finished before the stop: keep it, train the rest
+            if train_kwargs.get("opts") is not None:
+                check_same_model(out / f"fold{f}" / "best", opts=train_kwargs["opts"])
             results[str(f)] = json.loads(done.read_text())
             print(f"fold {f}: finished before (its summary.json); kept", file=sys.stderr,
                   flush=True)

@@ -140,6 +140,28 @@ class TrainOptions:
         return self.lr * 0.1 if self.min_lr is None else self.min_lr
 
 
+def check_same_model(ckpt_dir: Path, model_cfg: ModelConfig | None = None,
+                     opts: TrainOptions | None = None) -> None:
+    """ValueError naming the differences when the checkpoint in ``ckpt_dir`` holds another
+    model than ``model_cfg`` (or the one ``opts`` builds on the checkpoint's features), e.g.
+    ``--resume --modality v`` against an av run: loading its weights failed with PyTorch's
+    multi-kilobyte list of missing keys, and a finished fold was kept without a word."""
+    from affedge.config import from_dict
+
+    info = json.loads((Path(ckpt_dir) / "config.json").read_text())
+    saved = info.get("model") or {}
+    if model_cfg is None:
+        model_cfg = model_config_for(opts, from_dict(FeatureConfig, info.get("features") or {}))
+    mine = json.loads(json.dumps(dataclasses.asdict(model_cfg)))
+    diff = [k for k in mine if k in saved and saved[k] != mine[k]]
+    if diff:
+        raise ValueError(f"--resume: {ckpt_dir} was trained with "
+                         + ", ".join(f"{k}={saved[k]!r}" for k in diff)
+                         + "; this command asks for "
+                         + ", ".join(f"{k}={mine[k]!r}" for k in diff)
+                         + " (resume with the run's options, or train into another --out)")
+
+
 def model_config_for(opts: TrainOptions, feature_cfg: FeatureConfig) -> ModelConfig:
     streams = tuple((n, feature_cfg.stream_dim(n)) for n in feature_cfg.streams)
     return ModelConfig(encoder=opts.encoder, crop_size=feature_cfg.crop_size,
@@ -401,7 +423,7 @@ class TemporalTrainer:
         if not (d / "trainer_state.json").is_file():
             return False
         st = json.loads((d / "trainer_state.json").read_text())
-        self._check_same_model(d)
+        check_same_model(d, self.model_cfg)
         self.model.load_state_dict(load_file(str(d / "model.safetensors"), device=str(_device(self.model))))
         self.released = int(st["released"])
         self._apply_release()
@@ -415,20 +437,6 @@ class TemporalTrainer:
         if (self.out / "best" / "model.safetensors").is_file():
             self.best_state = load_file(str(self.out / "best" / "model.safetensors"), device=str(_device(self.model)))
         return True
-
-    def _check_same_model(self, d: Path) -> None:
-        """ValueError naming the differences when the run in ``d`` built another model (e.g.
-        --modality v against an av run): loading its weights would fail with PyTorch's
-        multi-kilobyte list of missing keys."""
-        saved = json.loads((d / "config.json").read_text()).get("model") or {}
-        mine = json.loads(json.dumps(dataclasses.asdict(self.model_cfg)))
-        diff = [k for k in mine if k in saved and saved[k] != mine[k]]
-        if diff:
-            raise ValueError(f"--resume: {d} was trained with "
-                             + ", ".join(f"{k}={saved[k]!r}" for k in diff)
-                             + "; this command asks for "
-                             + ", ".join(f"{k}={mine[k]!r}" for k in diff)
-                             + " (resume with the run's options, or train into another --out)")
 
     # ---------------------------------------------------------------- main loop
     def run(self, deadline: float | None = None) -> dict[str, Any]:
