@@ -90,7 +90,8 @@ def check_formats(args: argparse.Namespace) -> list[str]:
         ok, why = tensorrt_available()
         if not ok:
             raise RuntimeError(f"--format tensorrt: {why}; nothing was written. Build the "
-                               "engines on the target machine, or drop tensorrt from --format")
+                               "engines on the target machine, drop tensorrt from --format, "
+                               "or pass --skip-unavailable to write the other formats")
     return formats
 
 
