@@ -21,6 +21,7 @@ import csv
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -112,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         cli("synth", str(held), "--videos", str(a.heldout_videos), "--seconds", str(a.seconds),
             "--seed", str(a.seed + 1), "--identity-offset", "1000", "--no-progress", log=log)
     run_dir = out / "run"
+    shutil.rmtree(run_dir, ignore_errors=True)  # a new run (train refuses an earlier one's dir)
     load_before = os.getloadavg()
     hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if a.hog else None
     try:

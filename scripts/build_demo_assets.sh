@@ -17,7 +17,9 @@ mkdir -p "$WORK" "$DEMO"
 # 2. the demo clip: one held-out identity (disjoint identity range), 20 s
 [ -d "$WORK/clip/annotations" ] || $AFF synth "$WORK/clip" --videos 1 --seconds 20 --seed 7 \
     --identity-offset 5000 --val-fraction 0 --occlusion 0
-# 3. train (fold 0 = the official-style split), settings from docs/RESULTS.md
+# 3. train (fold 0 = the official-style split), settings from docs/RESULTS.md; a new run
+#    (train refuses a directory that holds an earlier one)
+rm -rf "$WORK/run"
 $AFF train "$WORK/data" --out "$WORK/run" --encoder mobile --modality av --folds 0 \
     --pretrain-epochs 0 --views 1 --lr 1e-3 --no-reload-best --max-minutes 8 --threads 2 --seed 0
 # 4. export: ONNX (fp32 + int8 encoder), parity against eager on the training data
