@@ -135,6 +135,28 @@ def test_every_frame_of_every_file_to_zmq_ws_and_stdout(tmp_path, clip3, clip2b)
     assert [r["face_present"] for r in a] == [p.face_present for p in alone]
 
 
+def _clients_that_stop_reading(url: str, n: int) -> list:
+    """``n`` WebSocket clients (raw sockets, tiny receive buffers) that read the handshake
+    reply and then nothing more, like a frozen browser tab."""
+    import base64
+    import os
+    import socket
+
+    host, port = url.replace("ws://", "").split("/")[0].rsplit(":", 1)
+    out = []
+    for _ in range(n):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect((host, int(port)))
+        key = base64.b64encode(os.urandom(16)).decode()
+        s.sendall(f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                  f"Sec-WebSocket-Version: 13\r\n\r\n".encode())
+        assert s.recv(12) == b"HTTP/1.1 101"
+        out.append(s)
+    return out
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_stops_flushes_closes_and_exits_0(tmp_path, sig):
     from affedge.sdk.recognizer import DEMO_CLIP
@@ -151,6 +173,8 @@ def test_signal_stops_flushes_closes_and_exits_0(tmp_path, sig):
         while len(zc.records("cam")) < 15 and time.monotonic() < end:
             time.sleep(0.1)
         assert len(zc.records("cam")) >= 15, srv.stderr()
+        stuck = _clients_that_stop_reading(ports["ws"][0], 2)
+        time.sleep(1.0)  # predictions pile up for them
         srv.signal(sig)
         assert srv.wait(60) == 0, srv.stderr()
     finally:
@@ -158,6 +182,12 @@ def test_signal_stops_flushes_closes_and_exits_0(tmp_path, sig):
     time.sleep(0.5)
     zc.close()
     wc.th.join(10)
+    for c in stuck:
+        c.close()
+    # clients that stopped reading are dropped at close, not left to the event loop's end
+    # (which printed "Task was destroyed but it is pending!" and a traceback per client)
+    assert "Task was destroyed" not in srv.stderr() and "Traceback" not in srv.stderr(), \
+        srv.stderr()
     jl = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
     csv_rows = (tmp_path / "out.csv").read_text().splitlines()
     assert len(jl) >= 15 and len(csv_rows) == len(jl) + 1  # header + one row per frame

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -100,6 +101,57 @@ def test_config_reads_sources_outputs_and_options(tmp_path):
     assert cfg.sources[1] == {"video": 0}
 
 
+def test_config_paths_are_relative_to_the_file(tmp_path, monkeypatch):
+    """Only video and token_file were; a WAV, an output file and the bundle came from the
+    working directory (a service's is often /)."""
+    from affedge.serve.config import load_config
+
+    f = tmp_path / "etc" / "serve.toml"
+    f.parent.mkdir()
+    f.write_text('bundle = "models/b"\nout = ["rows.jsonl", "-"]\n'
+                 '[[source]]\nvideo = "a.mp4"\naudio = "a.wav"\n'
+                 '[[source]]\nvideo = 0\naudio = "mic:1"\n')
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config("etc/serve.toml")
+    assert cfg.bundle == str(f.parent / "models" / "b")
+    assert cfg.out == [str(f.parent / "rows.jsonl"), "-"]
+    assert cfg.sources[0]["audio"] == str(f.parent / "a.wav")
+    assert cfg.sources[1]["audio"] == "mic:1"
+
+
+def test_flags_win_over_the_config_options_and_clashes_are_refused(tmp_path):
+    """[options] silently overrode --smoothing and the other flags; the same output or
+    address twice (config + flag) was bound twice; --token and --token-file together, a
+    negative --start-delay and a '*' origin were taken; --show was offered and refused."""
+    import affedge.commands.serve as serve
+    from affedge.cli import main
+
+    cut_clip(tmp_path / "c.mp4", 0.7)
+    f = tmp_path / "serve.toml"
+    f.write_text('publish = ["zmq://127.0.0.1:0"]\nout = ["rows.jsonl"]\n'
+                 '[options]\nsmoothing = 0.6\n[[source]]\nvideo = "c.mp4"\n')
+    # the real command: --smoothing 0 on the command line, 0.6 in the file -> unsmoothed rows
+    assert main(["serve", "--config", str(f), "--smoothing", "0", "--publish",
+                 "ws://127.0.0.1:0", "-q"]) == 0
+    rows = [json.loads(x) for x in (tmp_path / "rows.jsonl").read_text().splitlines()]
+    assert len(rows) >= 15 and all(r["valence_smoothed"] == r["valence"] for r in rows
+                                   if r["valence"] is not None)
+    assert any(r["valence"] is not None for r in rows)
+    tok = tmp_path / "tok"
+    tok.write_text("abc")
+    for argv, says in (
+            (("--publish", "ws://127.0.0.1:8799", "--publish", "ws://127.0.0.1:8799"),
+             "--publish ws://127.0.0.1:8799: given twice"),
+            (("--out", str(tmp_path / "rows.jsonl")), "rows.jsonl: given twice"),
+            (("--token", "x", "--token-file", str(tok)), "--token and --token-file"),
+            (("--allow-origin", "*"), "--allow-origin *: give a page origin")):
+        with pytest.raises(ValueError, match=re.escape(says)):
+            serve.run(_serve_args("--config", str(f), *argv))
+    for argv in (("--start-delay", "-1"), ("--start-delay", "nan"), ("--show",)):
+        with pytest.raises(SystemExit):
+            _serve_args("--source", "0", *argv)
+
+
 @pytest.mark.parametrize("text, word", [
     ('publsh = ["zmq://127.0.0.1:0"]\n', "publsh"),
     ('[[source]]\nvideo = "a.mp4"\naudoi = "video"\n', "audoi"),
@@ -107,6 +159,12 @@ def test_config_reads_sources_outputs_and_options(tmp_path):
     ('[options]\nsmoothng = 0.1\n', "smoothng"),
     ('publish = [1]\n', "publish must be"),
     ('publish = \n', "not valid TOML"),
+    # types in [options] and sources: named by file, table and key (one was a traceback)
+    ('[options]\nsmoothing = "high"\n', "options. smoothing must be a number in .0, 1., got 'high'"),
+    ('[options]\nthreads = "two"\n', "options. threads must be a whole number >= 1"),
+    ('[options]\nprecision = "int4"\n', "options. precision must be 'fp32' or 'int8'"),
+    ('[[source]]\nvideo = 0\nname = 5\n', "source 1: name must be a non-empty string, got 5"),
+    ('[[source]]\nvideo = 0\nrealtime = 1\n', "source 1: realtime must be true or false"),
 ])
 def test_config_refuses_mistakes_by_name(tmp_path, text, word):
     from affedge.serve.config import load_config

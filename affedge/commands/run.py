@@ -39,8 +39,9 @@ def smoothing_value(text: str) -> float:
     return v
 
 
-def add_runtime_arguments(p, smoothing_help: str) -> None:
-    """Options shared by ``run`` and ``demo`` (same names, same defaults)."""
+def add_runtime_arguments(p, smoothing_help: str, show: bool = True) -> None:
+    """Options shared by ``run``, ``demo`` and ``serve`` (same names, same defaults; serve has
+    no ``--show``: its window is the dashboard page)."""
     p.add_argument("--bundle", default=None,
                    help="model bundle directory or .zip (default: the demo bundle)")
     p.add_argument("--backend", default="auto", help=backend_help())
@@ -70,12 +71,12 @@ def add_runtime_arguments(p, smoothing_help: str) -> None:
                         "faster (default: the detector's own, 40)")
     p.add_argument("--detect-every", type=positive_int, default=None, metavar="K",
                    help="full-frame face detection every K frames, a search around each "
-                        "tracked face in between; 1 = full frame every frame (default: "
-                        "affedge.sdk.engine.DEFAULT_DETECT_EVERY, 4)")
+                        "tracked face in between; 1 = full frame every frame (default: 4)")
     p.add_argument("--max-faces", type=positive_int, default=4,
                    help="faces tracked at once, each with its own temporal state")
-    p.add_argument("--show", action="store_true",
-                   help="show an overlay window (needs a display and a GUI OpenCV build)")
+    if show:
+        p.add_argument("--show", action="store_true",
+                       help="show an overlay window (needs a display and a GUI OpenCV build)")
 
 
 def add_arguments(p) -> None:

@@ -29,6 +29,7 @@ import signal
 import sys
 import threading
 
+from affedge.commands.argtypes import non_negative_float
 from affedge.commands.run import add_runtime_arguments
 
 HELP = "serve several sources: predictions over ZeroMQ/WebSocket, a live dashboard, files"
@@ -61,7 +62,9 @@ class _SourceSpec(argparse.Action):
 
 def add_arguments(p) -> None:
     p.add_argument("--config", default=None, metavar="TOML",
-                   help="a serve.toml listing sources, outputs and options (flags add to it)")
+                   help="a serve.toml listing sources, outputs and options (flags add "
+                        "sources and outputs to it; an option flag set on the command line "
+                        "wins over its [options] value)")
     p.add_argument("--source", action=_SourceSpec, default=[], metavar="VIDEO",
                    help="video file, camera index, /dev/videoN, URL or GStreamer pipeline "
                         "(repeat for several sources)")
@@ -91,13 +94,18 @@ def add_arguments(p) -> None:
                         "every frame)")
     p.add_argument("--linger", action="store_true",
                    help="keep serving after every source ended, until SIGTERM/SIGINT")
-    p.add_argument("--start-delay", type=float, default=0.0, metavar="S",
+    p.add_argument("--start-delay", type=non_negative_float, default=0.0, metavar="S",
                    help="wait S seconds after the outputs are bound before reading the "
                         "sources (lets subscribers connect before a file's first frame)")
     p.add_argument("--port-file", default=None, metavar="JSON",
                    help="write the bound addresses here as JSON once serving")
     add_runtime_arguments(p, "causal exponential smoothing in [0, 1) of the *_smoothed "
-                             "fields; mean lag s/(1-s) frames")
+                             "fields; mean lag s/(1-s) frames", show=False)
+    # which runtime flags the command line set: those win over the config's [options]
+    from affedge.serve.config import OPTION_KEYS  # (each key is its flag's dest)
+
+    p.set_defaults(_runtime_defaults={a.dest: a.default for a in p._actions
+                                      if a.dest in OPTION_KEYS})
 
 
 def _with_host(target: str, host: str) -> str:
@@ -109,6 +117,8 @@ def _with_host(target: str, host: str) -> str:
 
 
 def _token(args, cfg) -> str | None:
+    if args.token and args.token_file:
+        raise ValueError("--token and --token-file: give one of them")
     if args.token:
         return args.token
     path = args.token_file or (cfg.token_file if cfg else None)
@@ -148,6 +158,15 @@ def _open_outputs(hub, args, cfg, token) -> dict:
     if not publish and not outs:
         publish = [f"ws://{host}:{DEFAULT_WS_PORT}"]
     origins = (cfg.allow_origin if cfg else []) + args.allow_origin
+    for o in origins:
+        if "://" not in o or o.rstrip("/").count("/") > 2:
+            raise ValueError(f"--allow-origin {o}: give a page origin, scheme://host[:port] "
+                             f"(no wildcards, no path), e.g. http://kiosk.local:3000")
+    _no_duplicates([t for t in map(lambda x: _with_host(x, host), publish)
+                    if not t.endswith(":0")], "--publish",  # (port 0: a free port each)
+                   "the same address would be bound twice")
+    _no_duplicates([t if t == "-" else os.path.abspath(t) for t in outs], "--out",
+                   "two writers would share it")
     bound: dict = {"zmq": [], "ws": [], "dashboard": [], "out": []}
     for target in publish:
         t = _with_host(target, host)
@@ -177,6 +196,15 @@ def _open_outputs(hub, args, cfg, token) -> dict:
     return bound
 
 
+def _no_duplicates(items: list[str], flag: str, why: str) -> None:
+    seen = set()
+    for t in items:
+        if t in seen:
+            raise ValueError(f"{flag} {t}: given twice ({why}; the config file's list and "
+                             f"the flags add up)")
+        seen.add(t)
+
+
 def _say(msg: str) -> None:
     """A status line (what serve is doing, what it wrote): stderr, silenced by -q."""
     from affedge import log
@@ -196,14 +224,15 @@ def run(args) -> int:
     from affedge.serve import Hub
     from affedge.serve.config import load_config
 
-    if args.show:
-        raise ValueError("--show is not available in serve; open the dashboard page instead")
     cfg = load_config(args.config) if args.config else None
     sources = _sources(args, cfg)
     token = _token(args, cfg)
     opts = recognizer_options(args)
     if cfg:
+        defaults = getattr(args, "_runtime_defaults", {})
         for key, value in cfg.options.items():
+            if key in defaults and getattr(args, key) != defaults[key]:
+                continue  # the command line set it: the flag wins
             if key == "threads":
                 opts.setdefault("backend_options", {})["intra_op_threads"] = value
             elif key == "precision":

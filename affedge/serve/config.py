@@ -24,7 +24,10 @@
     video = "rtsp://192.168.1.20/stream1"
     audio = "video"                    # the stream's own audio track, same demuxer
 
-Unknown keys are refused with their name (a typo never silently changes nothing).
+Unknown keys and wrong types are refused with their name (a typo never silently changes
+nothing). Relative paths (videos, audio files, outputs, the bundle, the token file) are relative
+to the file. ``affedge serve`` adds its flags' sources and outputs to the file's; an option flag
+given on the command line wins over ``[options]``.
 """
 from __future__ import annotations
 
@@ -33,11 +36,36 @@ from dataclasses import dataclass, field
 
 import tomllib
 
+from affedge.features.detectors.base import MIN_FACE_PX
+
 TOP_KEYS = {"bundle", "backend", "publish", "out", "token_file", "host", "realtime", "source",
             "options", "allow_origin"}
 SOURCE_KEYS = {"video", "audio", "name", "realtime"}
 OPTION_KEYS = {"smoothing", "detect_every", "max_faces", "min_face", "detector", "threads",
                "precision"}
+
+
+
+def _number_in(lo: float, hi: float):
+    return lambda x: isinstance(x, (int, float)) and not isinstance(x, bool) and lo <= x < hi
+
+
+def _whole_at_least(lo: int):
+    return lambda x: isinstance(x, int) and not isinstance(x, bool) and x >= lo
+
+
+#: [options]: the check and what it wants (the same ranges as the flags of the same names)
+OPTION_CHECKS = {
+    "smoothing": (_number_in(0.0, 1.0), "a number in [0, 1)"),
+    "detect_every": (_whole_at_least(1), "a whole number >= 1"),
+    "max_faces": (_whole_at_least(1), "a whole number >= 1"),
+    "min_face": (_whole_at_least(MIN_FACE_PX), f"a whole number >= {MIN_FACE_PX}"),
+    "detector": (lambda x: isinstance(x, str), "a detector name (affedge serve --help lists "
+                                               "them)"),
+    "threads": (_whole_at_least(1), "a whole number >= 1"),
+    "precision": (lambda x: x in ("fp32", "int8"), "'fp32' or 'int8'"),
+}
+assert set(OPTION_CHECKS) == OPTION_KEYS
 
 
 @dataclass
@@ -80,11 +108,16 @@ def load_config(path) -> ServeConfig:
             if not isinstance(data[key], str):
                 raise ValueError(f"{path}: {key} must be a string")
             setattr(cfg, key, data[key])
+    # relative paths in the file are relative to the file (a service's working directory is
+    # often /), like the sources' video paths below
     if cfg.token_file:
         cfg.token_file = os.path.join(base, cfg.token_file)
+    if cfg.bundle and not os.path.isabs(cfg.bundle):
+        cfg.bundle = os.path.join(base, cfg.bundle)
     for key in ("publish", "out", "allow_origin"):
         if key in data:
             setattr(cfg, key, _strings(data[key], key, path))
+    cfg.out = [t if t == "-" or "://" in t else os.path.join(base, t) for t in cfg.out]
     if "realtime" in data:
         if not isinstance(data["realtime"], bool):
             raise ValueError(f"{path}: realtime must be true or false")
@@ -96,6 +129,10 @@ def load_config(path) -> ServeConfig:
     if bad:
         raise ValueError(f"{path}: unknown option(s) {', '.join(bad)} (known: "
                          f"{', '.join(sorted(OPTION_KEYS))})")
+    for key, value in opts.items():
+        check = OPTION_CHECKS[key]
+        if not check[0](value):
+            raise ValueError(f"{path}: [options] {key} must be {check[1]}, got {value!r}")
     cfg.options = dict(opts)
     sources = data.get("source", [])
     if not isinstance(sources, list):
@@ -109,10 +146,21 @@ def load_config(path) -> ServeConfig:
                 not isinstance(s["video"], (str, int)):
             raise ValueError(f"{path}: source {i + 1}: video must be a path, URL or camera "
                              f"index")
+        where = f"{path}: source {i + 1}"
+        for key, ok, what in (("name", lambda x: isinstance(x, str) and x, "a non-empty string"),
+                              ("audio", lambda x: isinstance(x, str), "a string ('mic', "
+                               "'mic:N', a file, 'video' or 'none')"),
+                              ("realtime", lambda x: isinstance(x, bool), "true or false")):
+            if key in s and not ok(s[key]):
+                raise ValueError(f"{where}: {key} must be {what}, got {s[key]!r}")
         src = dict(s)
         v = src["video"]
         if isinstance(v, str) and "://" not in v and not v.isdigit() and "!" not in v \
                 and not v.startswith("/dev/") and not os.path.isabs(v):
             src["video"] = os.path.join(base, v)  # relative paths: next to the file
+        a = src.get("audio")
+        if isinstance(a, str) and a not in ("mic", "video", "none") and \
+                not a.startswith("mic:") and "://" not in a and not os.path.isabs(a):
+            src["audio"] = os.path.join(base, a)
         cfg.sources.append(src)
     return cfg

@@ -48,6 +48,9 @@ MAX_CLIENT_MESSAGE = 4096
 MAX_FRAME = 1 << 20
 #: how long close() lets clients receive what is queued for them (s)
 CLOSE_DRAIN_S = 1.0
+#: at close, how long the clients get to answer the closing handshake (and the connection
+#: tasks to end) before the connections of clients that stopped reading are dropped
+CLOSE_HANDSHAKE_S = 1.0
 
 
 #: a client whose socket holds less than this unsent (bytes) and has nothing queued gets each
@@ -306,13 +309,25 @@ class WebSocketSink(Sink):
         if server is not None:
             server.close()  # closes client connections with 1001 (going away)
             try:
-                await asyncio.wait_for(server.wait_closed(), 2.0)
+                await asyncio.wait_for(server.wait_closed(), CLOSE_HANDSHAKE_S)
             except asyncio.TimeoutError:
-                pass
+                # a client that does not read never completes the closing handshake, and its
+                # connection task waited on it past the loop's end ("Task was destroyed but
+                # it is pending", one traceback per client): drop those connections now
+                for conn in list(getattr(server, "connections", ())) + \
+                        [c.ws for c in self._clients]:
+                    transport = getattr(conn, "transport", None)
+                    if transport is not None:
+                        transport.abort()
+                try:
+                    await asyncio.wait_for(server.wait_closed(), CLOSE_HANDSHAKE_S)
+                except asyncio.TimeoutError:
+                    pass
         rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
         for t in rest:  # handshakes in progress, senders
             t.cancel()
-        await asyncio.gather(*rest, return_exceptions=True)
+        if rest:
+            await asyncio.wait(rest, timeout=CLOSE_HANDSHAKE_S)
 
     def _stop_loop(self) -> None:
         if self._thread.is_alive():
