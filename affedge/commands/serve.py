@@ -98,7 +98,8 @@ def add_arguments(p) -> None:
                    help="wait S seconds after the outputs are bound before reading the "
                         "sources (lets subscribers connect before a file's first frame)")
     p.add_argument("--port-file", default=None, metavar="JSON",
-                   help="write the bound addresses here as JSON once serving")
+                   help="write the bound addresses and the pid here as JSON once serving "
+                        "(left in place when serve ends: check the pid)")
     add_runtime_arguments(p, "causal exponential smoothing in [0, 1) of the *_smoothed "
                              "fields; mean lag s/(1-s) frames", show=False)
     # which runtime flags the command line set: those win over the config's [options]
@@ -292,8 +293,8 @@ def run(args) -> int:
     total = sum(v["frames"] for v in st["sources"].values())
     busy = st.get("active_s") or st["uptime_s"]  # (not the idle time of --linger)
     rate = f" in {busy:.1f} s ({total / busy:.0f} frames/s in all)" if busy > 0 and total else ""
-    _say(f"affedge serve: {why}; {frames}; {st['ticks']} ticks{rate}, mean batch "
-         f"{st['mean_batch']:.2f}")
+    _say(f"affedge serve: {why}; {frames}; {st['ticks']} ticks{rate}"
+         + (f", mean batch {st['mean_batch']:.2f}" if st["ticks"] else ""))
     files = [f"{t} ({sink.rows} rows)" for t, sink in _file_sinks(hub, bound["out"])]
     if files:
         _say("affedge serve: wrote " + ", ".join(files))

@@ -245,7 +245,7 @@ class WebSocketSink(Sink):
             return self._static(connection, request.path)
         if self.token is not None and not self._token_ok(request):
             self.counters["rejected_token"] += 1
-            return connection.respond(401, "token required\n")
+            return connection.respond(401, "missing or wrong token\n")
         return None
 
     def _origin_ok(self, origin: str, host: str | None) -> bool:
