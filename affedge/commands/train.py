@@ -130,9 +130,8 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"--pretrained-encoder: not found: {args.pretrained_encoder}")
     from affedge.training import ddp
     from affedge.training.crossval import cross_validate, parse_folds
-    from affedge.training.verdict import LEARN_MARGIN, describe
-
     from affedge.training.data.synthetic import check_complete
+    from affedge.training.verdict import LEARN_MARGIN, describe
 
     folds = parse_folds(args.folds)
     check_complete(data)
@@ -165,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
                        f"{len(folds) * MIN_FOLD_SECONDS / 60:.1f} minutes, or train fewer folds "
                        f"(--folds 0)")
     out = Path(args.out or f"runs/{args.encoder}-{args.modality}")
-    check_run_dir(out, folds, args.resume)
+    check_run_dir(out, args.resume)
     if not log.verbose():
         log.filter_third_party_warnings(import_first=("torch",))
     from affedge.commands.termination import Terminated, cleanup_on_termination
@@ -233,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
 MIN_FOLD_SECONDS = 60.0
 
 
-def check_run_dir(out: Path, folds: list[int], resume: bool) -> None:
+def check_run_dir(out: Path, resume: bool) -> None:
     """A new run needs a run directory without an earlier run in it (training into one
     replaced its best model, appended to its metrics.csv and left its summaries beside the new
     weights); ``--resume`` needs one with a run to continue."""
@@ -242,7 +241,7 @@ def check_run_dir(out: Path, folds: list[int], resume: bool) -> None:
                       [*out.glob("fold*/last/trainer_state.json"),
                        *out.glob("fold*/pretrain/model.safetensors")]})
     if not resume and (done or started or (out / "crossval.json").exists()):
-        what = done[0] if done else (f"{started[0]}/last" if started else "crossval.json")
+        what = done[0] if done else (f"{started[0]}, stopped" if started else "crossval.json")
         raise FileExistsError(f"{out} already holds a training run ({what}): --resume "
                               f"continues it; to start over, pass another --out or remove {out}")
     if resume and not started:
