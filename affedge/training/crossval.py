@@ -102,7 +102,9 @@ def cross_validate(data_dir: str | Path, out_dir: str | Path, folds: list[int],
     """
     import time
 
-    from affedge.training.trainer import check_same_model, train_fold
+    from affedge.config import FeatureConfig, from_dict
+    from affedge.training.model import check_same_model
+    from affedge.training.trainer import model_config_for, train_fold
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -111,8 +113,11 @@ def cross_validate(data_dir: str | Path, out_dir: str | Path, folds: list[int],
     for i, f in enumerate(folds):
         done = out / f"fold{f}" / "summary.json"
         if resume and done.is_file():  # finished before the stop: keep it, train the rest
-            if train_kwargs.get("opts") is not None:
-                check_same_model(out / f"fold{f}" / "best", opts=train_kwargs["opts"])
+            if train_kwargs.get("opts") is not None:  # the same model as asked for
+                best = out / f"fold{f}" / "best"
+                feats = json.loads((best / "config.json").read_text()).get("features") or {}
+                check_same_model(best, model_config_for(train_kwargs["opts"],
+                                                        from_dict(FeatureConfig, feats)))
             results[str(f)] = json.loads(done.read_text())
             print(f"fold {f}: finished before (its summary.json); kept", file=sys.stderr,
                   flush=True)

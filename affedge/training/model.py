@@ -152,6 +152,22 @@ def save_checkpoint(directory: str | Path, model: nn.Module, model_cfg: ModelCon
     return directory
 
 
+def check_same_model(ckpt_dir: str | Path, model_cfg: ModelConfig) -> None:
+    """ValueError naming the differences when the checkpoint in ``ckpt_dir`` holds another
+    model than ``model_cfg`` (e.g. ``train --resume --modality v`` against an av run: loading
+    its weights failed with PyTorch's multi-kilobyte list of missing keys, and a finished fold
+    was kept without a word)."""
+    saved = json.loads((Path(ckpt_dir) / "config.json").read_text()).get("model") or {}
+    mine = json.loads(json.dumps(to_dict(model_cfg)))
+    diff = [k for k in mine if k in saved and saved[k] != mine[k]]
+    if diff:
+        raise ValueError(f"--resume: {ckpt_dir} was trained with "
+                         + ", ".join(f"{k}={saved[k]!r}" for k in diff)
+                         + "; this command asks for "
+                         + ", ".join(f"{k}={mine[k]!r}" for k in diff)
+                         + " (resume with the run's options, or train into another --out)")
+
+
 def load_checkpoint(directory: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model saved by :func:`save_checkpoint` (eval mode, CPU).
 

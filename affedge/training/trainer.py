@@ -56,6 +56,8 @@ from affedge.training.embedding_cache import (
     training_views,
 )
 from affedge.training.fold_data import FoldData, Trial, load_fold, trial_windows  # noqa: F401
+from affedge.training.model import check_same_model
+from affedge.training.run_plots import plot_training_curves, plot_validation
 from affedge.training.losses import ccc_loss
 from affedge.training.predict import (  # noqa: F401  (re-exported: callers import them here)
     DIMS,
@@ -138,28 +140,6 @@ class TrainOptions:
     @property
     def min_lr_value(self) -> float:
         return self.lr * 0.1 if self.min_lr is None else self.min_lr
-
-
-def check_same_model(ckpt_dir: Path, model_cfg: ModelConfig | None = None,
-                     opts: TrainOptions | None = None) -> None:
-    """ValueError naming the differences when the checkpoint in ``ckpt_dir`` holds another
-    model than ``model_cfg`` (or the one ``opts`` builds on the checkpoint's features), e.g.
-    ``--resume --modality v`` against an av run: loading its weights failed with PyTorch's
-    multi-kilobyte list of missing keys, and a finished fold was kept without a word."""
-    from affedge.config import from_dict
-
-    info = json.loads((Path(ckpt_dir) / "config.json").read_text())
-    saved = info.get("model") or {}
-    if model_cfg is None:
-        model_cfg = model_config_for(opts, from_dict(FeatureConfig, info.get("features") or {}))
-    mine = json.loads(json.dumps(dataclasses.asdict(model_cfg)))
-    diff = [k for k in mine if k in saved and saved[k] != mine[k]]
-    if diff:
-        raise ValueError(f"--resume: {ckpt_dir} was trained with "
-                         + ", ".join(f"{k}={saved[k]!r}" for k in diff)
-                         + "; this command asks for "
-                         + ", ".join(f"{k}={mine[k]!r}" for k in diff)
-                         + " (resume with the run's options, or train into another --out)")
 
 
 def model_config_for(opts: TrainOptions, feature_cfg: FeatureConfig) -> ModelConfig:
@@ -423,7 +403,7 @@ class TemporalTrainer:
         if not (d / "trainer_state.json").is_file():
             return False
         st = json.loads((d / "trainer_state.json").read_text())
-        check_same_model(d, self.model_cfg)
+        check_same_model(d, self.model_cfg)  # (affedge.training.model)
         self.model.load_state_dict(load_file(str(d / "model.safetensors"), device=str(_device(self.model))))
         self.released = int(st["released"])
         self._apply_release()
@@ -495,8 +475,9 @@ class TemporalTrainer:
         t_plot = time.time()
         if self.dist.is_main and o.plots:
             if self.best_val_preds:
-                self._plot_val(self.best_val_preds)
-            self._plot_curves()
+                plot_validation(self.out, self.data.val[0] if self.data.val else None,
+                                self.best_val_preds, self.best_epoch, self.best_score)
+            plot_training_curves(self.out)
         self.plot_seconds = time.time() - t_plot
         return {"best_score": self.best_score, "best_epoch": self.best_epoch,
                 "epochs_run": self.epoch, "stop_reason": self.stop_reason}
@@ -510,29 +491,6 @@ class TemporalTrainer:
         return not self.dist.agree(time.time() + need > deadline)
 
     # ---------------------------------------------------------------- plots
-    def _plot_val(self, preds: dict[int, np.ndarray]) -> None:
-        """Predictions vs labels of the first validation trial (rank 0 only)."""
-        from affedge.plotting import plot_va
-
-        if 0 not in preds:
-            return
-        t, p = self.data.val[0], preds[0]
-        time_s = np.arange(len(t)) / t.fps
-        plot_va(self.out / "val_pred.png", time_s,
-                {"labels": (t.labels[:, 0], t.labels[:, 1]), "prediction": (p[:, 0], p[:, 1])},
-                title=f"validation trial {t.key} (epoch {self.best_epoch}, "
-                      f"mean CCC {self.best_score:.3f})", masks={"no face": ~t.face})
-
-    def _plot_curves(self) -> None:
-        from affedge.plotting import plot_curves
-
-        rows = read_csv(self.out / "metrics.csv")
-        if not rows:
-            return
-        x = [float(r["epoch"]) for r in rows]
-        plot_curves(self.out / "curves.png", x,
-                    {k: [float(r[k]) for r in rows] for k in ("train_loss", "valence_ccc", "arousal_ccc")},
-                    title="training loss and validation CCC", ylabel="loss / CCC")
 
 
 # ============================================================================================
