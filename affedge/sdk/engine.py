@@ -201,9 +201,8 @@ class StreamingEngine:
     def encoder_precision(self) -> str | None:
         """The precision the encoder runs in now ("fp32", "int8", "bf16", "fp16"; for a
         FallbackBackend: its candidate in use), or None for a backend that does not say."""
-        be = getattr(self.backend, "current", self.backend)
         try:
-            return str(be.precision("encoder"))
+            return str(self.backend.precision("encoder"))
         except Exception:  # noqa: BLE001  (a caller's backend object without precision())
             return None
 

@@ -103,6 +103,10 @@ class FallbackBackend:
     def providers(self):
         return getattr(self.current, "providers", [self.name])
 
+    def precision(self, model_name: str) -> str:
+        """What ``model_name`` runs in on the candidate in use now."""
+        return self.current.precision(model_name)
+
     def run(self, model_name: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         while True:
             try:
