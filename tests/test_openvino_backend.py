@@ -164,6 +164,31 @@ def test_bf16_where_supported_else_refused_with_reason(bundle, ort, crops, tmp_p
     assert err <= BF16_TOL, f"bf16 embedding error {err:.2e} > {BF16_TOL}"
 
 
+def test_a_new_batch_size_gets_a_static_copy_compiled_in_the_background(bundle, crops,
+                                                                          tmp_path):
+    """The first call with batch 3 runs on the dynamic model and starts a static compile for
+    3; once it is ready, batch 3 runs there with the same outputs; ``learn_batches=0`` keeps
+    to the dynamic model; close() waits for a compile in flight."""
+    from affedge.sdk.backends.openvino_backend import OpenVinoBackend
+
+    x = {"frames": crops[:3]}
+    be = OpenVinoBackend(bundle, models=("encoder",), cache_dir=tmp_path)
+    assert sorted(k for k in be._requests["encoder"] if k) == [1]
+    first = be.run("encoder", x)["embedding"]
+    be.wait_learned(60)
+    assert be._requests["encoder"].get(3) is not None, "no static copy for batch 3"
+    again = be.run("encoder", x)["embedding"]
+    np.testing.assert_allclose(again, first, atol=FP32_TOL)
+    be.run("encoder", {"frames": crops[:5]})  # another size starts another compile ...
+    be.close()  # ... which close() waits for
+    assert not any(th.is_alive() for th in be._learning)
+    fixed = OpenVinoBackend(bundle, models=("encoder",), cache_dir=tmp_path, learn_batches=0)
+    fixed.run("encoder", x)
+    fixed.wait_learned(60)
+    assert 3 not in fixed._requests["encoder"]
+    fixed.close()
+
+
 def test_bad_options_and_closed_backend(bundle, tmp_path):
     from affedge.sdk.backends.base import BackendUnavailable
     from affedge.sdk.backends.openvino_backend import OpenVinoBackend
@@ -176,6 +201,8 @@ def test_bad_options_and_closed_backend(bundle, tmp_path):
         OpenVinoBackend(bundle, intra_op_threads=0)
     with pytest.raises(ValueError, match="static_batch"):
         OpenVinoBackend(bundle, static_batch=(0,))
+    with pytest.raises(ValueError, match="learn_batches"):
+        OpenVinoBackend(bundle, learn_batches=-1)
     be = OpenVinoBackend(bundle, models=("encoder",), cache_dir=tmp_path / "c")
     assert any((tmp_path / "c").iterdir()), "compiled model not cached in cache_dir"
     with pytest.raises(ValueError, match="must have shape"):
