@@ -589,6 +589,40 @@ def test_audio_and_frames_on_two_clocks_are_flagged(bundle_dir, frames):  # noqa
         assert not late.audio_present and rec.stats()["audio_clock_mismatch"] == 0
 
 
+def test_frame_times_in_milliseconds_draw_a_warning(bundle_dir, frames):  # noqa: F811
+    """Frames stamped in milliseconds (OpenCV's CAP_PROP_POS_MSEC) advance by 33 "seconds" per
+    frame: the stream's first frames say so once; frames stamped in seconds draw nothing."""
+    with _rec(bundle_dir) as rec:
+        with pytest.warns(RuntimeWarning, match=r"advance by 33\.3+ s per frame.*milliseconds"):
+            for i in range(12):
+                rec.push_frame(frames[i % len(frames)], t=i * 1000.0 / 30)
+    with _rec(bundle_dir) as rec, warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for i in range(12):
+            rec.push_frame(frames[i % len(frames)], t=i / 30)
+
+
+def test_audio_pushed_too_far_ahead_warns_when_a_frame_finds_it_gone(bundle_dir,  # noqa: F811
+                                                                        frames):
+    """A file's audio pushed all at once, further ahead than the ring holds (here 2 s), loses
+    its oldest part: the frames that needed it have no audio, and one RuntimeWarning says
+    why and what to do (it used to be only a counter)."""
+    x = (0.3 * np.sin(2 * np.pi * 180 * np.arange(5 * SR) / SR)).astype(np.float32)
+    with _rec(bundle_dir, audio_capacity_s=2.0) as rec:
+        for k in range(5):
+            rec.push_audio(x[k * SR:(k + 1) * SR], t=float(k))
+        with pytest.warns(RuntimeWarning, match=r"overwritten before the frame came.*"
+                                                r"pace of its video"):
+            got = [rec.push_frame(f, t=0.2 + i / FPS) for i, f in enumerate(frames[:3])]
+        assert not any(p.audio_present for p in got)
+        assert rec.stats()["audio_overruns"] > 0
+    with _rec(bundle_dir, audio_capacity_s=2.0) as rec, warnings.catch_warnings():
+        warnings.simplefilter("error")  # paced: nothing lost, no warning
+        for k, f in enumerate(frames[:3]):
+            rec.push_audio(x[k * SR:(k + 1) * SR], t=float(k))
+            assert rec.push_frame(f, t=k + 0.9).audio_present
+
+
 def test_mis_scaled_samples_are_refused_or_flagged(bundle_dir):  # noqa: F811
     """Samples whose scale is wrong or unknown are refused before anything changes: int16
     values cast to float (peaks in the thousands), a Python list of ints, 64-bit integers.

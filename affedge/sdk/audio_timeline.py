@@ -199,6 +199,7 @@ class AudioTimeline:
         self._lock = threading.Lock()  # producer side (push/flush) against reset
         self._counters = {"gaps": 0, "overlaps": 0, "discontinuities": 0, "consumed": 0,
                           "nonfinite": 0, "clock_mismatch": 0}
+        self._overrun_warned = False
         self._clear()
 
     def _clear(self) -> None:
@@ -384,8 +385,10 @@ class AudioTimeline:
             feats = {k: np.zeros_like(v) for k, v in feats.items()}
         if present:
             self._had_audio = True
-        elif not self._had_audio and self.kinds:
-            self._check_clocks(t)
+        elif self.kinds:
+            self._check_overrun(t)
+            if not self._had_audio:
+                self._check_clocks(t)
         speech = False
         if self._vad is not None and self._row_present(self._vad_ring, t):
             speech = bool(self._vad_ring.at(t, "previous")[0] > 0.5)
@@ -402,6 +405,22 @@ class AudioTimeline:
                 f"at t={t:.3f} s, the audio pushed so far spans {oldest:.3f}-{end:.3f} s, and no "
                 f"frame has had audio yet; stamp both with one clock (counted in "
                 f"stats()['audio_clock_mismatch'])", stacklevel=2)
+
+    def _check_overrun(self, t: float) -> None:
+        """Warn once when a frame finds its audio overwritten: the ring overran (audio pushed
+        more than its capacity ahead of the frames, e.g. a file read faster than real time)
+        and what is left starts after the frame."""
+        oldest = self._rings[self.kinds[0]].oldest_time
+        if self._overrun_warned or not self._pcm_ring.overruns or oldest is None or \
+                oldest <= t + self._first_row_slack:
+            return
+        self._overrun_warned = True
+        warnings.warn(
+            f"push_audio: the audio for a frame at t={t:.3f} s was overwritten before the frame "
+            f"came (the oldest audio kept starts at {oldest:.3f} s): audio was pushed more than "
+            f"{self._pcm_capacity_s:g} s ahead of the frames (counted in "
+            f"stats()['audio_overruns']). Push a file's audio at the pace of its video, or "
+            f"raise audio_capacity_s", RuntimeWarning, stacklevel=3)
 
     def _count_and_warn_once(self, counter: str, message: str, stacklevel: int) -> None:
         """Count one event; its first occurrence in this timeline's life is a RuntimeWarning."""

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -76,6 +77,12 @@ DEFAULT_ASYNC_DETECT = False
 
 #: how many recent tick latencies ``stats()`` keeps for its percentiles (a bounded history)
 LATENCY_HISTORY = 2048
+#: the first this-many frame intervals of a stream are checked for a time unit mix-up: a median
+#: of at least SLOW_FRAMES_S seconds per frame draws one RuntimeWarning (a 30 fps camera stamped
+#: in milliseconds advances by 33 "seconds" per frame; audio stamped in seconds then never
+#: meets the frames)
+UNIT_CHECK_FRAMES = 9
+SLOW_FRAMES_S = 5.0
 
 
 @dataclass
@@ -188,6 +195,7 @@ class StreamingEngine:
         #: the frame whose model calls run now (or ran last)
         self.model_frame = 0
         self._last_t: float | None = None
+        self._intervals: list[float] | None = []  # for the time unit check (then None)
         self._latencies: deque = deque(maxlen=LATENCY_HISTORY)
         self.frames = 0
 
@@ -463,6 +471,8 @@ class StreamingEngine:
             box, tid, score = None, None, 0.0
         latency = (time.perf_counter() - tick0) * 1000.0
         self._latencies.append(latency)
+        if self._last_t is not None and self._intervals is not None:
+            self._check_time_unit(t - self._last_t)
         self._last_t = t
         self._frame_index = index + 1
         self.frames += 1
@@ -509,6 +519,19 @@ class StreamingEngine:
                 new_states[i].append(new[start + i:start + i + 1].copy())
         va = np.asarray(out[self._va_out], np.float32)
         return va.reshape(len(va), -1)[start:start + n], new_states
+
+    def _check_time_unit(self, interval: float) -> None:
+        """Warn once per stream when its first frames are SLOW_FRAMES_S or more apart."""
+        self._intervals.append(interval)
+        if len(self._intervals) < UNIT_CHECK_FRAMES:
+            return
+        median = float(np.median(self._intervals))
+        self._intervals = None
+        if median >= SLOW_FRAMES_S:
+            warnings.warn(f"frame timestamps advance by {median:g} s per frame (median of the "
+                          f"first {UNIT_CHECK_FRAMES + 1} frames): timestamps are seconds; "
+                          f"milliseconds look like this (pass t / 1000). Audio stamped in "
+                          f"seconds never meets such frames", RuntimeWarning, stacklevel=2)
 
     def _choose_primary(self, confirmed: list[Track], shape) -> Track | None:
         """The primary face (score, track age and size, with hysteresis: see
@@ -560,6 +583,7 @@ class StreamingEngine:
         self._background = None
         self._primary_id = None
         self._last_t = None
+        self._intervals = []
         self._frame_index = 0
 
     def close(self) -> None:
