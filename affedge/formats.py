@@ -95,7 +95,8 @@ FORMATS: tuple[Format, ...] = (
                # ahead of ONNX Runtime CPU: fp32 mobile encoder 0.26x ORT's time, IR-50 a tie,
                # same outputs to 1e-6 (benchmarks/bench_openvino.py, benchmarks/README.md)
                Runner("openvino", "affedge.sdk.backends.openvino_backend:OpenVinoBackend",
-                      (("precision", "fp32"),), ("precision", "intra_op_threads"), auto=2.5,
+                      (("precision", "fp32"),), ("precision", "intra_op_threads", "learn_batches"),
+                      auto=2.5,
                       precisions=("fp32", "bf16", "int8"), cpu_precisions=("fp32", "bf16", "int8"),
                       description="OpenVINO CPU"),
                Runner("ort-cpu", _ORT, (("provider", "cpu"),), _ORT_OPTS, auto=3,

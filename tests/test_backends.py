@@ -132,6 +132,20 @@ def test_int8_precision_falls_back_to_fp32_encoder_when_absent(bundle_dir):
     assert be.precision("encoder") == "fp32"
 
 
+def test_an_option_no_backend_takes_is_refused_with_the_known_ones(bundle_dir):
+    """A misspelt option (``precison``) used to be dropped silently (fp32 ran); an option only
+    some candidates take still goes to those (``fp16``: the TensorRT EP, not ORT CPU)."""
+    from affedge.sdk.recognizer import Recognizer
+
+    with pytest.raises(ValueError, match=r"unknown backend option 'precison'.*precision"):
+        select_backend(bundle_dir, "auto", precison="int8")
+    with pytest.raises(ValueError, match=r"unknown backend options 'a', 'b'"):
+        Recognizer(bundle_dir, backend="onnxruntime", backend_options={"b": 1, "a": 2})
+    be = select_backend(bundle_dir, "ort-cpu", fp16=True)
+    assert be.name == "onnxruntime-cpu"
+    be.close()
+
+
 def test_unavailable_provider_is_refused(bundle_dir):
     with pytest.raises(BackendUnavailable, match="CUDAExecutionProvider"):
         OnnxRuntimeBackend(load_bundle(bundle_dir), "cuda")

@@ -21,6 +21,9 @@ from affedge.sdk.backends.base import Backend, BackendUnavailable
 log = logging.getLogger(__name__)
 
 ORDER = AUTO_ORDER  # the "auto" order, from the format table
+#: every option some backend takes: one that none takes is a mistake (a misspelt key would
+#: otherwise be dropped silently); an option only some candidates take goes to those
+KNOWN_OPTIONS = frozenset(k for r in RUNNERS.values() for k in r.accepts)
 
 
 def _factory(name: str, opts: dict[str, Any]) -> Callable[[Bundle], Backend]:
@@ -43,6 +46,11 @@ def select_backend(bundle: Bundle | str | os.PathLike, backend: str = "auto",
         bundle, backend = backend, bundle
     if not isinstance(bundle, Bundle):
         bundle = load_bundle(Path(bundle))
+    unknown = sorted(set(options) - KNOWN_OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown backend option{'s' if len(unknown) > 1 else ''} "
+                         f"{', '.join(map(repr, unknown))}; the backends take "
+                         f"{', '.join(sorted(KNOWN_OPTIONS))}")
     candidates = ALIASES.get(backend, (backend,))
     report: list[tuple[str, str, str]] = []
     for name in candidates:
