@@ -635,6 +635,10 @@ def test_mis_scaled_samples_are_refused_or_flagged(bundle_dir):  # noqa: F811
             rec.push_audio(x16.tolist(), t=0.0)
         with pytest.raises(TypeError, match="int64 samples has no known full scale"):
             rec.push_audio(x16.astype(np.int64), t=0.0)
+        for raw in (x16.tobytes(), bytearray(x16.tobytes()), memoryview(x16.tobytes())):
+            # what a pyaudio callback hands over
+            with pytest.raises(TypeError, match=r"raw .*np\.frombuffer\(data, np\.int16\)"):
+                rec.push_audio(raw, t=0.0)
         assert rec.engine.audio.time is None  # nothing was taken
         with pytest.warns(RuntimeWarning, match="pass them as int16"):
             rec.push_audio(x16.astype(np.int32), t=0.0)

@@ -49,6 +49,8 @@ def test_hub_api_two_files_every_frame_in_order_and_an_ended_status(clips):
         for name, c in zip(("a", "b"), clips):
             hub.add_source(str(c), audio="video", name=name)
         hub.add_sink(sink)
+        with pytest.raises(RuntimeError, match=r"call start\(\) first"):
+            hub.wait()  # used to block for ever: nothing ends before start()
         hub.start()
         assert hub.wait(timeout=120)
         st = hub.status()

@@ -112,6 +112,10 @@ def to_pcm_float32(pcm) -> np.ndarray:
     scale is unknown (a Python list of ints, 64-bit integers)."""
     from affedge.features.audio_io import to_float_mono
 
+    if isinstance(pcm, (bytes, bytearray, memoryview)):
+        raise TypeError(f"push_audio: pcm is raw {type(pcm).__name__} ({len(pcm)} bytes); "
+                        "pass a numpy array: np.frombuffer(data, np.int16) for 16-bit PCM "
+                        "(pyaudio's paInt16; average the channels of interleaved stereo)")
     x = np.asarray(pcm)
     if x.ndim != 1:
         raise ValueError(f"push_audio: pcm must be 1-D mono samples, got shape {x.shape}")

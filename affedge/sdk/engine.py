@@ -331,7 +331,8 @@ class StreamingEngine:
         t = check_time(t, "process_frame")
         if self._last_t is not None and t <= self._last_t:
             raise ValueError(f"process_frame: timestamps must increase; got t={t} after "
-                             f"{self._last_t}")
+                             f"{self._last_t} (this stream's last frame; for a new, unrelated "
+                             f"stream call reset() first)")
         if not isinstance(frame_bgr, np.ndarray) or frame_bgr.dtype != np.uint8 or \
                 frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3:
             raise ValueError("process_frame: frame must be a BGR uint8 array [H,W,3], got "

@@ -127,8 +127,9 @@ class Hub:
                    realtime: bool = False) -> str:
         """Add a source (camera index, /dev/videoN, file, URL, pipeline) with its audio
         (None, ``"mic"``, ``"mic:N"``, a WAV/media file, or ``"video"``: a file's own track,
-        or a network stream's own audio read by the same demuxer). Returns its name (default
-        ``src<N>``). Files are checked now; live sources open on their thread (and are retried
+        or a network stream's own audio read by the same demuxer; the default None reads no
+        audio, unlike ``affedge serve``, where a file source takes its own track). Returns its
+        name (default ``src<N>``). Files are checked now; live sources open on their thread (and are retried
         while they fail)."""
         from affedge.sdk.recognizer import Recognizer
         from affedge.sdk.run_feeds import FileAudioFeeder
@@ -241,7 +242,10 @@ class Hub:
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until every source has ended (files at their end; live sources never) or
-        ``stop()``; True when they all ended."""
+        ``stop()``; True when they all ended. RuntimeError before :meth:`start` (nothing
+        would ever end)."""
+        if self._thread is None and not self._closed:
+            raise RuntimeError("Hub.wait(): call start() first")
         end = None if timeout is None else time.monotonic() + timeout
         while not self._done.is_set() and not self._stop.is_set():
             left = None if end is None else end - time.monotonic()
