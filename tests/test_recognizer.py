@@ -293,6 +293,28 @@ def test_detect_every_option(bundle_dir):  # noqa: F811
         assert all(p.face_present for p in preds) and len({p.track_id for p in preds}) == 1
 
 
+def test_run_checks_its_arguments_when_called(bundle_dir, tmp_path):  # noqa: F811
+    """run() is lazy (a generator) but refuses a missing file or a bad max_frames when it is
+    called, not at the first next() somewhere else; a run not yet started still notices a
+    close()."""
+    from affedge.sdk.recognizer import Recognizer
+    from affedge.sdk.sources import SourceError
+
+    with Recognizer(bundle_dir) as rec:
+        with pytest.raises(SourceError, match="video file not found: .*missing.mp4"):
+            rec.run(str(tmp_path / "missing.mp4"))
+        with pytest.raises(ValueError, match="max_frames must be a positive integer"):
+            rec.run(0, max_frames=0)
+    rec2 = Recognizer(bundle_dir)
+    from media import make_face_video
+
+    make_face_video(tmp_path / "v.mp4", seconds=0.2, fps=FPS)
+    it = rec2.run(str(tmp_path / "v.mp4"))
+    rec2.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        next(it)
+
+
 def test_one_run_at_a_time(bundle_dir, tmp_path):  # noqa: F811
     """A second run() while the first one's iterator is open is refused (it used to end the
     first silently); once the first is closed, a new run starts from a fresh stream."""

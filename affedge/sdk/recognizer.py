@@ -443,11 +443,17 @@ class Recognizer:
         (neither exhausted nor closed) raises RuntimeError; close it (``it.close()``) or use a
         second Recognizer for a second stream.
         """
+        # the arguments are checked here, when run() is called, not at the first next()
         self._check_open()
         if max_frames is not None and (isinstance(max_frames, bool) or
                                        not isinstance(max_frames, int) or max_frames < 1):
             raise ValueError(f"max_frames must be a positive integer or None, got "
                              f"{max_frames!r}")
+        _check_file_exists(video)
+        return self._run_stream(video, audio, realtime, max_frames, with_frames)
+
+    def _run_stream(self, video, audio, realtime, max_frames, with_frames):
+        self._check_open()  # (closed between run() and the first next())
         with self._run_lock:
             if self._running is not None:
                 raise RuntimeError(f"Recognizer.run: a run of {self._running} is still open "
@@ -614,6 +620,22 @@ class Recognizer:
                     _close_quietly(s)
         except Exception:
             pass
+
+
+def _check_file_exists(video) -> None:
+    """SourceError now for a video file that does not exist (``open_video``'s message)."""
+    from affedge.sdk.sources.video import VideoSource, _classify
+
+    if isinstance(video, VideoSource):
+        return
+    try:
+        kind, path = _classify(video)
+    except Exception:  # noqa: BLE001 - anything else is open_video's to report, as before
+        return
+    if kind == "file" and not Path(path).exists():
+        from affedge.sdk.sources import open_video
+
+        open_video(video)  # raises SourceError("video file not found: ...")
 
 
 def _close_quietly(src) -> None:
