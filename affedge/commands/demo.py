@@ -149,6 +149,7 @@ def run(args) -> int:
     if stop.stopped:
         log.status(f"stopped by {stop.describe()} after {len(preds)} frames")
     log.status(f"wrote {csv_path}, {png_path}, {metrics_path}")
-    log.status(f"next: {log.invoked_as()} run 0 --bundle {bundle}   (your camera; --out "
-               "preds.csv to keep the predictions)")
+    log.status(f"next: {log.invoked_as()} run 0 --bundle {bundle}   (your camera, to try the "
+               "pipeline: this demo model learned synthetic faces and means nothing on real "
+               "people; train your own: README, Researcher)")
     return stop.exit_code
