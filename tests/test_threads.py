@@ -117,3 +117,27 @@ def test_torch_backend_sets_torch_threads(monkeypatch):
         assert torch.get_num_threads() == default_threads()
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("env, want", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_torch_is_imported_with_openmp_waiting_passively(env, want):
+    """The policy's "spinning off" for torch: OpenMP reads OMP_WAIT_POLICY when torch loads,
+    so the backends' import sets it first (a user's own setting wins). With OpenMP's spinning
+    default and a busy other core, TorchScript ran 3 fps instead of 42 (threads.py)."""
+    pytest.importorskip("torch")
+    import os
+    import subprocess
+    import sys
+
+    code = ("import os, sys\n"
+            "from affedge.sdk.backends.torchscript_backend import import_torch\n"
+            "assert 'torch' not in sys.modules\n"
+            "import_torch()\n"
+            "print(os.environ.get('OMP_WAIT_POLICY'))\n")
+    env_vars = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if env is not None:
+        env_vars["OMP_WAIT_POLICY"] = env
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env_vars, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == want

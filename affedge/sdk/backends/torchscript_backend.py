@@ -16,6 +16,8 @@ Shared by every torch backend (:class:`_TorchModuleBackend`):
 """
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 from collections.abc import Mapping
 
@@ -30,6 +32,12 @@ TORCH_PRECISIONS = ("fp32", "bf16")
 
 
 def import_torch():
+    """torch, imported with OpenMP's threads waiting passively (``OMP_WAIT_POLICY=PASSIVE``,
+    unless the environment says otherwise): the thread policy's "spinning off"
+    (:mod:`affedge.sdk.backends.threads`). It only takes effect when torch is not imported
+    yet; OpenMP reads it when torch loads."""
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         import torch
     except ImportError:
