@@ -378,6 +378,30 @@ def _check_tree(root: Path, manifest: Mapping[str, Any]) -> None:
                                   "manifest")
 
 
+def foreign_entries(root: str | os.PathLike) -> list[str] | None:
+    """What a bundle directory holds beyond its bundle: files its manifest does not list and
+    folders with none of its files (names relative to ``root``, folders ending in "/"), or
+    None when ``root/manifest.json`` is not a readable manifest. Replacing the bundle would
+    delete them (``affedge export`` refuses then)."""
+    root = Path(root)
+    try:
+        manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
+        listed = {PurePosixPath(a["file"]) for a in manifest["artifacts"]} | {
+            PurePosixPath(MANIFEST), PurePosixPath(SIGNATURE)}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    keep_dirs = {parent for f in listed for parent in f.parents}
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        rel_dir = PurePosixPath(Path(dirpath).relative_to(root).as_posix())
+        for n in sorted(dirnames):
+            if rel_dir / n not in keep_dirs:
+                out.append(f"{rel_dir / n}/")
+        dirnames[:] = [n for n in dirnames if rel_dir / n in keep_dirs]
+        out.extend(str(rel_dir / n) for n in sorted(filenames) if rel_dir / n not in listed)
+    return out
+
+
 def _read_manifest_bytes(raw: bytes, where: str) -> dict:
     if len(raw) > MAX_MANIFEST_BYTES:
         raise BundleError(f"{where}: manifest is {len(raw)} bytes (max {MAX_MANIFEST_BYTES})")

@@ -155,6 +155,19 @@ def test_export_rejects_bad_requests(checkpoint, tmp_path):
     (other / "precious.txt").write_text("x")
     with pytest.raises(FileExistsError, match="not an affedge bundle"):
         export_bundle(checkpoint, other, formats=["onnx"])
+    # a bundle with the user's own files in it: replacing it used to delete them silently
+    import shutil
+
+    from affedge.sdk.recognizer import DEMO_BUNDLE
+
+    mine = tmp_path / "mine"
+    shutil.copytree(DEMO_BUNDLE, mine)
+    (mine / "notes.txt").write_text("keep")
+    (mine / "backup").mkdir()
+    with pytest.raises(FileExistsError, match=r"2 file\(s\) or folder\(s\) that are not part "
+                                              r"of it \(backup/, notes.txt\)"):
+        export_bundle(checkpoint, mine, formats=["onnx"])
+    assert (mine / "notes.txt").read_text() == "keep" and (mine / "backup").is_dir()
     with pytest.raises(FileNotFoundError):
         export_bundle(tmp_path / "missing", tmp_path / "b2", formats=["onnx"])
 

@@ -165,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"-o {args.output}: is a file; give a bundle directory or a .zip path")
     if os.path.isfile(os.path.join(args.output, "manifest.json")) or os.path.isfile(args.output):
         log.status(f"export: {args.output} holds a bundle; the new one replaces it once it is "
-                   "complete and checked")
+                   "complete and checked (refused if the folder holds anything else)")
     from affedge.export.api import export_bundle
     from affedge.export.parity import format_table
 

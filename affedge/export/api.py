@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from affedge.bundle import BundleError, load_bundle, tensor_spec, update_manifest, write_bundle
+from affedge.bundle import (BundleError, foreign_entries, load_bundle, tensor_spec,
+                            update_manifest, write_bundle)
 from affedge.config import FeatureConfig, to_dict
 from affedge.formats import BY_NAME, DEFAULT_EXPORT_FORMATS, EXPORT_FORMATS, RUNNERS
 from affedge.preprocess import DEFAULT_CROP
@@ -247,6 +248,14 @@ def _export_bundle(checkpoint_dir: str | Path, out: str | Path,
         if not (out / "manifest.json").is_file() or not overwrite:
             raise FileExistsError(f"{out} exists and is not an affedge bundle; refusing to "
                                   "overwrite it")
+        extra = foreign_entries(out)
+        if extra:
+            shown = ", ".join(extra[:5]) + (f" and {len(extra) - 5} more" if len(extra) > 5
+                                            else "")
+            raise FileExistsError(f"{out} holds a bundle and {len(extra)} file(s) or "
+                                  f"folder(s) that are not part of it ({shown}); replacing the "
+                                  "bundle would delete them: move them away or choose "
+                                  "another output")
     model, info = load_checkpoint(checkpoint_dir)
     if not isinstance(model, AffectModel):
         raise ValueError(f"{checkpoint_dir}: export needs a full AffectModel checkpoint, got "
