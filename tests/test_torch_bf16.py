@@ -34,6 +34,35 @@ def crops(synth_dataset) -> np.ndarray:
     return to_model_input(np.stack([cv2.imread(str(f)) for f in files]))
 
 
+@pytest.fixture(autouse=True)
+def emulated_bf16_allowed(monkeypatch):
+    """These tests measure bf16 accuracy, which holds for emulated bf16 too."""
+    from affedge.sdk.backends.torchscript_backend import _TorchModuleBackend
+
+    monkeypatch.setattr(_TorchModuleBackend, "allow_emulated_bf16", True)
+
+
+@pytest.mark.skipif(bool(demo_assets_missing()), reason="demo assets missing")
+def test_bf16_is_refused_where_the_cpu_would_emulate_it(monkeypatch):
+    """On a CPU without bf16 instructions the torch backends refuse bf16 with the reason (the
+    encoder took 40-55 ms emulated against 4 ms in fp32, and "auto" used to pick it once
+    OpenVINO refused); with them they build it."""
+    from affedge.bundle import load_bundle
+    from affedge.sdk.backends import torchscript_backend as tsb
+    from affedge.sdk.backends.base import BackendUnavailable
+    from affedge.sdk.backends.torch_backend import TorchBackend
+
+    monkeypatch.setattr(tsb._TorchModuleBackend, "allow_emulated_bf16", False)
+    bundle = load_bundle(DEMO_BUNDLE)
+    monkeypatch.setattr(tsb, "cpu_has_bf16", lambda: False)
+    with pytest.raises(BackendUnavailable, match="no bf16 instructions.*emulate"):
+        TorchBackend(bundle, models=("encoder",), precision="bf16")
+    TorchBackend(bundle, models=("encoder",))  # fp32 is fine
+    monkeypatch.setattr(tsb, "cpu_has_bf16", lambda: True)
+    assert TorchBackend(bundle, models=("encoder",), precision="bf16").precision(
+        "encoder") == "bf16"
+
+
 def _check_bf16_backend(cls, bundle, crops, tol=BF16_TOL, **kw):
     be32 = cls(bundle, models=("encoder", "step"), **kw)
     be16 = cls(bundle, models=("encoder", "step"), precision="bf16", **kw)

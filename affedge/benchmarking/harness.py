@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from affedge.sdk.backends.cpu_features import cpu_flags
+
 PERCENTILES = (50, 90, 99)
 
 
@@ -130,21 +132,6 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def cpu_flags() -> list[str]:
-    """The SIMD extensions that matter for fp32/bf16/int8 GEMMs (from /proc/cpuinfo)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    flags = line.split(":", 1)[1].split()
-                    keep = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni",
-                            "amx_tile", "amx_bf16", "amx_int8")
-                    return [f for f in keep if f in flags]
-    except OSError:
-        pass
-    return []
 
 
 def machine_info(threads: int | None = None) -> dict[str, Any]:

@@ -25,6 +25,7 @@ import numpy as np
 
 from affedge.bundle import Bundle
 from affedge.sdk.backends.base import Backend, BackendUnavailable
+from affedge.sdk.backends.cpu_features import cpu_has_bf16
 from affedge.sdk.backends.threads import apply_to_torch, thread_policy
 
 #: precisions the torch backends run (bf16 applies to the encoder)
@@ -49,11 +50,22 @@ def import_torch():
 class _TorchModuleBackend(Backend):
     """Shared run(): numpy -> torch tensors -> module(*inputs) -> named numpy outputs."""
 
+    #: bf16 on a CPU without bf16 instructions is refused (torch would emulate it); the
+    #: bf16 accuracy tests set this to measure the emulated path on such CPUs
+    allow_emulated_bf16 = False
+
     def __init__(self, bundle: Bundle, device: str = "cpu", models=None,
                  precision: str = "fp32", intra_op_threads: int | None = None):
         if precision not in TORCH_PRECISIONS:
             raise ValueError(f"{self.name}: precision must be one of {TORCH_PRECISIONS}, got "
                              f"{precision!r}")
+        if precision == "bf16" and device == "cpu" and cpu_has_bf16() is False and \
+                not self.allow_emulated_bf16:
+            # emulated bf16: the encoder took 40-55 ms against 3.7-4 ms in fp32 (affedge bench,
+            # 2-core AMD EPYC, AVX2 only), and "auto" picked it after OpenVINO refused
+            raise BackendUnavailable(f"{self.name}: this CPU has no bf16 instructions "
+                                     f"(AVX-512 BF16, AMX or Arm BF16); torch would emulate "
+                                     f"bf16, ~10x slower than fp32 (use precision='fp32')")
         self.torch = import_torch()
         if device.startswith("cuda") and not self.torch.cuda.is_available():
             raise BackendUnavailable(f"{self.name}: CUDA is not available to torch")
