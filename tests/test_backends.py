@@ -146,6 +146,30 @@ def test_an_option_no_backend_takes_is_refused_with_the_known_ones(bundle_dir):
     be.close()
 
 
+def test_eager_torch_without_a_spec_artifact_names_what_is_missing(tmp_path):
+    """A bundle with the weights but no onnx/torchscript/torch-export artifact (e.g. exported
+    with --format aoti only) was skipped as having "no 'safetensors' artifacts", although it
+    has them; the reason now says what eager torch lacks."""
+    pytest.importorskip("torch")
+    import json
+    import shutil
+
+    from affedge.sdk.backends.torch_backend import TorchBackend
+    from affedge.sdk.recognizer import DEMO_BUNDLE
+
+    b = tmp_path / "weights_only"
+    shutil.copytree(DEMO_BUNDLE, b)
+    m = json.loads((b / "manifest.json").read_text())
+    for a in m["artifacts"]:
+        if a["format"] != "safetensors":
+            (b / a["file"]).unlink()
+    m["artifacts"] = [a for a in m["artifacts"] if a["format"] == "safetensors"]
+    (b / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BackendUnavailable, match="has the safetensors weights, but eager torch "
+                                                  "also needs an onnx"):
+        TorchBackend(load_bundle(b))
+
+
 def test_unavailable_provider_is_refused(bundle_dir):
     with pytest.raises(BackendUnavailable, match="CUDAExecutionProvider"):
         OnnxRuntimeBackend(load_bundle(bundle_dir), "cuda")

@@ -27,6 +27,13 @@ class TorchBackend(_TorchModuleBackend):
     def __init__(self, bundle: Bundle, device: str = "cpu", models=None,
                  precision: str = "fp32", intra_op_threads: int | None = None):
         self._model = None
+        if bundle.find("weights", "safetensors") is not None and not any(
+                bundle.find(m, fmt, "fp32") for m in ("encoder", "step", "window")
+                for fmt in ("onnx", "torchscript", "torch-export")):
+            raise BackendUnavailable(
+                f"torch: bundle {bundle.source} has the safetensors weights, but eager torch "
+                f"also needs an onnx, torchscript or torch-export artifact (its input and output "
+                f"names and shapes); export one with them")
         super().__init__(bundle, device, models, precision, intra_op_threads)
 
     def _record(self, model: str) -> dict | None:
