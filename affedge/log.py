@@ -118,6 +118,44 @@ def status(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
+class Ticker:
+    """``with Ticker("aoti encoder"):`` shows "aoti encoder ... 12 s" on an interactive stderr,
+    updated every second and erased when the step ends (its result line follows): long steps
+    that print nothing until they finish (an AOTInductor compile, int8 calibration) show they
+    are alive. Nothing at all off a terminal, under -q or plain-output settings."""
+
+    def __init__(self, what: str, stream=None):
+        self.what = what
+        self.stream = sys.stderr if stream is None else stream
+        self._stop = None
+        self._thread = None
+
+    def __enter__(self) -> Ticker:
+        if not progress_enabled(self.stream):
+            return self
+        import threading
+        import time
+
+        self._stop = threading.Event()
+        t0 = time.monotonic()
+
+        def tick():
+            while not self._stop.wait(1.0):
+                self.stream.write(f"\r{self.what} ... {time.monotonic() - t0:.0f} s\x1b[K")
+                self.stream.flush()
+
+        self._thread = threading.Thread(target=tick, name="affedge-ticker", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
 def debug(msg: str) -> None:
     """Detail shown only with -v."""
     if _level >= VERBOSE:

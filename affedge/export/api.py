@@ -33,6 +33,7 @@ from affedge.bundle import (BundleError, foreign_entries, load_bundle, tensor_sp
                             update_manifest, write_bundle)
 from affedge.config import FeatureConfig, to_dict
 from affedge.formats import BY_NAME, DEFAULT_EXPORT_FORMATS, EXPORT_FORMATS, RUNNERS
+from affedge.log import Ticker
 from affedge.preprocess import DEFAULT_CROP
 from affedge.staged_write import replace_path
 
@@ -309,7 +310,8 @@ def _export_bundle(checkpoint_dir: str | Path, out: str | Path,
             for m in mods:
                 file = f"{m.name}{fmt.file_suffix}"
                 t0 = time.perf_counter()
-                out_rec = exporter(m, stage / file, ctx)
+                with Ticker(f"{fmt.name:9s} {m.name:8s}"):
+                    out_rec = exporter(m, stage / file, ctx)
                 if out_rec is None:
                     continue
                 rec, io = out_rec
@@ -335,8 +337,10 @@ def _export_bundle(checkpoint_dir: str | Path, out: str | Path,
             crops = (load_calibration_crops(calib, mcfg.crop_size) if calib is not None
                      else pin.frames)
             t0 = time.perf_counter()
-            rec = quantize_encoder(stage / "encoder.onnx", stage / "encoder.int8.onnx",
-                                   crops if quant_method == "static" else None, quant_method)
+            with Ticker("onnx-int8 encoder (calibrating)"):
+                rec = quantize_encoder(stage / "encoder.onnx", stage / "encoder.int8.onnx",
+                                       crops if quant_method == "static" else None,
+                                       quant_method)
             seconds["onnx-int8/encoder"] = time.perf_counter() - t0
             rec["calibration_source"] = str(calib) if calib is not None else pin.source
             add(mods[0], "onnx-int8", "encoder.int8.onnx", "int8", rec,
@@ -358,9 +362,12 @@ def _export_bundle(checkpoint_dir: str | Path, out: str | Path,
                     elif int8:
                         prec = "fp16" if fp16 else "fp32"  # step/window stay float
                     t0 = time.perf_counter()
-                    rec = build_engine(stage / f"{m.name}.onnx", stage / f"{m.name}.{prec}.engine",
-                                       profiles, fp16=fp16, int8=int8 and m.name == "encoder",
-                                       calib_batches=calib_batches, timing_cache=timing_cache)
+                    with Ticker(f"tensorrt  {m.name:8s}"):
+                        rec = build_engine(stage / f"{m.name}.onnx",
+                                           stage / f"{m.name}.{prec}.engine", profiles,
+                                           fp16=fp16, int8=int8 and m.name == "encoder",
+                                           calib_batches=calib_batches,
+                                           timing_cache=timing_cache)
                     seconds[f"tensorrt/{m.name}"] = time.perf_counter() - t0
                     add(m, "tensorrt", f"{m.name}.{prec}.engine", prec, rec,
                         onnx_io_specs(stage / f"{m.name}.onnx"))
@@ -388,8 +395,9 @@ def _export_bundle(checkpoint_dir: str | Path, out: str | Path,
                 t0 = time.perf_counter()
                 try:
                     arts = {m: be._spec(m) for m in be.models}
-                    records.extend(P.check_backend(be, ref, arts, fmt,
-                                                   ("encoder",) if fmt == "onnx-int8" else None))
+                    with Ticker(f"parity    {fmt}"):
+                        records.extend(P.check_backend(
+                            be, ref, arts, fmt, ("encoder",) if fmt == "onnx-int8" else None))
                 finally:
                     be.close()
                 seconds[f"parity/{fmt}"] = time.perf_counter() - t0
