@@ -50,15 +50,3 @@ def demo(tmp_path):
     dst = tmp_path / "demo_bundle"
     shutil.copytree(DEMO_BUNDLE, dst)
     return dst
-
-
-@pytest.fixture(autouse=True)
-def _log_level_restored():
-    """The CLI's -q/-v set a process-wide level (``affedge.log.setup``); a test that runs a
-    command in-process must not leave it to the tests after it (a ticker test found -q left
-    on, and waited for output that -q rightly suppressed)."""
-    from affedge import log
-
-    before = log._level
-    yield
-    log._level = before
