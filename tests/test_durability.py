@@ -126,3 +126,27 @@ def test_jsonl_on_stdout_is_strict_and_flushed_per_line(tmp_path):
             for x in got + rest.splitlines()]
     assert [r["frame"] for r in recs] == list(range(len(recs)))
     assert all(r["schema"] == 1 and "faces" in r for r in recs)
+
+
+def test_a_duplicate_signal_after_a_fast_stop_is_still_one_stop():
+    """The second copy of a doubly delivered signal can arrive after the stopped loop has
+    already finished (a fast machine wrote everything within 0.1 s): it must still be taken
+    for the first one, not kill the process through the restored default handler."""
+    from affedge.commands.run import GracefulStop
+
+    assert threading.current_thread() is threading.main_thread()
+    before = signal.getsignal(signal.SIGINT)
+    with GracefulStop() as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        deadline = time.monotonic() + 5
+        while not stop.stopped and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert stop.signum == signal.SIGINT
+        # the duplicate copy, 0.1 s after the first; the loop ends at once
+        threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGINT)).start()
+    try:
+        time.sleep(0.5)  # the copy lands here if the with-block let it through
+    except KeyboardInterrupt:
+        pytest.fail("the duplicate SIGINT reached the restored handler after the stop")
+    assert signal.getsignal(signal.SIGINT) is before
+    assert stop.exit_code == 128 + signal.SIGINT

@@ -206,6 +206,13 @@ class GracefulStop:
         return self
 
     def __exit__(self, *exc) -> None:
+        if self._old and self.signum is not None:
+            # a duplicate copy of the first signal may still be on its way: swallow it here
+            # rather than let the restored handler kill a run that already stopped cleanly
+            # (a fast stop wrote everything within 0.1 s and then died of the second copy)
+            wait = self.DUPLICATE_S - (time.monotonic() - self._at)
+            if wait > 0:
+                time.sleep(wait)
         for s, h in self._old.items():
             signal.signal(s, h)
         self._old.clear()
