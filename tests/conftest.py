@@ -50,3 +50,29 @@ def demo(tmp_path):
     dst = tmp_path / "demo_bundle"
     shutil.copytree(DEMO_BUNDLE, dst)
     return dst
+
+
+@pytest.fixture(autouse=True)
+def _process_state_restored():
+    """Process-wide state a test must not hand to the tests after it:
+
+    - the log level: the CLI's -q/-v set it (``affedge.log.setup``); a command run in-process
+      left -q on, and a later test waited for output that -q rightly suppressed;
+    - the C locale's character set: in one CI run a later test decoded a subprocess's UTF-8
+      output as ASCII (``locale.getpreferredencoding``) after something in the process had
+      changed ``LC_CTYPE`` behind Python's back; it is put back and the test is named.
+    """
+    import locale
+    import warnings
+
+    from affedge import log
+
+    level = log._level
+    ctype = locale.setlocale(locale.LC_CTYPE)  # query only
+    yield
+    log._level = level
+    now = locale.setlocale(locale.LC_CTYPE)
+    if now != ctype:
+        locale.setlocale(locale.LC_CTYPE, ctype)
+        warnings.warn(f"LC_CTYPE changed from {ctype!r} to {now!r} during this test; restored",
+                      stacklevel=1)

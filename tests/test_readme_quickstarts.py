@@ -71,7 +71,8 @@ def run_block(name: str, tmp: Path, timeout: float, **env_vars: str) -> subproce
     env.pop("DISPLAY", None)  # --show must carry on without a display
     env.update(env_vars)
     r = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=tmp, env=env,
-                       capture_output=True, text=True, timeout=timeout, check=False)
+                       capture_output=True, text=True, encoding="utf-8", errors="replace",
+                       timeout=timeout, check=False)
     assert r.returncode == 0, f"block {name!r} exited {r.returncode}\n{r.stdout[-3000:]}\n" \
                               f"{r.stderr[-3000:]}"
     assert "Traceback" not in r.stderr, r.stderr[-3000:]
