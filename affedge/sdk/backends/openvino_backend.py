@@ -1,7 +1,8 @@
 """OpenVINO backend: runs the bundle's ONNX artifacts with OpenVINO (CPU, and GPU/NPU devices).
 
-No separate export: ``ov.Core().read_model`` reads the bundle's ``.onnx`` files directly, with
-their dynamic batch ``N`` (N faces for the encoder, N streams for the step) kept dynamic.
+No separate export: OpenVINO's ``read_model`` reads the bundle's ``.onnx`` files directly, with
+their dynamic batch ``N`` (N faces for the encoder, N streams for the step) kept dynamic. The
+process has one ``ov.Core`` (:func:`shared_core`; a Core per backend broke signal delivery).
 
 Precision (the ``precision`` option) applies to the encoder, the model that costs; the step and
 window always run in fp32 (they are small, and their outputs are the predictions):
@@ -77,6 +78,28 @@ def import_openvino():
     return openvino
 
 
+_CORE = None
+_CORE_LOCK = threading.Lock()
+
+
+def shared_core():
+    """The process's one ``ov.Core``: made on first use, never destroyed; every OpenVINO user
+    in affedge (backends, detectors, device probes) goes through it.
+
+    Why one: OpenVINO's CPU plugin gives the thread that loads it a new alternate signal stack
+    and, when its Core is destroyed, unmaps that stack and puts back the one it found. Two
+    Cores destroyed in the order they were made (A, B, del A, del B) therefore leave the
+    thread's alternate stack pointing at A's unmapped memory, and the next signal handled on
+    that thread (Ctrl-C, SIGTERM: Python's handlers run on the alternate stack) kills the
+    process with SIGSEGV and no traceback (openvino 2026.4; it killed the test suite once a
+    detector and a model backend, or two backends, had come and gone)."""
+    global _CORE
+    with _CORE_LOCK:
+        if _CORE is None:
+            _CORE = import_openvino().Core()
+        return _CORE
+
+
 def default_cache_dir() -> Path:
     """Where compiled models are cached unless ``cache_dir`` says otherwise (never the cwd)."""
     if os.environ.get("AFFEDGE_CACHE_DIR"):
@@ -88,8 +111,7 @@ def default_cache_dir() -> Path:
 def openvino_devices() -> list[str]:
     """OpenVINO's devices here (e.g. ``["CPU", "GPU.0", "NPU"]``); ``[]`` without openvino."""
     try:
-        ov = import_openvino()
-        return list(ov.Core().available_devices)
+        return list(shared_core().available_devices)
     except Exception:  # noqa: BLE001 - missing library or broken plugin: no devices
         return []
 
@@ -102,7 +124,7 @@ def openvino_device_lines() -> list[str]:
     except BackendUnavailable as exc:
         return [f"openvino: not installed ({_INSTALL})"] if "not installed" in str(exc) else [
             str(exc)]
-    core = ov.Core()
+    core = shared_core()
     lines = [f"openvino {ov.get_version()}"]
     for dev in core.available_devices:
         try:
@@ -140,7 +162,7 @@ class OpenVinoBackend(Backend):
             raise ValueError(f"openvino precision must be one of {PRECISIONS} or 'auto', "
                              f"got {precision!r}")
         self._ov = ov
-        core = ov.Core()
+        core = shared_core()
         if device.split(".")[0] not in ("AUTO", "MULTI", "HETERO") and \
                 device not in core.available_devices:
             raise BackendUnavailable(f"openvino: device {device!r} not among "
@@ -260,12 +282,17 @@ class OpenVinoBackend(Backend):
     @staticmethod
     def _read_precision(compiled, rec: dict) -> str:
         try:
-            t = str(compiled.get_property("INFERENCE_PRECISION_HINT")).lower()
+            hint = compiled.get_property("INFERENCE_PRECISION_HINT")
+            # an ``ov.Type``: its name is "bf16"/"f16"/"f32"; its str() is "<Type: 'bfloat16'>"
+            # (which the old "bf16" substring test misread as fp32 on an AMX CPU)
+            t = str(getattr(hint, "get_type_name", lambda: hint)()).lower()
         except Exception:  # noqa: BLE001 - devices without the property
             t = ""
         if rec.get("precision") == "int8":
             return "int8"
-        return "bf16" if "bf16" in t else "fp16" if "f16" in t else "fp32"
+        if "bf16" in t or "bfloat16" in t:
+            return "bf16"
+        return "fp16" if "f16" in t or "float16" in t else "fp32"
 
     def _output_index(self, model: str) -> list[int]:
         """Position of each manifest output among the compiled model's outputs."""
