@@ -375,3 +375,11 @@ def test_without_soxr_16khz_audio_works_and_resampling_says_how_to_install(tmp_p
                        capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode == 0, r.stderr
     assert "needs the soxr package" in r.stdout and "pip install 'soxr>=0.3.7'" in r.stdout
+
+
+def test_doctor_names_a_missing_bundle_once(tmp_path):
+    missing = tmp_path / "no_such_bundle"
+    r = affedge("doctor", "--bundle", missing, "--no-devices")
+    assert r.returncode == 1, r.stdout + r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("affedge doctor: error: ") and last.count(str(missing)) == 1, last

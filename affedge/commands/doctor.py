@@ -42,7 +42,7 @@ def run(args) -> int:
     if isinstance(b, dict) and "error" in b:
         kind, _, why = str(b["error"]).partition(": ")  # "FileNotFoundError: ..." -> "..."
         msg = why if why and kind.isidentifier() else str(b["error"])
-        where = "" if msg.startswith(f"bundle {args.bundle}") else f"bundle {args.bundle}: "
+        where = "" if str(args.bundle) in msg else f"bundle {args.bundle}: "  # named once
         print(f"affedge doctor: error: {where}{msg}", file=sys.stderr)
         return 1
     return 0
