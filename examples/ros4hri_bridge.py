@@ -3,7 +3,8 @@
 Runs as its own process next to ``affedge serve --publish zmq://127.0.0.1:5556``: subscribes to
 the sources' topics and, for every tracked face of every prediction, publishes valence,
 arousal and confidence on ``/humans/faces/<face id>/expression`` (ROS4HRI, REP 155), the face
-id being ``<source>_<track id>``. The ``expression`` field (a categorical label) stays empty:
+id being ``<source>_<track id>`` (the source name made a valid ROS 2 token: "cam-1.front" ->
+"cam_1_front"). The ``expression`` field (a categorical label) stays empty:
 affedge predicts the continuous dimensions only.
 
 With ``rclpy`` and ``hri_msgs`` importable (a sourced ROS 2 workspace) it publishes ROS
@@ -18,14 +19,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 
 
+def ros_token(name: str) -> str:
+    """``name`` as one ROS 2 name token: letters, digits and single underscores, not starting
+    with a digit. affedge source names may hold '-' and '.' ("cam-1.front"), which ROS 2 topic
+    names do not allow; "cam-1.front" becomes "cam_1_front" (so "cam-1" and "cam_1" would
+    share faces' topics: give such sources distinct names)."""
+    token = re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9_]", "_", name)).strip("_") or "source"
+    return f"s{token}" if token[0].isdigit() else token
+
+
 def expressions(record: dict):
     """(face id, valence, arousal, confidence) per tracked face of one schema-1 record; NaN
-    (JSON null) faces are left out."""
-    source = record.get("source", "default")
+    (JSON null) faces are left out. The face id is a valid ROS 2 name token."""
+    source = ros_token(str(record.get("source", "default")))
     for face in record.get("faces") or []:
         v, a = face.get("valence_smoothed"), face.get("arousal_smoothed")
         if v is None or a is None:

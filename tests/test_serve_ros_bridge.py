@@ -63,3 +63,21 @@ def test_bridge_timeout_counts_predictions_not_status_messages():
     finally:
         proc.kill()
         sink.close()
+
+
+def test_face_ids_are_valid_ros2_name_tokens():
+    """serve accepts source names with '-' and '.', which ROS 2 topic names refuse: the bridge
+    turns each into one valid token (letters, digits, single underscores, no leading digit)."""
+    import importlib.util
+    import re
+
+    spec = importlib.util.spec_from_file_location("bridge", ROOT / "examples" / "ros4hri_bridge.py")
+    bridge = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bridge)
+    face = {"track_id": 3, "valence_smoothed": 0.1, "arousal_smoothed": 0.2, "confidence": 0.9}
+    token = re.compile(r"^[A-Za-z][A-Za-z0-9]*(_[A-Za-z0-9]+)*$")
+    for source, want in (("cam-1.front", "cam_1_front_3"), ("door", "door_3"),
+                         ("2nd--floor", "s2nd_floor_3"), ("a__b", "a_b_3"),
+                         (".cam_", "cam_3")):
+        (face_id, *_), = bridge.expressions({"source": source, "faces": [face]})
+        assert face_id == want and token.match(face_id), (source, face_id)
