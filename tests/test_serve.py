@@ -337,3 +337,16 @@ def test_quiet_prints_nothing_and_still_writes_every_row(tmp_path, clip2b):
     assert s.stderr() == "" and s.stdout_lines() == []
     rows = (tmp_path / "p.jsonl").read_text().splitlines()
     assert [json.loads(r)["frame"] for r in rows] == list(range(60))  # 2 s at 30 fps
+
+
+def test_the_start_line_says_each_sources_audio(tmp_path, clip2b):
+    """A file without an audio track runs without audio (confidence lower): the start line
+    says so per source instead of leaving the user to find ``audio_present: false`` later."""
+    silent = tmp_path / "silent.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(clip2b), "-an", "-c:v", "copy",
+                    str(silent)], check=True, timeout=60)
+    s = Serve(tmp_path, "--source", str(silent), "--name", "quiet", "--source", str(clip2b),
+              "--name", "talk", "--out", "p.jsonl")
+    assert s.wait() == 0, s.stderr()
+    line = next(x for x in s.stderr().splitlines() if "source(s)" in x)
+    assert "quiet [audio: none]" in line and "talk [audio: video]" in line, line

@@ -206,6 +206,12 @@ def _no_duplicates(items: list[str], flag: str, why: str) -> None:
         seen.add(t)
 
 
+def _with_audio(hub) -> list[str]:
+    """"NAME [audio: A]" per source: a file without an audio track runs without audio (lower
+    confidence), which the user should see at the start rather than find in the records."""
+    return [f"{n} [audio: {hub.audio_of(n) or 'none'}]" for n in hub.sources]
+
+
 def _say(msg: str) -> None:
     """A status line (what serve is doing, what it wrote): stderr, silenced by -q."""
     from affedge import log
@@ -268,8 +274,8 @@ def run(args) -> int:
             stop.wait(args.start_delay)
         if not stop.is_set():
             hub.start()
-        _say(f"affedge serve: {len(sources)} source(s) ({', '.join(hub.sources)}), backend "
-             f"{hub.status()['backend']}")
+        _say(f"affedge serve: {len(sources)} source(s): {', '.join(_with_audio(hub))}; "
+             f"backend {hub.status()['backend']}")
         while not stop.is_set() and not hub.stopped_reason:
             if hub.wait(0.2):  # every source ended (it returns at once from then on)
                 if not args.linger:

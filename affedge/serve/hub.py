@@ -214,6 +214,10 @@ class Hub:
     def sources(self) -> list[str]:
         return list(self._sources)
 
+    def audio_of(self, name: str):
+        """The audio source ``name`` was added with (None: no audio)."""
+        return self._sources[name].audio
+
     def recognizer(self, name: str):
         """The Recognizer of source ``name`` (its ``latest()``, ``stats()``, callbacks)."""
         return self._sources[name].rec

@@ -91,7 +91,8 @@ class WebSocketSink(Sink):
         self.host, port = parse_host_port(target, "ws")
         if not is_loopback(self.host) and not token:
             raise ValueError(f"{target!r}: binding a non-loopback address needs a token "
-                             f"(--token or --token-file)")
+                             "(affedge serve: --token or --token-file; Python: "
+                             "affedge.sdk.sinks.ws.WebSocketSink(target, token=...))")
         if int(queue_size) < 1:
             raise ValueError(f"queue_size must be >= 1, got {queue_size}")
         self.token = token or None
