@@ -149,7 +149,8 @@ def _sources(args, cfg) -> list[dict]:
 
 
 def _open_outputs(hub, args, cfg, token) -> dict:
-    from affedge.sdk.sinks import open_sink
+    from affedge.sdk.sinks import open_sink, supported_targets
+    from affedge.sdk.sinks.base import known_target
     from affedge.sdk.sinks.ws import WebSocketSink
     from affedge.sdk.sinks.zmq import ZmqSink
 
@@ -168,6 +169,18 @@ def _open_outputs(hub, args, cfg, token) -> dict:
                    "the same address would be bound twice")
     _no_duplicates([t if t == "-" else os.path.abspath(t) for t in outs], "--out",
                    "two writers would share it")
+    # every target's kind is checked before anything binds or opens (a bad --out used to be
+    # refused after the ZeroMQ socket had been bound and announced)
+    for target in publish:
+        t = _with_host(target, host)
+        if (t.split("://", 1)[0].lower() if "://" in t else "") not in ("ws", "zmq"):
+            raise ValueError(f"--publish {target}: use zmq://HOST:PORT or ws://HOST:PORT "
+                             f"(files and '-' go to --out)")
+    for target in outs:
+        if "://" in target:
+            raise ValueError(f"--out {target}: network outputs go to --publish")
+        if not known_target(target):
+            raise ValueError(f"--out {target}: unknown output kind; use {supported_targets()}")
     bound: dict = {"zmq": [], "ws": [], "dashboard": [], "out": []}
     for target in publish:
         t = _with_host(target, host)
@@ -182,12 +195,7 @@ def _open_outputs(hub, args, cfg, token) -> dict:
             sink = hub.add_sink(ZmqSink(t))
             bound["zmq"].append(sink.url)
             _say(f"affedge serve: ZeroMQ PUB on {sink.endpoint} (one topic per source)")
-        else:
-            raise ValueError(f"--publish {target}: use zmq://HOST:PORT or ws://HOST:PORT "
-                             f"(files and '-' go to --out)")
     for target in outs:
-        if "://" in target:
-            raise ValueError(f"--out {target}: network outputs go to --publish")
         try:
             hub.add_sink(open_sink(target))
         except OSError as exc:
