@@ -201,3 +201,26 @@ def test_disk_full_surfaces_at_the_row_that_failed(tmp_path):
         s.write(pred(0, 0.0))
     assert ei.value.errno == 28  # ENOSPC
     s.close()  # closing after the failure does not raise a second error
+
+
+def test_recognizer_publish_tags_rows_and_refuses_names_a_topic_cannot_carry(tmp_path):
+    """``Recognizer.publish(target, source=...)`` takes the names ``affedge serve`` takes (a
+    ZeroMQ topic, a dashboard panel): "a b/c" was accepted by the API and refused by the CLI."""
+    import cv2
+
+    from affedge.sdk.recognizer import DEMO_CLIP, Recognizer
+
+    cap = cv2.VideoCapture(str(DEMO_CLIP))
+    frames = [cap.read()[1] for _ in range(3)]
+    cap.release()
+    with Recognizer.demo() as rec:
+        for bad in ("a b/c", "_status", ""):
+            with pytest.raises(ValueError, match="source name"):
+                rec.publish(tmp_path / "bad.jsonl", source=bad)
+        assert not (tmp_path / "bad.jsonl").exists()
+        rec.publish(tmp_path / "ok.jsonl", source="cam-1.front")
+        for i, f in enumerate(frames):
+            rec.push_frame(f, t=i / 30.0)
+    rows = [json.loads(x) for x in (tmp_path / "ok.jsonl").read_text().splitlines()]
+    assert [r["frame"] for r in rows] == [0, 1, 2]
+    assert {r["source"] for r in rows} == {"cam-1.front"}

@@ -334,8 +334,11 @@ class Recognizer:
         .csv/.jsonl path, ``"-"``), tagged with ``source`` where the sink takes one. Returns
         the sink; ``close()`` flushes and closes it."""
         from affedge.sdk.sinks import open_sink
+        from affedge.sdk.sinks.base import check_source_name
 
         self._check_open()
+        if source is not None:
+            check_source_name(source)
         if isinstance(sink, (str, os.PathLike)):
             sink = open_sink(sink)
         if getattr(sink, "accepts_source", False):

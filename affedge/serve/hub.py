@@ -138,11 +138,9 @@ class Hub:
 
         if self._thread is not None:
             raise RuntimeError("Hub: add sources before start()")
-        name = name or f"src{len(self._sources)}"
-        if not name.replace("-", "").replace("_", "").replace(".", "").isalnum() \
-                or name.startswith("_"):
-            raise ValueError(f"source name {name!r}: use letters, digits, '-', '_' or '.' "
-                             f"(not starting with '_')")
+        from affedge.sdk.sinks.base import check_source_name
+
+        name = check_source_name(name or f"src{len(self._sources)}")
         if name in self._sources:
             raise ValueError(f"source name {name!r} is used twice")
         if isinstance(video, str) and video.strip().isdigit():

@@ -71,6 +71,18 @@ def register_sink(key: str):
     return deco
 
 
+def check_source_name(name: str) -> str:
+    """``name`` when it can tag records (a ZeroMQ topic, a dashboard panel, a ROS name after
+    the bridge's clean-up): letters, digits, '-', '_' or '.', not starting with '_' (topics
+    starting with '_' are the hub's own, e.g. ``_status``); ValueError otherwise."""
+    if not isinstance(name, str) or not name or \
+            not name.replace("-", "").replace("_", "").replace(".", "").isalnum() or \
+            name.startswith("_"):
+        raise ValueError(f"source name {name!r}: use letters, digits, '-', '_' or '.' "
+                         f"(not starting with '_')")
+    return name
+
+
 def sink_key(target: str) -> str:
     """The registry key of ``target``: ``-``, the URL scheme, or the lowercased file suffix."""
     t = os.fspath(target)
