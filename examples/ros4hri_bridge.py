@@ -135,6 +135,10 @@ def main(argv=None) -> int:
                 out.publish(*face)
     except KeyboardInterrupt:
         pass
+    except BrokenPipeError:  # --dry-run piped into a reader that quit (e.g. | head): done
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit
     finally:
         sock.close(0)
         out.close()
