@@ -212,15 +212,18 @@ def test_source_flags_out_of_place_are_one_line_errors(argv, words, capsys):
 
 
 def test_a_bad_output_is_refused_before_anything_binds(tmp_path, capfd):
-    """``--out rows.txt`` (no sink for .txt) after a ``--publish zmq://``: refused before the
-    ZeroMQ socket is bound and announced (it was bound, announced, then refused)."""
+    """``--out rows.txt`` (no sink for .txt) after a ``--publish zmq://``, or a ``--port-file``
+    in a missing folder: refused before the ZeroMQ socket is bound and announced (it was bound,
+    announced, then refused; the port file's error named an internal temporary file)."""
     import affedge.commands.serve as serve
 
     clip = cut_clip(tmp_path / "c.mp4", 0.5)
     port = free_port()
     for argv, says in ((("--out", str(tmp_path / "rows.txt")), "unknown output kind"),
                        (("--out", "tcp://127.0.0.1:1"), "network outputs go to --publish"),
-                       (("--publish", "tcp://127.0.0.1:1"), "use zmq://HOST:PORT")):
+                       (("--publish", "tcp://127.0.0.1:1"), "use zmq://HOST:PORT"),
+                       (("--port-file", str(tmp_path / "no_dir" / "p.json")),
+                        f"folder {tmp_path / 'no_dir'} does not exist")):
         with pytest.raises(ValueError, match=re.escape(says)):
             serve.run(_serve_args("--source", str(clip), "--publish",
                                   f"zmq://127.0.0.1:{port}", *argv))

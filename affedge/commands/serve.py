@@ -22,6 +22,7 @@ microphones are released, exit code 0.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import faulthandler
 import json
 import os
@@ -227,11 +228,24 @@ def _say(msg: str) -> None:
     log.status(msg)
 
 
+def _check_port_file(path: str) -> None:
+    """ValueError now (before anything binds) when ``--port-file``'s folder does not exist."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ValueError(f"--port-file {path}: folder {folder} does not exist")
+
+
 def _write_port_file(path: str, bound: dict) -> None:
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump({**bound, "pid": os.getpid()}, fh)
-    os.replace(tmp, path)  # readers never see half a file
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump({**bound, "pid": os.getpid()}, fh)
+        os.replace(tmp, path)  # readers never see half a file
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise ValueError(f"--port-file {path}: cannot write here "
+                         f"({exc.strerror or exc})") from None
 
 
 def run(args) -> int:
@@ -240,6 +254,8 @@ def run(args) -> int:
     from affedge.serve.config import load_config
 
     cfg = load_config(args.config) if args.config else None
+    if args.port_file:
+        _check_port_file(args.port_file)
     sources = _sources(args, cfg)
     token = _token(args, cfg)
     opts = recognizer_options(args)
