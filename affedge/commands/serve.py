@@ -182,6 +182,9 @@ def _open_outputs(hub, args, cfg, token) -> dict:
             raise ValueError(f"--out {target}: network outputs go to --publish")
         if not known_target(target):
             raise ValueError(f"--out {target}: unknown output kind; use {supported_targets()}")
+    if token and not any(_with_host(t, host).lower().startswith("ws://") for t in publish):
+        _say("affedge serve: warning: the token protects ws:// outputs only, and there is none "
+             "(ZeroMQ has no authentication and binds loopback only)")
     bound: dict = {"zmq": [], "ws": [], "dashboard": [], "out": []}
     for target in publish:
         t = _with_host(target, host)

@@ -39,7 +39,7 @@ __all__ = [
     "open_video",
 ]
 
-_AUDIO_SPECS = "'mic', 'mic:N' / 'mic:NAME', a .wav path, 'video' (the video file's audio track), a media file path, or None"
+_AUDIO_SPECS = "'mic', 'mic:N' / 'mic:NAME', a .wav path, 'video' (the video file's audio track), a media file path, or 'none' (None in Python)"
 
 
 def open_audio(spec: str | None, video_spec=None, *, chunk_ms: float = 20) -> AudioSource | None:
