@@ -186,3 +186,32 @@ def test_audio_shorter_than_video(synth_dataset, synth_record, tmp_path):
     with pytest.raises(ValueError, match="audio track is") as e:
         AffWild2VA(root).load(name)
     assert f"{name}.mp4" in str(e.value)
+
+
+def test_crops_named_otherwise_are_refused_with_the_pattern(synth_dataset, synth_record,
+                                                            tmp_path):
+    """Home-made crops saved as 00001.png matched no frame: every frame became "no face" and
+    training learned from the audio alone, silently."""
+    root = tmp_path / "root"
+    name, _ = _mini_root(synth_dataset, synth_record, root)
+    crops = root / "cropped_aligned" / name
+    for f in list(crops.iterdir()):
+        f.rename(f.with_suffix(".png"))
+    with pytest.raises(ValueError, match=r"00001\.jpg.*1-based frame number") as e:
+        AffWild2VA(root).load(name)
+    assert str(crops) in str(e.value) and ".png" in str(e.value)
+
+
+def test_a_fold_without_any_face_crop_is_refused(synth_dataset, tmp_path):
+    """Empty crop folders (a failed face-cropping step): the fold has no face at all, and
+    training would call an audio-only model "learned"."""
+    from affedge.training.fold_data import load_fold
+
+    root = tmp_path / "ds"
+    shutil.copytree(synth_dataset, root, ignore=shutil.ignore_patterns("*.npz"))
+    for d in (root / "cropped_aligned").iterdir():
+        for f in d.iterdir():
+            f.unlink()
+    with pytest.raises(ValueError, match="none of the .* labelled frames has a face crop"):
+        load_fold(root, 0, cache_dir=tmp_path / "cache")
+    assert load_fold(synth_dataset, 0, cache_dir=tmp_path / "cache2").train  # with faces: fine

@@ -57,6 +57,7 @@ def load_fold(data_dir: str | Path, fold: int, feature_cfg: FeatureConfig | None
         raise ValueError(f"{root}: fold {fold} has no validation trials")
     raw_train = [ds.load(t) for t in train_ids]
     raw_val = [ds.load(t) for t in val_ids]
+    _check_faces(root, raw_train + raw_val)
     stats = normalization.compute_stats([r.audio for r in raw_train], fcfg.streams)
 
     def conv(tid, r) -> Trial:
@@ -69,6 +70,29 @@ def load_fold(data_dir: str | Path, fold: int, feature_cfg: FeatureConfig | None
                     [conv(t, r) for t, r in zip(val_ids, raw_val)], stats, fcfg,
                     {"train_trials": [t.name for t in train_ids], "val_trials": [t.name for t in val_ids],
                      "face_frontend": dataset_frontend(root)})
+
+
+#: below this share of labelled frames with a face crop, training warns (Aff-Wild2's own
+#: cropped_aligned has a face in most labelled frames; a low share is usually a naming or
+#: path mistake, and the model then learns mostly from the voice)
+LOW_FACE_SHARE = 0.2
+
+
+def _check_faces(root: Path, trials) -> None:
+    """ValueError when no labelled frame of the fold has a face crop (the model would learn
+    from the audio alone and still be called "learned"); a warning when few have one."""
+    from affedge import log
+
+    n = sum(len(r.face_present) for r in trials)
+    have = sum(int(np.count_nonzero(r.face_present)) for r in trials)
+    where = (f"{root}/cropped_aligned/<video>/NNNNN.jpg (the frame number from 00001, "
+             f".jpg)")
+    if n and not have:
+        raise ValueError(f"{root}: none of the {n} labelled frames has a face crop (looked for "
+                         f"{where}); the model would learn from the audio alone")
+    if n and have / n < LOW_FACE_SHARE:
+        log.status(f"WARNING: only {have / n:.0%} of the labelled frames have a face crop "
+                   f"({where}); the rest train as 'no face'")
 
 
 def trial_windows(length: int, window: int, hop: int) -> list[tuple[int, int]]:

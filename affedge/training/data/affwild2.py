@@ -94,6 +94,10 @@ class TrialData:
 
 
 # ----------------------------------------------------------------------------- pieces
+#: a frame crop's file name in cropped_aligned/<trial>/ (see the module docstring)
+_CROP_NAME = re.compile(r"^\d{5}\.jpg$")
+
+
 def read_annotation(path: str | os.PathLike) -> np.ndarray:
     """Parse an annotation file -> float32 [n, 2] (valence, arousal), -5 kept as is."""
     path = Path(path)
@@ -346,6 +350,10 @@ class AffWild2VA:
                 raise ValueError(f"unreadable face image {path} (corrupt or not an image)")
             frames[k] = resize_crops(img, S)[0][..., ::-1]  # BGR -> RGB
             present[k] = True
+        if names and not any(_CROP_NAME.match(n) for n in names):
+            raise ValueError(f"{trial.crops_dir}: none of its {len(names)} files is named like a "
+                             f"frame crop (00001.jpg: 1-based frame number, 5 digits, .jpg), "
+                             f"e.g. {sorted(names)[:3]}")
         return frames, present
 
     def _audio(self, trial: Trial, fps: float, n_rows: int, times: np.ndarray
