@@ -138,6 +138,11 @@ def test_annotation_length_must_match_video(synth_dataset, synth_record, tmp_pat
     assert name in str(e.value)
     ann.write_text("\n".join(lines[:-2]) + "\n")  # within the tolerance
     assert len(AffWild2VA(root).load(name)) > 0
+    # 4 rows too many (within the tolerance): the rows past the last frame are left out (they
+    # failed with "audio track is 3.0 s but the video/annotation covers 3.1 s")
+    ann.write_text("\n".join(lines + ["0.1,0.2"] * 4) + "\n")
+    d = AffWild2VA(root).load(name)
+    assert d.frame_index.max() < 75 and len(d) == len(AffWild2VA(synth_dataset).load(name))
 
 
 def test_corrupt_jpg_names_the_file(synth_dataset, synth_record, tmp_path):

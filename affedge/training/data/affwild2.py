@@ -323,13 +323,17 @@ class AffWild2VA:
                 f"has {n_frames} frames (tolerance {self.length_tolerance})"
             )
         valid = (labels_all[:, 0] != INVALID) & (labels_all[:, 1] != INVALID)
+        # rows past the video's last frame (within the tolerance) have no frame and no audio:
+        # left out (they failed the audio-length check with a message about the audio)
+        covered = min(n, n_frames) if n_frames > 0 else n
+        valid[covered:] = False
         index = np.flatnonzero(valid).astype(np.int64)
         if index.size == 0:
             raise ValueError(f"{trial.annotation}: no frame has both valence and arousal valid")
         labels = labels_all[index]
         times = index.astype(np.float64) / fps
         frames, present = self._read_crops(trial, index)
-        audio = self._audio(trial, fps, n, times)
+        audio = self._audio(trial, fps, covered, times)
         return TrialData(trial.name, frames, present, labels, audio, fps, index, times)
 
     def _read_crops(self, trial: Trial, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
