@@ -65,10 +65,11 @@ def run(args) -> int:
         raise ValueError(str(exc)) from None
     n_train = sum(v["partition"] == "Train_Set" for v in rec["videos"])
     rate = rec["visible_detect_rate"]
-    print(f"wrote {rec['n_videos']} videos to {args.out} ({n_train} Train_Set, "
+    videos = f"{rec['n_videos']} video{'s' if rec['n_videos'] != 1 else ''}"
+    print(f"wrote {videos} to {args.out} ({n_train} Train_Set, "
           f"{rec['n_videos'] - n_train} Validation_Set); face detected in "
           f"{100 * rate:.1f}% of visible frames; {rec['frames_per_second_generated']:.0f} frames/s"
-          if rate is not None else f"wrote {rec['n_videos']} videos to {args.out}")
+          if rate is not None else f"wrote {videos} to {args.out}")
     from affedge.training.data.folds import PAPER_CHUNKS
 
     n_val = rec["n_videos"] - n_train

@@ -28,10 +28,12 @@ def six_fold_split(train_names, val_names) -> list[tuple[list[str], list[str]]]:
     train = sorted(str(x) for x in train_names)
     val = sorted(str(x) for x in val_names)
     if len(set(train)) != len(train) or len(set(val)) != len(val):
-        raise ValueError("six_fold_split: duplicate trial names")
+        raise ValueError("the same video name appears twice in one partition "
+                         "(annotations/VA_Set/)")
     both = set(train) & set(val)
     if both:
-        raise ValueError(f"six_fold_split: trials in both partitions: {sorted(both)[:5]}")
+        raise ValueError(f"these videos have annotations in both Train_Set and Validation_Set "
+                         f"(annotations/VA_Set/): {sorted(both)[:5]}")
     if len(train) < len(PAPER_CHUNKS):
         raise ValueError(f"six_fold_split: need >= 5 training trials, got {len(train)}")
     if not val:

@@ -570,7 +570,7 @@ def generate(out_dir: str | os.PathLike, n_videos: int, seed: int = 0, seconds: 
         raise FileExistsError(f"synth: {out} holds an incomplete data set (the synth that "
                               f"wrote it was stopped); remove it or choose another directory")
     if (out / "synthetic.json").exists() or (out / "raw_videos").exists():
-        raise FileExistsError(f"synth: {out} already holds a data set; choose an empty directory")
+        raise FileExistsError(f"{out} already holds a data set; choose an empty directory")
     out.mkdir(parents=True, exist_ok=True)
     (out / INCOMPLETE_MARK).write_text("affedge synth was writing this data set and did not "
                                        "finish; remove the directory and generate it again\n")
