@@ -189,7 +189,7 @@ def test_captured_output_has_no_carriage_returns(tmp_path):
     assert r.returncode == 0, text
     assert "\r" not in text
     # one video cannot be cross-validated: the closing hint says so instead of `next: train`
-    assert "wrote 1 videos" in text and "affedge train needs >= 5 Train_Set" in text
+    assert "wrote 1 video to" in text and "affedge train needs >= 5 Train_Set" in text
     assert "next: affedge train" not in text
 
 
@@ -216,7 +216,7 @@ def test_progress_bar_on_a_terminal_only_without_plain_conventions(tmp_path):
         assert not BARE_CR.search(text), (extra, text)
     rc, text = affedge_on_tty("synth", tmp_path / "c", *SYNTH, "-q")
     assert rc == 0 and not BARE_CR.search(text), text
-    assert text.strip().startswith("wrote 1 videos") and "next:" not in text
+    assert text.strip().startswith("wrote 1 video to") and "next:" not in text
 
 
 # ------------------------------------------------------------------------------ results

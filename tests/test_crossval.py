@@ -79,14 +79,3 @@ def test_parse_folds():
     with pytest.raises(ValueError, match="comma"):
         parse_folds("x")
 
-
-def test_split_errors_name_the_data_set_folders_not_the_function():
-    """A video annotated in both partitions said "six_fold_split: trials in both partitions"."""
-    from affedge.training.data.folds import six_fold_split
-
-    train = [f"v{i}" for i in range(6)]
-    with pytest.raises(ValueError, match=r"both Train_Set and Validation_Set .*\['v1'\]") as e:
-        six_fold_split(train, ["v1", "w"])
-    assert "six_fold_split" not in str(e.value)
-    with pytest.raises(ValueError, match="appears twice"):
-        six_fold_split(train + ["v0"], ["w"])

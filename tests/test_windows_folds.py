@@ -106,8 +106,13 @@ def test_six_fold_split_partitions_everything(n_train, n_val):
 def test_six_fold_split_errors():
     with pytest.raises(ValueError, match=">= 5"):
         six_fold_split(["a", "b"], ["c"])
-    with pytest.raises(ValueError, match="both partitions"):
+    # named by the data set's folders, not the function (it said "six_fold_split: trials in
+    # both partitions")
+    with pytest.raises(ValueError, match=r"both Train_Set and Validation_Set .*\['a'\]") as e:
         six_fold_split(list("abcde"), ["a"])
+    assert "six_fold_split" not in str(e.value)
+    with pytest.raises(ValueError, match="appears twice"):
+        six_fold_split(list("abcdea"), ["f"])
     with pytest.raises(ValueError, match="empty"):
         six_fold_split(list("abcde"), [])
 
