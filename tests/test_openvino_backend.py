@@ -318,3 +318,51 @@ def test_every_openvino_user_shares_the_one_core(bundle, tmp_path):
         assert be._core is shared_core() and det._core is shared_core()
     finally:
         be.close()
+
+
+def test_compiles_at_once_leave_the_process_locale_alone(bundle, monkeypatch):
+    """OpenVINO's compile switches the C locale to "C" and back; the background compiles of new
+    batch sizes (two models at once in a hub) interleaved that and left the process in "C",
+    where Python's preferred encoding is ASCII (a CI run then failed decoding UTF-8 output).
+    Compiles are serialised: the real Core compiles, through a wrapper that counts how many
+    run at once and holds each 50 ms so that unserialised ones would overlap."""
+    import locale
+    import threading
+    import time
+
+    from affedge.sdk.backends import openvino_backend as ob
+
+    class Counting:
+        def __init__(self, core):
+            self.core, self.now, self.peak, self.lock = core, 0, 0, threading.Lock()
+
+        def compile_model(self, *args, **kwargs):
+            with self.lock:
+                self.now += 1
+                self.peak = max(self.peak, self.now)
+            try:
+                time.sleep(0.05)
+                return self.core.compile_model(*args, **kwargs)
+            finally:
+                with self.lock:
+                    self.now -= 1
+
+        def __getattr__(self, name):
+            return getattr(self.core, name)
+
+    counting = Counting(ob.shared_core())
+    monkeypatch.setattr(ob, "_CORE", counting)
+    before = locale.setlocale(locale.LC_CTYPE)
+    be = ob.OpenVinoBackend(bundle, precision="fp32", intra_op_threads=1, cache_dir=False)
+    try:
+        for n in range(2, 6):  # each call starts a background compile for its batch size
+            for model in ("encoder", "step"):
+                feeds = {s["name"]: np.zeros([n if isinstance(d, str) else d
+                                              for d in s["shape"]], np.float32)
+                         for s in be.input_specs(model)}
+                be.run(model, feeds)
+        be.wait_learned()
+    finally:
+        be.close()
+    assert counting.peak == 1, f"{counting.peak} compiles ran at once"
+    assert locale.setlocale(locale.LC_CTYPE) == before

@@ -94,9 +94,11 @@ class DetectorModel:
             with self._compile_lock:
                 entry = self._compiled.get(shape)
                 if entry is None:
+                    from affedge.sdk.backends.openvino_backend import compile_model
+
                     net = self._net.clone()
                     net.reshape({self.input_name: list(shape)})
-                    compiled = self._core.compile_model(
+                    compiled = compile_model(
                         net, "CPU", {"INFERENCE_NUM_THREADS": self.threads, "NUM_STREAMS": 1,
                                      "PERFORMANCE_HINT": "LATENCY",
                                      "INFERENCE_PRECISION_HINT": "f32"})

@@ -100,6 +100,21 @@ def shared_core():
         return _CORE
 
 
+_COMPILE_LOCK = threading.Lock()
+
+
+def compile_model(model, device: str, config: dict):
+    """``shared_core().compile_model`` with one compile at a time in the process.
+
+    OpenVINO's compile sets the C locale to "C" and puts the previous one back when it ends;
+    two compiles at once (a background static-batch compile next to another) interleave
+    those calls, and the process was left in the "C" locale: Python then took ASCII as the
+    preferred encoding, and decoding a subprocess's UTF-8 output failed (it broke a CI run).
+    Compiles are rare (start-up, a new batch size), so the lock costs nothing at run time."""
+    with _COMPILE_LOCK:
+        return shared_core().compile_model(model, device, config)
+
+
 def default_cache_dir() -> Path:
     """Where compiled models are cached unless ``cache_dir`` says otherwise (never the cwd)."""
     if os.environ.get("AFFEDGE_CACHE_DIR"):
@@ -211,7 +226,7 @@ class OpenVinoBackend(Backend):
                 if names != [s["name"] for s in rec["inputs"]]:
                     raise BackendUnavailable(f"{rec['file']}: graph inputs {names} differ from "
                                              "the manifest")
-                compiled = core.compile_model(net, device, cfg)
+                compiled = compile_model(net, device, cfg)
             except BackendUnavailable:
                 raise
             except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses
@@ -235,7 +250,7 @@ class OpenVinoBackend(Backend):
         fixed = net.clone()
         fixed.reshape({p.get_any_name(): [n, *[int(d) for d in s["shape"][1:]]]
                        for p, s in zip(fixed.inputs, self._spec(model)["inputs"])})
-        return self._core.compile_model(fixed, self.device, cfg).create_infer_request()
+        return compile_model(fixed, self.device, cfg).create_infer_request()
 
     def _learn(self, model: str, n: int) -> None:
         """Compile a static copy for batch ``n`` on a background thread (see the docstring)."""
