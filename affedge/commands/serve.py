@@ -172,9 +172,11 @@ def _open_outputs(hub, args, cfg, token) -> dict:
                    "two writers would share it")
     # every target's kind is checked before anything binds or opens (a bad --out used to be
     # refused after the ZeroMQ socket had been bound and announced)
-    for target in publish:
-        t = _with_host(target, host)
-        if (t.split("://", 1)[0].lower() if "://" in t else "") not in ("ws", "zmq"):
+    # (target as given, with the host filled in, its scheme) per --publish, computed once
+    pubs = [(target, t, t.split("://", 1)[0].lower() if "://" in t else "")
+            for target, t in ((x, _with_host(x, host)) for x in publish)]
+    for target, _, scheme in pubs:
+        if scheme not in ("ws", "zmq"):
             raise ValueError(f"--publish {target}: use zmq://HOST:PORT or ws://HOST:PORT "
                              f"(files and '-' go to --out)")
     for target in outs:
@@ -182,13 +184,11 @@ def _open_outputs(hub, args, cfg, token) -> dict:
             raise ValueError(f"--out {target}: network outputs go to --publish")
         if not known_target(target):
             raise ValueError(f"--out {target}: unknown output kind; use {supported_targets()}")
-    if token and not any(_with_host(t, host).lower().startswith("ws://") for t in publish):
+    if token and not any(scheme == "ws" for _, _, scheme in pubs):
         _say("affedge serve: warning: the token protects ws:// outputs only, and there is none "
              "(ZeroMQ has no authentication and binds loopback only)")
     bound: dict = {"zmq": [], "ws": [], "dashboard": [], "out": []}
-    for target in publish:
-        t = _with_host(target, host)
-        scheme = t.split("://", 1)[0].lower() if "://" in t else ""
+    for _, t, scheme in pubs:
         if scheme == "ws":
             sink = hub.add_sink(WebSocketSink(t, token=token, allowed_origins=origins))
             bound["ws"].append(sink.url)
