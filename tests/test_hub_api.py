@@ -176,3 +176,73 @@ def test_a_damaged_source_drops_no_frame_of_another(damaged, clips):
         assert st["sources"][name]["errors"] == 0
     assert st["tick_errors"] == 0
     assert len(errors) == 1 and "have no audio" in errors[0]
+
+
+def test_stage_one_of_the_next_tick_fills_the_pool_and_results_equal_serial_runs(clips):
+    """The hub keeps up to two ticks' stage 1 in flight: a source whose stage 1 is done starts
+    its next frame's while another source's stage 1 of the previous tick still runs (the tick
+    barrier used to leave a core idle there), but never overlaps its own previous one; and the
+    batched, pipelined Predictions equal each file's serial ``Recognizer.run``."""
+    import os
+    import time
+
+    import numpy as np
+
+    from affedge.sdk.recognizer import Recognizer
+    from affedge.serve import Hub
+
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("the hub's stage-1 pool needs 2 cores")
+    spans: dict[str, dict] = {"slow": {}, "fast": {}}  # frame index -> (start, end)
+    tick_of: dict[tuple[str, int], int] = {}  # (source, frame index) -> tick number
+
+    def timed(name, fn, pause):
+        def begin_tick(frame, t, index, *a, **k):
+            t0 = time.monotonic()
+            if pause:
+                time.sleep(pause)
+            try:
+                return fn(frame, t, index, *a, **k)
+            finally:
+                spans[name][index] = (t0, time.monotonic())
+        return begin_tick
+
+    sink = Collect()
+    with Hub() as hub:
+        hub.add_source(str(clips[0]), audio="video", name="slow")
+        hub.add_source(str(clips[1]), audio="video", name="fast")
+        for name, pause in (("slow", 0.03), ("fast", 0.0)):
+            eng = hub.recognizer(name).engine
+            eng.begin_tick = timed(name, eng.begin_tick, pause)
+        begin = hub._begin
+
+        def numbered(batch):
+            n = len({v for v in tick_of.values()})
+            for (_, _, _, index, _), src in zip(batch[0], batch[1]):
+                tick_of[(src.name, index)] = n
+            return begin(batch)
+        hub._begin = numbered
+        hub.add_sink(sink)
+        hub.start()
+        assert hub.wait(timeout=120)
+    ticks: dict[int, dict[str, tuple]] = {}
+    for name, by_index in spans.items():
+        s = [by_index[i] for i in sorted(by_index)]
+        # a source's stage 1 never overlaps its own previous one
+        assert all(b[0] >= a[1] for a, b in zip(s, s[1:])), name
+        for i, span in by_index.items():
+            ticks.setdefault(tick_of[(name, i)], {})[name] = span
+    # "fast"'s stage 1 of tick T+1 starting before "slow"'s of tick T ended: the tick barrier
+    # made this impossible
+    pairs = [(ticks[n]["slow"], ticks[n + 1]["fast"]) for n in sorted(ticks)
+             if "slow" in ticks[n] and "fast" in ticks.get(n + 1, {})]
+    ahead = sum(1 for slow, fast in pairs if fast[0] < slow[1])
+    assert len(pairs) >= 20 and ahead >= len(pairs) // 2, (ahead, len(pairs))
+    for name, c in (("slow", clips[0]), ("fast", clips[1])):
+        with Recognizer.demo() as rec:
+            serial = list(rec.run(str(c), audio="video"))
+        got = sink.got[name]
+        assert [p.frame for p in got] == [p.frame for p in serial]
+        a = np.array([[p.valence, p.arousal] for p in got], np.float64)
+        b = np.array([[p.valence, p.arousal] for p in serial], np.float64)
+        assert np.isfinite(a).all() and np.abs(a - b).max() < 1e-4, name

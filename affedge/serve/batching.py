@@ -9,6 +9,8 @@ source), and each engine commits its own rows (stage 3). The results equal per-s
 """
 from __future__ import annotations
 
+from concurrent.futures import Future
+
 import numpy as np
 
 
@@ -34,14 +36,51 @@ def _begin(item):
         return exc
 
 
-def begin_many(items, pool=None) -> list:
+def begin_many(items, pool=None, after=None) -> list:
     """Stage 1 of every item: futures on ``pool`` (None: done now, on this thread). Collect
     them with :func:`collect`. The hub runs the next tick's stage 1 this way while this tick's
     models run; each engine's stages stay in frame order (an engine's Tick keeps its own
-    copy of the tracks, so the next frame's stage 1 may come before this frame's stage 3)."""
-    if pool is None or len(items) < 2:
-        return [_begin(it) for it in items]
-    return [pool.submit(_begin, it) for it in items]
+    copy of the tracks, so the next frame's stage 1 may come before this frame's stage 3).
+    ``after``: per item, the future of the same engine's previous stage 1 if it may still run
+    (or None): the item's stage 1 starts when that one is done, so an engine's stage 1 never
+    overlaps its own previous one while other engines' work fills the pool."""
+    after = after or [None] * len(items)
+    if pool is None:
+        return [_begin(it) if prev is None else _begin_after(prev, it)
+                for it, prev in zip(items, after)]
+    if len(items) < 2 and after[0] is None:
+        return [_begin(items[0])] if items else []
+    return [_submit_after(pool, prev, it) for it, prev in zip(items, after)]
+
+
+def _begin_after(prev, item):
+    prev.exception()  # wait (its outcome is its own tick's business)
+    return _begin(item)
+
+
+def _submit_after(pool, prev, item):
+    """``item``'s stage 1 on ``pool`` once the future ``prev`` (or None) is done -> a future."""
+    if prev is None or prev.done():
+        return pool.submit(_begin, item)
+    out = Future()
+
+    def start(_):
+        try:
+            inner = pool.submit(_begin, item)
+        except RuntimeError as exc:  # the pool was shut down meanwhile (a stop that gave up)
+            out.set_result(exc)
+            return
+        inner.add_done_callback(lambda f: _pass_on(f, out))
+
+    prev.add_done_callback(start)
+    return out
+
+
+def _pass_on(done, out) -> None:
+    try:
+        out.set_result(done.result())
+    except BaseException as exc:  # noqa: BLE001  (cancelled: collect() raises it)
+        out.set_exception(exc)
 
 
 def collect(began: list) -> list:

@@ -19,9 +19,11 @@ new frame joins the tick: their stage 1 (file audio, face detection, tracking, c
 a thread pool of one thread per core, then one encoder call over all their faces and one step
 call over all their streams (:func:`affedge.serve.batching.tick_many`); a source with no new
 frame (slow, reconnecting, dead) is simply not in the tick, so it never holds the others up.
-The loop is pipelined: the next tick's stage 1 runs on the pool while this tick's model calls
-run on the inference thread (each source's stages stay in frame order, so the Predictions are
-those of serial ticks). File sources are unpaced unless ``realtime=True`` paces them to their
+The loop is pipelined: up to :data:`PIPELINE_DEPTH` ticks' stage 1 run on the pool while the
+oldest tick's model calls run on the inference thread; a source's stage 1 starts when its own
+previous one is done, not when the whole previous tick is, so no core waits for the slowest
+source of a tick (each source's stages stay in frame order, so the Predictions are those of
+serial ticks). File sources are unpaced unless ``realtime=True`` paces them to their
 media clock (a loop that falls behind delays them): every file frame gets a Prediction. Frames
 a live source captured while the loop was busy get stale Predictions,
 as in ``Recognizer.run``.
@@ -44,6 +46,8 @@ from affedge.serve.capture import SourceWorker, report
 STATUS_EVERY_S = 1.0
 #: window of the fps figure (s)
 FPS_WINDOW_S = 2.0
+#: ticks whose stage 1 may be in flight at once (see ``Hub._loop``)
+PIPELINE_DEPTH = 2
 
 
 class _Source:
@@ -112,6 +116,7 @@ class Hub:
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
         self._pool = None
+        self._stage1: dict = {}  # source name -> the future of its newest stage 1
         self._closed = False
         #: why the hub stopped by itself (None: it did not): "no output left" once every
         #: sink failed or was closed by its reader
@@ -262,29 +267,37 @@ class Hub:
 
     def _loop(self) -> None:
         next_status = time.monotonic()
-        inflight = None  # the tick whose stage 1 runs on the pool now
+        inflight: deque = deque()  # ticks whose stage 1 runs on the pool, oldest first
         try:
             while not self._stop.is_set():
                 with self._cond:
                     ready = [s for s in self._sources.values() if s.worker.ready()]
-                    if not ready and inflight is None:
+                    if not ready and not inflight:
                         if all(s.worker.ended for s in self._sources.values()):
                             self._done.set()
                         self._cond.wait(0.05)
-                batch = self._gather(ready) if ready else None
-                # pipelined: the new tick's stage 1 (detection per source, on the pool) runs
-                # while the previous tick's models run here; a source's stage 1 never
-                # overlaps its own previous stage 1 (settled first)
-                done = self._settle(inflight)
-                inflight = self._begin(batch) if batch else None
-                if done is not None:
-                    self._models(*done)
+                # pipelined: up to PIPELINE_DEPTH ticks' stage 1 (detection per source, on the
+                # pool) run while the oldest tick's models run here. A source's stage 1 starts
+                # after its own previous one (chained), so the next tick's work fills the pool
+                # while the last source of the previous tick finishes. Waiting for frames never
+                # holds a tick back: with no new frame, the oldest tick goes to the models.
+                if ready and len(inflight) < PIPELINE_DEPTH:
+                    batch = self._gather(ready)
+                    if batch is not None:
+                        inflight.append(self._begin(batch))
+                        if len(inflight) < PIPELINE_DEPTH:
+                            continue
+                if inflight:
+                    done = self._settle(inflight.popleft())
+                    if done is not None:
+                        self._models(*done)
                 if time.monotonic() >= next_status:
                     next_status = time.monotonic() + self.status_every_s
                     self._publish_status()
-            done = self._settle(inflight)  # stop(): finish the tick in progress
-            if done is not None:
-                self._models(*done)
+            while inflight:  # stop(): finish the ticks in progress
+                done = self._settle(inflight.popleft())
+                if done is not None:
+                    self._models(*done)
         except BaseException as exc:
             report(f"affedge serve: the inference loop stopped: {exc!r}")
             self._done.set()
@@ -310,7 +323,11 @@ class Hub:
         from affedge.serve.batching import begin_many
 
         items, owners, skips = batch
-        return items, owners, skips, begin_many(items, self._pool)
+        after = [self._stage1.get(s.name) for s in owners]
+        began = begin_many(items, self._pool, after)
+        for s, b in zip(owners, began):
+            self._stage1[s.name] = b if hasattr(b, "done") else None
+        return items, owners, skips, began
 
     def _settle(self, inflight):
         """Wait for a tick's stage 1 -> (items, owners, skips, ticks or errors), or None."""
