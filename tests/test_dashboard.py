@@ -31,6 +31,7 @@ def browser(tmp_path):
     for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
               "--window-size=1100,700", f"--user-data-dir={tmp_path / 'profile'}"):
         opts.add_argument(a)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the page's console
     drv = webdriver.Chrome(service=Service(DRIVER), options=opts)
     yield drv
     drv.quit()
@@ -71,6 +72,9 @@ def test_dashboard_live_values_reconnect_and_screenshot(tmp_path, browser):
         later = wait_for(lambda: (v := shown(browser, "demo"))[:2] != first[:2] and v)
         assert float(later[0]) != float(first[0]) or float(later[1]) != float(first[1])
         wait_for(lambda: int(shown(browser, "demo")[2]) > 30)  # status: frames counted
+        # nothing failed to load or threw (the browser's own favicon request was a 404)
+        errors = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == []
         time.sleep(1.0)
         shot = tmp_path / "dashboard.png"
         browser.save_screenshot(str(shot))
