@@ -29,6 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
+from affedge.labels import INVALID as UNLABELLED  # -5: an unlabelled frame
+from affedge.labels import read_annotation as read_labels
+
 
 def cli(*args: str, log: Path) -> float:
     """Run ``python -m affedge.cli ARGS``, appending its output to ``log``; returns wall seconds."""
@@ -52,14 +55,6 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
-
-
-#: the label value of an unlabelled frame (Aff-Wild2's VA annotations)
-UNLABELLED = -5.0
-
-
-def read_labels(path: Path) -> np.ndarray:
-    return np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float32).reshape(-1, 2)
 
 
 def read_predictions(path: Path, n: int) -> tuple[np.ndarray, int]:

@@ -182,3 +182,43 @@ def test_a_truncated_file_is_reported_not_passed_off_as_complete(bundle_dir, av_
     # the complete file gives no such warning
     assert cli("run", [str(fast), "--bundle", str(bundle_dir), "--out", str(out)]) == 0
     assert "frames its container declares" not in capsys.readouterr().err
+
+
+def test_demo_scores_a_clip_against_its_aff_wild2_annotation(synth_dataset, tmp_path):
+    """``affedge demo --clip --labels`` takes the annotation files ``affedge synth`` and
+    Aff-Wild2 have ('valence,arousal', a row per frame, -5 = unlabelled): the -5 frames are
+    left out, and the scores equal those of the same labels as a frame,valence,arousal CSV
+    (the only format it read before: an annotation was refused)."""
+    from affedge.labels import read_annotation
+
+    video = sorted((synth_dataset / "raw_videos").glob("*.mp4"))[0]
+    ann = read_annotation(next((synth_dataset / "annotations" / "VA_Set").glob(
+        f"*/{video.stem}.txt")))
+    ann[10:20] = -5.0  # an unannotated stretch
+    ann_file = tmp_path / f"{video.stem}.txt"
+    ann_file.write_text("valence,arousal\n" + "".join(f"{v:.6f},{a:.6f}\n" for v, a in ann))
+    csv_file = tmp_path / "labels.csv"
+    csv_file.write_text("frame,valence,arousal\n" + "".join(
+        f"{i},{v:.6f},{a:.6f}\n" for i, (v, a) in enumerate(ann) if v != -5.0 and a != -5.0))
+    got = {}
+    for name, labels in (("ann", ann_file), ("csv", csv_file)):
+        out_dir = tmp_path / name
+        assert cli("demo", ["--clip", str(video), "--labels", str(labels), "--fast", "--quiet",
+                            "--out-dir", str(out_dir)]) == 0
+        got[name] = json.loads((out_dir / "demo_metrics.json").read_text())["metrics"]
+    labelled = int(((ann != -5.0).all(axis=1)).sum())
+    assert got["ann"]["frames_scored"] == labelled <= len(ann) - 10
+    for kind in ("raw", "smoothed"):  # (the annotation reader parses to float32)
+        assert got["ann"][kind] == pytest.approx(got["csv"][kind], abs=1e-6)
+
+
+def test_a_labels_file_of_neither_format_is_one_clear_error(tmp_path):
+    from affedge.labels import read_labels
+
+    bad = tmp_path / "labels.txt"
+    bad.write_text("time,v,a\n0.0,0.1,0.2\n")
+    with pytest.raises(ValueError, match=r"Aff-Wild2 annotation .*frame,valence,arousal"):
+        read_labels(bad)
+    bad.write_text("valence,arousal\n0.1,0.2\n0.3\n")
+    with pytest.raises(ValueError, match=r"line 3 has 1 columns"):
+        read_labels(bad)

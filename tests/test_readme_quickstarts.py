@@ -144,3 +144,10 @@ def test_researcher_block(tmp_path):
     with open(tmp_path / "heldout_va.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 3 * 30  # every frame of the 3 s held-out clip at 30 fps
+    # the held-out clip scored against its annotation (its -5 frames left out)
+    from affedge.labels import read_annotation
+
+    ann = read_annotation(next(tmp_path.glob("heldout/annotations/VA_Set/*/synth_00100.txt")))
+    scored = json.loads((tmp_path / "heldout_scored/demo_metrics.json").read_text())["metrics"]
+    assert scored["frames_scored"] == int((ann != -5.0).all(axis=1).sum()) > 0
+    assert -1.0 <= scored["raw"]["valence_ccc"] <= 1.0

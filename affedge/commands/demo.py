@@ -11,6 +11,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from affedge.labels import read_labels  # demo --labels reads both formats
+
 HELP = "run the built-in demo clip through the streaming pipeline and score it"
 
 
@@ -22,7 +24,10 @@ def add_arguments(p) -> None:
                    help="directory for the predictions CSV, the V/A PNG and the metrics JSON")
     p.add_argument("--clip", default=None, help="another clip (with --labels; default: the "
                                                 "bundled demo clip)")
-    p.add_argument("--labels", default=None, help="frame,valence,arousal CSV for --clip")
+    p.add_argument("--labels", default=None,
+                   help="labels of --clip: an Aff-Wild2 annotation file (header "
+                        "'valence,arousal', a row per frame, -5 = unlabelled; what affedge "
+                        "synth writes) or a frame,valence,arousal CSV")
     add_runtime_arguments(p, "causal smoothing knob in [0, 1) (0 = raw; mean lag a/(1-a) "
                              "frames; 0.6 = 1.5 frames); raw values are reported too")
 
@@ -38,27 +43,6 @@ def check_out_dir(path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ValueError(f"--out-dir {path}: cannot create it ({exc.strerror or exc})") from None
-
-
-def read_labels(path) -> dict[int, tuple[float, float]]:
-    """``frame,valence,arousal`` CSV -> {frame: (v, a)}; clear errors for bad files."""
-    import csv
-
-    out: dict[int, tuple[float, float]] = {}
-    with open(path, newline="", encoding="utf-8") as fh:
-        r = csv.DictReader(fh)
-        need = {"frame", "valence", "arousal"}
-        if r.fieldnames is None or not need <= set(r.fieldnames):
-            raise ValueError(f"{path}: labels CSV needs columns frame,valence,arousal; got "
-                             f"{r.fieldnames}")
-        for i, row in enumerate(r, start=2):
-            try:
-                out[int(row["frame"])] = (float(row["valence"]), float(row["arousal"]))
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"{path}:{i}: bad row {row}: {exc}") from None
-    if not out:
-        raise ValueError(f"{path}: no label rows")
-    return out
 
 
 def score(preds, labels: dict[int, tuple[float, float]]) -> dict:

@@ -44,6 +44,7 @@ import numpy as np
 from affedge.config import FeatureConfig, to_dict
 from affedge.features.audio import FEATURES_VERSION
 from affedge.features.faces import resize_crops
+from affedge.labels import INVALID, read_annotation
 
 __all__ = [
     "PARTITIONS",
@@ -57,7 +58,6 @@ __all__ = [
 
 PARTITIONS = ("Train_Set", "Validation_Set")
 VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov", ".webm")
-INVALID = -5.0
 READER_VERSION = 1
 _SUFFIX = re.compile(r"_(left|right)$")
 
@@ -96,39 +96,6 @@ class TrialData:
 # ----------------------------------------------------------------------------- pieces
 #: a frame crop's file name in cropped_aligned/<trial>/ (see the module docstring)
 _CROP_NAME = re.compile(r"^\d{5}\.jpg$")
-
-
-def read_annotation(path: str | os.PathLike) -> np.ndarray:
-    """Parse an annotation file -> float32 [n, 2] (valence, arousal), -5 kept as is."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"annotation file not found: {path}") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"{path}: not a text annotation file") from None
-    lines = text.splitlines()
-    if not lines or lines[0].strip().lower().replace(" ", "") != "valence,arousal":
-        got = lines[0].strip()[:60] if lines else "(empty file)"
-        raise ValueError(f"{path}: line 1 must be the header 'valence,arousal', got {got!r}")
-    rows = []
-    for k, line in enumerate(lines[1:], start=2):
-        if not line.strip():
-            continue
-        parts = line.split(",")
-        if len(parts) != 2:
-            raise ValueError(f"{path}: line {k} has {len(parts)} columns, expected 2: {line!r}")
-        try:
-            v, a = float(parts[0]), float(parts[1])
-        except ValueError:
-            raise ValueError(f"{path}: line {k} is not numeric: {line!r}") from None
-        for x in (v, a):
-            if not (x == INVALID or -1.0 - 1e-6 <= x <= 1.0 + 1e-6):
-                raise ValueError(f"{path}: line {k}: value {x} outside [-1, 1] (and not -5)")
-        rows.append((v, a))
-    if not rows:
-        raise ValueError(f"{path}: no annotation rows after the header")
-    return np.asarray(rows, np.float32)
 
 
 def probe_video(path: str | os.PathLike) -> tuple[float, int]:
