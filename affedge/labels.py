@@ -70,7 +70,10 @@ def read_labels(path: str | os.PathLike) -> dict[int, tuple[float, float]]:
         ann = read_annotation(path)
         return {i: (float(v), float(a)) for i, (v, a) in enumerate(ann)
                 if v != INVALID and a != INVALID}
-    return _read_frame_csv(path)
+    try:
+        return _read_frame_csv(path)
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text labels file") from None
 
 
 def _header(line: str) -> list[str]:

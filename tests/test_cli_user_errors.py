@@ -66,6 +66,38 @@ def test_a_run_refused_before_its_first_frame_leaves_an_earlier_out_whole(tmp_pa
 
 
 @needs_demo
+def test_a_source_that_fails_to_open_leaves_an_earlier_out_whole(tmp_path):
+    """A truncated video, or an audio file that does not exist, fails after the model has
+    loaded: the CSV of an earlier run at the same --out path keeps its rows (the file used to
+    be emptied to its header when the model had loaded, before the source was opened)."""
+    truncated = tmp_path / "trunc.mp4"
+    truncated.write_bytes(DEMO_CLIP.read_bytes()[:20000])
+    keep = tmp_path / "keep.csv"
+    keep.write_text("frame,valence\n0,0.1\n1,0.2\n")
+    for args in ((truncated,), (DEMO_CLIP, "--audio", tmp_path / "missing.wav")):
+        r = affedge("run", *args, "--out", keep, "-q")
+        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+        assert keep.read_text() == "frame,valence\n0,0.1\n1,0.2\n", args
+
+
+@needs_demo
+def test_several_outs_are_all_written_and_one_given_twice_is_refused(tmp_path):
+    """``--out`` repeats, as in ``serve`` (a second one used to replace the first silently)."""
+    import csv
+    import json
+
+    a, b = tmp_path / "a.csv", tmp_path / "b.jsonl"
+    r = affedge("run", DEMO_CLIP, "--out", a, "--out", b, "--max-frames", "12", "-q")
+    assert r.returncode == 0, r.stderr
+    with open(a, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    recs = [json.loads(line) for line in b.read_text().splitlines()]
+    assert [int(x["frame"]) for x in rows] == [x["frame"] for x in recs] == list(range(12))
+    one_line_error(affedge("run", DEMO_CLIP, "--out", a, "--out", str(a), "-q"), 1,
+                   "--out", "given twice")
+
+
+@needs_demo
 def test_out_unknown_kind(tmp_path):
     one_line_error(affedge("run", DEMO_CLIP, "--out", tmp_path / "p.txt", "-q"), 1,
                    ".csv", ".jsonl")
@@ -383,3 +415,44 @@ def test_doctor_names_a_missing_bundle_once(tmp_path):
     assert r.returncode == 1, r.stdout + r.stderr
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("affedge doctor: error: ") and last.count(str(missing)) == 1, last
+
+
+@needs_demo
+def test_new_user_trial_messages_name_the_option_and_the_way_out(tmp_path):
+    """Found by a new-user trial: each of these used to mislead (an internal name, advice the
+    command cannot follow, a file reported missing that exists)."""
+    wav = tmp_path / "speech.wav"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(DEMO_CLIP), "-vn", "-t", "2",
+                    str(wav)], check=True, timeout=120)
+    # a WAV given as the video: it has no video stream (was "corrupt, truncated ...?")
+    one_line_error(affedge("run", wav, "-q"), 1, "has no video stream", "--audio")
+    # --threads out of range: argparse's exit 2 under the option's name (was intra_op_threads)
+    err = one_line_error(affedge("run", DEMO_CLIP, "--threads", "100", "-q"), 2, "--threads",
+                         "at most")
+    assert "intra_op_threads" not in err
+    # run has no --token: it says so instead of pointing at serve's options as if they were its
+    one_line_error(affedge("run", DEMO_CLIP, "--out", "ws://0.0.0.0:8799", "-q"), 1,
+                   "loopback only", "affedge serve --token")
+    # a labels file that is not text names --labels (was a bare UnicodeDecodeError)
+    one_line_error(affedge("demo", "--clip", DEMO_CLIP, "--labels", DEMO_CLIP, "--fast", "-q",
+                           "--out-dir", tmp_path / "o"), 1, "--labels", "not a text labels")
+    # export given the checkpoint's file: it is a file, export its directory
+    ckpt = tmp_path / "best"
+    ckpt.mkdir()
+    (ckpt / "model.safetensors").write_bytes(b"x")
+    one_line_error(affedge("export", ckpt / "model.safetensors", "-o", tmp_path / "b"), 1,
+                   "is a file", f"export {ckpt}")
+
+
+@needs_demo
+def test_demo_on_a_clip_without_audio_runs_on_the_face_alone(tmp_path):
+    """``demo --clip`` has no --audio: a clip without a track used to stop with advice to use a
+    microphone or a WAV, which demo cannot take."""
+    clip = tmp_path / "silent.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(DEMO_CLIP), "-an", "-t", "1",
+                    "-c:v", "libx264", "-preset", "ultrafast", str(clip)], check=True,
+                   timeout=120)
+    r = affedge("demo", "--clip", clip, "--fast", "--out-dir", tmp_path / "o")
+    assert r.returncode == 0, r.stderr
+    assert "without audio (it has no track)" in r.stderr
+    assert (tmp_path / "o" / "demo_predictions.csv").read_text().count("\n") == 1 + 30

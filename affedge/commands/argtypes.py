@@ -24,6 +24,21 @@ def at_least(minimum: int):
 positive_int = at_least(1)
 
 
+def thread_count(text: str) -> int:
+    """A ``type=`` for ``--threads``: the backends' own check (affedge.sdk.backends.threads),
+    reported by argparse under the option's name (exit 2)."""
+    from affedge.sdk.backends.threads import check_thread_count
+
+    try:
+        return check_thread_count(text, "--threads")
+    except ValueError as exc:
+        msg = str(exc)  # "--threads=N is more ...", "--threads must be ..." -> after the name
+        raise argparse.ArgumentTypeError(msg[len("--threads"):].lstrip("= ")) from None
+
+
+thread_count.__name__ = "thread count"
+
+
 def positive_float(text: str) -> float:
     """A ``type=`` for finite numbers > 0."""
     try:

@@ -69,6 +69,8 @@ def run(args) -> int:
     from affedge.commands.run import (
         GracefulStop,
         apply_runtime_args,
+        default_audio,
+        have_pyav,
         open_window,
         recognizer_options,
         stream_to_outputs,
@@ -95,7 +97,13 @@ def run(args) -> int:
         if missing:
             raise FileNotFoundError("demo assets missing: " + ", ".join(map(str, missing))
                                     + "; " + DEMO_BUILD_HINT)
-    labels = read_labels(labels_path) if labels_path else None
+    try:
+        labels = read_labels(labels_path) if labels_path else None
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"--labels: {exc}") from None
+    audio = "video"
+    if args.clip and have_pyav() and default_audio(str(clip)) is None:  # no track: face alone
+        audio = None
     out_dir = Path(args.out_dir)
     check_out_dir(out_dir)
     csv_path = out_dir / "demo_predictions.csv"
@@ -111,10 +119,12 @@ def run(args) -> int:
 
     with GracefulStop() as stop, Recognizer(bundle, **recognizer_options(args)) as rec:
         apply_runtime_args(rec, args)
-        log.status(f"affedge demo: {clip} with its audio track, backend {rec.backend_name}, "
+        log.status(f"affedge demo: {clip} "
+                   f"{'with its audio track' if audio else 'without audio (it has no track)'}"
+                   f", backend {rec.backend_name}, "
                    f"{'as fast as possible' if args.fast else 'real time (use --fast to skip pacing)'}")
         t0 = time.monotonic()
-        preds = stream_to_outputs(rec, str(clip), "video", out=csv_path, plot=png_path,
+        preds = stream_to_outputs(rec, str(clip), audio, out=csv_path, plot=png_path,
                                   realtime=not args.fast, labels_fn=labels_for,
                                   title="affedge demo: prediction vs labels", stop=stop,
                                   window=window)

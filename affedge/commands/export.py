@@ -148,6 +148,9 @@ def run(args: argparse.Namespace) -> int:
     from affedge import log
 
     ckpt = Path(args.checkpoint)
+    if ckpt.is_file():
+        raise ValueError(f"{ckpt} is a file; a checkpoint is its directory: export "
+                         f"{ckpt.parent}")
     if not ckpt.is_dir():
         raise FileNotFoundError(f"checkpoint directory not found: {ckpt} (train writes "
                                 "RUN_DIR/fold0/best)")

@@ -18,7 +18,7 @@ import signal
 import sys
 import time
 
-from affedge.commands.argtypes import at_least, positive_int
+from affedge.commands.argtypes import at_least, positive_int, thread_count
 from affedge.features.detectors import MIN_FACE_PX, available_detectors
 from affedge.formats import backend_help
 
@@ -54,7 +54,7 @@ def add_runtime_arguments(p, smoothing_help: str, show: bool = True) -> None:
     p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
                    help="encoder precision (int8: the bundle's ONNX int8 encoder, from "
                         "`affedge export --int8`; refused when the bundle has none)")
-    p.add_argument("--threads", type=positive_int, default=None,
+    p.add_argument("--threads", type=thread_count, default=None,
                    help="intra-op threads of the model sessions (default: 2, or the usable "
                         "CPUs if fewer; more than 4x the usable CPUs is refused; "
                         "benchmarks/README.md 'Thread policy')")
@@ -83,15 +83,17 @@ def add_arguments(p) -> None:
     p.add_argument("source", help="video file, camera index (0), /dev/videoN, URL or GStreamer "
                                   "pipeline string")
     p.add_argument("--audio", default=None,
-                   help="'mic', 'mic:N', a WAV file, 'video' (the file's own audio track) or "
+                   help="'mic', 'mic:N', an audio file (WAV, or any format PyAV reads), "
+                        "'video' (the file's own audio track) or "
                         "'none' (default: 'video' for files that have an audio track, else none)")
     add_runtime_arguments(p, "causal exponential smoothing in [0, 1) of the *_smoothed "
                              "columns (raw values are written too); mean lag s/(1-s) frames; "
-                             "same default as demo")
-    p.add_argument("--out", default=None, metavar="TARGET",
+                             f"default {DEFAULT_SMOOTHING}, as demo")
+    p.add_argument("--out", action="append", default=[], metavar="TARGET",
                    help="write every prediction: a .csv or .jsonl file, '-' for JSONL on "
                         "stdout (rows flushed as they are written), or publish it: "
-                        "zmq://HOST:PORT (ZeroMQ PUB), ws://HOST:PORT (WebSocket)")
+                        "zmq://HOST:PORT (ZeroMQ PUB), ws://HOST:PORT (WebSocket); repeat "
+                        "for several")
     p.add_argument("--plot", default=None, metavar="PNG",
                    help="write a PNG plot of V/A over time at the end (also after SIGTERM/"
                         "Ctrl-C)")
@@ -162,7 +164,7 @@ def check_out_file(target) -> None:
 
 def open_out(target):
     """The sink for ``--out`` (a file truncated, a port bound), or ValueError with the reason.
-    ``run`` opens a file only once the model has loaded (see :func:`check_out_file`)."""
+    ``run`` opens a file only at its first row (see :func:`open_outs`)."""
     from affedge.sdk.sinks import open_sink
 
     try:
@@ -337,7 +339,7 @@ def stream_to_outputs(rec, video, audio, *, out=None, plot=None, show=False, rea
                 try:
                     sink.write(p)
                 except BrokenPipeError:  # `affedge run ... --out - | head`: reader left (the
-                    sink = None          # stdout sink pointed stdout at /dev/null)
+                    sink = _without_stdout(sink)  # stdout sink pointed stdout at /dev/null)
                     break
                 except OSError as exc:
                     raise ValueError(f"--out {sink.target}: {exc.strerror or exc} after "
@@ -352,7 +354,10 @@ def stream_to_outputs(rec, video, audio, *, out=None, plot=None, show=False, rea
         frames.close()  # releases the camera/microphone now, not at garbage collection
         try:
             if sink is not None:
-                sink.close()
+                if sys.exc_info()[0] is not None and hasattr(sink, "abandon"):
+                    sink.abandon()  # failed (a source that did not open): an earlier file
+                else:               # at an --out path not yet written stays whole
+                    sink.close()
         except OSError as exc:
             if sys.exc_info()[0] is None:  # not while another error is on its way out
                 raise ValueError(f"--out {sink.target}: {exc.strerror or exc}") from None
@@ -361,6 +366,56 @@ def stream_to_outputs(rec, video, audio, *, out=None, plot=None, show=False, rea
     if plot and preds:
         plot_predictions(plot, preds, labels_fn(preds) if labels_fn else None, title)
     return preds
+
+
+def _without_stdout(sink):
+    """What is left of ``sink`` once stdout's reader has gone (None when nothing)."""
+    from affedge.sdk.sinks.combine import SinkGroup
+
+    if isinstance(sink, SinkGroup):
+        rest = [s for s in sink.sinks if s.target != "-"]
+        return SinkGroup(rest) if rest else None
+    return None
+
+
+def open_outs(targets: list[str]):
+    """The sink for every ``--out`` (None, one sink, or a SinkGroup), or ValueError with the
+    reason. Files are checked now but created (truncated) only at the first row
+    (:class:`~affedge.sdk.sinks.combine.DeferredSink`): a run refused before its first frame
+    (no backend, a wrong --bundle-digest, a source that does not open, a missing microphone)
+    leaves an earlier output whole. stdout and network sinks open now (a port in use fails
+    early)."""
+    from affedge.sdk.sinks.combine import DeferredSink, SinkGroup
+
+    seen = set()
+    for t in targets:
+        key = t if not is_file_target(t) else os.path.realpath(t)
+        if key in seen:
+            raise ValueError(f"--out {t}: given twice")
+        seen.add(key)
+        if is_file_target(t):
+            check_out_file(t)
+        elif t.startswith("ws://"):
+            from affedge.sdk.sinks.zmq import is_loopback, parse_host_port
+
+            try:
+                host = parse_host_port(t, "ws")[0]
+            except ValueError:
+                continue  # (open_out reports the bad address)
+            if not is_loopback(host):
+                raise ValueError(f"--out {t}: affedge run publishes WebSocket on loopback "
+                                 f"only (a LAN address needs a token: affedge serve --token)")
+    sinks = []
+    try:
+        for t in targets:
+            sinks.append(DeferredSink(t, open_out) if is_file_target(t) else open_out(t))
+    except BaseException:
+        for s in sinks:
+            s.abandon() if hasattr(s, "abandon") else s.close()
+        raise
+    if not sinks:
+        return None
+    return sinks[0] if len(sinks) == 1 else SinkGroup(sinks)
 
 
 def summary_line(rec, preds, seconds: float | None = None) -> str:
@@ -481,20 +536,13 @@ def run(args) -> int:
                    "PyAV (pip install 'affedge[video-audio]'); running on the face alone "
                    "(--audio none silences this)")
     opts = recognizer_options(args)
-    # a file is checked now and opened (truncated) only once the model has loaded: a run
-    # refused before its first frame (no backend, a wrong --bundle-digest) leaves an earlier
-    # output whole; stdout and network sinks open now (a port in use fails early)
-    deferred = bool(args.out) and is_file_target(args.out)
-    if deferred:
-        check_out_file(args.out)
-    sink = open_out(args.out) if args.out and not deferred else None
+    outs = list(args.out or [])
+    sink = open_outs(outs)  # files only at the first row (see open_outs)
     from affedge.sdk.recognizer import Recognizer
 
     try:
         with GracefulStop() as stop, Recognizer(bundle, **opts) as rec:
             apply_runtime_args(rec, args)
-            if deferred:
-                sink = open_out(args.out)
             log.status(f"affedge run: {source} (audio: {audio or 'none'}), backend "
                        f"{rec.backend_name}, bundle sha256:{rec.bundle.digest[:12]} "
                        f"({identity_note(rec.bundle.signature_status)})")
@@ -510,9 +558,8 @@ def run(args) -> int:
             log.status(summary_line(rec, preds, time.monotonic() - t0))
     finally:
         if sink is not None:  # the model failed to load: keep no half-made output
-            sink.close()
-    wrote = [x for x in (args.out if args.out != "-" else None,
-                         args.plot if preds else None) if x]
+            sink.abandon() if hasattr(sink, "abandon") else sink.close()
+    wrote = [t for t in outs if t != "-"] + ([args.plot] if args.plot and preds else [])
     if stop.stopped:
         log.status(f"stopped by {stop.describe()} after {len(preds)} frames; every one is "
                    "written")

@@ -66,7 +66,9 @@ def default_threads() -> int:
     return max(1, min(DEFAULT_THREADS, usable_cpus()))
 
 
-def _positive_int(value, where: str) -> int:
+def check_thread_count(value, where: str) -> int:
+    """``value`` as a thread count (>= 1, at most OVERSUBSCRIPTION x the usable CPUs, and
+    at least 8), or ValueError naming ``where`` (the option or variable it came from)."""
     try:
         n = int(str(value).strip()) if not isinstance(value, int) else value
     except ValueError:
@@ -98,9 +100,9 @@ def thread_policy(intra_op_threads: int | None = None,
     """The policy for one backend: the explicit option, else ``$AFFEDGE_THREADS``, else the
     measured default; ``spinning`` None means the default (off)."""
     if intra_op_threads is not None:
-        n, src = _positive_int(intra_op_threads, "intra_op_threads"), "option"
+        n, src = check_thread_count(intra_op_threads, "intra_op_threads"), "option"
     elif os.environ.get(ENV_VAR, "").strip():
-        n, src = _positive_int(os.environ[ENV_VAR], ENV_VAR), ENV_VAR
+        n, src = check_thread_count(os.environ[ENV_VAR], ENV_VAR), ENV_VAR
     else:
         n, src = default_threads(), "default"
     spin = DEFAULT_SPINNING if spinning is None else bool(spinning)

@@ -232,6 +232,9 @@ class VideoSource:
         if self.kind == "gstreamer":
             hint = "" if "appsink" in self._spec else " (a pipeline must end in appsink)"
             return f"cannot open {self.name}{hint}"
+        if _audio_only(self._spec):
+            return (f"{self._spec} has no video stream (an audio-only file: give it as the "
+                    f"audio, e.g. --audio {self._spec})")
         return f"cannot open video file {self._spec} (corrupt, truncated or unsupported format?)"
 
     def _decide_live(self) -> bool:
@@ -464,3 +467,16 @@ def list_cameras(max_index: int = 4) -> list[dict]:
         finally:
             cap.release()
     return found
+
+
+def _audio_only(path: str) -> bool:
+    """The file opens as media with audio but no video stream (PyAV; False without it)."""
+    try:
+        import av
+    except ImportError:
+        return False
+    try:
+        with av.open(path) as c:
+            return not c.streams.video and bool(c.streams.audio)
+    except Exception:  # noqa: BLE001  (not media at all: the generic message fits)
+        return False
