@@ -360,3 +360,16 @@ def test_push_timestamps_must_be_numbers(bundle_dir, t):  # noqa: F811
         with pytest.raises(TypeError, match="push_audio: t must be a number"):
             rec.push_audio(np.zeros(160, np.float32), t)
         assert rec.push_frame(frame, np.float32(0.5)).frame == 0  # numpy scalars are numbers
+
+
+def test_push_frame_errors_name_push_frame(bundle_dir):  # noqa: F811
+    """Errors of the push API name the call the app made (they said process_frame, an engine
+    method the app never called)."""
+    from affedge.sdk.recognizer import Recognizer
+
+    with Recognizer(bundle_dir) as rec:
+        rec.push_frame(np.zeros((120, 160, 3), np.uint8), 1.0)
+        with pytest.raises(ValueError, match=r"^push_frame: timestamps must increase"):
+            rec.push_frame(np.zeros((120, 160, 3), np.uint8), 0.5)
+        with pytest.raises(ValueError, match=r"^push_frame: frame must be a BGR uint8"):
+            rec.push_frame(np.zeros((120, 160), np.uint8), 2.0)

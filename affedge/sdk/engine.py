@@ -320,26 +320,28 @@ class StreamingEngine:
         return self.finish_tick(tick, va, new_states)
 
     def begin_tick(self, frame_bgr: np.ndarray, t: float, index: int | None = None,
-                   detections=None, read_audio: bool = True) -> Tick:
+                   detections=None, read_audio: bool = True,
+                   api: str = "process_frame") -> Tick:
         """Stage 1: check the input, read the audio at ``t``, detect/track faces and cut the
         crops to encode (``tick.crops``, None when no face was detected). Changes only the
         detector and tracker (as a backend error in a later stage would leave them).
         ``read_audio=False`` leaves the audio to :meth:`run_models` (a pipelined loop puts
         it on the model's side, the lighter one; the features at ``t`` never depend on audio
-        pushed after ``t``, so the result is the same)."""
+        pushed after ``t``, so the result is the same). ``api``: the public call that error
+        messages name (``push_frame`` when the Recognizer's push API called)."""
         tick0 = time.perf_counter()
-        t = check_time(t, "process_frame")
+        t = check_time(t, api)
         if self._last_t is not None and t <= self._last_t:
-            raise ValueError(f"process_frame: timestamps must increase; got t={t} after "
+            raise ValueError(f"{api}: timestamps must increase; got t={t} after "
                              f"{self._last_t} (this stream's last frame; for a new, unrelated "
                              f"stream call reset() first)")
         if not isinstance(frame_bgr, np.ndarray) or frame_bgr.dtype != np.uint8 or \
                 frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3:
-            raise ValueError("process_frame: frame must be a BGR uint8 array [H,W,3], got "
+            raise ValueError(f"{api}: frame must be a BGR uint8 array [H,W,3], got "
                              f"{getattr(frame_bgr, 'dtype', type(frame_bgr))} "
                              f"{getattr(frame_bgr, 'shape', '')}" + _conversion_hint(frame_bgr))
         if frame_bgr.size == 0:
-            raise ValueError(f"process_frame: frame is empty (shape {frame_bgr.shape})")
+            raise ValueError(f"{api}: frame is empty (shape {frame_bgr.shape})")
         index = self._frame_index if index is None else int(index)
         self._frame_index = index
         audio, audio_present, speech = self.audio.at(t) if read_audio else (None, False, False)

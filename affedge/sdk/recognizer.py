@@ -369,7 +369,7 @@ class Recognizer:
                 t = time.monotonic()
             with self._front_lock:
                 self._epoch += 1
-                tick = self.engine.begin_tick(frame_bgr, float(t))
+                tick = self.engine.begin_tick(frame_bgr, float(t), api="push_frame")
             p = self.engine.run_models(tick)
             self._emit(p)
         return p
