@@ -95,6 +95,17 @@ def test_plan_keeps_the_temporal_model_fed():
     assert (p3.pretrain_epochs, p3.views, p3.train_trials, p3.notes) == (1, 2, 8, [])
 
 
+def test_a_resumed_plan_counts_the_epochs_already_done():
+    """``--resume`` after 26 of 30 epochs plans 4 more (the plan used to promise the whole
+    epoch limit again), and says how many were done."""
+    data = _fold()
+    fast = budget.Probe(cache_s_per_frame=1e-3, step_s=0.2)
+    plan = budget.make_plan(_opts(epochs=30), data, fast, left_s=3600, total_s=3600, load_s=10,
+                            pretraining=False, done_epochs=26)
+    assert plan.epochs == 4
+    assert "~4 temporal epochs (after the 26 done before the stop)" in plan.describe()
+
+
 def test_probe_leaves_the_model_untouched():
     import torch
 

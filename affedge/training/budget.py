@@ -115,14 +115,17 @@ class Plan:
     epochs: int
     train_trials: int  # how many of the fold's training trials to use
     notes: list[str]
+    done_epochs: int = 0  # finished before a --resume (not in ``epochs``)
 
     def describe(self) -> str:
         pre = ("pretrain skipped" if self.pretrain_epochs == 0 else
                f"pretrain {self.pretrain_s:.0f} s ({self.pretrain_epochs} epoch(s), every "
                f"{self.pretrain_stride}th frame)")
+        done = (f"(after the {self.done_epochs} done before the stop) "
+                if self.done_epochs else "")
         s = (f"budget plan ({self.total_s / 60:g} min): data loaded in {self.load_s:.0f} s, {pre}, "
              f"cache {self.cache_s:.0f} s ({self.views} view(s), {self.train_trials} training "
-             f"trials), time for ~{self.epochs} temporal epochs "
+             f"trials), time for ~{self.epochs} temporal epochs {done}"
              f"of ~{self.epoch_s:.1f} s (fewer if early stopping or the end of the "
              f"learning-rate schedule comes first), {self.end_reserve_s + self.val_s:.0f} s "
              f"kept for the final validation and writing")
@@ -195,8 +198,10 @@ def probe_step(model: torch.nn.Module, data, opts, mode: str = "trunk") -> float
 
 
 def make_plan(opts, data, pr: Probe, left_s: float, total_s: float, load_s: float,
-              pretraining: bool) -> Plan:
-    """Share ``left_s`` seconds between pretraining, the cache and the temporal epochs."""
+              pretraining: bool, done_epochs: int = 0) -> Plan:
+    """Share ``left_s`` seconds between pretraining, the cache and the temporal epochs.
+    ``done_epochs``: temporal epochs a resumed run had finished (they count against
+    ``opts.epochs``)."""
     train_frames = sum(len(t) for t in data.train)
     val_frames = sum(len(t) for t in data.val)
     face_frames = sum(int(t.face.sum()) for t in data.train)
@@ -270,4 +275,5 @@ def make_plan(opts, data, pr: Probe, left_s: float, total_s: float, load_s: floa
     return Plan(load_s=load_s, total_s=total_s, left_s=left_s, end_reserve_s=end_s,
                 pretrain_epochs=pre_epochs, pretrain_stride=stride, pretrain_s=pre_s,
                 views=views, cache_s=cache_cost(views, use), epoch_s=epoch_s, val_s=val_s,
-                epochs=max(0, min(epochs, int(opts.epochs))), train_trials=use, notes=notes)
+                epochs=max(0, min(epochs, int(opts.epochs) - int(done_epochs))),
+                train_trials=use, notes=notes, done_epochs=int(done_epochs))
