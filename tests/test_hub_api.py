@@ -246,3 +246,43 @@ def test_stage_one_of_the_next_tick_fills_the_pool_and_results_equal_serial_runs
         a = np.array([[p.valence, p.arousal] for p in got], np.float64)
         b = np.array([[p.valence, p.arousal] for p in serial], np.float64)
         assert np.isfinite(a).all() and np.abs(a - b).max() < 1e-4, name
+
+
+def test_duck_typed_and_failing_sinks_neither_stop_nor_break_the_hub(clips):
+    """Found by a new-user trial: a sink with write() alone made stop() raise AttributeError
+    before anything was closed, and a sink raising once stopped the whole library hub (only
+    ``affedge serve`` stops when no output is left)."""
+    from affedge.serve import Hub
+
+    class Plain:
+        def __init__(self):
+            self.got = []
+
+        def write(self, p, source=None):
+            self.got.append((source, p.frame))
+
+    class Bad:
+        def write(self, p):
+            raise RuntimeError("sink boom")
+
+    plain, bad, kept = Plain(), Bad(), Collect()
+    hub = Hub()
+    hub.add_source(str(clips[0]), audio="video", name="a")
+    n = _frames(clips[0])
+    hub.add_sink(bad)
+    hub.start()
+    assert hub.wait(timeout=120)  # the only sink failed at once: the hub went on
+    assert hub.stopped_reason is None and hub.recognizer("a").emitted == n
+    hub.stop()
+    assert hub.recognizer("a")._closed
+    with pytest.raises(RuntimeError, match="closed"):
+        hub.add_source(str(clips[0]))
+    with Hub() as hub:
+        hub.add_source(str(clips[0]), audio="video", name="a")
+        hub.add_sink(plain)
+        hub.add_sink(kept)
+        with pytest.raises(TypeError, match="Hub.add_sink needs a Sink"):
+            hub.add_sink(42)
+        hub.start()
+        assert hub.wait(timeout=120)
+    assert kept.closed and plain.got == [("a", i) for i in range(n)]

@@ -373,3 +373,34 @@ def test_push_frame_errors_name_push_frame(bundle_dir):  # noqa: F811
             rec.push_frame(np.zeros((120, 160, 3), np.uint8), 0.5)
         with pytest.raises(ValueError, match=r"^push_frame: frame must be a BGR uint8"):
             rec.push_frame(np.zeros((120, 160), np.uint8), 2.0)
+
+
+def test_predictions_subscribes_when_called_and_publish_tags_duck_typed_sinks(bundle_dir):  # noqa: F811
+    """Found by a new-user trial: predictions() subscribed only at the first next() (frames
+    pushed before a consumer thread started were lost), publish() did not tag a sink whose
+    write() takes ``source`` unless it set accepts_source (the hub did), and publish(42) /
+    push_audio(None) failed inside the library."""
+    from affedge.sdk.recognizer import Recognizer
+
+    class Mine:
+        def __init__(self):
+            self.got = []
+
+        def write(self, p, source=None):
+            self.got.append((source, p.frame))
+
+    frame = np.zeros((120, 160, 3), np.uint8)
+    with Recognizer(bundle_dir) as rec:
+        it = rec.predictions(timeout=0.5)
+        mine = rec.publish(Mine(), source="kiosk")
+        for k in range(3):
+            rec.push_frame(frame, 0.1 * (k + 1))
+        assert [p.frame for p in it] == [0, 1, 2]
+        assert mine.got == [("kiosk", 0), ("kiosk", 1), ("kiosk", 2)]
+        with pytest.raises(TypeError, match=r"Recognizer.publish needs a Sink"):
+            rec.publish(42)
+        with pytest.raises(TypeError, match=r"push_audio: pcm must be a 1-D array"):
+            rec.push_audio(None)
+        unused = rec.predictions()
+        unused.close()  # ends its subscription: nothing more is queued for it
+        assert unused._q not in rec._subscribers

@@ -289,7 +289,8 @@ def run(args) -> int:
         stop.set()
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    hub = Hub(bundle, backend, backend_options=backend_options, **opts)
+    hub = Hub(bundle, backend, backend_options=backend_options, stop_without_outputs=True,
+              **opts)
     try:
         for s in sources:
             hub.add_source(s["video"], s.get("audio"), name=s.get("name"),

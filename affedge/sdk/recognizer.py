@@ -63,6 +63,46 @@ def demo_assets_missing() -> list[Path]:
     return [p for p in need if not p.exists()]
 
 
+class _Subscription:
+    """The iterator of :meth:`Recognizer.predictions`: subscribed when made."""
+
+    def __init__(self, rec, timeout: float | None) -> None:
+        self._rec = rec
+        self._timeout = timeout
+        self._q: queue.Queue = queue.Queue()
+        self._open = True
+        with rec._sub_lock:
+            rec._subscribers.append(self._q)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> Prediction:
+        if not self._open:
+            raise StopIteration
+        try:
+            item = self._q.get(timeout=self._timeout)
+        except queue.Empty:
+            item = _END
+        if item is _END:
+            self.close()
+            raise StopIteration
+        return item
+
+    def close(self) -> None:
+        if self._open:
+            self._open = False
+            with self._rec._sub_lock:
+                if self._q in self._rec._subscribers:
+                    self._rec._subscribers.remove(self._q)
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001, S110  (interpreter shutdown)
+            pass
+
+
 class Recognizer:
     """Streaming valence/arousal recognition from face video and speech.
 
@@ -333,15 +373,13 @@ class Recognizer:
         :func:`affedge.sdk.sinks.open_sink`: ``"zmq://127.0.0.1:5556"``, ``"ws://..."``, a
         .csv/.jsonl path, ``"-"``), tagged with ``source`` where the sink takes one. Returns
         the sink; ``close()`` flushes and closes it."""
-        from affedge.sdk.sinks import open_sink
-        from affedge.sdk.sinks.base import check_source_name
+        from affedge.sdk.sinks.base import as_sink, check_source_name, takes_source
 
         self._check_open()
         if source is not None:
             check_source_name(source)
-        if isinstance(sink, (str, os.PathLike)):
-            sink = open_sink(sink)
-        if getattr(sink, "accepts_source", False):
+        sink = as_sink(sink, "Recognizer.publish")
+        if takes_source(sink):
             self.on_prediction(lambda p: sink.write(p, source=source))
         else:
             self.on_prediction(sink.write)
@@ -382,6 +420,9 @@ class Recognizer:
 
         self._check_open()
         sr = check_sample_rate(sample_rate)  # (t is checked by the timeline's push)
+        if pcm is None or isinstance(pcm, (str, bytes)) or not hasattr(pcm, "__len__"):
+            raise TypeError(f"push_audio: pcm must be a 1-D array of mono samples, got "
+                            f"{type(pcm).__name__}")
         if t is None:
             t = time.monotonic() - len(pcm) / float(sr)
         self.engine.audio.push(pcm, t, sr)
@@ -392,24 +433,11 @@ class Recognizer:
 
     def predictions(self, timeout: float | None = None) -> Iterator[Prediction]:
         """Iterate over Predictions as they are produced (from ``push_frame`` or ``run`` on any
-        thread), starting now, until ``close()``; with ``timeout`` it also stops after that
-        many seconds without a new Prediction. Nothing is dropped (unbounded queue)."""
-        q: queue.Queue = queue.Queue()
-        with self._sub_lock:
-            self._subscribers.append(q)
-        try:
-            while True:
-                try:
-                    item = q.get(timeout=timeout)
-                except queue.Empty:
-                    return
-                if item is _END:
-                    return
-                yield item
-        finally:
-            with self._sub_lock:
-                if q in self._subscribers:
-                    self._subscribers.remove(q)
+        thread), starting at this call (not at the first ``next()``: a consumer thread started
+        later misses nothing), until ``close()``; with ``timeout`` it also stops after that
+        many seconds without a new Prediction. Nothing is dropped (unbounded queue); the
+        iterator's ``close()`` (or its garbage collection) ends the subscription."""
+        return _Subscription(self, timeout)
 
     def _emit(self, p: Prediction) -> None:
         self._latest = p

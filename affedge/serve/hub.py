@@ -34,7 +34,6 @@ Sinks receive ``write(prediction, source=name)`` when they take a source (``zmq:
 """
 from __future__ import annotations
 
-import inspect
 import os
 import threading
 import time
@@ -85,11 +84,15 @@ class Hub:
     (``select_backend``) or a ready Backend instance (then the caller closes it).
     backend_options: ``select_backend`` options when ``backend`` is a name.
     recognizer_options: the per-source :class:`Recognizer` keywords (smoothing, detector,
-    detect_every, max_faces, min_face, ...).
+    detect_every, max_faces, min_face, ...). A sink that raises is reported and dropped;
+    ``stop_without_outputs=True`` (what ``affedge serve`` uses) also stops the hub once every
+    sink is gone (``stopped_reason`` = "no output left"); by default it goes on (the
+    recognizers' callbacks, ``latest()`` and ``predictions()`` still get every Prediction).
     """
 
     def __init__(self, bundle=None, backend="auto", *, backend_options: dict | None = None,
-                 status_every_s: float = STATUS_EVERY_S, **recognizer_options):
+                 status_every_s: float = STATUS_EVERY_S, stop_without_outputs: bool = False,
+                 **recognizer_options):
         from affedge.bundle import Bundle, load_bundle
         from affedge.sdk.backends.select import select_backend
         from affedge.sdk.recognizer import DEMO_BUILD_HINT, DEMO_BUNDLE
@@ -108,6 +111,7 @@ class Hub:
                 raise ValueError(f"Hub: {key} is set on the Hub itself, not per source")
         self._rec_opts = recognizer_options
         self.status_every_s = float(status_every_s)
+        self.stop_without_outputs = bool(stop_without_outputs)
         self._sources: dict[str, _Source] = {}
         self._sinks: list = []
         self._takes_source: dict[int, bool] = {}
@@ -141,6 +145,8 @@ class Hub:
         from affedge.sdk.sources import open_audio
         from affedge.sdk.sources.video import VideoSource, _classify
 
+        if self._closed:
+            raise RuntimeError("Hub: closed")
         if self._thread is not None:
             raise RuntimeError("Hub: add sources before start()")
         from affedge.sdk.sinks.base import check_source_name
@@ -198,14 +204,12 @@ class Hub:
 
     def add_sink(self, sink):
         """Add a Sink (or a target for :func:`affedge.sdk.sinks.open_sink`); returns it."""
-        from affedge.sdk.sinks import open_sink
+        from affedge.sdk.sinks.base import as_sink, takes_source
 
-        if isinstance(sink, (str, os.PathLike)):
-            sink = open_sink(sink)
-        if not hasattr(sink, "write"):
-            raise TypeError(f"add_sink needs a Sink or a target, got {type(sink).__name__}")
-        self._takes_source[id(sink)] = bool(getattr(sink, "accepts_source", False)) or \
-            "source" in inspect.signature(sink.write).parameters
+        if self._closed:
+            raise RuntimeError("Hub: closed")
+        sink = as_sink(sink, "Hub.add_sink")
+        self._takes_source[id(sink)] = takes_source(sink)
         self._sinks.append(sink)
         return sink
 
@@ -386,8 +390,9 @@ class Hub:
                        + ("was closed by its reader" if gone else f"failed: {exc!r}")
                        + "; it is dropped")
                 self._sinks.remove(sink)
-                _quietly(sink.close)
-                if not self._sinks:  # nothing left to serve to (`affedge serve --out - | head`)
+                _quietly(getattr(sink, "close", None))
+                if not self._sinks and self.stop_without_outputs:
+                    # nothing left to serve to (`affedge serve --out - | head`)
                     report("affedge serve: no output left; stopping")
                     self.stopped_reason = "no output left"
                     self._stop.set()
@@ -456,10 +461,10 @@ class Hub:
             if s.feeder is not None:
                 _quietly(s.feeder.source.close)
         self._publish_status()
+        for sink in self._sinks:  # (a duck-typed sink may have write() alone)
+            _quietly(getattr(sink, "flush", None))
         for sink in self._sinks:
-            _quietly(sink.flush)
-        for sink in self._sinks:
-            _quietly(sink.close)
+            _quietly(getattr(sink, "close", None))
         for s in self._sources.values():
             _quietly(s.rec.close)
         if self._own_backend:
@@ -480,6 +485,9 @@ def _ms(x: float) -> float:
 
 
 def _quietly(fn) -> None:
+    """Call ``fn`` (None: nothing), ignoring its errors (shutdown goes on)."""
+    if fn is None:
+        return
     try:
         fn()
     except Exception:  # noqa: BLE001, S110

@@ -71,6 +71,31 @@ def register_sink(key: str):
     return deco
 
 
+def as_sink(sink, where: str):
+    """``sink`` itself when it can take Predictions (has ``write``), a target string or path
+    opened with :func:`open_sink`; TypeError naming ``where`` otherwise."""
+    if isinstance(sink, (str, os.PathLike)):
+        return open_sink(sink)
+    if not callable(getattr(sink, "write", None)):
+        raise TypeError(f"{where} needs a Sink (an object with write(prediction)) or a "
+                        f"target such as 'out.jsonl' or 'zmq://127.0.0.1:5556', got "
+                        f"{type(sink).__name__}")
+    return sink
+
+
+def takes_source(sink) -> bool:
+    """Whether ``sink.write`` takes the source name (``accepts_source``, or a ``source``
+    parameter in its signature)."""
+    import inspect
+
+    if getattr(sink, "accepts_source", False):
+        return True
+    try:
+        return "source" in inspect.signature(sink.write).parameters
+    except (TypeError, ValueError):  # a builtin without a signature
+        return False
+
+
 def check_source_name(name: str) -> str:
     """``name`` when it can tag records (a ZeroMQ topic, a dashboard panel, a ROS name after
     the bridge's clean-up): letters, digits, '-', '_' or '.', not starting with '_' (topics

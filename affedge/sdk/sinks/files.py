@@ -20,8 +20,13 @@ def open_output_file(path: str):
     parent = os.path.dirname(os.path.abspath(path))
     if os.path.exists(parent) and not os.path.isdir(parent):
         raise NotADirectoryError(20, f"{parent} is a file, not a directory", path)
-    os.makedirs(parent, exist_ok=True)
-    return open(path, "w", newline="", encoding="utf-8")
+    try:
+        os.makedirs(parent, exist_ok=True)
+        return open(path, "w", newline="", encoding="utf-8")
+    except OSError as exc:
+        if exc.filename is None:  # (say which file)
+            raise type(exc)(exc.errno, exc.strerror, path) from None
+        raise
 
 
 class _FileSink(Sink):
