@@ -404,3 +404,24 @@ def test_predictions_subscribes_when_called_and_publish_tags_duck_typed_sinks(bu
         unused = rec.predictions()
         unused.close()  # ends its subscription: nothing more is queued for it
         assert unused._q not in rec._subscribers
+
+
+def test_a_camera_that_changes_resolution_keeps_its_face_and_track():
+    """Found by a new-user trial: frames switching from 320x240 to 1280x960 mid-stream lost the
+    face for 4 frames (the region search looked around the old grid's box) and then gave it a
+    new track. Now the track moves to the new grid and that frame gets a full pass."""
+    import cv2
+
+    from affedge.sdk.recognizer import DEMO_CLIP, Recognizer
+
+    cap = cv2.VideoCapture(str(DEMO_CLIP))
+    frames = [cap.read()[1] for _ in range(30)]
+    cap.release()
+    with Recognizer.demo() as rec:
+        ps = [rec.push_frame(f if k < 20 else cv2.resize(f, (1280, 960)), k / 30.0)
+              for k, f in enumerate(frames)]
+    assert all(p.face_present for p in ps[5:]), [int(p.face_present) for p in ps]
+    ids = {p.faces[0].track_id for p in ps[5:]}
+    assert len(ids) == 1, ids
+    big = ps[20].faces[0].box  # in the new grid: about 4x the old box
+    assert big[2] > 3 * ps[19].faces[0].box[2]

@@ -195,6 +195,7 @@ class StreamingEngine:
         #: the frame whose model calls run now (or ran last)
         self.model_frame = 0
         self._last_t: float | None = None
+        self._frame_shape: tuple[int, int] | None = None  # the previous frame's (h, w)
         self._intervals: list[float] | None = []  # for the time unit check (then None)
         self._latencies: deque = deque(maxlen=LATENCY_HISTORY)
         self.frames = 0
@@ -344,6 +345,15 @@ class StreamingEngine:
             raise ValueError(f"{api}: frame is empty (shape {frame_bgr.shape})")
         index = self._frame_index if index is None else int(index)
         self._frame_index = index
+        shape = frame_bgr.shape[:2]
+        if self._frame_shape is not None and shape != self._frame_shape:
+            # the camera changed its resolution: the tracks move to the new pixel grid (ids and
+            # temporal states stay) and this frame gets a full-frame pass (a region search
+            # around a box of the old grid found nothing for several frames)
+            (h0, w0), (h1, w1) = self._frame_shape, shape
+            self.tracker.rescale(w1 / w0, h1 / h0)
+            self.face_search.reset()
+        self._frame_shape = shape
         audio, audio_present, speech = self.audio.at(t) if read_audio else (None, False, False)
         tracks, confirmed, stream_ids, streams, embs, crops, enc_slot = \
             self._faces(frame_bgr, detections)
@@ -588,6 +598,7 @@ class StreamingEngine:
         self._last_t = None
         self._intervals = []
         self._frame_index = 0
+        self._frame_shape = None
 
     def close(self) -> None:
         """Stop the face-detection worker thread (``async_detect``) for good. Idempotent; may

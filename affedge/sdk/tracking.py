@@ -141,6 +141,20 @@ class IouTracker:
         self.removed = []
         self._next_id = 0
 
+    def rescale(self, sx: float, sy: float) -> None:
+        """Move every track to a frame scaled by ``sx`` x ``sy`` (a camera that changed its
+        resolution): boxes, velocities and keypoints; ids, ages and hits stay."""
+        for tr in self.tracks:
+            x, y, w, h = tr.box
+            tr.box = (x * sx, y * sy, w * sx, h * sy)
+            vx, vy, vw, vh = tr.velocity
+            tr.velocity = (vx * sx, vy * sy, vw * sx, vh * sy)
+            f = tr.face
+            if f is not None:
+                kps = None if f.keypoints is None else \
+                    tuple((kx * sx, ky * sy) for kx, ky in f.keypoints)
+                tr.face = FaceBox(f.x * sx, f.y * sy, f.w * sx, f.h * sy, f.score, keypoints=kps)
+
     def update(self, detections) -> list[Track]:
         """Advance one frame with this frame's detections; returns all live tracks (matched,
         new, and those in an occlusion gap), oldest first. Also reports which tracks were
