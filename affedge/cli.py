@@ -73,10 +73,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: the extra (pyproject.toml) that installs each optional top-level module
+EXTRA_FOR = {"torch": "train", "safetensors": "train", "onnx": "train", "onnxscript": "train",
+             "tqdm": "train", "av": "video-audio", "pyaudio": "audio", "openvino": "openvino",
+             "zmq": "serve", "websockets": "serve", "cryptography": "sign",
+             "tensorrt": "tensorrt"}
+
+
 def _user_error(exc: BaseException) -> str | None:
     """The one-line message for an error caused by the user's input or machine, else None."""
     if isinstance(exc, OSError) and exc.strerror and exc.filename:
         return f"{exc.filename}: {exc.strerror}"
+    if isinstance(exc, ModuleNotFoundError) and exc.name and "pip install" not in str(exc):
+        extra = EXTRA_FOR.get(exc.name.split(".")[0])  # (a bare "No module named 'torch'")
+        if extra:
+            return f"{exc}: pip install 'affedge[{extra}]'"
     if isinstance(exc, (OSError, ValueError, RuntimeError, ImportError)):
         from affedge.log import one_line
 

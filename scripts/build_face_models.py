@@ -218,7 +218,10 @@ def main(argv=None) -> int:
              f"max |diff|/max(1,|ref|) {o['max_rel_diff']:.3g}"),
         ]
     (args.out / "NOTICE").write_text("\n".join(lines) + "\n")
-    print(f"wrote {', '.join(notice_models)} and NOTICE to {args.out}")
+    # the Apache-2.0 text itself (the same licence as this project's, whose LICENSE it copies)
+    licence = Path(__file__).resolve().parents[1] / "LICENSE"
+    (args.out / "LICENSE").write_text(licence.read_text())
+    print(f"wrote {', '.join(notice_models)}, NOTICE and LICENSE to {args.out}")
     return 0
 
 

@@ -374,7 +374,8 @@ def _without(tmp_path, *modules: str) -> dict:
     shadow = tmp_path / "shadow"
     shadow.mkdir(exist_ok=True)
     for m in modules:
-        (shadow / f"{m}.py").write_text(f"raise ImportError(\"No module named '{m}'\")\n")
+        (shadow / f"{m}.py").write_text(
+            f"raise ModuleNotFoundError(\"No module named '{m}'\", name='{m}')\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(shadow), str(ROOT)])}
     env.pop("AFFEDGE_DEBUG", None)
     return env
@@ -392,6 +393,30 @@ def test_without_pyav_a_video_file_runs_on_the_face_alone_and_says_so(tmp_path):
     d = subprocess.run([sys.executable, "-m", "affedge.cli", "doctor"], capture_output=True,
                        env=_without(tmp_path, "av"), text=True, timeout=300, check=False)
     assert "av MISSING (a video file's audio track)" in d.stdout + d.stderr
+
+
+@needs_demo
+def test_a_minimal_install_runs_the_demo_and_names_the_extra_it_lacks(tmp_path):
+    """Found by a minimal-install trial (numpy, OpenCV, ONNX Runtime only): ``affedge demo``
+    failed for want of PyAV (the README's first command); train/synth said only "No module
+    named 'torch'" / "'av'", and synth left empty folders behind."""
+    def cli(*args, missing=("av",)):
+        return subprocess.run([sys.executable, "-m", "affedge.cli", *map(str, args)],
+                              env=_without(tmp_path, *missing), capture_output=True, text=True,
+                              timeout=300, check=False)
+
+    r = cli("demo", "--fast", "--out-dir", tmp_path / "demo")
+    assert r.returncode == 0, r.stderr
+    assert "without audio (reading its track needs PyAV" in r.stderr
+    assert "CCC vs ground truth" in r.stdout
+    r = cli("serve", "--source", DEMO_CLIP, "--out", tmp_path / "s.jsonl")
+    assert r.returncode == 0, r.stderr
+    assert "no audio: reading a file's audio track needs PyAV" in r.stderr
+    one_line_error(cli("synth", tmp_path / "data", "--videos", "1", "--seconds", "1"), 1,
+                   "PyAV", "pip install 'affedge[video-audio]'")
+    assert not (tmp_path / "data").exists()
+    one_line_error(cli("train", tmp_path / "data", missing=("torch",)), 1,
+                   "No module named 'torch'", "pip install 'affedge[train]'")
 
 
 def test_without_soxr_16khz_audio_works_and_resampling_says_how_to_install(tmp_path):

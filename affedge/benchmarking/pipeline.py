@@ -149,7 +149,7 @@ def fresh_bundle(out: str | Path, encoder: str = "mobile", int8: bool = True, se
         import torch
     except ImportError as exc:
         raise ImportError("no bundle given and no demo bundle: exporting a fresh one needs "
-                          "torch (pip install affedge[train]); or pass a BUNDLE") from exc
+                          "torch (pip install 'affedge[train]'); or pass a BUNDLE") from exc
     import logging
 
     from affedge.config import FeatureConfig, ModelConfig

@@ -157,7 +157,7 @@ def count_model_flops(model_cfg, window: int = 300) -> dict[str, int]:
     try:
         import torch
     except ImportError as exc:
-        raise ImportError("counting FLOPs needs torch (pip install affedge[train]); or export "
+        raise ImportError("counting FLOPs needs torch (pip install 'affedge[train]'); or export "
                           "the bundle with a flops record in its manifest") from exc
     from affedge.export.streaming import StreamingStep, WindowForm
     from affedge.training.backbones import build_encoder, count_flops

@@ -101,9 +101,12 @@ def run(args) -> int:
         labels = read_labels(labels_path) if labels_path else None
     except (OSError, ValueError) as exc:
         raise ValueError(f"--labels: {exc}") from None
-    audio = "video"
-    if args.clip and have_pyav() and default_audio(str(clip)) is None:  # no track: face alone
-        audio = None
+    audio, no_audio = "video", ""
+    if not have_pyav():  # (a minimal install: the README's first command still runs)
+        audio, no_audio = None, "without audio (reading its track needs PyAV: pip install " \
+            "'affedge[video-audio]')"
+    elif args.clip and default_audio(str(clip)) is None:  # no track: the face alone
+        audio, no_audio = None, "without audio (it has no track)"
     out_dir = Path(args.out_dir)
     check_out_dir(out_dir)
     csv_path = out_dir / "demo_predictions.csv"
@@ -120,7 +123,7 @@ def run(args) -> int:
     with GracefulStop() as stop, Recognizer(bundle, **recognizer_options(args)) as rec:
         apply_runtime_args(rec, args)
         log.status(f"affedge demo: {clip} "
-                   f"{'with its audio track' if audio else 'without audio (it has no track)'}"
+                   f"{'with its audio track' if audio else no_audio}"
                    f", backend {rec.backend_name}, "
                    f"{'as fast as possible' if args.fast else 'real time (use --fast to skip pacing)'}")
         t0 = time.monotonic()

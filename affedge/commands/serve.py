@@ -137,7 +137,7 @@ def _token(args, cfg) -> str | None:
 
 
 def _sources(args, cfg) -> list[dict]:
-    from affedge.commands.run import default_audio
+    from affedge.commands.run import default_audio, have_pyav
 
     out = list(cfg.sources) if cfg else []
     out += [dict(s) for s in getattr(args, "source_specs", None) or []]
@@ -146,6 +146,10 @@ def _sources(args, cfg) -> list[dict]:
     for s in out:
         if "audio" not in s and isinstance(s["video"], str):
             s["audio"] = default_audio(s["video"])
+            if s["audio"] is None and os.path.isfile(s["video"]) and not have_pyav():
+                _say(f"affedge serve: warning: {s['video']}: no audio: reading a file's audio "
+                     f"track needs PyAV (pip install 'affedge[video-audio]'); running on the "
+                     f"face alone (--audio none silences this)")
     return out
 
 

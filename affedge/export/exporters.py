@@ -30,7 +30,7 @@ def torch_available() -> tuple[bool, str]:
     try:
         import torch  # noqa: F401
     except ImportError:
-        return False, "torch is not installed (pip install affedge[train])"
+        return False, "torch is not installed (pip install 'affedge[train]')"
     return True, ""
 
 

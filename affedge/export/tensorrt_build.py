@@ -64,7 +64,7 @@ def tensorrt_available() -> tuple[bool, str]:
     try:
         import tensorrt as trt  # noqa: F401
     except Exception as exc:  # noqa: BLE001 - any import failure means "not available"
-        return False, f"{NOT_AVAILABLE}: cannot import tensorrt ({exc})"
+        return False, f"{NOT_AVAILABLE}: cannot import tensorrt ({exc}; pip install 'affedge[tensorrt]' on an NVIDIA GPU, or JetPack's python3-libnvinfer on a Jetson: docs/JETSON.md)"
     try:
         gpu = engine_target()
     except Exception as exc:  # noqa: BLE001 - reported as the reason

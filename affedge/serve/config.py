@@ -34,7 +34,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-import tomllib
 
 from affedge.features.detectors.base import MIN_FACE_PX
 
@@ -90,6 +89,14 @@ def _strings(value, key: str, path) -> list[str]:
 def load_config(path) -> ServeConfig:
     """Read and check a serve TOML file (ValueError naming the file and the key)."""
     path = os.fspath(path)
+    try:
+        import tomllib  # Python >= 3.11
+    except ImportError:  # 3.10 (JetPack 6's Python): the same parser as a package
+        try:
+            import tomli as tomllib
+        except ImportError:
+            raise ImportError("reading a --config file on Python 3.10 needs tomli: "
+                              "pip install tomli") from None
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)

@@ -105,7 +105,7 @@ def this_target(device=None) -> dict[str, str]:
     try:
         import tensorrt as trt
     except ImportError as exc:
-        raise BackendUnavailable(f"{NOT_AVAILABLE}: cannot import tensorrt ({exc})") from None
+        raise BackendUnavailable(f"{NOT_AVAILABLE}: cannot import tensorrt ({exc}; pip install 'affedge[tensorrt]' on an NVIDIA GPU, or JetPack's python3-libnvinfer on a Jetson: docs/JETSON.md)") from None
     if device is None:
         try:
             import torch

@@ -24,7 +24,7 @@ page (``http://127.0.0.1:PORT``, ``http://localhost:PORT``, the bound address, o
 ``allowed_origins``) is refused (403, counted); clients that send no Origin (robots, scripts)
 are accepted.
 
-Needs ``websockets`` >= 13 (``pip install affedge[serve]``), imported when a sink is opened.
+Needs ``websockets`` >= 13 (``pip install 'affedge[serve]'``), imported when a sink is opened.
 """
 from __future__ import annotations
 

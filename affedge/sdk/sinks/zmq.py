@@ -12,7 +12,7 @@ policy for PUB sockets). PUB/SUB has no authentication, so only loopback address
 unless ``allow_remote=True`` (the serve command refuses remote ZeroMQ binds; use an SSH tunnel
 or the token-checked WebSocket sink).
 
-Needs ``pyzmq`` (``pip install affedge[serve]``), imported when a sink is opened.
+Needs ``pyzmq`` (``pip install 'affedge[serve]'``), imported when a sink is opened.
 """
 from __future__ import annotations
 

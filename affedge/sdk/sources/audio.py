@@ -185,7 +185,7 @@ def _import_av():
         import av
     except ImportError as e:
         raise SourceError(
-            "reading the audio track of a video file needs PyAV: pip install affedge[video-audio]"
+            "reading the audio track of a video file needs PyAV: pip install 'affedge[video-audio]'"
         ) from e
     return av
 

@@ -49,7 +49,7 @@ from ...features import audio_io
 from ._errors import SourceError
 from .audio import SAMPLE_RATE, AudioChunk, AudioSource
 
-_INSTALL_HINT = "microphone capture needs pyaudio: pip install affedge[audio] (and PortAudio)"
+_INSTALL_HINT = "microphone capture needs pyaudio: pip install 'affedge[audio]' (and PortAudio)"
 MAX_DRIFT = 500e-6  # anchor may rise by this fraction of elapsed audio time (crystals: <100 ppm)
 MAX_SLEW = 0.025  # downward corrections: at most 2.5 % of elapsed audio time (0.5 ms/20 ms)
 REANCHOR_S = 0.1  # all recent callbacks this much later than the anchor: input was lost
