@@ -352,22 +352,35 @@ def _version(v: str) -> tuple[int, ...]:
 
 def test_installed_onnxruntime_satisfies_the_declared_bound():
     bound = _declared_ort_bound()
-    assert bound >= (1, 24, 3), "older versions fail on the demo bundle (see pyproject.toml)"
+    assert bound >= (1, 23, 2), "older versions fail on the demo bundle (see pyproject.toml)"
     assert _version(ort.__version__) >= bound, (ort.__version__, bound)
 
 
+def test_onnx_runtime_below_the_fix_runs_without_the_broken_fusion():
+    """1.23.2-1.24.2 get the SkipLayerNormFusion switched off (their fused kernel refuses the
+    step graph); the fixed versions keep every optimisation."""
+    from affedge.sdk.backends.onnxruntime_backend import session_kwargs
+
+    off = {"disabled_optimizers": ["SkipLayerNormFusion"]}
+    assert session_kwargs("1.23.2") == off and session_kwargs("1.24.2") == off
+    assert session_kwargs("1.24.3") == {} and session_kwargs("1.32.0+cu126") == {}
+
+
 def test_demo_graphs_run_with_the_runtimes_optimisation_level():
-    """The check that fails below the bound: ORT 1.20-1.24.2 fuse the step graph's layer norm
-    into SkipLayerNormalization and then refuse its 2-D gamma at run time. Every demo graph is
-    loaded at ORT_ENABLE_ALL (what the runtime uses) and run once; its opsets are ones this
-    ONNX Runtime implements."""
+    """ORT 1.20-1.24.2 fuse the step graph's layer norm into SkipLayerNormalization and then
+    refuse its 2-D gamma at run time (the runtime switches that fusion off there). Every demo
+    graph is loaded at ORT_ENABLE_ALL with the runtime's session keywords and run once; its
+    opsets are ones this ONNX Runtime implements."""
+    from affedge.sdk.backends.onnxruntime_backend import session_kwargs
+
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     for f in sorted(DEMO_BUNDLE.glob("*.onnx")):
         sig = read_onnx_signature(f)
         # ONNX Runtime's compatibility table: 1.18 and later implement ai.onnx opset 21
         assert sig["opsets"]["ai.onnx"] <= 21, f"{f.name}: opset {sig['opsets']}"
-        sess = ort.InferenceSession(str(f), so, providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(str(f), so, providers=["CPUExecutionProvider"],
+                                    **session_kwargs(ort.__version__))
         feeds = {i.name: np.zeros([d if isinstance(d, int) else 2 for d in i.shape], np.float32)
                  for i in sess.get_inputs()}
         outs = sess.run(None, feeds)

@@ -20,6 +20,21 @@ from affedge.bundle import Bundle
 from affedge.sdk.backends.base import Backend, BackendUnavailable
 from affedge.sdk.backends.threads import apply_to_ort, thread_policy
 
+#: ONNX Runtime 1.20-1.24.2 fuse the step graph's layer norm into SkipLayerNormalization and
+#: then refuse its 2-D gamma at run time ("gamma is expected to have 1 dimension, got 2");
+#: 1.24.3 fixed it. Below that, that one fusion is switched off (checked on 1.23.2, the newest
+#: wheel for Python 3.10 / JetPack 6: the demo pipeline's outputs match 1.24.3's, see
+#: tests/test_manifest_schema.py).
+SKIP_LAYER_NORM_FIXED = (1, 24, 3)
+
+
+def session_kwargs(version: str) -> dict:
+    """Extra ``InferenceSession`` keywords for ONNX Runtime ``version`` (see above)."""
+    import re
+
+    v = tuple(int(x) for x in re.findall(r"\d+", version.split("+")[0])[:3])
+    return {"disabled_optimizers": ["SkipLayerNormFusion"]} if v < SKIP_LAYER_NORM_FIXED else {}
+
 PROVIDER_NAMES = {
     "tensorrt": "TensorrtExecutionProvider",
     "cuda": "CUDAExecutionProvider",
@@ -105,7 +120,8 @@ class OnnxRuntimeBackend(Backend):
             try:
                 providers = [("TensorrtExecutionProvider", trt_opts[model]), *chain[1:]] \
                     if model in trt_opts else chain
-                sess = ort.InferenceSession(str(path), sess_options=so, providers=providers)
+                sess = ort.InferenceSession(str(path), sess_options=so, providers=providers,
+                                            **session_kwargs(ort.__version__))
             except Exception as exc:
                 raise BackendUnavailable(f"onnxruntime could not load {rec['file']}: {exc}") from None
             names = [i.name for i in sess.get_inputs()]
