@@ -64,6 +64,12 @@ END_SLACK_S = 0.1
 #: late or a file's audio track starting after its video (seconds), far below the offset
 #: between two clocks (the uptime or the epoch)
 CLOCK_MISMATCH_S = 30.0
+#: a frame whose newest audio row ends more than this (s) before the frame's time had its audio
+#: arrive late (pushed after the frame, e.g. a microphone delivering 100 ms chunks after they
+#: were captured): it used older audio than a file would give, counted in
+#: stats()["audio_late_frames"]. Two 25 ms windows: a 10 ms-hop stream pushed as captured in
+#: chunks of up to ~50 ms stays under it.
+LATE_AUDIO_S = 0.05
 
 
 def check_sample_rate(sample_rate) -> int:
@@ -202,7 +208,7 @@ class AudioTimeline:
         self._new_extractor = lambda: IncrementalAudioFeatures(fcfg)
         self._lock = threading.Lock()  # producer side (push/flush) against reset
         self._counters = {"gaps": 0, "overlaps": 0, "discontinuities": 0, "consumed": 0,
-                          "nonfinite": 0, "clock_mismatch": 0}
+                          "nonfinite": 0, "clock_mismatch": 0, "late": 0}
         self._overrun_warned = False
         self._clear()
 
@@ -389,6 +395,9 @@ class AudioTimeline:
             feats = {k: np.zeros_like(v) for k, v in feats.items()}
         if present:
             self._had_audio = True
+            latest = self._rings[self.kinds[0]].latest_time
+            if latest is not None and t - latest > LATE_AUDIO_S:
+                self._counters["late"] += 1
         elif self.kinds:
             self._check_overrun(t)
             if not self._had_audio:
@@ -447,4 +456,5 @@ class AudioTimeline:
         return {"audio_overruns": int(self._pcm_ring.overruns), "audio_gaps_filled": c["gaps"],
                 "audio_overlaps": c["overlaps"], "audio_discontinuities": c["discontinuities"],
                 "audio_seconds": c["consumed"] / self.sample_rate,
-                "nonfinite_audio": c["nonfinite"], "audio_clock_mismatch": c["clock_mismatch"]}
+                "nonfinite_audio": c["nonfinite"], "audio_clock_mismatch": c["clock_mismatch"],
+                "audio_late_frames": c["late"]}
