@@ -420,7 +420,7 @@ class Recognizer:
 
         self._check_open()
         sr = check_sample_rate(sample_rate)  # (t is checked by the timeline's push)
-        if pcm is None or isinstance(pcm, (str, bytes)) or not hasattr(pcm, "__len__"):
+        if pcm is None or not hasattr(pcm, "__len__"):  # (bytes get the timeline's hint)
             raise TypeError(f"push_audio: pcm must be a 1-D array of mono samples, got "
                             f"{type(pcm).__name__}")
         if t is None:
