@@ -324,6 +324,7 @@ def stream_to_outputs(rec, video, audio, *, out=None, plot=None, show=False, rea
     from affedge import log
     from affedge.sdk.overlay import draw_overlay
     from affedge.sdk.sinks import Sink, open_sink
+    from affedge.sdk.sinks.combine import abandon
 
     if window is None and show:
         window = open_window(True)
@@ -354,9 +355,9 @@ def stream_to_outputs(rec, video, audio, *, out=None, plot=None, show=False, rea
         frames.close()  # releases the camera/microphone now, not at garbage collection
         try:
             if sink is not None:
-                if sys.exc_info()[0] is not None and hasattr(sink, "abandon"):
-                    sink.abandon()  # failed (a source that did not open): an earlier file
-                else:               # at an --out path not yet written stays whole
+                if sys.exc_info()[0] is not None:  # failed (a source that did not open): an
+                    abandon(sink)  # earlier file at an --out path not yet written stays whole
+                else:
                     sink.close()
         except OSError as exc:
             if sys.exc_info()[0] is None:  # not while another error is on its way out
@@ -385,7 +386,7 @@ def open_outs(targets: list[str]):
     (no backend, a wrong --bundle-digest, a source that does not open, a missing microphone)
     leaves an earlier output whole. stdout and network sinks open now (a port in use fails
     early)."""
-    from affedge.sdk.sinks.combine import DeferredSink, SinkGroup
+    from affedge.sdk.sinks.combine import DeferredSink, SinkGroup, abandon
 
     seen = set()
     for t in targets:
@@ -411,7 +412,7 @@ def open_outs(targets: list[str]):
             sinks.append(DeferredSink(t, open_out) if is_file_target(t) else open_out(t))
     except BaseException:
         for s in sinks:
-            s.abandon() if hasattr(s, "abandon") else s.close()
+            abandon(s)
         raise
     if not sinks:
         return None
@@ -539,6 +540,7 @@ def run(args) -> int:
     outs = list(args.out or [])
     sink = open_outs(outs)  # files only at the first row (see open_outs)
     from affedge.sdk.recognizer import Recognizer
+    from affedge.sdk.sinks.combine import abandon
 
     try:
         with GracefulStop() as stop, Recognizer(bundle, **opts) as rec:
@@ -558,7 +560,7 @@ def run(args) -> int:
             log.status(summary_line(rec, preds, time.monotonic() - t0))
     finally:
         if sink is not None:  # the model failed to load: keep no half-made output
-            sink.abandon() if hasattr(sink, "abandon") else sink.close()
+            abandon(sink)
     wrote = [t for t in outs if t != "-"] + ([args.plot] if args.plot and preds else [])
     if stop.stopped:
         log.status(f"stopped by {stop.describe()} after {len(preds)} frames; every one is "

@@ -34,7 +34,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-
 from affedge.features.detectors.base import MIN_FACE_PX
 
 TOP_KEYS = {"bundle", "backend", "publish", "out", "token_file", "host", "realtime", "source",

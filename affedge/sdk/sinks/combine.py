@@ -20,10 +20,6 @@ class DeferredSink(Sink):
         self._opener = opener
         self._sink: Sink | None = None
 
-    @property
-    def opened(self) -> bool:
-        return self._sink is not None
-
     def _open(self) -> Sink:
         if self._sink is None:
             self._sink = self._opener(self.target)
@@ -95,9 +91,15 @@ class SinkGroup(Sink):
         self.closed = True
         for s in self.sinks:
             try:
-                s.abandon() if hasattr(s, "abandon") else s.close()
+                abandon(s)
             except OSError:
                 pass
 
 
-__all__ = ["DeferredSink", "SinkGroup"]
+def abandon(sink) -> None:
+    """End ``sink`` after a failed run: its ``abandon()`` where it has one (a file not yet
+    written stays as it was), else ``close()``."""
+    getattr(sink, "abandon", sink.close)()
+
+
+__all__ = ["DeferredSink", "SinkGroup", "abandon"]
