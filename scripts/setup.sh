@@ -45,7 +45,7 @@ if [ "${AFFEDGE_SYSTEM_RUNTIME:-0}" = "1" ]; then
 elif ! $VPY -c "import torch" >/dev/null 2>&1; then
   case ",$EXTRAS," in
     *,train,*)
-      echo "[setup] no torch found: installing torch 2.13.0 (CPU build)"
+      echo "[setup] no torch found: installing torch 2.13.0 (from the configured package index)"
       pipq torch==2.13.0 ;;
   esac
 else
