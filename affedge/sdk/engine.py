@@ -57,6 +57,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from affedge.sdk.audio_timeline import AudioTimeline, check_time
+from affedge.sdk.frame_checks import check_boxes, conversion_hint
 from affedge.sdk.prediction import FaceResult, Prediction
 from affedge.sdk.smoothing import ExponentialSmoother
 from affedge.sdk.tracking import (
@@ -340,7 +341,7 @@ class StreamingEngine:
                 frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3:
             raise ValueError(f"{api}: frame must be a BGR uint8 array [H,W,3], got "
                              f"{getattr(frame_bgr, 'dtype', type(frame_bgr))} "
-                             f"{getattr(frame_bgr, 'shape', '')}" + _conversion_hint(frame_bgr))
+                             f"{getattr(frame_bgr, 'shape', '')}" + conversion_hint(frame_bgr))
         if frame_bgr.size == 0:
             raise ValueError(f"{api}: frame is empty (shape {frame_bgr.shape})")
         index = self._frame_index if index is None else int(index)
@@ -423,7 +424,7 @@ class StreamingEngine:
             self.face_search.discard_pending()  # a full pass is merged only into the next frame
         try:
             dets = select_detections(dets, self.tracker.tracks, self.max_faces)
-            _check_boxes(dets, frame_bgr.shape)
+            check_boxes(dets, frame_bgr.shape)
         except ValueError as exc:  # a broken detector: refuse the frame, change nothing
             if detections is None:
                 self.face_search.unschedule()
@@ -605,40 +606,6 @@ class StreamingEngine:
         be called from another thread during a tick; the engine stays usable, with
         synchronous full-frame passes."""
         self.face_search.close()
-
-
-#: a detection box may reach this many frame sides beyond the frame (a face partly outside
-#: the image is normal; a box of 1e9 pixels is a broken detector)
-MAX_BOX_SPAN = 4.0
-
-
-def _check_boxes(dets, shape) -> None:
-    """ValueError when a box cannot be a face in a frame of ``shape`` (checked before the
-    tracker or any crop sees it)."""
-    h, w = shape[:2]
-    lim = MAX_BOX_SPAN * max(h, w)
-    for d in dets:
-        x, y, bw, bh = (float(v) for v in (d.as_tuple() if hasattr(d, "as_tuple") else
-                                           tuple(d)[:4]))
-        if bw > lim or bh > lim or not (-lim < x < w + lim and -lim < y < h + lim):
-            raise ValueError(f"returned a box that cannot be a face in a {w}x{h} frame: "
-                             f"(x, y, w, h) = ({x:g}, {y:g}, {bw:g}, {bh:g})")
-
-
-def _conversion_hint(frame) -> str:
-    """How to turn a common wrong frame layout into BGR uint8 (appended to the error)."""
-    if not isinstance(frame, np.ndarray):
-        return ""
-    if frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] == 1):
-        return " (grayscale: convert with cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR))"
-    if frame.ndim == 3 and frame.shape[2] == 4:
-        return " (BGRA: convert with cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR))"
-    if frame.dtype.kind == "f" and frame.ndim == 3 and frame.shape[2] == 3:
-        return " (float image: scale to 0-255 and cast, e.g. (frame * 255).clip(0, 255)" \
-               ".astype(np.uint8) for values in [0, 1])"
-    if frame.dtype == np.uint16 and frame.ndim == 3 and frame.shape[2] == 3:
-        return " (16-bit image: e.g. (frame >> 8).astype(np.uint8))"
-    return ""
 
 
 def _fixed_batch(shape) -> int | None:

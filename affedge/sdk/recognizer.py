@@ -41,6 +41,7 @@ import numpy as np
 
 from affedge.sdk.prediction import Prediction
 from affedge.sdk.run_feeds import FileAudioFeeder, FrameReader, short_file_note
+from affedge.sdk.subscription import END, Subscription
 
 #: where ``Recognizer.demo()`` and ``affedge demo`` look for the built-in demo
 DEMO_DIR = Path(__file__).resolve().parent.parent / "assets" / "demo"
@@ -54,53 +55,10 @@ DEMO_BUILD_HINT = (
     "and renders demo_clip.mp4 + demo_clip_labels.csv), or pass your own bundle with --bundle"
 )
 
-_END = object()
-
-
 def demo_assets_missing() -> list[Path]:
     """The demo files that are not present (empty when the demo can run)."""
     need = [DEMO_BUNDLE / "manifest.json", DEMO_CLIP, DEMO_LABELS]
     return [p for p in need if not p.exists()]
-
-
-class _Subscription:
-    """The iterator of :meth:`Recognizer.predictions`: subscribed when made."""
-
-    def __init__(self, rec, timeout: float | None) -> None:
-        self._rec = rec
-        self._timeout = timeout
-        self._q: queue.Queue = queue.Queue()
-        self._open = True
-        with rec._sub_lock:
-            rec._subscribers.append(self._q)
-
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> Prediction:
-        if not self._open:
-            raise StopIteration
-        try:
-            item = self._q.get(timeout=self._timeout)
-        except queue.Empty:
-            item = _END
-        if item is _END:
-            self.close()
-            raise StopIteration
-        return item
-
-    def close(self) -> None:
-        if self._open:
-            self._open = False
-            with self._rec._sub_lock:
-                if self._q in self._rec._subscribers:
-                    self._rec._subscribers.remove(self._q)
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001, S110  (interpreter shutdown)
-            pass
 
 
 class Recognizer:
@@ -437,7 +395,7 @@ class Recognizer:
         later misses nothing), until ``close()``; with ``timeout`` it also stops after that
         many seconds without a new Prediction. Nothing is dropped (unbounded queue); the
         iterator's ``close()`` (or its garbage collection) ends the subscription."""
-        return _Subscription(self, timeout)
+        return Subscription(self, timeout)
 
     def _emit(self, p: Prediction) -> None:
         self._latest = p
@@ -632,7 +590,7 @@ class Recognizer:
             # the tick's emit, it ended the iterators one prediction early)
             with self._sub_lock:
                 for q in self._subscribers:
-                    q.put(_END)
+                    q.put(END)
             self._close_owned()
         for sink in getattr(self, "_owned_sinks", ()):
             _close_quietly(sink)

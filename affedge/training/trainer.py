@@ -581,10 +581,8 @@ def train_fold(data_dir: str | Path, out_dir: str | Path, fold: int = 0,
         probe = budget.Probe(cache_s_per_frame=enc_s if enc_s is not None else baseline_s / val_frames,
                              step_s=budget.probe_step(model, data, opts, "trunk" if trunk else "embedding"))
         total = 60 * opts.max_minutes if opts.max_minutes else deadline - start
-        done = json.loads((out / "last" / "trainer_state.json").read_text())["epoch"] \
-            if resuming else 0
-        plan = budget.make_plan(opts, data, probe, deadline - time.time(), total, load_s, stage0,
-                                done_epochs=int(done))
+        done = json.loads((out / "last" / "trainer_state.json").read_text())["epoch"] if resuming else 0
+        plan = budget.make_plan(opts, data, probe, deadline - time.time(), total, load_s, stage0, int(done))
         opts = dataclasses.replace(opts, views=plan.views, pretrain_epochs=plan.pretrain_epochs
                                    if stage0 else opts.pretrain_epochs,
                                    pretrain_stride=plan.pretrain_stride)

@@ -1,0 +1,37 @@
+"""Input checks with hints: a frame's layout, and a face detector's boxes."""
+from __future__ import annotations
+
+import numpy as np
+
+#: a detection box may reach this many frame sides beyond the frame (a face partly outside
+#: the image is normal; a box of 1e9 pixels is a broken detector)
+MAX_BOX_SPAN = 4.0
+
+
+def check_boxes(dets, shape) -> None:
+    """ValueError when a box cannot be a face in a frame of ``shape`` (checked before the
+    tracker or any crop sees it)."""
+    h, w = shape[:2]
+    lim = MAX_BOX_SPAN * max(h, w)
+    for d in dets:
+        x, y, bw, bh = (float(v) for v in (d.as_tuple() if hasattr(d, "as_tuple") else
+                                           tuple(d)[:4]))
+        if bw > lim or bh > lim or not (-lim < x < w + lim and -lim < y < h + lim):
+            raise ValueError(f"returned a box that cannot be a face in a {w}x{h} frame: "
+                             f"(x, y, w, h) = ({x:g}, {y:g}, {bw:g}, {bh:g})")
+
+
+def conversion_hint(frame) -> str:
+    """How to turn a common wrong frame layout into BGR uint8 (appended to the error)."""
+    if not isinstance(frame, np.ndarray):
+        return ""
+    if frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] == 1):
+        return " (grayscale: convert with cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR))"
+    if frame.ndim == 3 and frame.shape[2] == 4:
+        return " (BGRA: convert with cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR))"
+    if frame.dtype.kind == "f" and frame.ndim == 3 and frame.shape[2] == 3:
+        return " (float image: scale to 0-255 and cast, e.g. (frame * 255).clip(0, 255)" \
+               ".astype(np.uint8) for values in [0, 1])"
+    if frame.dtype == np.uint16 and frame.ndim == 3 and frame.shape[2] == 3:
+        return " (16-bit image: e.g. (frame >> 8).astype(np.uint8))"
+    return ""
