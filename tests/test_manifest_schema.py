@@ -344,16 +344,12 @@ def _declared_ort_bound() -> tuple[int, ...]:
     return tuple(int(x) for x in m.group(1).split("."))
 
 
-def _version(v: str) -> tuple[int, ...]:
-    import re
-
-    return tuple(int(x) for x in re.findall(r"\d+", v.split("+")[0])[:3])
-
-
 def test_installed_onnxruntime_satisfies_the_declared_bound():
     bound = _declared_ort_bound()
     assert bound >= (1, 23, 2), "older versions fail on the demo bundle (see pyproject.toml)"
-    assert _version(ort.__version__) >= bound, (ort.__version__, bound)
+    from affedge.sdk.backends.onnxruntime_backend import version_tuple
+
+    assert version_tuple(ort.__version__) >= bound, (ort.__version__, bound)
 
 
 def test_onnx_runtime_below_the_fix_runs_without_the_broken_fusion():

@@ -28,12 +28,18 @@ from affedge.sdk.backends.threads import apply_to_ort, thread_policy
 SKIP_LAYER_NORM_FIXED = (1, 24, 3)
 
 
-def session_kwargs(version: str) -> dict:
-    """Extra ``InferenceSession`` keywords for ONNX Runtime ``version`` (see above)."""
+def version_tuple(version: str) -> tuple[int, ...]:
+    """``"1.24.3+cu126"`` -> ``(1, 24, 3)`` (major, minor, patch; a local suffix ignored)."""
     import re
 
-    v = tuple(int(x) for x in re.findall(r"\d+", version.split("+")[0])[:3])
-    return {"disabled_optimizers": ["SkipLayerNormFusion"]} if v < SKIP_LAYER_NORM_FIXED else {}
+    return tuple(int(x) for x in re.findall(r"\d+", version.split("+")[0])[:3])
+
+
+def session_kwargs(version: str) -> dict:
+    """Extra ``InferenceSession`` keywords for ONNX Runtime ``version`` (see above)."""
+    broken = version_tuple(version) < SKIP_LAYER_NORM_FIXED
+    return {"disabled_optimizers": ["SkipLayerNormFusion"]} if broken else {}
+
 
 PROVIDER_NAMES = {
     "tensorrt": "TensorrtExecutionProvider",
