@@ -409,6 +409,12 @@ def check_manifest(m: Mapping[str, Any]) -> None:
     _check_audio_norm(m["audio_norm"], model, features)
     if m.get("face_frontend") is not None:
         _check_frontend(m["face_frontend"])
+    if m.get("person_baseline") is not None:
+        from affedge.sdk.person_baseline import check_record
+        try:
+            check_record(m["person_baseline"])
+        except ValueError as exc:
+            raise _err(f"manifest person_baseline: {exc}") from None
     _check_video_and_crop(m["video"], m["crop"], features)
     for a in m["artifacts"]:
         _check_spec_dims(a, f"manifest.json: artifact {a['name']!r} ({a['format']})")

@@ -12,7 +12,8 @@ subprocess (interpreter start to exit). ``--hog`` runs ``python -c 'while True: 
 whole training (a CPU-bound neighbour). The held-out CCC is computed over the concatenated
 labelled frames of all held-out videos (label -5 = unlabelled, left out) from the CSV's raw
 ``valence``/``arousal`` columns (labelled frames without a prediction count as 0) with the
-paper's CCC (affedge.metrics). Writes ``OUT/result.json`` and prints one summary line. Data sets are reused when they exist.
+paper's CCC (affedge.metrics); the bundle runs twice, with its per-person baseline (the
+default) and with ``--no-person-baseline`` (the model's own outputs). Writes ``OUT/result.json`` and prints one summary line. Data sets are reused when they exist.
 """
 from __future__ import annotations
 
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     export_args = ["--force"] if not summary["verdict"]["learned"] else []
     cli("export", str(run_dir / "fold0" / "best"), "-o", str(bundle), "--format", "onnx",
         *export_args, log=log)
-    ys, ps, covered = [], [], 0
+    ys, ps, ps_model, covered = [], [], [], 0
     for video in sorted((held / "raw_videos").glob("*.mp4")):
         labels = next((held / "annotations" / "VA_Set").glob(f"*/{video.stem}.txt"))
         y = read_labels(labels)
@@ -134,7 +135,14 @@ def main(argv: list[str] | None = None) -> int:
         ys.append(y)
         ps.append(pred)
         covered += seen
+        # the same bundle without its per-person baseline (the model's own outputs)
+        csv_path = out / f"heldout_{video.stem}_model_only.csv"
+        cli("run", str(video), "--bundle", str(bundle), "--out", str(csv_path),
+            "--no-person-baseline", log=log)
+        ps_model.append(read_predictions(csv_path, len(y))[0])
     held_ccc, n_labelled = heldout_ccc(ys, ps)
+    model_only_ccc, _ = heldout_ccc(ys, ps_model)
+    baseline = json.loads((bundle / "manifest.json").read_text()).get("person_baseline")
     budget = 60 * a.minutes
     res = {
         "command": f"affedge train {data} --encoder {a.encoder} --max-minutes {a.minutes:g}"
@@ -143,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                  "heldout_videos": a.heldout_videos, "heldout_labelled_frames": n_labelled,
                  "heldout_frames_predicted": covered},
         "heldout_ccc": held_ccc,
+        "heldout_ccc_without_person_baseline": model_only_ccc, "person_baseline": baseline,
         "validation": summary["verdict"]["val_ccc"], "untrained_validation":
             summary["verdict"]["untrained_ccc"], "verdict": summary["verdict"]["verdict"],
         "profile": summary["options"]["profile"], "epochs_run": summary["epochs_run"],
@@ -153,7 +162,9 @@ def main(argv: list[str] | None = None) -> int:
                     "load_after": load_after, "hog": a.hog},
     }
     (out / "result.json").write_text(json.dumps(res, indent=2))
-    print(f"held-out CCC V {held_ccc['valence']:.3f} A {held_ccc['arousal']:.3f} | train wall "
+    print(f"held-out CCC V {held_ccc['valence']:.3f} A {held_ccc['arousal']:.3f} (without the "
+          f"person baseline V {model_only_ccc['valence']:.3f} A {model_only_ccc['arousal']:.3f})"
+          f" | train wall "
           f"{train_s:.0f} s of {budget:.0f} s budget ({train_s / budget:.0%}) | "
           f"{summary['epochs_run']} epochs, {res['verdict']} | load {load_before[0]:.1f}->"
           f"{load_after[0]:.1f}{' +hog' if a.hog else ''} | {out / 'result.json'}")

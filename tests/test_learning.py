@@ -79,7 +79,7 @@ def trained(datasets, tmp_path_factory):
     train_dir, held_dir = datasets
     runs = tmp_path_factory.mktemp("runs")
     v_cmd = [sys.executable, "-m", "affedge.cli", "train", str(train_dir), *TRAIN_ARGS,
-             "--out", str(runs / "v"), "--modality", "v"]
+             "--out", str(runs / "v"), "--modality", "v", "--no-person-baseline"]
     v_proc = subprocess.Popen(v_cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         _train(train_dir, runs / "av", "--modality", "av")
@@ -124,3 +124,22 @@ def test_audio_visual_beats_visual_only_and_audio_zeroed(trained):
     print(f"held-out mean CCC: A+V {av:.3f}, audio zeroed {zeroed:.3f}, visual-only {v_only:.3f}")
     assert av - zeroed >= AUDIO_ZEROED_MARGIN, (av, zeroed)
     assert av - v_only >= VISUAL_ONLY_MARGIN, (av, v_only)
+
+
+def test_the_person_baseline_is_fitted_on_the_validation_people(trained):
+    """The fast profile fits the per-person baseline (affedge.sdk.person_baseline) on the
+    validation trials and records it with the verdict; --no-person-baseline records why not."""
+    from affedge.sdk.person_baseline import METHOD, check_record
+
+    rec = trained["av"][1]["extra"]["training"]["person_baseline"]
+    check_record(rec)
+    assert rec["method"] == METHOD and rec["fitted_on"] == "validation" and rec["val_trials"] >= 1
+    assert all(a in np.round(np.arange(0, 1.0001, 0.05), 2) for a in rec["alpha"])
+    # alpha 0 is a candidate, so on the validation frames it never loses
+    for o in ("valence", "arousal"):
+        assert rec["val_ccc_after"][o] >= rec["val_ccc_before"][o]
+        # the best model's validation predictions (clipped to [-1, 1] as the runtime does)
+        assert rec["val_ccc_before"][o] == pytest.approx(
+            trained["av"][1]["extra"]["training"]["val_ccc"][f"{o}_ccc"], abs=0.02)
+    off = trained["v"][1]["extra"]["training"]["person_baseline"]
+    assert off == {"off": "switched off (--no-person-baseline)"}

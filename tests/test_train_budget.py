@@ -219,8 +219,14 @@ def test_export_refuses_a_model_that_did_not_learn(small_data, budgeted_run, tmp
     assert not (tmp_path / "b").exists()
     assert main(["export", str(ckpt), "-o", str(tmp_path / "b"), "--format", "onnx"]) == 1
     assert main(["export", str(ckpt), "-o", str(tmp_path / "b"), "--format", "onnx", "--force"]) == 0
-    training = json.loads((tmp_path / "b" / "manifest.json").read_text())["training"]
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    training = manifest["training"]
     assert training["forced"] is True and "did not learn" in training["warning"]
+    # the fast profile's per-person baseline: fitted with the verdict, applied by the runtime
+    # from the manifest's own section (not kept twice)
+    assert manifest["person_baseline"] == rec["person_baseline"] and \
+        rec["person_baseline"]["method"] == "running-mean-shrink"
+    assert "person_baseline" not in training
     assert training["val_ccc"] == rec["val_ccc"] and training["untrained_ccc"] == rec["untrained_ccc"]
     line = _training_line(training)
     assert line.startswith("did NOT learn: validation CCC V") and "WARNING" in line
@@ -276,6 +282,8 @@ def test_budgeted_command_prints_its_plan_and_records_a_verdict(budgeted_run):
     assert rec["verdict"] in ("learned", "did NOT learn") and rec["profile"] == "fast"
     assert set(rec["val_ccc"]) == set(rec["untrained_ccc"]) == {"valence_ccc", "arousal_ccc", "mean_ccc"}
     assert f"fold 0: {rec['verdict']}: validation CCC" in r.stdout
+    a = rec["person_baseline"]["alpha"]
+    assert f"fold 0: person baseline: alpha V {a[0]:.2f} / A {a[1]:.2f}, toward" in r.stdout
     summary = json.loads((out / "crossval.json").read_text())["folds"]["0"]
     assert summary["plan"]["epochs"] >= 1 and summary["epochs_run"] >= 1
     # every way the plan may end: the budget, early stopping (a fast machine gets there within

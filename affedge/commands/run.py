@@ -74,6 +74,10 @@ def add_runtime_arguments(p, smoothing_help: str, show: bool = True) -> None:
                         "tracked face in between; 1 = full frame every frame (default: 4)")
     p.add_argument("--max-faces", type=positive_int, default=4,
                    help="faces tracked at once, each with its own temporal state")
+    p.add_argument("--no-person-baseline", dest="person_baseline", action="store_false",
+                   help="the model's own outputs: do not apply the bundle's per-person "
+                        "baseline (fitted by affedge train; shown by affedge doctor --bundle; "
+                        "default: applied when the bundle has one)")
     if show:
         p.add_argument("--show", action="store_true",
                        help="show an overlay window (needs a display and a GUI OpenCV build)")
@@ -480,7 +484,8 @@ def recognizer_options(args) -> dict:
                   "detector": args.detector, "yunet_model": args.yunet_model,
                   "min_face": args.min_face, "max_faces": args.max_faces,
                   "detect_every": args.detect_every, "expect_digest": args.bundle_digest,
-                  "trust": args.trust}
+                  "trust": args.trust,
+                  "person_baseline": getattr(args, "person_baseline", True)}
     bo: dict = {}
     if args.precision != "fp32":
         bo["precision"] = args.precision

@@ -47,6 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="reset to the best weights after each epoch (paper: on, fast: off)")
     p.add_argument("--release", action=argparse.BooleanOptionalAction, default=None,
                    help="gradual release of encoder groups beyond the output layer (both: on)")
+    p.add_argument("--person-baseline", action=argparse.BooleanOptionalAction, default=None,
+                   help="fit on the validation videos how far to pull each tracked person's "
+                        "running mean toward the training mean at run time (fast: on, paper: off)")
     p.add_argument("--max-minutes", type=positive_float, default=None,
                    help="wall-time budget of the whole command in minutes, counted from the "
                         "process start (data loading, caching, pretraining, epochs, releases, "
@@ -64,7 +67,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the cross-validation summary as JSON on stdout (or written to FILE)")
 
 
-PROFILE_OPTIONS = ("lr", "epochs", "reload_best", "pretrain_epochs", "views", "release")
+PROFILE_OPTIONS = ("lr", "epochs", "reload_best", "pretrain_epochs", "views", "release",
+                   "person_baseline")
 
 
 def resolve_profile(args: argparse.Namespace) -> tuple[str, dict, str]:
@@ -131,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
     from affedge.training import ddp
     from affedge.training.crossval import cross_validate, parse_folds
     from affedge.training.data.synthetic import check_complete
+    from affedge.sdk.person_baseline import describe as describe_baseline
     from affedge.training.verdict import LEARN_MARGIN, describe
 
     folds = parse_folds(args.folds)
@@ -199,6 +204,9 @@ def run(args: argparse.Namespace) -> int:
                   f"{m['arousal_ccc']:.4f}  (best epoch {r['best_epoch']}, {r['stop_reason']}, "
                   f"{r['wall_seconds']:.0f} s)")
             print(f"fold {f}: {describe(r['verdict'])}")
+            pb = r["verdict"].get("person_baseline") or {}
+            print(f"fold {f}: person baseline: " + (describe_baseline(pb) if "method" in pb
+                                                     else pb.get("off", "none")))
         mean = summary["mean"]
         print("mean over folds: " + "  ".join(f"{k} {v:.4f}" for k, v in mean.items()
                                               if isinstance(v, (int, float))))

@@ -374,6 +374,9 @@ def _export_bundle(checkpoint_dir: str | Path, out: str | Path,
 
         fields = _manifest_fields(mcfg, fcfg, info, fps, mods[1])
         fields["training"] = training
+        if isinstance(training.get("person_baseline"), dict) and \
+                "method" in training["person_baseline"]:  # fitted: the runtime applies it
+            fields["person_baseline"] = training.pop("person_baseline")
         fields["export"] = {"formats": formats, "fp16": fp16, "int8": int8, "opset": opset,
                             "dynamic_batch": dynamic_batch, "window": window, "skipped": skipped,
                             "torch_version": torch.__version__}

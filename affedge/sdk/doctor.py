@@ -291,6 +291,7 @@ def _bundle(path, expect_digest: str | None = None, trust=None) -> dict:
         (b.root / "manifest.sig").exists() else "manifest.sig present, not verified (check it "
         "with --trust PUBKEY)",
         "training": b.manifest.get("training"),
+        "person_baseline": b.manifest.get("person_baseline"),
     }
     engines = [a for a in b.artifacts if a["format"] == "tensorrt"]
     if engines:
@@ -326,6 +327,15 @@ def _bundle(path, expect_digest: str | None = None, trust=None) -> dict:
     except Exception as exc:  # noqa: BLE001
         out["backend"] = {"error": str(exc)}
     return out
+
+
+def _baseline_line(rec) -> str:
+    """The bundle's per-person baseline (manifest ``person_baseline``), one line."""
+    if rec is None:
+        return "none (the model's own outputs)"
+    from affedge.sdk.person_baseline import describe
+
+    return describe(rec) + " (Recognizer(person_baseline=False) or run --no-person-baseline: off)"
 
 
 def _training_line(t) -> str:
@@ -437,6 +447,7 @@ def format_report(rep: dict) -> str:
                          f"{b['receptive_field']} frames)")
             lines.append(f"  digest {b.get('digest')} ({b.get('signature')})")
             lines.append("  training: " + _training_line(b.get("training")))
+            lines.append("  person baseline: " + _baseline_line(b.get("person_baseline")))
             for a in b["artifacts"]:
                 lines.append(f"  artifact {a}")
             fe = b.get("front_end", {})

@@ -59,6 +59,7 @@ import numpy as np
 from affedge.sdk.audio_timeline import AudioTimeline, check_time
 from affedge.sdk.frame_checks import check_boxes, conversion_hint
 from affedge.sdk.prediction import FaceResult, Prediction
+from affedge.sdk.person_baseline import PersonBaselines
 from affedge.sdk.smoothing import ExponentialSmoother
 from affedge.sdk.tracking import (
     IouTracker,
@@ -151,7 +152,7 @@ class StreamingEngine:
                  audio_timeout: float = 1.0, gap_tolerance: float = 0.05,
                  presence_window: int = 30, detect_every: int = DEFAULT_DETECT_EVERY,
                  roi_scale: float = 1.6, async_detect: bool | None = None,
-                 crop_recipe: str | None = None):
+                 crop_recipe: str | None = None, person_baseline: bool = True):
         from affedge.features.crops import get_recipe
         from affedge.features.frontend import frontend_of
         from affedge.preprocess import audio_normaliser, crop_normaliser
@@ -172,6 +173,9 @@ class StreamingEngine:
         if self.tracker.max_tracks is None or self.tracker.max_tracks > self.max_faces:
             self.tracker.max_tracks = self.max_faces
         self.presence_window = int(presence_window)
+        #: the bundle's per-person baseline record (affedge.sdk.person_baseline); None: off
+        self.person_baseline = bundle.manifest.get("person_baseline") if person_baseline else None
+        self._baselines = PersonBaselines.from_record(self.person_baseline)
 
         self.model_cfg = bundle.model_config()
         self.feature_cfg = fcfg = bundle.feature_config()
@@ -389,6 +393,7 @@ class StreamingEngine:
         track_by_id = {tr.id: tr for tr in tick.tracks}
         af = 1.0 if (tick.audio_present or not self.audio_streams) else 0.5
         results: dict[int, tuple] = {}
+        in_view = {tr.id for tr in tick.tracks if tr.detected}
         for k, (sid, st, y, ok) in enumerate(zip(tick.stream_ids, streams, va, finite)):
             tr = track_by_id.get(sid)
             detected = bool(tr is not None and tr.detected)
@@ -399,6 +404,8 @@ class StreamingEngine:
                 results[sid] = (prev, prev_sm, 0.0, detected, False)
                 continue
             y = np.clip(y, -1.0, 1.0)
+            if self._baselines is not None and sid != -1:
+                y = self._baselines.update(sid, y, tick.t, detected, in_view)
             sm = np.clip(st.smoother.update(y), -1.0, 1.0)
             st.steps += 1
             st.presence.append(1.0 if detected else 0.0)
@@ -595,6 +602,8 @@ class StreamingEngine:
         self.face_search.reset()
         self._streams.clear()
         self._background = None
+        if self._baselines is not None:
+            self._baselines.reset()
         self._primary_id = None
         self._last_t = None
         self._intervals = []

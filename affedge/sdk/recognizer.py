@@ -124,6 +124,10 @@ class Recognizer:
         tracking are not repeated, the temporal states are kept), so the predictions equal an
         uninterrupted run. With no candidate left a RuntimeError names every failure. Without
         ``fallback`` a list is a selection order only (the first that can be created).
+    person_baseline: apply the bundle's per-person baseline (manifest ``person_baseline``,
+        fitted by ``affedge train`` on its validation videos; :mod:`affedge.sdk.person_baseline`):
+        each tracked face's running mean is pulled toward the training mean. False gives the
+        model's own outputs. Bundles without the record are not affected.
     """
 
     def __init__(self, bundle_path=None, backend="auto", smoothing: float = 0.0,
@@ -134,7 +138,8 @@ class Recognizer:
                  backend_options: dict | None = None, detect_every: int | None = None,
                  roi_scale: float = 1.6, fallback: bool = False,
                  async_detect: bool | None = None, min_face: int | None = None,
-                 expect_digest: str | None = None, trust=None, pipeline: bool | None = None):
+                 expect_digest: str | None = None, trust=None, pipeline: bool | None = None,
+                 person_baseline: bool = True):
         from affedge.bundle import Bundle, BundleError, load_bundle
         from affedge.sdk.engine import DEFAULT_DETECT_EVERY, StreamingEngine
         from affedge.sdk.tracking import IouTracker
@@ -173,8 +178,8 @@ class Recognizer:
                 bundle, self.backend, detector, smoothing=smoothing, max_faces=max_faces,
                 tracker=tracker, audio_capacity_s=audio_capacity_s,
                 detect_every=DEFAULT_DETECT_EVERY if detect_every is None else detect_every,
-                roi_scale=roi_scale,
-                async_detect=async_detect)
+                roi_scale=roi_scale, async_detect=async_detect,
+                person_baseline=person_baseline)
         except BaseException:
             self._close_owned()
             raise

@@ -48,25 +48,14 @@ from torch import nn
 
 from affedge.config import FeatureConfig, ModelConfig
 from affedge.training import ddp
-from affedge.training.embedding_cache import (
-    FrameFeatureCache,
-    encoder_head,
-    frames_tensor,
-    random_view,
-    training_views,
-)
+from affedge.training.embedding_cache import (FrameFeatureCache, encoder_head, frames_tensor,
+                                              random_view, training_views)
 from affedge.training.fold_data import FoldData, Trial, load_fold, trial_windows  # noqa: F401
 from affedge.training.model import check_same_model
 from affedge.training.run_plots import plot_training_curves, plot_validation
 from affedge.training.losses import ccc_loss
 from affedge.training.predict import (  # noqa: F401  (re-exported: callers import them here)
-    DIMS,
-    _pad,
-    embed_frames,
-    predict_embeddings,
-    predict_trial,
-    va_metrics,
-)
+    DIMS, _pad, embed_frames, predict_embeddings, predict_trial, va_metrics)
 from affedge.training.pretrain import pretrain_encoder  # noqa: F401
 from affedge.training.train_utils import (  # noqa: F401
     CsvLog,
@@ -104,6 +93,7 @@ class TrainOptions:
     seed: int = 0
     reload_best: bool = True  # PAPER.md §5 load_best_at_each_epoch = 1
     release: bool = True  # gradual release of encoder groups (PAPER.md §2.2)
+    person_baseline: bool = False  # fit affedge.sdk.person_baseline on validation
     head_at_start: bool = True  # release group 1 (output layer) at epoch 0 (PAPER.md §2.2)
     views: int = 2  # cached augmentation views per frame (centre, mirrored, random crops...)
     pretrained_encoder: str | None = None
@@ -539,6 +529,7 @@ def train_fold(data_dir: str | Path, out_dir: str | Path, fold: int = 0,
     options, the plan. ``data`` may be passed pre-loaded.
     """
     from affedge.training import budget
+    from affedge.training.person_baseline_fit import fit_for_run
     from affedge.training.verdict import make_verdict, write_to_checkpoint
 
     opts = dataclasses.replace(opts or TrainOptions(), **overrides)
@@ -619,10 +610,11 @@ def train_fold(data_dir: str | Path, out_dir: str | Path, fold: int = 0,
         plan.end_reserve_s if plan else budget.END_RESERVE_S)
     result = trainer.run(temporal_deadline)
     t_end = time.time()
-    metrics = trainer.best_metrics
-    if metrics is None:
-        metrics, _ = trainer.validate()
+    metrics, val_preds = trainer.best_metrics, trainer.best_val_preds
+    if metrics is None or not val_preds:  # resumed: the best state is loaded, predict again
+        metrics, val_preds = trainer.validate()
     rec = make_verdict(metrics, baseline, profile=opts.profile, fold=fold,
+                       person_baseline=fit_for_run(data, val_preds, opts.person_baseline),
                        best_epoch=result["best_epoch"], epochs_run=result["epochs_run"],
                        stop_reason=result["stop_reason"], encoder=opts.encoder,
                        modality=opts.modality, val_frames=int(sum(len(t) for t in data.val)),
