@@ -611,7 +611,9 @@ def train_fold(data_dir: str | Path, out_dir: str | Path, fold: int = 0,
     result = trainer.run(temporal_deadline)
     t_end = time.time()
     metrics, val_preds = trainer.best_metrics, trainer.best_val_preds
-    if metrics is None or not val_preds:  # resumed: the best state is loaded, predict again
+    # resumed: the best state is loaded, predict again (validate() is collective: under
+    # torchrun a rank's share of the trials may be empty, so only the run's own state decides)
+    if metrics is None or (dist.world_size == 1 and not val_preds):
         metrics, val_preds = trainer.validate()
     rec = make_verdict(metrics, baseline, profile=opts.profile, fold=fold,
                        person_baseline=fit_for_run(data, val_preds, opts.person_baseline),
