@@ -141,4 +141,4 @@ def test_the_person_baseline_is_fitted_on_the_validation_people(trained):
     for o in ("valence", "arousal"):
         assert rec["val_ccc_after"][o] >= rec["val_ccc_before"][o]
     off = trained["v"][1]["extra"]["training"]["person_baseline"]
-    assert off == {"off": "switched off (--no-person-baseline)"}
+    assert off == {"off": "not fitted (--no-person-baseline, or the paper profile)"}

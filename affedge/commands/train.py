@@ -132,10 +132,10 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"dataset directory not found: {data}")
     if args.pretrained_encoder and not Path(args.pretrained_encoder).exists():
         raise FileNotFoundError(f"--pretrained-encoder: not found: {args.pretrained_encoder}")
+    from affedge.sdk.person_baseline import describe as describe_baseline
     from affedge.training import ddp
     from affedge.training.crossval import cross_validate, parse_folds
     from affedge.training.data.synthetic import check_complete
-    from affedge.sdk.person_baseline import describe as describe_baseline
     from affedge.training.verdict import LEARN_MARGIN, describe
 
     folds = parse_folds(args.folds)

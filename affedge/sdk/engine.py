@@ -58,8 +58,8 @@ import numpy as np
 
 from affedge.sdk.audio_timeline import AudioTimeline, check_time
 from affedge.sdk.frame_checks import check_boxes, conversion_hint
-from affedge.sdk.prediction import FaceResult, Prediction
 from affedge.sdk.person_baseline import PersonBaselines
+from affedge.sdk.prediction import FaceResult, Prediction
 from affedge.sdk.smoothing import ExponentialSmoother
 from affedge.sdk.tracking import (
     IouTracker,

@@ -4,8 +4,8 @@ A model trained on few people carries each new person's constant offset (eyebrow
 size, a resting face) into its output: on unseen synthetic identities the arousal prediction's
 shape was right (Pearson 0.86-0.95) but each video sat 0.18-0.53 away from its label mean
 (docs/RESULTS.md, "Where the 10-minute arousal is lost"). Subject-wise normalisation is the usual
-answer in affect recognition; this is its causal, shrunken form. For one stream (a tracked face,
-or the no-face stream) with raw outputs ``y_0 .. y_t``:
+answer in affect recognition; this is its causal, shrunken form. For one person (a tracked face)
+with raw outputs ``y_0 .. y_t``:
 
     m_t  = mean(y_0 .. y_t)                      (the person's running mean, this frame included)
     y'_t = y_t - alpha * (m_t - mu)              (then clipped to [-1, 1])
@@ -22,9 +22,9 @@ one baseline. The tracker gives a face that was out of sight for more than its `
 frames, or came back elsewhere, a new track id; a new track that starts within
 :data:`HANDOVER_S` of the last sighting of a face that is not in view now carries on with a copy
 of that face's baseline (the most recent one; each is handed on once). On the synthetic held-out
-videos, whose faces leave for 9-25 frames, restarting at every new id kept 0.731 of the
-whole-video baseline's 0.754 arousal CCC (docs/RESULTS.md). The stream without a face (audio
-only) has no baseline: it is not a face's output.
+videos, whose faces leave for 9-25 frames, restarting at every new id gave a held-out arousal
+CCC of 0.731, the handover 0.755 (docs/RESULTS.md). The stream without a face (audio only) has
+no baseline: it is not a face's output.
 
 One implementation for training's fit and the runtime: :func:`shrink_offline` (a whole stream at
 once) equals :class:`PersonBaseline` applied frame by frame.
@@ -71,7 +71,7 @@ HANDOVER_S = 2.0
 
 
 class PersonBaseline:
-    """The per-stream state: running sums of the raw outputs; see the module docstring."""
+    """One person's state: the running sum and count of the raw outputs (module docstring)."""
 
     def __init__(self, alpha, mean):
         self.alpha = np.asarray(alpha, np.float64)
@@ -123,8 +123,13 @@ class PersonBaselines:
             self._seen[track_id] = t
         self._touched[track_id] = t
         for k in [k for k, last in self._touched.items() if t - last > self.handover_s]:
-            self._by_track.pop(k, None), self._seen.pop(k, None), self._touched.pop(k)
+            self._forget(k)  # a track gone for longer than the handover time
         return b.update(y)
+
+    def _forget(self, track_id: int) -> None:
+        self._by_track.pop(track_id, None)
+        self._seen.pop(track_id, None)
+        self._touched.pop(track_id, None)
 
     def _inherit(self, track_id: int, t: float, in_view: set) -> PersonBaseline:
         lost = [(seen, k) for k, seen in self._seen.items()

@@ -56,14 +56,14 @@ def fit(val_preds: Sequence[np.ndarray], val_labels: Sequence[np.ndarray],
                        val_ccc_after={o: float(scores[best[k], k]) for k, o in enumerate(OUTPUTS)})
 
 
-
 def fit_for_run(data, val_preds: dict[int, np.ndarray], enabled: bool = True) -> dict[str, Any]:
     """The trainer's call: the record for a fold's best model (``val_preds``: validation trial
     index -> its predictions), or ``{"off": why}`` when it is switched off or cannot be fitted."""
     if not enabled:
-        return {"off": "switched off (--no-person-baseline)"}
+        return {"off": "not fitted (--no-person-baseline, or the paper profile)"}
     if len(val_preds) != len(data.val) or not data.val:
-        return {"off": "not fitted: the predictions of some validation trials are missing"}
+        return {"off": "not fitted: the predictions of some validation trials are missing (a "
+                       "distributed run gives each rank a share)"}
     order = sorted(val_preds)
     return fit([val_preds[i] for i in order], [data.val[i].labels for i in order],
                training_mean([t.labels for t in data.train]))
