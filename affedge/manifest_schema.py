@@ -412,7 +412,7 @@ def check_manifest(m: Mapping[str, Any]) -> None:
     if m.get("person_baseline") is not None:
         from affedge.sdk.person_baseline import check_record
         try:
-            check_record(m["person_baseline"])
+            check_record(m["person_baseline"], applying=False)  # the engine checks the method
         except ValueError as exc:
             raise _err(f"manifest person_baseline: {exc}") from None
     _check_video_and_crop(m["video"], m["crop"], features)

@@ -187,10 +187,42 @@ def test_a_face_back_within_the_handover_time_keeps_its_baseline(tmp_path, gap, 
         np.testing.assert_allclose([f.valence, f.arousal], w, atol=2e-6, err_msg=f"frame {k}")
 
 
-def test_a_bundle_with_an_unknown_baseline_is_refused_with_the_reason(tmp_path):
+def test_a_baseline_this_runtime_cannot_apply_needs_it_switched_off(tmp_path):
+    """A record from a newer affedge (another method or version): the bundle still loads, a
+    Recognizer that would apply it is refused with the way out, and one with the baseline
+    switched off runs; doctor says so."""
+    from affedge.bundle import load_bundle
+    from affedge.sdk.doctor import _baseline_line
+    from affedge.sdk.recognizer import Recognizer
+
+    rec = {"method": "zscore", "version": 1, "alpha": [0, 0], "mean": [0, 0]}
+    bundle = _bundle_with(tmp_path, rec)
+    load_bundle(bundle)
+    with pytest.raises(ValueError, match="person_baseline: method 'zscore'.*--no-person-baseline"):
+        Recognizer(bundle, backend="onnxruntime")
+    frames = _demo_frames(3)
+    got, _ = _push(bundle, frames, person_baseline=False)
+    assert len(got) == 3
+    assert "does not implement: runs need --no-person-baseline" in _baseline_line(rec)
+
+
+@pytest.mark.parametrize("field, value, why", [
+    ("alpha", [0.2, 2], "alpha must be"),
+    ("val_ccc_before", {"valence": "x", "arousal": 0.5}, "val_ccc_before must map"),
+    ("val_ccc_after", {"valence": 1e308, "arousal": 0.5}, "val_ccc_after must map"),
+    ("val_trials", -1, "val_trials must be a count"),
+    ("fitted_on", 3, "fitted_on must be text"),
+])
+def test_a_broken_record_of_the_implemented_method_is_refused_at_load(tmp_path, field, value, why):
     from affedge.bundle import BundleError, load_bundle
 
-    bundle = _bundle_with(tmp_path, {"method": "zscore", "version": 1, "alpha": [0, 0],
-                                     "mean": [0, 0]})
-    with pytest.raises(BundleError, match="person_baseline: method 'zscore'"):
+    bundle = _bundle_with(tmp_path, {**REC, field: value})
+    with pytest.raises(BundleError, match=f"manifest person_baseline: {why}"):
         load_bundle(bundle)
+
+
+def test_the_version_must_be_the_integer():
+    assert check_record({**REC}, applying=True)
+    for v in (True, 1.0, "1"):
+        with pytest.raises(ValueError, match="not the one this affedge implements"):
+            check_record({**REC, "version": v})

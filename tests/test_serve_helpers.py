@@ -90,12 +90,12 @@ def test_config_reads_sources_outputs_and_options(tmp_path):
     (tmp_path / "a.mp4").write_bytes(b"x")
     f = tmp_path / "serve.toml"
     f.write_text('publish = ["zmq://127.0.0.1:0"]\nout = "-"\nrealtime = true\n'
-                 '[options]\nsmoothing = 0.3\n'
+                 '[options]\nsmoothing = 0.3\nperson_baseline = false\n'
                  '[[source]]\nname = "door"\nvideo = "a.mp4"\naudio = "video"\n'
                  '[[source]]\nvideo = 0\n')
     cfg = load_config(f)
     assert cfg.publish == ["zmq://127.0.0.1:0"] and cfg.out == ["-"] and cfg.realtime
-    assert cfg.options == {"smoothing": 0.3}
+    assert cfg.options == {"smoothing": 0.3, "person_baseline": False}
     assert cfg.sources[0] == {"name": "door", "video": str(tmp_path / "a.mp4"),
                               "audio": "video"}
     assert cfg.sources[1] == {"video": 0}
@@ -163,6 +163,7 @@ def test_flags_win_over_the_config_options_and_clashes_are_refused(tmp_path):
     ('[options]\nsmoothing = "high"\n', "options. smoothing must be a number in .0, 1., got 'high'"),
     ('[options]\nthreads = "two"\n', "options. threads must be a whole number >= 1"),
     ('[options]\nprecision = "int4"\n', "options. precision must be 'fp32' or 'int8'"),
+    ('[options]\nperson_baseline = "no"\n', "options. person_baseline must be true or false"),
     ('[[source]]\nvideo = 0\nname = 5\n', "source 1: name must be a non-empty string, got 5"),
     ('[[source]]\nvideo = 0\nrealtime = 1\n', "source 1: realtime must be true or false"),
 ])

@@ -434,6 +434,7 @@ def summary_line(rec, preds, seconds: float | None = None) -> str:
     return (f"{len(preds)} frames{rate} ({skipped}), faces in {n_face}, "
             f"backend {s['backend']}{_precision_note(s)}, latency p50 {s['latency_ms_p50']:.1f} ms "
             f"p99 {s['latency_ms_p99']:.1f} ms, audio overruns {s['audio_overruns']}"
+            + (", the bundle's person baseline applied" if s.get("person_baseline") else "")
             + _nonfinite_note(s))
 
 

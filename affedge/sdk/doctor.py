@@ -329,12 +329,18 @@ def _bundle(path, expect_digest: str | None = None, trust=None) -> dict:
     return out
 
 
-def _baseline_line(rec) -> str:
-    """The bundle's per-person baseline (manifest ``person_baseline``), one line."""
+def _baseline_line(rec, training=None) -> str:
+    """The bundle's per-person baseline (manifest ``person_baseline``; when absent, why, from
+    the training record), one line."""
     if rec is None:
-        return "none (the model's own outputs)"
-    from affedge.sdk.person_baseline import describe
+        off = (training or {}).get("person_baseline") if isinstance(training, dict) else None
+        why = off.get("off") if isinstance(off, dict) else None
+        return "none (the model's own outputs)" + (f": {why}" if isinstance(why, str) else "")
+    from affedge.sdk.person_baseline import describe, implemented
 
+    if not implemented(rec):
+        return (f"method {rec.get('method')!r} version {rec.get('version')!r}, which this "
+                f"affedge does not implement: runs need --no-person-baseline")
     return describe(rec) + " (Recognizer(person_baseline=False) or run --no-person-baseline: off)"
 
 
@@ -447,7 +453,8 @@ def format_report(rep: dict) -> str:
                          f"{b['receptive_field']} frames)")
             lines.append(f"  digest {b.get('digest')} ({b.get('signature')})")
             lines.append("  training: " + _training_line(b.get("training")))
-            lines.append("  person baseline: " + _baseline_line(b.get("person_baseline")))
+            lines.append("  person baseline: " + _baseline_line(b.get("person_baseline"),
+                                                                b.get("training")))
             for a in b["artifacts"]:
                 lines.append(f"  artifact {a}")
             fe = b.get("front_end", {})

@@ -58,7 +58,7 @@ import numpy as np
 
 from affedge.sdk.audio_timeline import AudioTimeline, check_time
 from affedge.sdk.frame_checks import check_boxes, conversion_hint
-from affedge.sdk.person_baseline import PersonBaselines
+from affedge.sdk.person_baseline import PersonBaselines, check_record
 from affedge.sdk.prediction import FaceResult, Prediction
 from affedge.sdk.smoothing import ExponentialSmoother
 from affedge.sdk.tracking import (
@@ -175,6 +175,11 @@ class StreamingEngine:
         self.presence_window = int(presence_window)
         #: the bundle's per-person baseline record (affedge.sdk.person_baseline); None: off
         self.person_baseline = bundle.manifest.get("person_baseline") if person_baseline else None
+        if self.person_baseline is not None:
+            try:
+                check_record(self.person_baseline)
+            except ValueError as exc:
+                raise ValueError(f"bundle {bundle.source}: person_baseline: {exc}") from None
         self._baselines = PersonBaselines.from_record(self.person_baseline)
 
         self.model_cfg = bundle.model_config()
@@ -593,6 +598,7 @@ class StreamingEngine:
             "nonfinite_embeddings": self._nonfinite["embeddings"],
             "nonfinite_audio": audio["nonfinite_audio"],
             "nonfinite_outputs": self._nonfinite["outputs"],
+            "person_baseline": self._baselines is not None,  # the bundle's, applied
         }
 
     def reset(self) -> None:

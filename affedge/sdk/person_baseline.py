@@ -18,9 +18,10 @@ count per person, O(1) per frame. The first frame of a person is pulled ``alpha`
 ``mu``, and the pull fades as the person's own mean settles.
 
 Who is a person (:class:`PersonBaselines`, the engine's per-track registry): each face track has
-one baseline. The tracker gives a face that was out of sight for more than its ``max_age``
+one baseline, updated on every frame the track lives (also the few frames its face goes
+undetected before the tracker drops it). The tracker gives a face that was out of sight for more than its ``max_age``
 frames, or came back elsewhere, a new track id; a new track that starts within
-:data:`HANDOVER_S` of the last sighting of a face that is not in view now carries on with a copy
+:data:`HANDOVER_S` of the last detection of a face that is not in view now carries on with a copy
 of that face's baseline (the most recent one; each is handed on once). On the synthetic held-out
 videos, whose faces leave for 9-25 frames, restarting at every new id gave a held-out arousal
 CCC of 0.731, the handover 0.755 (docs/RESULTS.md). The stream without a face (audio only) has
@@ -41,20 +42,48 @@ VERSION = 1
 OUTPUTS = ("valence", "arousal")
 
 
-def check_record(rec: Any) -> dict[str, Any]:
-    """A manifest's ``person_baseline`` record, checked: ``method``/``version`` this runtime
-    implements, ``alpha`` in [0, 1] and ``mean`` in [-1, 1] per output. Raises ValueError."""
+def _number(x, lo: float, hi: float) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) \
+        and lo <= x <= hi
+
+
+def implemented(rec: Mapping) -> bool:
+    """Whether this runtime implements the record's method and version."""
+    return rec.get("method") == METHOD and type(rec.get("version")) is int \
+        and rec.get("version") == VERSION
+
+
+def check_record(rec: Any, *, applying: bool = True) -> dict[str, Any]:
+    """A manifest's ``person_baseline`` record, checked: an object; ``alpha`` in [0, 1] and
+    ``mean`` in [-1, 1] per output; the fit's context (``val_ccc_before``/``after``: a CCC in
+    [-1, 1] per output; ``val_trials``/``val_frames``: counts; ``fitted_on``: text). A method
+    or version this runtime does not implement is refused only when ``applying`` (a bundle from
+    a newer affedge still runs with the baseline switched off). Raises ValueError."""
     if not isinstance(rec, Mapping):
         raise ValueError(f"must be an object, got {type(rec).__name__}")
-    if rec.get("method") != METHOD or rec.get("version") != VERSION:
-        raise ValueError(f"method {rec.get('method')!r} version {rec.get('version')!r} is not "
-                         f"the one this affedge implements ({METHOD!r} version {VERSION})")
+    if not implemented(rec):
+        if applying:
+            raise ValueError(f"method {rec.get('method')!r} version {rec.get('version')!r} is "
+                             f"not the one this affedge implements ({METHOD!r} version "
+                             f"{VERSION}); switch it off for the model's own outputs "
+                             f"(run --no-person-baseline, Recognizer(person_baseline=False))")
+        return dict(rec)
     for key, lo in (("alpha", 0.0), ("mean", -1.0)):
         v = rec.get(key)
         if (not isinstance(v, (list, tuple)) or len(v) != len(OUTPUTS)
-                or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
-                           and math.isfinite(x) and lo <= x <= 1.0 for x in v)):
+                or not all(_number(x, lo, 1.0) for x in v)):
             raise ValueError(f"{key} must be {len(OUTPUTS)} numbers in [{lo:g}, 1], got {v!r}")
+    for key in ("val_ccc_before", "val_ccc_after"):
+        v = rec.get(key)
+        if v is not None and not (isinstance(v, Mapping) and set(v) <= set(OUTPUTS)
+                                  and all(_number(x, -1.0, 1.0) for x in v.values())):
+            raise ValueError(f"{key} must map {list(OUTPUTS)} to a CCC in [-1, 1], got {v!r}")
+    for key in ("val_trials", "val_frames"):
+        v = rec.get(key)
+        if v is not None and not (type(v) is int and v >= 0):
+            raise ValueError(f"{key} must be a count, got {v!r}")
+    if rec.get("fitted_on") is not None and not isinstance(rec["fitted_on"], str):
+        raise ValueError(f"fitted_on must be text, got {rec['fitted_on']!r}")
     return dict(rec)
 
 
@@ -161,8 +190,10 @@ def describe(rec: dict[str, Any]) -> str:
     parts = [f"alpha V {a[0]:.2f} / A {a[1]:.2f}, toward the training mean V {m[0]:+.3f} / "
              f"A {m[1]:+.3f}"]
     before, after = rec.get("val_ccc_before"), rec.get("val_ccc_after")
-    if isinstance(before, dict) and isinstance(after, dict):
-        parts.append("validation CCC " + ", ".join(
+    if isinstance(before, Mapping) and isinstance(after, Mapping):
+        n = rec.get("val_trials")
+        parts.append(f"on {n} validation videos" if isinstance(n, int) else "fitted")
+        parts.append("validation CCC (clipped as at run time) " + ", ".join(
             f"{o[0].upper()} {before[o]:.3f} -> {after[o]:.3f}" for o in OUTPUTS
             if o in before and o in after))
     return "; ".join(parts)

@@ -4,9 +4,11 @@ The validation videos are people the model did not train on, which is what the b
 (:mod:`affedge.sdk.person_baseline`). For each output on its own, ``alpha`` is the value on a
 0.05 grid in [0, 1] whose shifted predictions give the highest CCC over the concatenated
 validation frames (ties: the smallest), and ``mean`` is the training labels' mean. The record
-keeps the validation CCC before and after, so ``affedge doctor --bundle`` can show what the fit
-bought; with one or two validation people the choice is noisy, and ``alpha`` 0 is always a
-candidate, so on its own data the fit never makes the model worse.
+keeps the validation CCC before and after (on predictions clipped to [-1, 1], as the runtime
+clips them), so ``affedge doctor --bundle`` can show what the fit bought. ``alpha`` 0 is always
+a candidate, so on its own data the fit never makes the model worse; with two or three
+validation people the choice is still noisy, and with fewer than :data:`MIN_VAL_TRIALS` nothing
+is fitted.
 """
 from __future__ import annotations
 
@@ -18,6 +20,10 @@ from affedge.metrics import ccc
 from affedge.sdk.person_baseline import OUTPUTS, make_record, shrink_offline
 
 GRID = np.round(np.arange(0.0, 1.0 + 1e-9, 0.05), 2)
+#: fewer validation videos than this and nothing is fitted: with one person, alpha would undo
+#: that person's own offset, not a population's (a new-user trial: fitted on 1 video, alpha
+#: 0.70 lowered valence CCC on 3 new people from 0.34-0.57 to 0.25-0.56)
+MIN_VAL_TRIALS = 2
 
 
 def _valid(labels: np.ndarray) -> np.ndarray:
@@ -61,7 +67,10 @@ def fit_for_run(data, val_preds: dict[int, np.ndarray], enabled: bool = True) ->
     index -> its predictions), or ``{"off": why}`` when it is switched off or cannot be fitted."""
     if not enabled:
         return {"off": "not fitted (--no-person-baseline, or the paper profile)"}
-    if len(val_preds) != len(data.val) or not data.val:
+    if len(data.val) < MIN_VAL_TRIALS:
+        return {"off": f"not fitted: {len(data.val)} validation video(s), fewer than the "
+                       f"{MIN_VAL_TRIALS} it needs to choose alpha for people it has not seen"}
+    if len(val_preds) != len(data.val):
         return {"off": "not fitted: the predictions of some validation trials are missing (a "
                        "distributed run gives each rank a share)"}
     order = sorted(val_preds)
