@@ -47,11 +47,11 @@ def run(args) -> int:
         probe = probe.parent
     if not probe.is_dir():
         raise ValueError(f"{out}: {probe} is a file, not a directory")
-    try:
-        import av  # noqa: F401  (checked before any folder is made: it writes every video)
-    except ImportError:
+    from affedge.commands.run import have_pyav
+
+    if not have_pyav():  # (checked before any folder is made: it writes every video)
         raise ImportError("affedge synth writes its MP4 videos with PyAV: "
-                          "pip install 'affedge[video-audio]'") from None
+                          "pip install 'affedge[video-audio]'")
     from affedge.features.detectors import DETECTORS, available_detectors
     from affedge.training.data.synthetic import generate
 

@@ -398,7 +398,8 @@ class StreamingEngine:
         track_by_id = {tr.id: tr for tr in tick.tracks}
         af = 1.0 if (tick.audio_present or not self.audio_streams) else 0.5
         results: dict[int, tuple] = {}
-        in_view = {tr.id for tr in tick.tracks if tr.detected}
+        in_view = {tr.id for tr in tick.tracks if tr.detected} \
+            if self._baselines is not None else set()
         for k, (sid, st, y, ok) in enumerate(zip(tick.stream_ids, streams, va, finite)):
             tr = track_by_id.get(sid)
             detected = bool(tr is not None and tr.detected)
