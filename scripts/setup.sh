@@ -56,7 +56,7 @@ if [ "${AFFEDGE_SYSTEM_RUNTIME:-0}" = "1" ]; then
   # wheel; install affedge without pulling opencv-python-headless/onnxruntime over them
   echo "[setup] AFFEDGE_SYSTEM_RUNTIME=1: affedge without its runtime wheels (system ones kept)"
   pipq --no-deps -e .
-  pipq "numpy<2" safetensors "onnx>=1.16" tqdm
+  pipq "numpy<2" safetensors "onnx>=1.16" tqdm threadpoolctl
 else
   echo "[setup] installing affedge[$EXTRAS] (editable, builds the C++ ring buffer)"
   pipq -e ".[$EXTRAS]"

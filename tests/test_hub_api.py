@@ -179,7 +179,7 @@ def test_a_damaged_source_drops_no_frame_of_another(damaged, clips):
 
 
 def test_stage_one_of_the_next_tick_fills_the_pool_and_results_equal_serial_runs(clips):
-    """The hub keeps up to two ticks' stage 1 in flight: a source whose stage 1 is done starts
+    """The hub keeps several ticks' stage 1 in flight: a source whose stage 1 is done starts
     its next frame's while another source's stage 1 of the previous tick still runs (the tick
     barrier used to leave a core idle there), but never overlaps its own previous one; and the
     batched, pipelined Predictions equal each file's serial ``Recognizer.run``."""
@@ -286,3 +286,86 @@ def test_duck_typed_and_failing_sinks_neither_stop_nor_break_the_hub(clips):
         hub.start()
         assert hub.wait(timeout=120)
     assert kept.closed and plain.got == [("a", i) for i in range(n)]
+
+
+def test_the_next_ticks_encoder_runs_while_this_ticks_step_does(clips):
+    """Stage 2 (one encoder call over every source's faces) needs no stream state, so it runs
+    on its own thread: tick n+1's encoder call overlaps tick n's step call on the inference
+    thread (they ran one after the other there before)."""
+    import os
+    import time
+
+    import affedge.serve.batching as batching
+    from affedge.serve import Hub
+
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("the hub's stage-1 pool and encoder thread need 2 cores")
+    enc_spans, step_spans = [], []
+    encode_many, step_all = batching.encode_many, batching._step_all
+
+    def slow_encode(items, began):
+        t0 = time.monotonic()
+        time.sleep(0.01)
+        encode_many(items, began)
+        enc_spans.append((t0, time.monotonic()))
+
+    def slow_step(ticks):
+        t0 = time.monotonic()
+        time.sleep(0.01)
+        try:
+            return step_all(ticks)
+        finally:
+            step_spans.append((t0, time.monotonic()))
+    sink = Collect()
+    mp = pytest.MonkeyPatch()
+    mp.setattr(batching, "encode_many", slow_encode)
+    mp.setattr(batching, "_step_all", slow_step)
+    try:
+        with Hub() as hub:
+            hub.add_source(str(clips[0]), audio="video", name="a")
+            hub.add_source(str(clips[1]), audio="video", name="b")
+            hub.add_sink(sink)
+            hub.start()
+            assert hub.wait(timeout=120)
+    finally:
+        mp.undo()
+    assert [p.frame for p in sink.got["a"]] == list(range(_frames(clips[0])))
+    assert len(enc_spans) == len(step_spans) >= 30
+    # encoder of tick n+1 starts before the step of tick n has ended
+    overlaps = sum(1 for (s0, s1), (e0, _) in zip(step_spans, enc_spans[1:]) if e0 < s1)
+    assert overlaps >= len(step_spans) // 2, (overlaps, len(step_spans))
+
+
+def test_an_encoder_failure_loses_that_tick_only_and_is_reported(clips, capfd):
+    """A backend error in the encoder thread's call: that tick's frames get no Prediction,
+    the error is reported as an inference failure, and every other frame of both sources
+    still comes, in order."""
+    from affedge.serve import Hub
+
+    sink = Collect()
+    with Hub() as hub:
+        hub.add_source(str(clips[0]), audio="video", name="a")
+        hub.add_source(str(clips[1]), audio="video", name="b")
+        calls = []
+        for name in ("a", "b"):
+            eng = hub.recognizer(name).engine
+            encode = eng.encode
+
+            def failing(crops, encode=encode):
+                calls.append(1)
+                if len(calls) == 5:
+                    raise RuntimeError("encoder boom")
+                return encode(crops)
+            eng.encode = failing
+        hub.add_sink(sink)
+        hub.start()
+        assert hub.wait(timeout=120)
+        assert hub.status()["tick_errors"] == 1
+    err = capfd.readouterr().err
+    assert "affedge serve: inference failed for" in err and "encoder boom" in err
+    for name, clip in (("a", clips[0]), ("b", clips[1])):
+        frames = [p.frame for p in sink.got[name]]
+        assert frames == sorted(frames)
+        assert len(frames) >= _frames(clip) - 1, name  # at most the failed tick's frame
+    lost = sum(_frames(c) for c in clips) - sum(len(v) for v in sink.got.values())
+    assert 1 <= lost <= 2

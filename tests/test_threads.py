@@ -141,3 +141,60 @@ def test_torch_is_imported_with_openmp_waiting_passively(env, want):
                          env=env_vars, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == want
+
+
+_BLAS_PROBE = (
+    "import json\n"
+    "from threadpoolctl import threadpool_info\n"
+    "def blas():\n"
+    "    return sorted({i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas'})\n"
+    "import numpy\n"
+    "before = blas()\n"
+    "from affedge.sdk.recognizer import Recognizer\n"
+    "from affedge.sdk.backends.threads import limit_blas_threads\n"
+    "rec = Recognizer.demo()\n"
+    "print(json.dumps({'before': before, 'after': blas(), 'said': limit_blas_threads()}))\n"
+    "rec.close()\n")
+
+
+@needs_demo
+@pytest.mark.parametrize("env, want_after, said", [
+    ({}, [1], "1 thread"),
+    ({"AFFEDGE_BLAS_THREADS": "2"}, [2], "2 threads (AFFEDGE_BLAS_THREADS)"),
+    ({"AFFEDGE_BLAS_THREADS": "keep"}, None, "left alone (AFFEDGE_BLAS_THREADS=keep)"),
+    ({"OPENBLAS_NUM_THREADS": "2"}, None, "left alone (OPENBLAS_NUM_THREADS is set)"),
+])
+def test_the_runtime_gives_numpys_blas_one_thread_unless_told(env, want_after, said):
+    """OpenBLAS's second worker busy-waits after each of the audio features' small products:
+    with it, 4 file sources through the hub ran 18 % slower and 4 recognizers 25 % (threads.py).
+    The first audio timeline sets BLAS to 1 thread process-wide; a user's own choice (the
+    library's variables, or AFFEDGE_BLAS_THREADS) wins. Read back from the live library."""
+    pytest.importorskip("threadpoolctl")
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from affedge.sdk.backends.threads import BLAS_ENV_VAR, BLAS_USER_VARS
+
+    env_vars = {k: v for k, v in os.environ.items()
+                if k not in (BLAS_ENV_VAR, *BLAS_USER_VARS)}
+    env_vars.update(env)
+    out = subprocess.run([sys.executable, "-c", _BLAS_PROBE], capture_output=True, text=True,
+                         env=env_vars, timeout=120)
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["before"], "numpy has no BLAS threadpoolctl can see"
+    assert got["after"] == (got["before"] if want_after is None else want_after), got
+    assert got["said"] == said
+
+
+def test_a_bad_blas_thread_count_is_named(monkeypatch):
+    import affedge.sdk.backends.threads as th
+
+    monkeypatch.setattr(th, "_blas_applied", None)
+    monkeypatch.setenv(th.BLAS_ENV_VAR, "many")
+    with pytest.raises(ValueError, match="AFFEDGE_BLAS_THREADS must be an integer >= 1, got "
+                                         "'many'"):
+        th.limit_blas_threads()
+    assert th._blas_applied is None  # nothing was set; the next call checks again

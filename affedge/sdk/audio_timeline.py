@@ -184,7 +184,9 @@ class AudioTimeline:
                  capacity_s: float = 30.0, audio_timeout: float = 1.0,
                  gap_tolerance: float = 0.05, make_vad=None):
         from affedge.features.audio import IncrementalAudioFeatures
+        from affedge.sdk.backends.threads import limit_blas_threads
 
+        limit_blas_threads()  # the features' small products: one BLAS thread (threads.py)
         if not (isinstance(capacity_s, (int, float)) and math.isfinite(capacity_s)
                 and 0 < capacity_s <= 3600):
             raise ValueError(f"audio_capacity_s must be in (0, 3600] seconds, got {capacity_s!r}")
@@ -330,6 +332,22 @@ class AudioTimeline:
             start = b
         self._next_block_t = float(ts[-1]) + self._block_dt
 
+    def _rows_reach(self, t: float) -> bool:
+        """True when draining now could not change what a frame at ``t`` gets, so the drain
+        can wait for a later frame and then run over more audio at once (the per-call cost of
+        the feature and VAD steps is paid per drain; a file read ahead of its video drains
+        every few frames instead of every frame). That holds when every ring already has a
+        row at or after ``t`` (rows come in time order, so every row up to ``t`` is there, and
+        ``min(latest, t)`` is ``t`` either way) and the audio not yet drained starts after
+        ``t`` (its restarts, if any, come after the frame too)."""
+        nxt = self._next_block_t
+        if nxt is None or nxt <= t or not self.kinds:
+            return False
+        rings = list(self._rings.values())
+        if self._vad is not None:
+            rings.append(self._vad_ring)
+        return all(r.latest_time is not None and r.latest_time >= t for r in rings)
+
     def _restart(self, t0: float, first: bool) -> None:
         self._feat_t0 = t0
         if first:
@@ -375,7 +393,8 @@ class AudioTimeline:
         """Normalised features at ``t`` -> ({kind: float32[D]}, present, speech). Zeros and
         ``present=False`` when audio is missing (see the module docstring)."""
         t = float(t)
-        self._drain()
+        if not self._rows_reach(t):
+            self._drain()
         present = bool(self.kinds) and all(self._row_present(self._rings[k], t)
                                            for k in self.kinds)
         if present and self._seg_start is not None and t >= self._seg_start and \

@@ -55,9 +55,17 @@ class FrameReader:
 
 class FileAudioFeeder:
     """Feeds a finite audio source (WAV, a video's audio track) synchronously, reading ahead of
-    the video so that the features at each frame time exist before the frame is inferred."""
+    the video so that the features at each frame time exist before the frame is inferred.
+
+    It reads in bursts: when less than :attr:`LOOKAHEAD_S` of audio is ahead of the frame, it
+    reads until :attr:`REFILL_S` is. The timeline then drains that audio in one go a few
+    frames later (``AudioTimeline._rows_reach``) instead of a frame's worth per frame: the
+    features are the same (they never depend on audio after the frame), and the per-call cost
+    of decoding, resampling, feature and VAD steps is paid once per burst."""
 
     LOOKAHEAD_S = 0.1
+    #: seconds of audio a burst reads ahead of the frame (well inside the timeline's ring)
+    REFILL_S = 0.5
 
     def __init__(self, timeline, source, on_error=None):
         self.timeline = timeline
@@ -68,9 +76,12 @@ class FileAudioFeeder:
         self.on_error = on_error
 
     def feed_until(self, t: float, offset: float = 0.0) -> None:
+        at = self.timeline.time
+        if at is not None and at >= t + self.LOOKAHEAD_S:
+            return
         while not self.done:
             at = self.timeline.time
-            if at is not None and at >= t + self.LOOKAHEAD_S:
+            if at is not None and at >= t + self.REFILL_S:
                 return
             try:
                 chunk = next(self.it)

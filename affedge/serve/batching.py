@@ -88,10 +88,26 @@ def collect(began: list) -> list:
     return [b.result() if hasattr(b, "result") else b for b in began]
 
 
-def models_many(items, began) -> list:
+def encode_many(items, began) -> None:
+    """Stage 2 for the items whose stage 1 gave a Tick: one encoder call over every crop of
+    every source, each tick's embeddings set. Touches only the ticks (a backend error leaves
+    every engine as it was), so it may run on another thread than stage 3, ahead of it."""
+    with_crops = [(item[0], tk) for item, tk in zip(items, began)
+                  if not isinstance(tk, Exception) and tk.crops is not None]
+    if not with_crops:
+        return
+    emb = with_crops[0][0].encode(np.concatenate([tk.crops for _, tk in with_crops]))
+    start = 0
+    for eng, tk in with_crops:
+        eng.set_embeddings(tk, emb[start:start + len(tk.crops)])
+        start += len(tk.crops)
+
+
+def models_many(items, began, encoded: bool = False) -> list:
     """Stages 2 and 3 for the items whose stage 1 gave a Tick (``began``, from
-    :func:`collect`): one encoder call over every crop, one step call over every stream, each
-    engine commits its rows. Returns one entry per item: its Prediction or its exception."""
+    :func:`collect`): one encoder call over every crop (unless ``encoded``: :func:`encode_many`
+    ran already), one step call over every stream, each engine commits its rows. Returns one
+    entry per item: its Prediction or its exception."""
     results: list = [None] * len(items)
     ticks = []
     for k, (item, tk) in enumerate(zip(items, began)):
@@ -101,16 +117,10 @@ def models_many(items, began) -> list:
             ticks.append((k, item[0], tk))
     if not ticks:
         return results
-    lead = ticks[0][1]
     for _, eng, tk in ticks:
         eng.model_frame = tk.index
-    with_crops = [(eng, tk) for _, eng, tk in ticks if tk.crops is not None]
-    if with_crops:
-        emb = lead.encode(np.concatenate([tk.crops for _, tk in with_crops]))
-        start = 0
-        for eng, tk in with_crops:
-            eng.set_embeddings(tk, emb[start:start + len(tk.crops)])
-            start += len(tk.crops)
+    if not encoded:
+        encode_many(items, began)
     outs = _step_all(ticks)
     for (k, eng, tk), (va, states) in zip(ticks, outs):
         results[k] = eng.finish_tick(tk, va, states)

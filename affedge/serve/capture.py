@@ -19,7 +19,7 @@ from affedge import log
 from affedge.sdk.run_feeds import MediaPacer
 
 #: frames a file source reads ahead of the inference loop
-FILE_QUEUE = 2
+FILE_QUEUE = 4
 #: pauses before reopening a failed live source (s); the last one repeats
 BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0)
 

@@ -46,7 +46,7 @@ STATUS_EVERY_S = 1.0
 #: window of the fps figure (s)
 FPS_WINDOW_S = 2.0
 #: ticks whose stage 1 may be in flight at once (see ``Hub._loop``)
-PIPELINE_DEPTH = 2
+PIPELINE_DEPTH = 3
 
 
 class _Source:
@@ -120,6 +120,7 @@ class Hub:
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
         self._pool = None
+        self._encoder = None
         self._stage1: dict = {}  # source name -> the future of its newest stage 1
         self._closed = False
         #: why the hub stopped by itself (None: it did not): "no output left" once every
@@ -247,6 +248,10 @@ class Hub:
         workers = min(len(self._sources), os.cpu_count() or 1)
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="affedge-stage1") \
             if workers > 1 else None
+        # stage 2 (the batched encoder call) of tick n+1 runs on its own thread while the
+        # inference thread runs tick n's step: the encoder does not need the streams' states
+        self._encoder = ThreadPoolExecutor(1, thread_name_prefix="affedge-encoder") \
+            if workers > 1 else None
         self._thread = threading.Thread(target=self._loop, name="affedge-hub", daemon=True)
         self._thread.start()
         return self
@@ -276,22 +281,30 @@ class Hub:
             while not self._stop.is_set():
                 with self._cond:
                     ready = [s for s in self._sources.values() if s.worker.ready()]
+                    room = len(inflight) < PIPELINE_DEPTH
                     if not ready and not inflight:
                         if all(s.worker.ended for s in self._sources.values()):
                             self._done.set()
                         self._cond.wait(0.05)
+                    elif not ready and room and not _finished(inflight[0]):
+                        # nothing to start and the oldest tick still in stage 1: a new frame
+                        # or the end of that tick's stage 1 wakes the loop (both notify)
+                        self._cond.wait(0.05)
+                        ready = [s for s in self._sources.values() if s.worker.ready()]
                 # pipelined: up to PIPELINE_DEPTH ticks' stage 1 (detection per source, on the
-                # pool) run while the oldest tick's models run here. A source's stage 1 starts
-                # after its own previous one (chained), so the next tick's work fills the pool
-                # while the last source of the previous tick finishes. Waiting for frames never
-                # holds a tick back: with no new frame, the oldest tick goes to the models.
+                # pool; then the batched encoder on its thread) run while the oldest tick's
+                # step runs here. A source's stage 1 starts after its own previous one
+                # (chained), so the next tick's work fills the pool while the last source of
+                # the previous tick finishes. A frame is started as soon as it is ready and
+                # there is room, and the loop blocks on the oldest tick only when the
+                # pipeline is full: the pool never idles while this thread waits. Waiting for
+                # frames never holds a tick back: the oldest tick goes to the models when done.
                 if ready and len(inflight) < PIPELINE_DEPTH:
                     batch = self._gather(ready)
                     if batch is not None:
                         inflight.append(self._begin(batch))
-                        if len(inflight) < PIPELINE_DEPTH:
-                            continue
-                if inflight:
+                        continue
+                if inflight and (len(inflight) >= PIPELINE_DEPTH or _finished(inflight[0])):
                     done = self._settle(inflight.popleft())
                     if done is not None:
                         self._models(*done)
@@ -331,29 +344,41 @@ class Hub:
         began = begin_many(items, self._pool, after)
         for s, b in zip(owners, began):
             self._stage1[s.name] = b if hasattr(b, "done") else None
-        return items, owners, skips, began
+        encoding = None if self._encoder is None else \
+            self._encoder.submit(_stage2, items, began)
+        for f in [encoding] if encoding is not None else began:
+            if hasattr(f, "add_done_callback"):
+                f.add_done_callback(lambda _: self._wake())
+        return items, owners, skips, began, encoding
 
     def _settle(self, inflight):
-        """Wait for a tick's stage 1 -> (items, owners, skips, ticks or errors), or None."""
+        """Wait for a tick's stage 1 (and stage 2 when it runs on the encoder thread) ->
+        (items, owners, skips, ticks or errors, encoded: True, False or the encoder's
+        exception), or None."""
         from affedge.serve.batching import collect
 
         if inflight is None:
             return None
-        items, owners, skips, began = inflight
+        items, owners, skips, began, encoding = inflight
         try:
-            return items, owners, skips, collect(began)
+            if encoding is None:
+                return items, owners, skips, collect(began), False
+            return items, owners, skips, *encoding.result()
         except Exception as exc:  # noqa: BLE001  (a detector crash: this tick is lost)
             self.tick_errors += 1
             report(f"affedge serve: face detection failed for {len(items)} frame(s): {exc}")
             return None
 
-    def _models(self, items, owners, skips, began) -> None:
-        """One encoder and one step call over the tick, then every Prediction to the sinks
-        (the stale ones of frames a live source skipped first, in frame order)."""
+    def _models(self, items, owners, skips, began, encoded) -> None:
+        """One encoder (unless ``encoded``) and one step call over the tick, then every
+        Prediction to the sinks (the stale ones of frames a live source skipped first, in
+        frame order). ``encoded`` an exception: the encoder thread's backend error."""
         from affedge.serve.batching import models_many
 
         try:
-            results = models_many(items, began)
+            if isinstance(encoded, Exception):
+                raise encoded
+            results = models_many(items, began, encoded)
         except Exception as exc:  # noqa: BLE001  (a backend error: states unchanged)
             self.tick_errors += 1
             report(f"affedge serve: inference failed for {len(items)} frame(s): {exc}")
@@ -454,6 +479,8 @@ class Hub:
             self._thread.join(30.0)
         if self._pool is not None:
             self._pool.shutdown(wait=True)
+        if self._encoder is not None:
+            self._encoder.shutdown(wait=True)
         for s in self._sources.values():
             s.worker.stop()
             if s.live_audio is not None:
@@ -477,6 +504,28 @@ class Hub:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _finished(tick) -> bool:
+    """Whether an in-flight tick (from ``Hub._begin``) can go to the models without waiting."""
+    _, _, _, began, encoding = tick
+    if encoding is not None:
+        return encoding.done()
+    return all(b.done() for b in began if hasattr(b, "done"))
+
+
+def _stage2(items, began):
+    """The encoder thread's task for one tick: wait for its stage 1, then one encoder call ->
+    (ticks or errors, True), or (..., the backend's exception) (stage 1's own failure
+    propagates). Ticks reach it in order, so it never waits behind a later tick."""
+    from affedge.serve.batching import collect, encode_many
+
+    ticks = collect(began)
+    try:
+        encode_many(items, ticks)
+    except Exception as exc:  # noqa: BLE001  (reported by the inference thread)
+        return ticks, exc
+    return ticks, True
 
 
 def _ms(x: float) -> float:

@@ -21,6 +21,16 @@ Policy (measured with ``benchmarks/bench_threads.py``; table in benchmarks/READM
   option wins over the variable, the variable over the default. Use it on a dedicated machine
   with idle cores (e.g. ``AFFEDGE_THREADS=4`` on a 4-core kiosk running nothing else).
 
+* **BLAS: 1 thread** for numpy's matrix products (the audio features' filterbank and DCT
+  products, a few rows at a time). OpenBLAS's default on 2 cores is a second worker that
+  busy-waits after each product: on the 2-vCPU Xeon (AMX), 4 file sources through the serve
+  hub without the model calls ran at 290 frames/s with it and 401-408 with one BLAS thread,
+  and that worker alone used 0.9 CPU-seconds of a 1.7 s run (``benchmarks/bench_serve.py``
+  notes, 2026-12-01). :func:`limit_blas_threads` sets it process-wide through threadpoolctl
+  when the runtime's first audio timeline is made, unless the user chose already
+  (``OPENBLAS_NUM_THREADS``, ``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``) or sets
+  ``AFFEDGE_BLAS_THREADS`` (a count, or ``keep`` to leave BLAS alone).
+
 How each library receives the policy:
 
 * ONNX Runtime: ``SessionOptions.intra_op_num_threads``, ``inter_op_num_threads = 1``
@@ -37,6 +47,7 @@ How each library receives the policy:
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 
 #: environment variable overriding the default thread count (an integer >= 1)
@@ -130,3 +141,39 @@ def apply_to_torch(torch, policy: ThreadPolicy) -> None:
     """Set torch's (process-wide) intra-op thread count to the policy's."""
     if torch.get_num_threads() != policy.threads:
         torch.set_num_threads(policy.threads)
+
+
+#: environment variable for the BLAS threads of the runtime's numpy products ("keep": untouched)
+BLAS_ENV_VAR = "AFFEDGE_BLAS_THREADS"
+#: variables by which a user already chose the BLAS threads (affedge then leaves BLAS alone)
+BLAS_USER_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+_blas_lock = threading.Lock()
+_blas_applied: str | None = None
+
+
+def limit_blas_threads() -> str:
+    """Once per process: numpy's BLAS to 1 thread (module docstring), or to
+    ``$AFFEDGE_BLAS_THREADS``; left alone when that is ``keep``, when the user set one of
+    :data:`BLAS_USER_VARS`, or when threadpoolctl is missing. Returns what was done (one line,
+    for ``stats()``-style reports)."""
+    global _blas_applied
+    with _blas_lock:
+        if _blas_applied is not None:
+            return _blas_applied
+        want = os.environ.get(BLAS_ENV_VAR, "").strip()
+        chosen = [v for v in BLAS_USER_VARS if os.environ.get(v, "").strip()]
+        if want.lower() == "keep":
+            _blas_applied = f"left alone ({BLAS_ENV_VAR}=keep)"
+        elif chosen and not want:
+            _blas_applied = f"left alone ({chosen[0]} is set)"
+        else:
+            n = check_thread_count(want, BLAS_ENV_VAR) if want else 1
+            try:
+                from threadpoolctl import threadpool_limits
+            except ImportError:
+                _blas_applied = "left alone (threadpoolctl is not installed)"
+            else:
+                threadpool_limits(limits=n, user_api="blas")
+                _blas_applied = f"{n} thread{'s' if n != 1 else ''}" + \
+                    (f" ({BLAS_ENV_VAR})" if want else "")
+        return _blas_applied
