@@ -205,3 +205,42 @@ def test_checkpoint_files_follow_the_umask(tmp_path):
         os.umask(old)
     for f in (d / "model.safetensors", tmp_path / "optimizer.safetensors"):
         assert stat.S_IMODE(f.stat().st_mode) == 0o644, f
+
+
+def test_the_kept_epoch_is_the_best_trailing_mean_and_resume_keeps_the_window(tmp_path):
+    """select_window=3 (the fast profile's): the score of an epoch is the mean CCC averaged
+    with the two epochs before it; the kept epoch ("best") is where that is highest, and a
+    resumed run carries the window on (its rows equal an uninterrupted run's)."""
+    import math
+
+    opts = dict(FAST, pretrain_epochs=0, select_window=3)
+    s = train_fold(None, tmp_path / "full", data=_fold(),
+                   opts=TrainOptions(epochs=6, early_stop=50, **opts))
+    rows = read_csv(tmp_path / "full" / "metrics.csv")
+    raw = [float(r["mean_ccc"]) for r in rows]
+    want = [sum(raw[max(0, i - 2):i + 1]) / len(raw[max(0, i - 2):i + 1]) for i in range(len(raw))]
+    assert [float(r["select_score"]) for r in rows] == pytest.approx(want, abs=1e-9)
+    best = max(range(len(want)), key=lambda i: (want[i], -i))
+    assert s["best_epoch"] == best and s["best_score"] == pytest.approx(want[best])
+    kept = [i for i, r in enumerate(rows) if r["best"] == "1"]
+    assert kept[-1] == best and all(want[j] > max(want[:j], default=-math.inf) for j in kept)
+    train_fold(None, tmp_path / "part", data=_fold(), opts=TrainOptions(epochs=4, early_stop=50, **opts))
+    train_fold(None, tmp_path / "part", data=_fold(),
+               opts=TrainOptions(epochs=6, early_stop=50, resume=True, **opts))
+    part = read_csv(tmp_path / "part" / "metrics.csv")
+    for a, b in zip(rows, part):
+        a.pop("seconds"), b.pop("seconds")
+        assert a == b
+
+
+def test_selection_score_window_and_non_finite_values():
+    from affedge.training.selection import SelectionScore
+
+    s = SelectionScore(3)
+    assert [s.push(x) for x in (0.3, 0.9, 0.3, 0.7)] == pytest.approx([0.3, 0.6, 0.5, 0.6333333])
+    assert s.push(float("nan")) == float("-inf") and s.push(0.5) == float("-inf")
+    assert s.push(0.5) == float("-inf") and s.push(0.5) == pytest.approx(0.5)
+    assert SelectionScore(1).push(0.42) == pytest.approx(0.42)
+    assert SelectionScore(3, [0.1, 0.2, 0.3, 0.4]).recent == [0.2, 0.3, 0.4]
+    with pytest.raises(ValueError, match="select_window must be >= 1"):
+        SelectionScore(0)

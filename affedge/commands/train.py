@@ -50,6 +50,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--person-baseline", action=argparse.BooleanOptionalAction, default=None,
                    help="fit on the validation videos how far to pull each tracked person's "
                         "running mean toward the training mean at run time (fast: on, paper: off)")
+    p.add_argument("--select-window", type=positive_int, default=None, metavar="N",
+                   help="keep the epoch whose validation CCC averaged with the N-1 epochs "
+                        "before it is best (fast: 3, as one epoch's score on 1-2 validation "
+                        "videos is noisy; paper: 1, the best single epoch)")
     p.add_argument("--max-minutes", type=positive_float, default=None,
                    help="wall-time budget of the whole command in minutes, counted from the "
                         "process start (data loading, caching, pretraining, epochs, releases, "
@@ -68,7 +72,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 PROFILE_OPTIONS = ("lr", "epochs", "reload_best", "pretrain_epochs", "views", "release",
-                   "person_baseline")
+                   "person_baseline", "select_window")
 
 
 def resolve_profile(args: argparse.Namespace) -> tuple[str, dict, str]:

@@ -14,7 +14,8 @@ Stages of :func:`train_fold`:
 1. **Temporal training with gradual release** (PAPER.md §2.2/§5): all encoder parameters frozen
    except release group 1 (the output layer, released at epoch 0); CCC loss per window (both
    V and A, mean of the two); Adam with classic L2 weight decay; ReduceLROnPlateau on the
-   validation CCC (mode max, patience 5, factor 0.1); best-state reload after every epoch
+   validation CCC (mode max, patience 5, factor 0.1; the CCC averaged over ``select_window``
+   epochs, :mod:`affedge.training.selection`, 1 = the paper's); best-state reload after every epoch
    (``reload_best``); early stopping after 20 epochs without a new best. Whenever the LR falls
    below ``min_lr`` the next encoder group is released with a new optimiser and scheduler (LR
    reset) after reloading the best weights; with no group left, training stops.
@@ -57,6 +58,7 @@ from affedge.training.losses import ccc_loss
 from affedge.training.predict import (  # noqa: F401  (re-exported: callers import them here)
     DIMS, _pad, embed_frames, predict_embeddings, predict_trial, va_metrics)
 from affedge.training.pretrain import pretrain_encoder  # noqa: F401
+from affedge.training.selection import SelectionScore
 from affedge.training.train_utils import (  # noqa: F401
     CsvLog,
     _device,
@@ -92,6 +94,7 @@ class TrainOptions:
     hop: int = 200
     seed: int = 0
     reload_best: bool = True  # PAPER.md §5 load_best_at_each_epoch = 1
+    select_window: int = 1  # epochs in the kept-epoch score's trailing mean (training.selection)
     release: bool = True  # gradual release of encoder groups (PAPER.md §2.2)
     person_baseline: bool = False  # fit affedge.sdk.person_baseline on validation
     head_at_start: bool = True  # release group 1 (output layer) at epoch 0 (PAPER.md §2.2)
@@ -114,7 +117,7 @@ class TrainOptions:
         if self.modality not in ("av", "v"):
             raise ValueError(f"modality must be 'av' or 'v', got {self.modality!r}")
         for name in ("epochs", "batch_size", "e2e_batch_size", "window", "hop", "views",
-                     "pretrain_batch", "pretrain_stride"):
+                     "pretrain_batch", "pretrain_stride", "select_window"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:
@@ -193,6 +196,7 @@ class TemporalTrainer:
         self.epoch = 0
         self.best_score = -math.inf
         self.best_epoch = -1
+        self.selection = SelectionScore(opts.select_window)
         self.best_state = _state_copy(model)
         self.since_best = 0
         self.stop_reason = ""
@@ -374,7 +378,7 @@ class TemporalTrainer:
         state = {"epoch": self.epoch, "released": self.released, "best_score": self.best_score,
                  "best_epoch": self.best_epoch, "since_best": self.since_best,
                  "stop_reason": self.stop_reason, "scheduler": self.sched.state_dict(),
-                 "best_metrics": self.best_metrics}
+                 "best_metrics": self.best_metrics, "select_recent": self.selection.recent}
 
         def write(d: Path) -> None:  # weights, optimizer and state: all of one epoch, or none
             save_checkpoint(d, self.model, self.model_cfg, self.data.feature_cfg,
@@ -404,6 +408,7 @@ class TemporalTrainer:
         self.best_score, self.best_epoch = float(st["best_score"]), int(st["best_epoch"])
         self.since_best, self.stop_reason = int(st["since_best"]), st.get("stop_reason", "")
         self.best_metrics = st.get("best_metrics")
+        self.selection = SelectionScore(self.opts.select_window, st.get("select_recent"))
         if (self.out / "best" / "model.safetensors").is_file():
             self.best_state = load_file(str(self.out / "best" / "model.safetensors"), device=str(_device(self.model)))
         return True
@@ -416,7 +421,7 @@ class TemporalTrainer:
             phase, lr = self.phase, self.lr
             loss = self.train_epoch(deadline)
             metrics, val_preds = self.validate()
-            score = metrics["mean_ccc"]
+            score = self.selection.push(metrics["mean_ccc"])
             improved = score > self.best_score
             if improved:
                 self.best_score, self.best_epoch, self.since_best = score, self.epoch, 0
@@ -429,7 +434,8 @@ class TemporalTrainer:
             if o.reload_best:  # PAPER.md §5: weights reset to the best state after every epoch
                 self.model.load_state_dict(self.best_state)
             row = {"epoch": self.epoch, "phase": phase, "lr": lr, "train_loss": loss, **metrics,
-                   "best": int(improved), "seconds": round(time.time() - t0, 2)}
+                   "select_score": score, "best": int(improved),
+                   "seconds": round(time.time() - t0, 2)}
             self.log.write(row)
             self.epoch_seconds.append(time.time() - t0)
             if self.dist.is_main and o.progress:
