@@ -369,3 +369,16 @@ def test_an_encoder_failure_loses_that_tick_only_and_is_reported(clips, capfd):
         assert len(frames) >= _frames(clip) - 1, name  # at most the failed tick's frame
     lost = sum(_frames(c) for c in clips) - sum(len(v) for v in sink.got.values())
     assert 1 <= lost <= 2
+
+
+def test_an_unknown_recognizer_option_is_refused_when_the_hub_is_made():
+    """Found by a new-user trial: Hub(threads=1) was accepted and failed only at add_source
+    with Recognizer's TypeError."""
+    from affedge.serve import Hub
+
+    with pytest.raises(TypeError, match=r"Hub: unknown keyword 'threads' \(threads: "
+                                        r"backend_options=\{'intra_op_threads': N\}\)"):
+        Hub(threads=1)
+    with pytest.raises(TypeError, match="unknown keyword 'smoothin'.*smoothing"):
+        Hub(smoothin=0.5)
+    Hub(smoothing=0.5, detect_every=2).close()

@@ -350,3 +350,28 @@ def test_the_start_line_says_each_sources_audio(tmp_path, clip2b):
     assert s.wait() == 0, s.stderr()
     line = next(x for x in s.stderr().splitlines() if "source(s)" in x)
     assert "quiet [audio: none]" in line and "talk [audio: video]" in line, line
+
+
+def test_a_stop_before_any_prediction_leaves_an_earlier_output_file_whole(tmp_path):
+    """Found by a new-user trial: serve opened its --out files at the start, so a stop before
+    the first Prediction (here: the only source never connects) emptied an earlier file at that
+    path. Files are now created at the first Prediction, as affedge run does."""
+    dead = f"http://127.0.0.1:{free_port()}/live.ts"  # nothing listens there
+    earlier = tmp_path / "earlier.jsonl"
+    earlier.write_text('{"frame": 0}\n{"frame": 1}\n')
+    fresh = tmp_path / "fresh.csv"
+    srv = Serve(tmp_path, "--source", dead, "--name", "gone", "--out", str(earlier),
+                "--out", str(fresh), "--publish", "zmq://127.0.0.1:0")
+    try:
+        srv.ports()
+        end = time.monotonic() + 60
+        while "retrying" not in srv.stderr() and time.monotonic() < end:
+            time.sleep(0.2)
+        srv.signal(signal.SIGTERM)
+        assert srv.wait(60) == 0, srv.stderr()
+    finally:
+        srv.kill()
+    assert earlier.read_text() == '{"frame": 0}\n{"frame": 1}\n'
+    assert not fresh.exists()
+    assert "no prediction came, nothing written to" in srv.stderr()
+    assert "wrote " not in srv.stderr()

@@ -153,7 +153,8 @@ _BLAS_PROBE = (
     "from affedge.sdk.recognizer import Recognizer\n"
     "from affedge.sdk.backends.threads import limit_blas_threads\n"
     "rec = Recognizer.demo()\n"
-    "print(json.dumps({'before': before, 'after': blas(), 'said': limit_blas_threads()}))\n"
+    "print(json.dumps({'before': before, 'after': blas(), 'said': limit_blas_threads(),\n"
+    "                  'stats': rec.stats()['blas_threads']}))\n"
     "rec.close()\n")
 
 
@@ -186,7 +187,7 @@ def test_the_runtime_gives_numpys_blas_one_thread_unless_told(env, want_after, s
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["before"], "numpy has no BLAS threadpoolctl can see"
     assert got["after"] == (got["before"] if want_after is None else want_after), got
-    assert got["said"] == said
+    assert got["said"] == got["stats"] == said
 
 
 def test_a_bad_blas_thread_count_is_named(monkeypatch):
@@ -195,6 +196,6 @@ def test_a_bad_blas_thread_count_is_named(monkeypatch):
     monkeypatch.setattr(th, "_blas_applied", None)
     monkeypatch.setenv(th.BLAS_ENV_VAR, "many")
     with pytest.raises(ValueError, match="AFFEDGE_BLAS_THREADS must be an integer >= 1, got "
-                                         "'many'"):
+                                         "'many' \\(or 'keep'"):
         th.limit_blas_threads()
     assert th._blas_applied is None  # nothing was set; the next call checks again

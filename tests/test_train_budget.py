@@ -291,6 +291,25 @@ def test_budgeted_command_prints_its_plan_and_records_a_verdict(budgeted_run):
     # every way the plan may end: the budget, early stopping (a fast machine gets there within
     # the minute: 35 epochs in one CI run), or all 100 epochs
     assert summary["stop_reason"].startswith(("time limit", "early stop")) or \
-        summary["epochs_run"] == 100
+        summary["epochs_run"] == 100 or ("a plateau" in summary["stop_reason"]
+                                         and "--max-minutes" in summary["stop_reason"])
 
 
+
+
+def test_select_window_from_the_profile_fits_short_runs_and_an_explicit_one_is_checked():
+    """The fast profile's 3-epoch selection window shrinks to a 1- or 2-epoch run; a window the
+    user gives that is longer than the run is refused with the reason (no epoch would be scored
+    on a full window)."""
+    import argparse
+
+    from affedge.commands.train import add_arguments, options_from_args
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    opts = options_from_args(p.parse_args(["DATA", "--profile", "fast", "--epochs", "2"]))
+    assert opts.select_window == 2
+    opts = options_from_args(p.parse_args(["DATA", "--profile", "fast"]))
+    assert opts.select_window == 3
+    with pytest.raises(ValueError, match=r"select_window \(5\) is more than epochs \(4\)"):
+        options_from_args(p.parse_args(["DATA", "--epochs", "4", "--select-window", "5"]))

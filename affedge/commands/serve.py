@@ -154,8 +154,10 @@ def _sources(args, cfg) -> list[dict]:
 
 
 def _open_outputs(hub, args, cfg, token) -> dict:
-    from affedge.sdk.sinks import open_sink, supported_targets
+    from affedge.commands.run import check_out_file, open_out
+    from affedge.sdk.sinks import supported_targets
     from affedge.sdk.sinks.base import known_target
+    from affedge.sdk.sinks.combine import DeferredSink
     from affedge.sdk.sinks.ws import WebSocketSink
     from affedge.sdk.sinks.zmq import ZmqSink
 
@@ -204,11 +206,13 @@ def _open_outputs(hub, args, cfg, token) -> dict:
             bound["zmq"].append(sink.url)
             _say(f"affedge serve: ZeroMQ PUB on {sink.endpoint} (one topic per source)")
     for target in outs:
-        try:
-            hub.add_sink(open_sink(target))
-        except OSError as exc:
-            raise ValueError(f"--out {target}: cannot write here ({exc.strerror or exc})") \
-                from None
+        if target != "-":
+            # created at the first Prediction (checked now): a serve stopped before any leaves
+            # an earlier file at that path whole, as affedge run does
+            check_out_file(target)
+            hub.add_sink(DeferredSink(target, open_out, create_if_empty=False))
+        else:
+            hub.add_sink(open_out(target))
         bound["out"].append(target)
     return bound
 
@@ -333,9 +337,14 @@ def run(args) -> int:
     rate = f" in {busy:.1f} s ({total / busy:.0f} frames/s in all)" if busy > 0 and total else ""
     _say(f"affedge serve: {why}; {frames}; {st['ticks']} ticks{rate}"
          + (f", mean batch {st['mean_batch']:.2f}" if st["ticks"] else ""))
-    files = [f"{t} ({sink.rows} rows)" for t, sink in _file_sinks(hub, bound["out"])]
+    sinks = list(_file_sinks(hub, bound["out"]))
+    files = [f"{t} ({sink.rows} rows)" for t, sink in sinks if getattr(sink, "opened", True)]
     if files:
         _say("affedge serve: wrote " + ", ".join(files))
+    unopened = [t for t, sink in sinks if not getattr(sink, "opened", True)]
+    if unopened:
+        _say("affedge serve: no prediction came, nothing written to " + ", ".join(unopened)
+             + " (an earlier file there is left as it was)")
     stuck = [t.name for t in threading.enumerate()
              if t is not threading.current_thread() and t.is_alive() and not t.daemon]
     if stuck:  # (the interpreter waits for these at exit: name them)

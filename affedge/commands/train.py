@@ -52,8 +52,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "running mean toward the training mean at run time (fast: on, paper: off)")
     p.add_argument("--select-window", type=positive_int, default=None, metavar="N",
                    help="keep the epoch whose validation CCC averaged with the N-1 epochs "
-                        "before it is best (fast: 3, as one epoch's score on 1-2 validation "
-                        "videos is noisy; paper: 1, the best single epoch)")
+                        "before it is best; the learning-rate schedule and early stopping use "
+                        "the same averaged score (fast: 3, as one epoch's score on 1-2 "
+                        "validation videos is noisy; paper: 1, the best single epoch)")
     p.add_argument("--max-minutes", type=positive_float, default=None,
                    help="wall-time budget of the whole command in minutes, counted from the "
                         "process start (data loading, caching, pretraining, epochs, releases, "
@@ -86,7 +87,13 @@ def resolve_profile(args: argparse.Namespace) -> tuple[str, dict, str]:
 def options_from_args(args: argparse.Namespace):
     from affedge.training.trainer import TrainOptions
 
+    from affedge.training.selection import check_window
+
     profile, values, _ = resolve_profile(args)
+    if args.select_window is not None:  # given: a window longer than the run is refused
+        check_window(values["select_window"], values["epochs"])
+    else:  # the profile's: at most the run's epochs
+        values["select_window"] = min(values["select_window"], values["epochs"])
     return TrainOptions(
         encoder=args.encoder, modality=args.modality, batch_size=args.batch_size,
         e2e_batch_size=args.e2e_batch_size, min_lr=args.min_lr, weight_decay=args.weight_decay,
@@ -95,6 +102,14 @@ def options_from_args(args: argparse.Namespace):
         max_minutes=args.max_minutes, threads=args.threads, resume=args.resume,
         progress=not args.no_progress and not _quiet(), cache_dir=args.cache_dir,
         profile=profile, announce=not _quiet(), **values)
+
+
+def _by_window(fold_summary: dict) -> str:
+    """How the kept epoch was chosen, when not by its own score alone."""
+    n = int((fold_summary.get("options") or {}).get("select_window", 1))
+    if n <= 1:
+        return ""
+    return f", best {n}-epoch mean validation CCC {fold_summary['best_score']:.4f}"
 
 
 def _quiet() -> bool:
@@ -205,8 +220,8 @@ def run(args: argparse.Namespace) -> int:
         for f, r in summary["folds"].items():
             m = r["best_metrics"]
             print(f"fold {f}: valence CCC {m['valence_ccc']:.4f}  arousal CCC "
-                  f"{m['arousal_ccc']:.4f}  (best epoch {r['best_epoch']}, {r['stop_reason']}, "
-                  f"{r['wall_seconds']:.0f} s)")
+                  f"{m['arousal_ccc']:.4f}  (kept epoch {r['best_epoch']}{_by_window(r)}; "
+                  f"stopped: {r['stop_reason']}; {r['wall_seconds']:.0f} s)")
             print(f"fold {f}: {describe(r['verdict'])}")
             pb = r["verdict"].get("person_baseline") or {}
             print(f"fold {f}: person baseline: " + (describe_baseline(pb) if "method" in pb

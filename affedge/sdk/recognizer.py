@@ -561,9 +561,12 @@ class Recognizer:
     # ------------------------------------------------------------------ lifecycle
     def stats(self) -> dict:
         """Counters and latency percentiles (ms) of the inference tick."""
+        from affedge.sdk.backends.threads import limit_blas_threads
+
         s = self.engine.stats()
         s["skipped_frames"] = self.skipped_frames
         s["predictions"] = self.emitted
+        s["blas_threads"] = limit_blas_threads()  # what the runtime did (done once, at start)
         return s
 
     def reset(self) -> None:

@@ -109,6 +109,7 @@ class Hub:
         for key in ("backend", "backend_options", "fallback", "on_prediction"):
             if key in recognizer_options:
                 raise ValueError(f"Hub: {key} is set on the Hub itself, not per source")
+        _check_recognizer_options(recognizer_options)
         self._rec_opts = recognizer_options
         self.status_every_s = float(status_every_s)
         self.stop_without_outputs = bool(stop_without_outputs)
@@ -504,6 +505,22 @@ class Hub:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _check_recognizer_options(options: dict) -> None:
+    """TypeError now (not at the first add_source) for a keyword Recognizer does not take."""
+    import inspect
+
+    from affedge.sdk.recognizer import Recognizer
+
+    known = set(inspect.signature(Recognizer.__init__).parameters) - {
+        "self", "bundle", "backend", "backend_options", "fallback", "on_prediction"}
+    for key in options:
+        if key not in known:
+            hint = " (threads: backend_options={'intra_op_threads': N})" \
+                if key in ("threads", "intra_op_threads") else ""
+            raise TypeError(f"Hub: unknown keyword {key!r}{hint}; the per-source Recognizer "
+                            f"options are {', '.join(sorted(known))}")
 
 
 def _finished(tick) -> bool:

@@ -34,3 +34,13 @@ class SelectionScore:
         if not self.recent or not all(math.isfinite(x) for x in self.recent):
             return -math.inf
         return sum(self.recent) / len(self.recent)
+
+
+def check_window(window: int, epochs: int) -> None:
+    """ValueError unless 1 <= ``window`` <= ``epochs`` (a longer window scores no epoch on a
+    full window)."""
+    if int(window) < 1:
+        raise ValueError(f"select_window must be >= 1, got {window}")
+    if int(window) > int(epochs):
+        raise ValueError(f"select_window ({window}) is more than epochs ({epochs}): no epoch "
+                         f"would be scored on a full window")

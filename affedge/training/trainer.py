@@ -14,9 +14,9 @@ Stages of :func:`train_fold`:
 1. **Temporal training with gradual release** (PAPER.md §2.2/§5): all encoder parameters frozen
    except release group 1 (the output layer, released at epoch 0); CCC loss per window (both
    V and A, mean of the two); Adam with classic L2 weight decay; ReduceLROnPlateau on the
-   validation CCC (mode max, patience 5, factor 0.1; the CCC averaged over ``select_window``
-   epochs, :mod:`affedge.training.selection`, 1 = the paper's); best-state reload after every epoch
-   (``reload_best``); early stopping after 20 epochs without a new best. Whenever the LR falls
+   validation CCC (mode max, patience 5, factor 0.1; averaged over ``select_window`` epochs:
+   ``selection.py``); best-state reload after every epoch (``reload_best``); early stopping
+   after 20 epochs without a new best. Whenever the LR falls
    below ``min_lr`` the next encoder group is released with a new optimiser and scheduler (LR
    reset) after reloading the best weights; with no group left, training stops.
 
@@ -439,8 +439,9 @@ class TemporalTrainer:
             self.log.write(row)
             self.epoch_seconds.append(time.time() - t0)
             if self.dist.is_main and o.progress:
+                sel = f" {o.select_window}-epoch mean={score:.4f}" if o.select_window > 1 else ""
                 print(f"[{phase}] epoch {self.epoch}: loss={loss:.4f} val CCC V={metrics['valence_ccc']:.4f} "
-                      f"A={metrics['arousal_ccc']:.4f} lr={lr:.2e}" + (" *" if improved else ""),
+                      f"A={metrics['arousal_ccc']:.4f}{sel} lr={lr:.2e}{' *' if improved else ''}",
                       file=sys.stderr, flush=True)  # progress: stdout is the results (--json -)
             self.epoch += 1
             if self.stop_reason:
@@ -450,10 +451,9 @@ class TemporalTrainer:
             elif self.lr < o.min_lr_value * (1 - 1e-6):  # PAPER.md §2.2
                 if self.released < len(self.groups) and not self._release_fits(deadline):
                     left = max(0.0, deadline - time.time()) if deadline is not None else 0.0
-                    self.stop_reason = (f"time limit (--max-minutes), before it: the learning "
-                                        f"rate fell below its minimum (a plateau), and "
-                                        f"releasing encoder group {self.released + 1} (slower "
-                                        f"epochs) would not fit in the {left:.0f} s left")
+                    self.stop_reason = (f"a plateau (the LR fell below min_lr), and releasing "
+                                        f"encoder group {self.released + 1} (slower epochs) "
+                                        f"would not fit in the {left:.0f} s left of --max-minutes")
                 elif self.released < len(self.groups):
                     self.model.load_state_dict(self.best_state)
                     self.released += 1

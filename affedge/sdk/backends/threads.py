@@ -167,7 +167,11 @@ def limit_blas_threads() -> str:
         elif chosen and not want:
             _blas_applied = f"left alone ({chosen[0]} is set)"
         else:
-            n = check_thread_count(want, BLAS_ENV_VAR) if want else 1
+            try:
+                n = check_thread_count(want, BLAS_ENV_VAR) if want else 1
+            except ValueError as exc:
+                raise ValueError(f"{exc} (or 'keep': leave numpy's BLAS threads alone)") \
+                    from None
             try:
                 from threadpoolctl import threadpool_limits
             except ImportError:

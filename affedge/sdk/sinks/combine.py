@@ -1,24 +1,36 @@
 """Sinks made of sinks: a file opened only at its first row, and several targets at once.
 
 ``DeferredSink(target)`` creates (truncates) its file when the first Prediction arrives, or at
-a clean :meth:`close` with none; :meth:`DeferredSink.abandon` (a run that failed before its
-first frame: a source that does not open, a missing microphone) leaves an earlier file at the
-same path whole. ``SinkGroup([...])`` writes every Prediction to each member, in order; an
-``OSError`` is raised with ``target`` naming the member that failed.
+a clean :meth:`close` with none (``create_if_empty=False``: not even then, as ``affedge
+serve``, whose every stop is clean, uses it); :meth:`DeferredSink.abandon` (a run that failed
+before its first frame: a source that does not open, a missing microphone) leaves an earlier
+file at the same path whole. ``SinkGroup([...])`` writes every Prediction to each member, in
+order; an ``OSError`` is raised with ``target`` naming the member that failed.
 """
 from __future__ import annotations
 
-from affedge.sdk.sinks.base import Sink, open_sink
+import os
+
+from affedge.sdk.sinks.base import _REGISTRY, Sink, open_sink, sink_key, takes_source
 
 
 class DeferredSink(Sink):
     """``open_sink(target)`` at the first write (see the module docstring)."""
 
-    def __init__(self, target: str, opener=open_sink) -> None:
+    def __init__(self, target: str, opener=open_sink, create_if_empty: bool = True) -> None:
         super().__init__()
         self.target = target
         self._opener = opener
         self._sink: Sink | None = None
+        self.create_if_empty = bool(create_if_empty)
+        # the hub tags records with their source when the sink class this target opens does
+        cls = _REGISTRY.get(sink_key(os.fspath(target)))
+        self.accepts_source = bool(cls is not None and takes_source(cls))
+
+    @property
+    def opened(self) -> bool:
+        """Whether the file was created (truncated)."""
+        return self._sink is not None
 
     def _open(self) -> Sink:
         if self._sink is None:
@@ -35,8 +47,9 @@ class DeferredSink(Sink):
             self._sink.flush()
 
     def close(self) -> None:
-        """A clean end: the file exists even with no row (a header-only CSV, an empty JSONL)."""
-        if not self.closed:
+        """A clean end: the file exists even with no row (a header-only CSV, an empty JSONL),
+        unless ``create_if_empty`` is False (then an earlier file there stays whole)."""
+        if not self.closed and (self._sink is not None or self.create_if_empty):
             self._open().close()
         self.closed = True
 
