@@ -313,3 +313,15 @@ def test_select_window_from_the_profile_fits_short_runs_and_an_explicit_one_is_c
     assert opts.select_window == 3
     with pytest.raises(ValueError, match=r"select_window \(5\) is more than epochs \(4\)"):
         options_from_args(p.parse_args(["DATA", "--epochs", "4", "--select-window", "5"]))
+
+
+def test_doctor_says_when_the_kept_epoch_came_from_an_n_epoch_mean():
+    from affedge.sdk.doctor import _training_line
+    from affedge.training.verdict import make_verdict
+
+    val = {"valence_ccc": 0.9, "arousal_ccc": 0.7}
+    untrained = {"valence_ccc": 0.0, "arousal_ccc": 0.1}
+    rec = make_verdict(val, untrained, profile="fast", best_epoch=18, select_window=3)
+    assert _training_line(rec).endswith("(profile fast; kept epoch 18, by the best 3-epoch mean)")
+    rec = make_verdict(val, untrained, profile="paper", best_epoch=4, select_window=1)
+    assert _training_line(rec).endswith("(profile paper)")

@@ -355,7 +355,10 @@ def _training_line(t) -> str:
     try:
         s = (f"{t['verdict']}: validation CCC V {float(v['valence_ccc']):.3f} / A "
              f"{float(v['arousal_ccc']):.3f}, untrained V {float(u['valence_ccc']):.3f} / A "
-             f"{float(u['arousal_ccc']):.3f} (profile {t.get('profile', '?')})")
+             f"{float(u['arousal_ccc']):.3f} (profile {t.get('profile', '?')}"
+             + (f"; kept epoch {t['best_epoch']}, by the best {t['select_window']}-epoch mean"
+                if isinstance(t.get("select_window"), int) and t["select_window"] > 1
+                and "best_epoch" in t else "") + ")")
     except (KeyError, TypeError, ValueError):
         return str(t["verdict"])
     return s + (f"; WARNING: {t['warning']}" if t.get("warning") else "")

@@ -623,7 +623,8 @@ def train_fold(data_dir: str | Path, out_dir: str | Path, fold: int = 0,
         metrics, val_preds = trainer.validate()
     rec = make_verdict(metrics, baseline, profile=opts.profile, fold=fold,
                        person_baseline=fit_for_run(data, val_preds, opts.person_baseline),
-                       best_epoch=result["best_epoch"], epochs_run=result["epochs_run"],
+                       best_epoch=result["best_epoch"], select_window=opts.select_window,
+                       epochs_run=result["epochs_run"],
                        stop_reason=result["stop_reason"], encoder=opts.encoder,
                        modality=opts.modality, val_frames=int(sum(len(t) for t in data.val)),
                        train_seconds=round(time.time() - start, 1))
