@@ -85,9 +85,8 @@ def resolve_profile(args: argparse.Namespace) -> tuple[str, dict, str]:
 
 
 def options_from_args(args: argparse.Namespace):
-    from affedge.training.trainer import TrainOptions
-
     from affedge.training.selection import check_window
+    from affedge.training.trainer import TrainOptions
 
     profile, values, _ = resolve_profile(args)
     if args.select_window is not None:  # given: a window longer than the run is refused

@@ -25,8 +25,8 @@ Policy (measured with ``benchmarks/bench_threads.py``; table in benchmarks/READM
   products, a few rows at a time). OpenBLAS's default on 2 cores is a second worker that
   busy-waits after each product: on the 2-vCPU Xeon (AMX), 4 file sources through the serve
   hub without the model calls ran at 290 frames/s with it and 401-408 with one BLAS thread,
-  and that worker alone used 0.9 CPU-seconds of a 1.7 s run (``benchmarks/bench_serve.py``
-  notes, 2026-12-01). :func:`limit_blas_threads` sets it process-wide through threadpoolctl
+  and that worker alone used 0.9 CPU-seconds of a 1.7 s run (benchmarks/README.md, the
+  ``affedge serve`` section, 2026-12-01). :func:`limit_blas_threads` sets it process-wide through threadpoolctl
   when the runtime's first audio timeline is made, unless the user chose already
   (``OPENBLAS_NUM_THREADS``, ``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``) or sets
   ``AFFEDGE_BLAS_THREADS`` (a count, or ``keep`` to leave BLAS alone).
