@@ -157,9 +157,12 @@ def test_a_damaged_audio_track_ends_the_audio_not_the_run(damaged):
         assert rec.audio_errors == []  # each run() reports its own
 
 
-def test_a_damaged_source_drops_no_frame_of_another(damaged, clips):
+def test_a_damaged_source_drops_no_frame_of_another(damaged, clips, capfd):
     """In a hub, one source's failing audio decoder used to lose that tick's frame of *every*
-    source (reported as a face-detection failure)."""
+    source (reported as a face-detection failure). The file's early end is said, as affedge
+    run says it (found by a new-user trial: serve ended such a file without a word)."""
+    import re
+
     from affedge.serve import Hub
 
     sink = Collect()
@@ -176,6 +179,11 @@ def test_a_damaged_source_drops_no_frame_of_another(damaged, clips):
         assert st["sources"][name]["errors"] == 0
     assert st["tick_errors"] == 0
     assert len(errors) == 1 and "have no audio" in errors[0]
+    n = _frames(damaged)
+    note = st["sources"]["damaged"]["note"]
+    assert re.search(rf"ended after {n} of the \d+ frames its container declares", note), note
+    assert st["sources"]["ok"]["note"] is None
+    assert f"affedge serve: source damaged: {note}" in capfd.readouterr().err
 
 
 def test_stage_one_of_the_next_tick_fills_the_pool_and_results_equal_serial_runs(clips):

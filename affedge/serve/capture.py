@@ -16,7 +16,7 @@ import threading
 from collections import deque
 
 from affedge import log
-from affedge.sdk.run_feeds import MediaPacer
+from affedge.sdk.run_feeds import MediaPacer, short_file_note
 
 #: frames a file source reads ahead of the inference loop
 FILE_QUEUE = 4
@@ -44,6 +44,8 @@ class SourceWorker:
         self._stop = threading.Event()
         self.ended = False
         self.error: str | None = None
+        #: why a file source ended early (see ``short_file_note``), or None
+        self.note: str | None = None
         self.state = "starting"
         self.reconnects = 0
         self.captured = 0
@@ -133,6 +135,11 @@ class SourceWorker:
             if frame is None:
                 if self.live and not self._stop.is_set():
                     raise RuntimeError(f"{self.name} stopped delivering frames")
+                # a file that ended well before the frames its container declares: said, as
+                # affedge run says it (a truncated copy, a damaged recording)
+                self.note = short_file_note(src, self.captured, None, self._stop.is_set())
+                if self.note:
+                    report(f"affedge serve: source {self.name}: {self.note}")
                 return
             self.captured += 1
             if self.pace and not self.live:

@@ -451,7 +451,8 @@ class Hub:
                 "fps": 0.0 if w.ended and not w.ready() else round(s.fps(), 2),
                 "latency_ms_p50": _ms(es["latency_ms_p50"]),
                 "latency_ms_p99": _ms(es["latency_ms_p99"]),
-                "reconnects": w.reconnects, "error": w.error, "errors": s.errors,
+                "reconnects": w.reconnects, "error": w.error, "note": w.note,
+                "errors": s.errors,
                 "face_present": bool(last.face_present) if last else False,
                 "speech_present": bool(last.speech_present) if last else False,
             }
