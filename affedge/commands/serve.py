@@ -337,11 +337,14 @@ def run(args) -> int:
     rate = f" in {busy:.1f} s ({total / busy:.0f} frames/s in all)" if busy > 0 and total else ""
     _say(f"affedge serve: {why}; {frames}; {st['ticks']} ticks{rate}"
          + (f", mean batch {st['mean_batch']:.2f}" if st["ticks"] else ""))
-    sinks = list(_file_sinks(hub, bound["out"]))
-    files = [f"{t} ({sink.rows} rows)" for t, sink in sinks if getattr(sink, "opened", True)]
+    files, unopened = [], []
+    for t, sink in _file_sinks(hub, bound["out"]):
+        if getattr(sink, "opened", True):
+            files.append(f"{t} ({sink.rows} rows)")
+        else:
+            unopened.append(t)
     if files:
         _say("affedge serve: wrote " + ", ".join(files))
-    unopened = [t for t, sink in sinks if not getattr(sink, "opened", True)]
     if unopened:
         _say("affedge serve: no prediction came, nothing written to " + ", ".join(unopened)
              + " (an earlier file there is left as it was)")

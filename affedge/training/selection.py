@@ -20,8 +20,7 @@ class SelectionScore:
     the window, so such an epoch, or one next to it, is never kept."""
 
     def __init__(self, window: int = 1, recent: list[float] | None = None):
-        if int(window) < 1:
-            raise ValueError(f"select_window must be >= 1, got {window}")
+        check_window(window)
         self.window = int(window)
         self.recent: list[float] = [float(x) for x in (recent or [])][-self.window:]
 
@@ -36,11 +35,11 @@ class SelectionScore:
         return sum(self.recent) / len(self.recent)
 
 
-def check_window(window: int, epochs: int) -> None:
-    """ValueError unless 1 <= ``window`` <= ``epochs`` (a longer window scores no epoch on a
-    full window)."""
+def check_window(window: int, epochs: int | None = None) -> None:
+    """ValueError unless 1 <= ``window`` (<= ``epochs`` when given: a longer window scores no
+    epoch on a full window)."""
     if int(window) < 1:
         raise ValueError(f"select_window must be >= 1, got {window}")
-    if int(window) > int(epochs):
+    if epochs is not None and int(window) > int(epochs):
         raise ValueError(f"select_window ({window}) is more than epochs ({epochs}): no epoch "
                          f"would be scored on a full window")
