@@ -295,10 +295,12 @@ def test_push_api_from_two_threads_matches_file_run(bundle_dir, media_dir, tmp_p
     # reference: the same 48 kHz int16 audio resampled in one batch, as a float WAV, run as a file
     back = resample(to_float_mono(pcm_i16), 48000, 16000)
     write_wav(tmp_path / "back.wav", back, 16000, "f32")
-    with Recognizer(bundle_dir, backend="onnxruntime") as rec:
+    # run() keeps synchronous full passes; push_frame would default to lagged async ones
+    # (tests/test_async_lag.py), so both sides say which schedule they use
+    with Recognizer(bundle_dir, backend="onnxruntime", async_detect=False) as rec:
         ref = list(rec.run(str(media_dir / "face.mp4"), audio=str(tmp_path / "back.wav")))
 
-    with Recognizer(bundle_dir, backend="onnxruntime") as rec:
+    with Recognizer(bundle_dir, backend="onnxruntime", async_detect=False) as rec:
         collected: list = []
         started = threading.Event()
 
@@ -354,9 +356,11 @@ def test_push_api_16k_float_equals_file_run_exactly(bundle_dir, media_dir):
 
     frames = read_frames(media_dir / "face.mp4")
     pcm, _ = read_wav(media_dir / "speech.wav")
-    with Recognizer(bundle_dir, backend="onnxruntime") as rec:
+    # asynchronous full passes on both sides: run()'s pipeline runs them inline, push_frame
+    # on the worker thread; the schedule, and so every value, is the same
+    with Recognizer(bundle_dir, backend="onnxruntime", async_detect=True) as rec:
         ref = list(rec.run(str(media_dir / "face.mp4"), audio=str(media_dir / "speech.wav")))
-    with Recognizer(bundle_dir, backend="onnxruntime") as rec:
+    with Recognizer(bundle_dir, backend="onnxruntime", async_detect=True) as rec:
         done = threading.Event()
 
         def audio_thread():

@@ -285,12 +285,18 @@ def test_detect_every_option(bundle_dir):  # noqa: F811
 
     frames, _ = face_frames(10, FPS)
     for k, full in ((1, 10), (3, 4), (5, 2)):
-        with Recognizer(bundle_dir, backend="onnxruntime", detect_every=k) as rec:
-            preds = [rec.push_frame(f, t=i / FPS) for i, f in enumerate(frames)]
-            s = rec.stats()
-        assert s["detect_every"] == k and s["full_detections"] == full
-        assert s["region_searches"] == 10 - full  # one tracked face
-        assert all(p.face_present for p in preds) and len({p.track_id for p in preds}) == 1
+        for asynchronous in (False, True):
+            with Recognizer(bundle_dir, backend="onnxruntime", detect_every=k,
+                            async_detect=asynchronous) as rec:
+                preds = [rec.push_frame(f, t=i / FPS) for i, f in enumerate(frames)]
+                s = rec.stats()
+            assert s["detect_every"] == k and s["full_detections"] == full
+            assert s["async_detect"] == asynchronous
+            # one tracked face; async: every frame after the first (nothing tracked yet: its
+            # pass runs at once) is region-searched, the full pass runs beside it
+            regions = 9 if asynchronous else 10 - full
+            assert s["region_searches"] == regions
+            assert all(p.face_present for p in preds) and len({p.track_id for p in preds}) == 1
 
 
 def test_run_checks_its_arguments_when_called(bundle_dir, tmp_path):  # noqa: F811

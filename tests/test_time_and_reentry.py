@@ -161,7 +161,10 @@ def test_refused_detector_frame_leaves_the_detection_schedule_alone():
 
     def run(refuse_at):
         det = Flaky()
-        with Recognizer.demo(backend="onnxruntime", detector=det, detect_every=4) as r:
+        # synchronous passes: the broken pass is refused on its own frame (an asynchronous
+        # one would be, on the frame it joins)
+        with Recognizer.demo(backend="onnxruntime", detector=det, detect_every=4,
+                             async_detect=False) as r:
             out = []
             for i in range(10):
                 if i == refuse_at:

@@ -191,7 +191,9 @@ def render(doc: dict[str, Any]) -> str:
             lines.append(f"Inside the whole-frame tick (mean ms per frame): "
                          f"{bd['whole_frame_mean']:.2f} = " + " + ".join(parts)
                          + f" + other {bd['other']:.2f} (tracking, crop, audio features, ring "
-                         "buffers, Prediction)")
+                         "buffers, Prediction)"
+                         + (f"; beside it, full passes on the detection worker thread "
+                            f"{bd['detect_worker']:.2f}" if "detect_worker" in bd else ""))
         ss = doc["single_stream"]
         lines.append(f"Single-stream (MLPerf-style) 90th-percentile latency of one frame: "
                      f"{ss['p90_ms']:.2f} ms")

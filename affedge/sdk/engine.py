@@ -23,11 +23,11 @@ Policies (documented in affedge/sdk/prediction.py as well)
     a face entering the frame is found by the next full-frame pass, at most K-1 frames late.
     ``detect_every=1`` runs the full-frame detector on every frame.
   * Asynchronous full passes (``async_detect=True``; default :data:`DEFAULT_ASYNC_DETECT`
-    when ``detect_every > 1``, off for ``detect_every=1``): the full-frame pass due at frame n
+    when ``detect_every > 1`` and two cores are usable): the full-frame pass due at frame n
     runs on a worker thread while frame n gets region searches and its model calls; its boxes
-    join frame n+1's detections (always exactly one frame later, waiting for the worker if
-    needed, so predictions do not depend on timing). A new face is then found at most K frames
-    late. :meth:`StreamingEngine.close` and :meth:`StreamingEngine.reset` stop the worker.
+    join frame n+lag's detections (always exactly lag frames later, waiting for the worker if
+    needed, so predictions do not depend on timing; lag 2 for BlazeFace, else 1). A new face
+    is found at most K+lag-1 frames late. ``close()`` and ``reset()`` stop the worker.
   * No track at all: a "background" stream (filler + audio) produces the top-level values; it
     restarts from the zero state whenever it becomes active again.
   * Audio: see :mod:`affedge.sdk.audio_timeline` (gaps, restarts, missing audio -> zeros and
@@ -74,8 +74,9 @@ from affedge.sdk.tracking import (
 #: ~1 ms per face; see the Recognizer docstring for the trade-off.
 DEFAULT_DETECT_EVERY = 4
 
-#: run the full-frame pass on a worker thread, merged one frame later (see the module docstring)
-DEFAULT_ASYNC_DETECT = False
+#: full-frame passes on a worker thread, merged ``lag`` frames later, where two cores are usable:
+#: push_frame's p99 / p50 1.67 -> 1.28 (benchmarks/README.md, "Asynchronous full passes")
+DEFAULT_ASYNC_DETECT = True
 
 #: how many recent tick latencies ``stats()`` keeps for its percentiles (a bounded history)
 LATENCY_HISTORY = 2048
@@ -142,9 +143,9 @@ class StreamingEngine:
         of ``roi_scale`` x the face around each track is searched (see
         :class:`affedge.sdk.tracking.TrackAssistedDetector`). 1: full frame every frame.
     roi_scale: side of the searched region relative to the tracked face's side.
-    async_detect: run each full-frame pass on a worker thread and merge its boxes one frame
-        later (see the module docstring); call :meth:`close` when done with the engine.
-        None: :data:`DEFAULT_ASYNC_DETECT` if ``detect_every > 1``, else False.
+    async_detect: run each full-frame pass on a worker thread and merge its boxes ``lag``
+        frames later (see the module docstring); call :meth:`close` when done with the engine.
+        None: :data:`DEFAULT_ASYNC_DETECT` if ``detect_every > 1`` and two cores are usable.
     """
 
     def __init__(self, bundle, backend, detector, *, smoothing: float = 0.0, max_faces: int = 4,
@@ -163,7 +164,9 @@ class StreamingEngine:
         self.backend = backend
         self.detector = detector
         if async_detect is None:
-            async_detect = DEFAULT_ASYNC_DETECT and detect_every != 1
+            from affedge.sdk.backends.threads import usable_cpus
+
+            async_detect = DEFAULT_ASYNC_DETECT and detect_every != 1 and usable_cpus() >= 2
         self.face_search = TrackAssistedDetector(detector, detect_every, roi_scale,
                                                  async_detect=async_detect)
         self.smoothing = float(smoothing)

@@ -106,11 +106,12 @@ class Recognizer:
         Default :data:`affedge.sdk.engine.DEFAULT_DETECT_EVERY`.
     roi_scale: side of the region searched around a tracked face, relative to the face box.
     async_detect: run the full-frame pass on a worker thread while the frame's model calls run,
-        and merge its boxes into the next frame (always exactly one frame later, so results do
-        not depend on timing); a new face is then found at most K frames late. Takes the full
-        pass off the per-frame critical path (the p99 latency). ``close()`` stops the worker.
-        None: :data:`affedge.sdk.engine.DEFAULT_ASYNC_DETECT` when ``detect_every > 1``,
-        else off.
+        and merge its boxes ``lag`` frames later (2 for BlazeFace, else 1; see
+        :class:`affedge.sdk.tracking.TrackAssistedDetector`): results never depend on timing,
+        a new face is found at most K + lag - 1 frames late, and ``push_frame``'s p99 loses the
+        full pass. None (default): on for ``push_frame`` where two cores are usable, off in
+        :meth:`run` (its pipeline already runs detection beside the model, and its Predictions
+        stay the same with ``pipeline`` on or off). True/False: everywhere.
     pipeline: in :meth:`run`, begin frame n+1 (decode, file audio, audio features, face
         detection, tracking, crops) on a worker thread while frame n's model calls run
         (:mod:`affedge.sdk.frame_pipeline`); the Predictions are the same either way, a frame
@@ -183,6 +184,7 @@ class Recognizer:
         except BaseException:
             self._close_owned()
             raise
+        self._async_auto = async_detect is None  # (off inside run()'s pipeline)
         self._callbacks: list[Callable[[Prediction], None]] = []
         if on_prediction is not None:
             for cb in (on_prediction if isinstance(on_prediction, (list, tuple))
@@ -526,6 +528,8 @@ class Recognizer:
             return self.engine.begin_tick(frame.image, frame.t, index=frame.index,
                                           read_audio=not self.pipeline)
 
+        search = self.engine.face_search  # default: synchronous passes, as with pipeline off
+        before = search.in_loop(not self._async_auto, inline=self.pipeline)
         pipe = FramePipeline(reader.read, begin, lambda: self._epoch, self._front_lock,
                              threaded=self.pipeline)
         prev_index: int | None = None
@@ -556,6 +560,7 @@ class Recognizer:
                 prev_index, prev_t = frame.index, frame.t
         finally:
             pipe.close(unblock=src.close if live else None)
+            search.restore(before)
         return 0 if prev_index is None else prev_index + 1
 
     # ------------------------------------------------------------------ lifecycle

@@ -42,6 +42,14 @@ import numpy as np
 
 from affedge.features.faces import FaceBox
 
+#: frames after its own frame that an asynchronous full pass joins, for a detector that may be
+#: called from two threads at once (TrackAssistedDetector): two frames' model calls to hide
+#: the pass behind. With one (the lag of other detectors) the BlazeFace pass (5-6 ms of CPU on
+#: the demo clip) outlasted the ~4 ms of model calls left in its frame, and the next frame
+#: waited 2.4 ms (p50) for it; with two, push_frame's p99 / p50 went from 1.75 to 1.26
+#: (demo bundle, Intel Xeon 2 vCPUs, load 0.7, /work/tmp scratch A/B; benchmarks/README.md)
+ASYNC_LAG = 2
+
 #: two boxes with IoU above this are the same face (region searches of two tracks, or a
 #: one-frame-old full-pass box and this frame's region-search box)
 SAME_FACE_IOU = 0.5
@@ -327,19 +335,29 @@ class TrackAssistedDetector:
 
     ``async_detect=True`` takes the full-frame pass off the frame it is due on: at frame ``n``
     (``n % detect_every == 0``) the pass over a copy of frame ``n`` is handed to one worker
-    thread (OpenCV's cascade releases the GIL, so it runs while the caller runs the encoder),
-    and frame ``n`` gets region searches around the tracks like any other frame. At the next
-    :meth:`detect` call (frame ``n + 1``, always exactly one frame later) the pass's boxes are
+    thread, and frame ``n`` gets region searches around the tracks like any other frame. At
+    frame ``n + lag`` (always exactly ``lag`` frames later, see below) the pass's boxes are
     collected, waiting for the worker if it is not done, so the results never depend on
     timing: a full-pass box not already found by this frame's region searches (IoU >
-    :data:`SAME_FACE_IOU`) seeds a region search around it on frame ``n + 1`` (so the box is
-    framed on the current frame); if that search finds nothing, the one-frame-old box is used.
-    The detector is never called from two threads at once (the pass runs between two
-    :meth:`detect` calls). A pass due while no track is live runs synchronously (nothing is
-    tracked, so the frame has no face crop to encode and no model call worth overlapping; the
-    first face of a stream is found on its first frame). Cost: a face entering the frame while
-    others are tracked is found at most ``detect_every`` frames late (one frame more than
-    synchronously). :meth:`reset` and :meth:`close` wait for a running pass and stop the worker.
+    :data:`SAME_FACE_IOU`) seeds a region search around it on that frame (so the box is
+    framed on the current frame); if that search finds nothing, the older box is used.
+    ``lag`` is :data:`ASYNC_LAG` (capped at ``detect_every``) for a detector whose class says
+    ``concurrent_safe = True`` (its ``detect`` and ``detect_region`` may run at once on two
+    threads: BlazeFace, whose model runner is thread-safe), so the pass has two frames' model
+    calls to hide behind; otherwise 1, and the detector is never called from two threads at
+    once (the pass runs between two :meth:`detect` calls). A pass due while no track is live
+    runs synchronously (nothing is tracked, so the frame has no face crop to encode and no
+    model call worth overlapping; the first face of a stream is found on its first frame).
+    Cost: a face entering the frame while others are tracked is found at most
+    ``detect_every + lag - 1`` frames late. :meth:`reset` and :meth:`close` wait for a running
+    pass and stop the worker.
+
+    ``inline`` (attribute, default False): run each asynchronous pass inside the :meth:`detect`
+    call that collects it, on the caller's thread, instead of on the worker. The results are
+    the same by construction (same frame copy, same frame of merging); loops that already run
+    detection on a thread of their own beside the model (``Recognizer.run``'s pipeline, the
+    serve hub) set it, so no third thread competes for the cores. It may change between
+    calls.
     """
 
     def __init__(self, detector, detect_every: int = 4, roi_scale: float = 1.6,
@@ -361,9 +379,14 @@ class TrackAssistedDetector:
         self.region_searches = 0
         self.last_full = False
         self.async_detect = bool(async_detect)
+        #: frames between an asynchronous pass's frame and the frame its boxes join
+        self.lag = min(ASYNC_LAG, self.detect_every) \
+            if getattr(detector, "concurrent_safe", False) else 1
+        self.inline = False
         self._n = 0
         self._worker: ThreadPoolExecutor | None = None
-        self._pending: Future | None = None  # async: the full pass of the previous frame
+        # async: the pending full pass, (Future or the frame copy when inline, frame it joins)
+        self._pending: tuple[Future | np.ndarray, int] | None = None
         self._closed = False
         self._lock = threading.Lock()  # close() may come from another thread than detect()
 
@@ -393,13 +416,41 @@ class TrackAssistedDetector:
         """Drop the boxes of a submitted, not yet merged full pass (e.g. when the caller
         supplies a frame's detections itself), waiting for it if it runs."""
         fut = self._take_pending()
-        if fut is not None and not fut.cancel():
+        if isinstance(fut, Future) and not fut.cancel():
             fut.exception()  # wait; an error of a discarded pass is not reported
 
-    def _take_pending(self) -> Future | None:
+    def _take_pending(self, due: int | None = None) -> Future | np.ndarray | None:
+        """The pending pass (its Future, or its frame copy when it was left for an inline run),
+        taken out; with ``due``, only one due at or before that frame."""
         with self._lock:
-            fut, self._pending = self._pending, None
-        return fut
+            if self._pending is None or (due is not None and self._pending[1] > due):
+                return None
+            (job, _), self._pending = self._pending, None
+        return job
+
+    def _collect(self, n: int) -> list:
+        """The boxes of the pass that joins frame ``n`` ([] if none)."""
+        job = self._take_pending(due=n)
+        if job is None:
+            return []
+        if isinstance(job, Future):
+            return job.result()
+        return list(self.detector.detect(job))
+
+    def _submit(self, frame: np.ndarray, n: int) -> None:
+        """Start frame ``n``'s full pass (or keep its frame for an inline run)."""
+        img = np.array(frame, copy=True)  # the caller may reuse its frame buffer
+        with self._lock:
+            if self._closed:  # (closed meanwhile from another thread: no new worker)
+                return
+            self.full_passes += 1
+            if self.inline:
+                self._pending = (img, n + self.lag)
+                return
+            if self._worker is None:
+                self._worker = ThreadPoolExecutor(1, thread_name_prefix="affedge-face-detect")
+            self._pending = (self._worker.submit(lambda: list(self.detector.detect(img))),
+                             n + self.lag)
 
     def regions(self, tracks) -> list[tuple[tuple[float, float, float, float], int, int,
                                             tuple[float, float, float, float]]]:
@@ -415,6 +466,21 @@ class TrackAssistedDetector:
         hi = max(lo, int(math.ceil(side * self.size_range)))
         return ((cx - half, cy - half, cx + half, cy + half), lo, hi, pb)
 
+    def in_loop(self, keep_async: bool, inline: bool) -> tuple[bool, bool]:
+        """Set up for one of the runtime's own frame loops (``Recognizer.run``, the serve hub):
+        asynchronous passes stay on only if ``keep_async`` (the caller asked for them: in a
+        loop the frames per second count, and async adds a region search per track to each
+        full-pass frame), and run ``inline`` if asked (the loop already runs detection on a
+        thread of its own beside the model). Returns the previous ``(async_detect, inline)``,
+        for :meth:`restore`."""
+        before = (self.async_detect, self.inline)
+        self.async_detect, self.inline = self.async_detect and keep_async, bool(inline)
+        return before
+
+    def restore(self, before: tuple[bool, bool]) -> None:
+        """Undo :meth:`in_loop` (a pass pending then still joins its frame)."""
+        self.async_detect, self.inline = before
+
     def unschedule(self) -> None:
         """Forget the last :meth:`detect` in the schedule (its frame was refused), so the
         cadence of full passes stays where it was."""
@@ -425,34 +491,27 @@ class TrackAssistedDetector:
 
     def detect(self, frame: np.ndarray, tracks) -> list:
         """This frame's detections (a list of FaceBox), see the class docstring."""
-        full = self._n % self.detect_every == 0
+        n = self._n
+        full = n % self.detect_every == 0
         self._n += 1
         self.last_full = full
         tracks = list(tracks)
         if not self.async_detect or self._closed or (full and not tracks):
             # synchronous (async with no live track as well: the frame has no face to encode,
             # so there is no model call to overlap with, and a face is found at once)
-            self.discard_pending()  # this frame's own pass supersedes the previous one
+            self.discard_pending()  # this frame's own pass supersedes an earlier one
             if full:
                 self.full_passes += 1
                 return list(self.detector.detect(frame))
             return self._region_detections(frame, self.regions(tracks), [])
-        fut = self._take_pending()  # the previous frame's full pass
-        seeds = fut.result() if fut is not None else []
+        seeds = self._collect(n)  # the pass of frame n - lag, if one joins this frame
         found = self._region_detections(frame, self.regions(tracks), [])
         new = [b for b in sorted(seeds, key=lambda b: -b.w * b.h)
                if not any(iou(_box(b), _box(f)) > SAME_FACE_IOU for f in found)]
         found = self._region_detections(frame, [self._region(_box(b)) for b in new], found,
                                         fallback=new)
         if full:
-            img = np.array(frame, copy=True)  # the caller may reuse its frame buffer
-            with self._lock:
-                if not self._closed:  # (closed meanwhile from another thread: no new worker)
-                    if self._worker is None:
-                        self._worker = ThreadPoolExecutor(
-                            1, thread_name_prefix="affedge-face-detect")
-                    self.full_passes += 1
-                    self._pending = self._worker.submit(lambda: list(self.detector.detect(img)))
+            self._submit(frame, n)
         return found
 
     def _region_detections(self, frame, regions, found: list, fallback=None) -> list:

@@ -62,11 +62,14 @@ class Detector:
 
     Attributes: ``name`` (registry name), ``model_sha256`` (of the model file, None without
     one), ``has_keypoints``, ``min_size``/``max_size`` (face side range in pixels; may be changed
-    on the instance between calls).
+    on the instance between calls), ``concurrent_safe`` (``detect`` and ``detect_region`` may
+    run at the same time on two threads; lets an asynchronous full pass overlap the next
+    frame's region searches, see :class:`affedge.sdk.tracking.TrackAssistedDetector`).
     """
 
     name: str = "?"
     has_keypoints: bool = False
+    concurrent_safe: bool = False
     model_sha256: str | None = None
 
     @classmethod

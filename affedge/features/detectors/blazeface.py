@@ -181,6 +181,9 @@ class BlazeFaceDetector(Detector):
 
     has_keypoints = True
     variant = "full"
+    #: the model runner is thread-safe (one ONNX Runtime session, or an OpenVINO request per
+    #: thread) and a call keeps its state in locals (the anchor cache only ever gains entries)
+    concurrent_safe = True
 
     @classmethod
     def default_model_sha256(cls) -> str | None:

@@ -1,0 +1,195 @@
+"""Asynchronous full passes that join two frames later (BlazeFace) and the Recognizer's default
+schedule: same results on the worker thread, inline, and with a slow pass; a new face found at
+most K + 1 frames late; ``run()``'s pipeline and the serve hub keep synchronous passes unless
+asked. Real BlazeFace, real synthetic clips and the demo bundle on ONNX Runtime."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from affedge.sdk.tracking import IouTracker, TrackAssistedDetector
+
+
+@pytest.fixture(scope="module")
+def synth_frames(tmp_path_factory):
+    """The frames of a 3 s clip of the synthetic generator (decoded from its mp4)."""
+    from affedge.sdk.sources import open_video
+    from affedge.training.data.synthetic import generate
+
+    out = tmp_path_factory.mktemp("synth_clip")
+    generate(out, 1, seed=3, seconds=3.0, progress=False)
+    src = open_video(str(next((out / "raw_videos").glob("*.mp4"))))
+    try:
+        return [f.image for f in src]
+    finally:
+        src.close()
+
+
+@pytest.fixture(scope="module")
+def blazeface():
+    from affedge.features.detectors import make_detector
+
+    return make_detector("blazeface-short")
+
+
+class _Slow:
+    """The real BlazeFace detector whose full pass takes ``delay`` s longer (a loaded CPU), or
+    waits for ``gate`` (up to 20 s) when one is given."""
+
+    concurrent_safe = True
+
+    def __init__(self, det, delay: float = 0.0, gate: threading.Event | None = None):
+        self.det, self.delay, self.gate = det, delay, gate
+        self.opened: list[bool] = []  # per gated pass: the gate was opened (not timed out)
+
+    def detect(self, frame):
+        time.sleep(self.delay)
+        if self.gate is not None:
+            self.opened.append(self.gate.wait(20.0))
+        return self.det.detect(frame)
+
+    def detect_region(self, frame, region, min_size, max_size):
+        return self.det.detect_region(frame, region, min_size=min_size, max_size=max_size)
+
+
+def _run(search, frames):
+    tracker = IouTracker(max_tracks=4)
+    out = []
+    for f in frames:
+        dets = search.detect(f, tracker.tracks)
+        tracker.update(dets)
+        out.append(([d.as_tuple() for d in dets], [(t.id, t.detected) for t in tracker.tracks]))
+    search.close()
+    return out
+
+
+def test_lag_is_two_frames_only_for_detectors_safe_on_two_threads(blazeface):
+    from affedge.features.faces import FaceDetector
+
+    assert blazeface.concurrent_safe and not FaceDetector("haar").concurrent_safe
+    assert TrackAssistedDetector(blazeface, 4, async_detect=True).lag == 2
+    assert TrackAssistedDetector(blazeface, 2, async_detect=True).lag == 2
+    assert TrackAssistedDetector(blazeface, 1, async_detect=True).lag == 1
+    assert TrackAssistedDetector(FaceDetector("haar"), 4, async_detect=True).lag == 1
+
+
+@pytest.mark.parametrize("k", [2, 4])
+def test_lagged_pass_gives_the_same_results_threaded_inline_and_slow(synth_frames, blazeface,
+                                                                     k):
+    """The results never depend on where or how fast the pass runs: on the worker, inline
+    in the collecting call, and on a worker slowed by 30 ms (which the next frame's region
+    search then overlaps, as the two-frame lag allows)."""
+    frames = synth_frames[:30]
+    threaded = _run(TrackAssistedDetector(blazeface, k, async_detect=True), frames)
+    inline = TrackAssistedDetector(blazeface, k, async_detect=True)
+    inline.inline = True
+    assert _run(inline, frames) == threaded
+    assert _run(TrackAssistedDetector(_Slow(blazeface, 0.03), k, async_detect=True),
+                frames) == threaded
+    # the face is tracked from the first frame to the last, under one id
+    assert all(tracks == [(0, True)] for _, tracks in threaded)
+    assert not [t for t in threading.enumerate() if t.name.startswith("affedge-face-detect")]
+
+
+def test_the_frame_after_a_pass_does_not_wait_for_it(synth_frames, blazeface):
+    """Frame n + 1's region searches run while frame n's pass is still running (it waits for
+    a gate the test opens only after frame n + 1 is done); frame n + 2 collects it."""
+    det = _Slow(blazeface)
+    search = TrackAssistedDetector(det, 4, async_detect=True)
+    tracker = IouTracker()
+    for i in range(4):  # frame 0: no track yet, its pass runs at once
+        tracker.update(search.detect(synth_frames[i], tracker.tracks))
+    gate = det.gate = threading.Event()
+    tracker.update(search.detect(synth_frames[4], tracker.tracks))  # pass 4 goes to the worker
+    dets = search.detect(synth_frames[5], tracker.tracks)  # returns with the pass held
+    assert len(dets) == 1 and not search._pending[0].done() and not det.opened
+    gate.set()
+    search.detect(synth_frames[6], tracker.tracks)  # collects pass 4
+    assert det.opened == [True] and search._pending is None
+    search.close()
+
+
+@pytest.mark.parametrize("inline", [False, True])
+def test_face_entering_is_found_two_frames_after_the_next_full_pass(synth_frames, blazeface,
+                                                                    inline):
+    k, m = 4, 7
+    blank = np.full_like(synth_frames[0], 110)
+    frames = [np.concatenate([synth_frames[i], synth_frames[40 + i] if i >= m else blank], 1)
+              for i in range(m + k + 4)]
+    search = TrackAssistedDetector(blazeface, k, async_detect=True)
+    search.inline = inline
+    got = _run(search, frames)
+    first_seen = next(i for i, (_, tracks) in enumerate(got) if len(tracks) == 2)
+    assert first_seen == -(-m // k) * k + 2  # the pass of frame 8 joins frame 10
+    assert first_seen - m <= k + 1
+    assert all(tracks[0][0] == 0 for _, tracks in got)
+
+
+def test_in_loop_turns_async_off_unless_kept_and_restores(blazeface):
+    search = TrackAssistedDetector(blazeface, 4, async_detect=True)
+    before = search.in_loop(keep_async=False, inline=True)
+    assert (search.async_detect, search.inline) == (False, True)
+    search.restore(before)
+    assert (search.async_detect, search.inline) == (True, False)
+    search.in_loop(keep_async=True, inline=False)
+    assert (search.async_detect, search.inline) == (True, False)
+    search.in_loop(keep_async=True, inline=True)
+    assert (search.async_detect, search.inline) == (True, True)
+
+
+@pytest.fixture(scope="module")
+def demo_frames():
+    from affedge.sdk.recognizer import DEMO_CLIP
+    from affedge.sdk.sources import open_video
+
+    src = open_video(str(DEMO_CLIP))
+    try:
+        return [f.image for _, f in zip(range(48), src)]
+    finally:
+        src.close()
+
+
+def _push(rec, frames):
+    out = []
+    for i, f in enumerate(frames):
+        out.append(rec.push_frame(f, t=i / 30.0))
+    return [(p.valence, p.arousal, p.face_present) for p in out]
+
+
+def test_recognizer_default_is_async_for_push_and_sync_inside_run(demo_frames, tmp_path):
+    """Default: push_frame gets lagged asynchronous passes where two cores are usable (the
+    same Predictions as asking for them); run(), pipelined or not, keeps synchronous ones (the
+    same Predictions as async_detect=False) and leaves the push setting as it was."""
+    import cv2
+
+    from affedge.sdk.backends.threads import usable_cpus
+    from affedge.sdk.recognizer import DEMO_BUNDLE, Recognizer
+
+    if usable_cpus() < 2:
+        pytest.skip("the asynchronous default needs two usable cores; this process has one")
+    opts = {"bundle_path": DEMO_BUNDLE, "backend": "onnxruntime", "backend_options": {"intra_op_threads": 1}}
+    with Recognizer(**opts) as default, Recognizer(async_detect=True, **opts) as on, \
+            Recognizer(async_detect=False, **opts) as off:
+        assert default.stats()["async_detect"] is True
+        pushed = _push(default, demo_frames)
+        assert pushed == _push(on, demo_frames)
+        assert pushed != _push(off, demo_frames)  # full-pass frames are framed differently
+        assert all(face for _, _, face in pushed)
+        clip = tmp_path / "clip.mp4"
+        h, w = demo_frames[0].shape[:2]
+        vw = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (w, h))
+        for f in demo_frames:
+            vw.write(f)
+        vw.release()
+        runs = {}
+        for name, rec, pipelined in (("default", default, True), ("serial", default, False),
+                                     ("off", off, True)):
+            rec.reset()
+            rec.pipeline = pipelined
+            runs[name] = [(p.valence, p.arousal) for p in rec.run(str(clip), audio=None)]
+        assert len(runs["default"]) == len(demo_frames)
+        assert runs["default"] == runs["serial"] == runs["off"]
+        assert default.stats()["async_detect"] is True  # restored after the run
