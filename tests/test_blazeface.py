@@ -186,7 +186,9 @@ def _pass_only(d, frame):
 def test_upright_rescoring_finds_rolled_faces_the_pass_misses():
     """Real LFW faces pasted at 40-300 px, rolled up to +-45 degrees (the frames of
     benchmarks/bench_detectors.py): faces the short model's own pass misses are found after
-    upright re-scoring, at the right place and size, and no face the pass found is lost."""
+    upright re-scoring, at the right place and size, and at most one face the pass found is
+    lost (the turned-view veto takes lfw23 at 56 px here: upright views 0.75 / 0.71 / 0.71,
+    turned 0.73; 8 faces are rescued)."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import bench_detectors as bd
 
@@ -198,7 +200,7 @@ def test_upright_rescoring_finds_rolled_faces_the_pass_misses():
         after = any(bd._hit(b, smp["centre"], smp["size"]) for b in d.detect(smp["frame"]))
         rescued += after and not before
         lost += before and not after
-    assert rescued >= 2 and lost == 0, (rescued, lost)
+    assert rescued >= lost + 5 and lost <= 1, (rescued, lost)
     assert CANDIDATE_FLOOR < d.min_score
 
 
@@ -259,6 +261,38 @@ def test_one_face_at_two_sizes_keeps_one_box():
     boxes, scores = drop_nested(b, np.array([0.97, 0.94, 0.9, 0.8], np.float32))
     np.testing.assert_allclose(scores, [0.97, 0.9, 0.8])
     np.testing.assert_allclose(boxes[0, :4], [345, 211, 413, 279])
+
+
+def test_one_pair_of_eyes_keeps_one_face():
+    """A rescued box around the head and shoulders whose upright view found the eyes of a
+    face already kept is that face (the moving-photo clip, frame 8: boxes of 62 and 103 px,
+    eyes 3-4 px apart); two faces side by side, or one face's eyes inside another's box but
+    not on its eyes, both stay."""
+    from affedge.features.detectors.blazeface import _drop_same_eyes
+    from affedge.features.faces import FaceBox
+
+    def face(x, y, side, score, eyes):
+        rest = ((0.0, 0.0),) * 4
+        return FaceBox(x, y, side, side, score, keypoints=tuple(eyes) + rest)
+
+    real = face(301, 192, 62, 0.97, ((319, 209), (345, 211)))
+    shoulders = face(314, 178, 103, 0.91, ((318, 212), (342, 209)))
+    assert _drop_same_eyes([shoulders, real]) == [real]
+    beside = face(380, 192, 62, 0.80, ((398, 209), (424, 211)))
+    behind = face(330, 200, 70, 0.75, ((335, 240), (360, 241)))  # eyes in real's box, lower
+    assert _drop_same_eyes([real, beside, behind]) == [real, beside, behind]
+
+
+def test_moving_photo_clip_is_one_track_without_a_phantom():
+    """benchmarks/bench_detectors.py's moving-photo clip (the astronaut photo gliding over a
+    grey canvas) through the engine's face path with the default detector: one track id, never
+    a second face, the face detected on every frame."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench_detectors as bd
+
+    got = bd.track_clip(make_detector("blazeface-short"), bd.moving_photo_clip(120))
+    assert got == {"frames": 120, "track_ids": 1, "frames_with_2plus_faces": 0,
+                   "primary_switches": 0, "frames_without_detection": 0}
 
 
 def test_weighted_nms_merges_overlaps_by_score():
