@@ -1,19 +1,19 @@
 """Synchronous against asynchronous full face-detection passes: push_frame latency per frame phase, run() fps.
 
-One process, one backend, three Recognizers on the demo bundle and clip, measured in
-interleaved rounds (the order reversed every other round, so all see the same load):
+One process, one backend, two Recognizers on the demo bundle and clip, measured in
+interleaved rounds (the order reversed every other round, so both see the same load):
 
-* ``default``: the runtime's default (``async_detect=None``: for ``push_frame`` on two or more
-  cores, the full pass runs on a worker thread and joins the frame ``lag`` later);
-* ``async``: ``async_detect=True`` everywhere (in ``run()``'s pipeline the pass runs inline);
+* ``default``: the runtime's default (``async_detect=None``: the full pass runs on a worker
+  thread beside the frame's model calls and joins the frame ``lag`` later; inline in
+  ``run()``'s pipeline);
 * ``sync``: ``async_detect=False`` (every ``detect_every``-th frame carries the full pass).
 
 Per variant: ``push_audio`` + ``push_frame`` latency (p50 / p90 / p99 and p99 / p50, the
 ``affedge bench`` whole-frame loop) and its p50 / p99 per frame phase (frame index modulo
-``detect_every``: the sync variant's phase 0 carries the pass); for ``async`` and ``sync``
-also ``Recognizer.run`` over the clip file, pipelined and serial (Predictions per second).
+``detect_every``: the sync variant's phase 0 carries the pass), and ``Recognizer.run`` over
+the clip file, pipelined and serial (Predictions per second).
 
-Run (about 2 minutes per round on a 2-core machine):
+Run (about 20 s per round on a 2-core machine):
 
     .venv/bin/python benchmarks/bench_async_detect.py [--rounds 4] [--frames 300]
 """
@@ -66,16 +66,17 @@ def main(argv=None) -> int:
     bundle, what = resolve_bundle(None, wd.name, say=lambda s: None)
     clip = load_clip(None, wd.name)
     be = make_backend(bundle, args.backend, "fp32", 1)
-    print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, load "
+    from affedge.sdk.backends.threads import usable_cpus
+
+    print(f"machine: {cpu_model()}, {usable_cpus()} usable cores, load "
           f"{os.getloadavg()[0]:.2f} at start; bundle: {what}; backend {be.name}; clip "
           f"{clip.frames[0].shape[1]}x{clip.frames[0].shape[0]}, detect_every "
           f"{DEFAULT_DETECT_EVERY}")
     recs = {"default": Recognizer(bundle, backend=be),
-            "async": Recognizer(bundle, backend=be, async_detect=True),
             "sync": Recognizer(bundle, backend=be, async_detect=False)}
     lat: dict[str, list[np.ndarray]] = {k: [] for k in recs}
     fps: dict[str, dict[str, list[float]]] = {k: {"pipelined": [], "serial": []}
-                                              for k in ("async", "sync")}
+                                              for k in recs}
     order = list(recs)
     try:
         for r in range(args.rounds):
@@ -85,12 +86,11 @@ def main(argv=None) -> int:
                 lat[name].append(ms)
                 line = (f"round {r} {name:8s} push p50 {np.percentile(ms, 50):.2f} p99 "
                         f"{np.percentile(ms, 99):.2f} ms")
-                if name in fps:
-                    e2e = _end_to_end(rec, clip, 150, 5, 60.0)
-                    fps[name]["pipelined"].append(1000.0 / e2e["end_to_end"].mean_ms)
-                    fps[name]["serial"].append(1000.0 / e2e["end_to_end_serial"].mean_ms)
-                    line += (f"; run() {fps[name]['pipelined'][-1]:.1f} fps pipelined, "
-                             f"{fps[name]['serial'][-1]:.1f} serial")
+                e2e = _end_to_end(rec, clip, 150, 5, 60.0)
+                fps[name]["pipelined"].append(1000.0 / e2e["end_to_end"].mean_ms)
+                fps[name]["serial"].append(1000.0 / e2e["end_to_end_serial"].mean_ms)
+                line += (f"; run() {fps[name]['pipelined'][-1]:.1f} fps pipelined, "
+                         f"{fps[name]['serial'][-1]:.1f} serial")
                 print(line, flush=True)
     finally:
         for rec in recs.values():
@@ -109,8 +109,7 @@ def main(argv=None) -> int:
         phase = np.concatenate([(np.arange(len(ms)) + WARMUP) % k for ms in rounds])
         phases = ", ".join(f"{np.percentile(allms[phase == p], 50):.1f}/"
                            f"{np.percentile(allms[phase == p], 99):.1f}" for p in range(k))
-        run = (f"{np.median(fps[name]['pipelined']):.1f} / {np.median(fps[name]['serial']):.1f}"
-               if name in fps else "(as sync)")
+        run = f"{np.median(fps[name]['pipelined']):.1f} / {np.median(fps[name]['serial']):.1f}"
         print(f"| {name} | {q[0]:.2f} / {q[1]:.2f} / {q[2]:.2f} | {ratio:.2f} | {phases} | "
               f"{run} |")
     wd.cleanup()

@@ -69,14 +69,15 @@ def record(seed: int) -> list[dict]:
                         g = FaceBox(f.x, f.y, f.w, f.h, up,
                                     keypoints=tuple((float(x), float(y)) for x, y in kps))
                     c, side = smp.get("centre"), smp.get("size")
-                    seen[key] = {
-                        "score": float(f.score), "up": up, "rescuable": kps is not None,
-                        "v15": d.upright_view(bgr, g, 1.5 * mid)[0],
-                        "vm": d.upright_view(bgr, g, mid, mirror=True)[0],
-                        "vt": d.upright_view(bgr, g, mid, turn=180.0)[0],
-                        "hit": smp["kind"] == "face" and bench._hit(f, c, side),
-                        "nonface_hit": smp["kind"] == "nonface" and
-                        abs(f.center[0] - c[0]) < side and abs(f.center[1] - c[1]) < side}
+                    seen[key] = {  # plain floats and bools: the records are JSON
+                        "score": float(f.score), "up": float(up), "rescuable": kps is not None,
+                        "v15": float(d.upright_view(bgr, g, 1.5 * mid)[0]),
+                        "vm": float(d.upright_view(bgr, g, mid, mirror=True)[0]),
+                        "vt": float(d.upright_view(bgr, g, mid, turn=180.0)[0]),
+                        "hit": bool(smp["kind"] == "face" and bench._hit(f, c, side)),
+                        "nonface_hit": bool(
+                            smp["kind"] == "nonface" and abs(f.center[0] - c[0]) < side
+                            and abs(f.center[1] - c[1]) < side)}
                 cands.append(seen[key])
             rec["floors"][str(floor)] = cands
         out.append(rec)
@@ -121,20 +122,28 @@ def evaluate(frames: list[dict], rule) -> dict:
 
 
 def _seeds(text: str) -> list[int]:
+    """``0-5``, ``0,3,7`` or a mix: the seeds, in order (argparse type: ValueError -> usage)."""
     out = []
     for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        out += list(range(int(lo), int(hi or lo) + 1))
+        lo, dash, hi = part.strip().partition("-")
+        if not lo.isdigit() or (dash and not hi.isdigit()):
+            raise argparse.ArgumentTypeError(f"not a seed or a range of seeds: {part!r} "
+                                             "(e.g. 0-5 or 0,3,7)")
+        first, last = int(lo), int(hi) if dash else int(lo)
+        if last < first:
+            raise argparse.ArgumentTypeError(f"empty range of seeds: {part!r}")
+        out += list(range(first, last + 1))
     return out
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", default="0-2", help="e.g. 0-5 or 0,3,7 (default 0-2)")
+    ap.add_argument("--seeds", type=_seeds, default="0-2",
+                    help="e.g. 0-5 or 0,3,7 (default 0-2)")
     ap.add_argument("--cache", help="directory for the per-seed records (re-used when there)")
     args = ap.parse_args(argv)
     data = {}
-    for seed in _seeds(args.seeds):
+    for seed in args.seeds:
         path = Path(args.cache) / f"rescoring_seed{seed}.json" if args.cache else None
         if path is not None and path.is_file():
             data[seed] = json.loads(path.read_text())
@@ -144,7 +153,7 @@ def main(argv=None) -> int:
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(data[seed]))
-    print(f"seeds {args.seeds}: pooled over {len(data)} x (130 faces, 200 face-free frames, "
+    print(f"seeds {','.join(map(str, args.seeds))}: pooled over {len(data)} x (130 faces, 200 face-free frames, "
           "100 non-face patches)\n")
     print("| rule (floor, rescue, consensus, rescues, veto) | recall | per seed | face-free "
           "frames with a false face | non-face patches hit | upright views per frame |")

@@ -128,16 +128,11 @@ def test_face_entering_is_found_two_frames_after_the_next_full_pass(synth_frames
     assert all(tracks[0][0] == 0 for _, tracks in got)
 
 
-def test_in_loop_turns_async_off_unless_kept_and_restores(blazeface):
-    search = TrackAssistedDetector(blazeface, 4, async_detect=True)
-    before = search.in_loop(keep_async=False, inline=True)
-    assert (search.async_detect, search.inline) == (False, True)
-    search.restore(before)
-    assert (search.async_detect, search.inline) == (True, False)
-    search.in_loop(keep_async=True, inline=False)
-    assert (search.async_detect, search.inline) == (True, False)
-    search.in_loop(keep_async=True, inline=True)
-    assert (search.async_detect, search.inline) == (True, True)
+def test_async_setting_is_checked_and_moot_with_a_pass_every_frame(blazeface):
+    with pytest.raises(ValueError, match="async_detect must be True or False"):
+        TrackAssistedDetector(blazeface, 4, async_detect="false")
+    assert not TrackAssistedDetector(blazeface, 1, async_detect=True).async_detect
+    assert TrackAssistedDetector(blazeface, 2, async_detect=True).async_detect
 
 
 @pytest.fixture(scope="module")
@@ -159,37 +154,67 @@ def _push(rec, frames):
     return [(p.valence, p.arousal, p.face_present) for p in out]
 
 
-def test_recognizer_default_is_async_for_push_and_sync_inside_run(demo_frames, tmp_path):
-    """Default: push_frame gets lagged asynchronous passes where two cores are usable (the
-    same Predictions as asking for them); run(), pipelined or not, keeps synchronous ones (the
-    same Predictions as async_detect=False) and leaves the push setting as it was."""
+def _clip(tmp_path, frames):
     import cv2
 
-    from affedge.sdk.backends.threads import usable_cpus
+    path = tmp_path / "clip.mp4"
+    h, w = frames[0].shape[:2]
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (w, h))
+    for f in frames:
+        vw.write(f)
+    vw.release()
+    return path
+
+
+def _threads():
+    return [t for t in threading.enumerate() if t.name.startswith("affedge-face-detect")]
+
+
+def test_recognizer_default_is_one_schedule_in_every_api(demo_frames, tmp_path):
+    """Default: asynchronous passes everywhere, so push_frame, run() pipelined and run() serial
+    give the same Predictions (the pipeline runs the pass inline, push_frame on the worker);
+    async_detect=False is the other schedule."""
     from affedge.sdk.recognizer import DEMO_BUNDLE, Recognizer
 
-    if usable_cpus() < 2:
-        pytest.skip("the asynchronous default needs two usable cores; this process has one")
-    opts = {"bundle_path": DEMO_BUNDLE, "backend": "onnxruntime", "backend_options": {"intra_op_threads": 1}}
-    with Recognizer(**opts) as default, Recognizer(async_detect=True, **opts) as on, \
-            Recognizer(async_detect=False, **opts) as off:
+    opts = {"bundle_path": DEMO_BUNDLE, "backend": "onnxruntime",
+            "backend_options": {"intra_op_threads": 1}}
+    from affedge.sdk.sources import open_video
+
+    clip = _clip(tmp_path, demo_frames)
+    src = open_video(str(clip))  # the frames run() decodes (the writer's codec is lossy)
+    try:
+        frames = [f.image for f in src]
+    finally:
+        src.close()
+    with Recognizer(**opts) as default, Recognizer(async_detect=False, **opts) as off:
         assert default.stats()["async_detect"] is True
-        pushed = _push(default, demo_frames)
-        assert pushed == _push(on, demo_frames)
-        assert pushed != _push(off, demo_frames)  # full-pass frames are framed differently
+        assert off.stats()["async_detect"] is False
+        pushed = _push(default, frames)
         assert all(face for _, _, face in pushed)
-        clip = tmp_path / "clip.mp4"
-        h, w = demo_frames[0].shape[:2]
-        vw = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (w, h))
-        for f in demo_frames:
-            vw.write(f)
-        vw.release()
+        assert pushed != _push(off, frames)  # full-pass frames are framed differently
         runs = {}
-        for name, rec, pipelined in (("default", default, True), ("serial", default, False),
-                                     ("off", off, True)):
-            rec.reset()
-            rec.pipeline = pipelined
-            runs[name] = [(p.valence, p.arousal) for p in rec.run(str(clip), audio=None)]
-        assert len(runs["default"]) == len(demo_frames)
-        assert runs["default"] == runs["serial"] == runs["off"]
-        assert default.stats()["async_detect"] is True  # restored after the run
+        for pipelined in (True, False):
+            default.reset()
+            default.pipeline = pipelined
+            runs[pipelined] = [(p.valence, p.arousal, p.face_present)
+                               for p in default.run(str(clip), audio=None)]
+        assert runs[True] == runs[False] == pushed
+        assert default.engine.face_search.inline is False  # restored after the run
+    assert not _threads()
+
+
+def test_one_core_runs_the_pass_inline_with_the_same_results(demo_frames, monkeypatch):
+    """A process with one usable core gets the same Predictions, with no worker thread (the
+    pass runs inline in the call that collects it)."""
+    import affedge.sdk.backends.threads as threads
+    from affedge.sdk.recognizer import DEMO_BUNDLE, Recognizer
+
+    opts = {"bundle_path": DEMO_BUNDLE, "backend": "onnxruntime",
+            "backend_options": {"intra_op_threads": 1}}
+    with Recognizer(**opts) as two:
+        want = _push(two, demo_frames)
+    monkeypatch.setattr(threads, "usable_cpus", lambda: 1)
+    with Recognizer(**opts) as one:
+        assert one.engine.face_search.inline and one.stats()["async_detect"]
+        assert _push(one, demo_frames) == want
+        assert not _threads()

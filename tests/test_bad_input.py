@@ -170,7 +170,7 @@ def test_wav_formats_rates_and_channels_through_run(bundle_dir, media_dir, tmp_p
     with _rec(bundle_dir) as rec:
         got = list(rec.run(str(media_dir / "face.mp4"), audio=str(p), max_frames=n))
     video = read_frames(media_dir / "face.mp4")[:n]
-    with _rec(bundle_dir, async_detect=False) as rec:  # run()'s detection schedule
+    with _rec(bundle_dir) as rec:
         rec.push_audio(_DECODE[fmt](np.clip(x, -1, 1)).astype(np.float32), t=0.0,
                        sample_rate=rate)
         rec.engine.audio.flush()

@@ -295,8 +295,8 @@ def test_push_api_from_two_threads_matches_file_run(bundle_dir, media_dir, tmp_p
     # reference: the same 48 kHz int16 audio resampled in one batch, as a float WAV, run as a file
     back = resample(to_float_mono(pcm_i16), 48000, 16000)
     write_wav(tmp_path / "back.wav", back, 16000, "f32")
-    # run() keeps synchronous full passes; push_frame would default to lagged async ones
-    # (tests/test_async_lag.py), so both sides say which schedule they use
+    # synchronous full passes on both sides (the default, asynchronous, is compared in
+    # test_push_api_16k_float_equals_file_run_exactly and tests/test_async_lag.py)
     with Recognizer(bundle_dir, backend="onnxruntime", async_detect=False) as rec:
         ref = list(rec.run(str(media_dir / "face.mp4"), audio=str(tmp_path / "back.wav")))
 

@@ -210,6 +210,37 @@ def test_detector_without_region_search_is_searched_on_the_crop(synth_frames, ha
         assert 0 <= x.x and x.x + x.w <= 320 and 0 <= y.y and y.y + y.h <= 240
 
 
+@pytest.mark.parametrize("form", ["tuple", "object"])
+def test_custom_detector_boxes_in_every_documented_form(synth_frames, haar, form):
+    """A detector of the caller's may return (x, y, w, h, score) tuples or objects with
+    .x .y .w .h .score .keypoints, not only FaceBoxes: full passes and the region searches of a
+    detector without detect_region give the same boxes (the region search used to read .w of
+    a tuple), keypoints carried over."""
+    from types import SimpleNamespace
+
+    class Returning:
+        def __init__(self, convert):
+            self.convert = convert
+
+        def detect(self, frame):
+            return [self.convert(b) for b in haar.detect(frame)]
+
+    def as_object(b):
+        return SimpleNamespace(x=b.x, y=b.y, w=b.w, h=b.h, score=b.score,
+                               keypoints=[[b.x + 1, b.y + 2], [b.x + 3, b.y + 4]])
+
+    convert = (lambda b: (b.x, b.y, b.w, b.h, b.score)) if form == "tuple" else as_object
+    frames = synth_frames[:12]
+    want = _run(TrackAssistedDetector(Returning(lambda b: b), 3), frames)
+    got = _run(TrackAssistedDetector(Returning(convert), 3), frames)
+    assert [[d.as_tuple() for d in dets] for _, dets, _ in got] == \
+        [[d.as_tuple() for d in dets] for _, dets, _ in want]
+    assert sum(not full for full, _, _ in got) >= 7  # region searches ran
+    if form == "object":
+        d = got[1][1][0]
+        assert d.keypoints == ((d.x + 1, d.y + 2), (d.x + 3, d.y + 4))
+
+
 def test_assisted_detector_rejects_bad_settings(haar):
     for bad in (0, -1, 2.5, True):
         with pytest.raises(ValueError, match="detect_every"):

@@ -2,7 +2,9 @@
 
 Stages (each timed on its own, on the same clip, with the same backend and thread count):
 
-``face_detect``       ``FaceDetector.detect`` on a clip frame (OpenCV Haar cascade);
+``face_detect``       the bundle's detector on the runtime's schedule, synchronously: a full
+                      pass every ``detect_every`` frames, region searches in between (so its
+                      p90/p99 show the full pass);
 ``align_preprocess``  ``align_crop`` + ``to_model_input`` of the detected face;
 ``encoder``           ``backend.run("encoder")`` on one crop (N=1);
 ``audio_features``    ``IncrementalAudioFeatures.push`` + ``VoiceActivity.push`` of one video
@@ -11,7 +13,8 @@ Stages (each timed on its own, on the same clip, with the same backend and threa
 ``step``              ``backend.run("step")`` with the state carried from call to call;
 ``whole_frame``       the Recognizer push API: ``push_audio`` of the frame's PCM +
                       ``push_frame`` (the inference tick: all of the above plus tracking,
-                      ring buffers, smoothing and the Prediction);
+                      ring buffers, smoothing and the Prediction; the full passes on the
+                      detection worker, beside the tick, are timed apart);
 ``end_to_end``        ``Recognizer.run(video=clip, audio="video")``: the interval between
                       Predictions, including video decoding and audio demuxing, with the
                       pipelined capture loop (the next frame's front end on a worker thread,

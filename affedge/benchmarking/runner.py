@@ -192,8 +192,9 @@ def render(doc: dict[str, Any]) -> str:
                          f"{bd['whole_frame_mean']:.2f} = " + " + ".join(parts)
                          + f" + other {bd['other']:.2f} (tracking, crop, audio features, ring "
                          "buffers, Prediction)"
-                         + (f"; beside it, full passes on the detection worker thread "
-                            f"{bd['detect_worker']:.2f}" if "detect_worker" in bd else ""))
+                         + (f"; beside it, on the detection worker thread (not part of the "
+                            f"tick's time): full passes {bd['detect_worker']:.2f}"
+                            if "detect_worker" in bd else ""))
         ss = doc["single_stream"]
         lines.append(f"Single-stream (MLPerf-style) 90th-percentile latency of one frame: "
                      f"{ss['p90_ms']:.2f} ms")
@@ -246,4 +247,6 @@ def _detection_note(detect_every: int | None) -> str:
     if k <= 1:
         return f", full-frame detection on every frame{default}"
     return (f", full-frame detection every {k} frames, region searches around the tracks in "
-            f"between{default}")
+            f"between{default}; face_detect times that schedule synchronously, whole_frame "
+            f"and end_to_end run the full pass asynchronously (the Recognizer's default: "
+            f"beside the tick, joining a later frame)")

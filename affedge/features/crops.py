@@ -67,7 +67,9 @@ def landmark_transform(face: FaceBox, size: int = 112) -> np.ndarray:
     kps = face.keypoints
     if kps is None or len(kps) < 4:
         raise ValueError("crop recipe 'landmarks5-v1' needs a face with keypoints (eyes, nose, "
-                         "mouth); detectors without keypoints (haar) pair with 'box-v1'")
+                         "mouth: FaceBox.keypoints, in affedge.features.faces.KEYPOINTS "
+                         "order); a detector without them (haar, or your own) needs a bundle "
+                         "trained on 'box-v1' crops (affedge synth --crop-recipe box-v1)")
     src = np.asarray(kps[:4], np.float64)
     if not np.isfinite(src).all():
         raise ValueError(f"crop recipe 'landmarks5-v1': keypoints are not finite: {kps[:4]}")

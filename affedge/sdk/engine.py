@@ -22,8 +22,8 @@ Policies (documented in affedge/sdk/prediction.py as well)
     a track whose region search fails this frame is missed for this frame (the policy above);
     a face entering the frame is found by the next full-frame pass, at most K-1 frames late.
     ``detect_every=1`` runs the full-frame detector on every frame.
-  * Asynchronous full passes (``async_detect=True``; default :data:`DEFAULT_ASYNC_DETECT`
-    when ``detect_every > 1`` and two cores are usable): the full-frame pass due at frame n
+  * Asynchronous full passes (``async_detect``, default :data:`DEFAULT_ASYNC_DETECT`; none
+    with ``detect_every=1``): the full-frame pass due at frame n
     runs on a worker thread while frame n gets region searches and its model calls; its boxes
     join frame n+lag's detections (always exactly lag frames later, waiting for the worker if
     needed, so predictions do not depend on timing; lag 2 for BlazeFace, else 1). A new face
@@ -74,8 +74,9 @@ from affedge.sdk.tracking import (
 #: ~1 ms per face; see the Recognizer docstring for the trade-off.
 DEFAULT_DETECT_EVERY = 4
 
-#: full-frame passes on a worker thread, merged ``lag`` frames later, where two cores are usable:
-#: push_frame's p99 / p50 1.67 -> 1.28 (benchmarks/README.md, "Asynchronous full passes")
+#: full-frame passes on a worker thread, merged ``lag`` frames later (inline, same results,
+#: where a worker would only compete for the cores): push_frame's p99 / p50 1.73 -> 1.28
+#: (benchmarks/README.md, "Asynchronous full passes")
 DEFAULT_ASYNC_DETECT = True
 
 #: how many recent tick latencies ``stats()`` keeps for its percentiles (a bounded history)
@@ -145,7 +146,7 @@ class StreamingEngine:
     roi_scale: side of the searched region relative to the tracked face's side.
     async_detect: run each full-frame pass on a worker thread and merge its boxes ``lag``
         frames later (see the module docstring); call :meth:`close` when done with the engine.
-        None: :data:`DEFAULT_ASYNC_DETECT` if ``detect_every > 1`` and two cores are usable.
+        None: :data:`DEFAULT_ASYNC_DETECT`. No effect with ``detect_every=1``.
     """
 
     def __init__(self, bundle, backend, detector, *, smoothing: float = 0.0, max_faces: int = 4,
@@ -163,12 +164,12 @@ class StreamingEngine:
         self.bundle = bundle
         self.backend = backend
         self.detector = detector
-        if async_detect is None:
-            from affedge.sdk.backends.threads import usable_cpus
+        from affedge.sdk.backends.threads import usable_cpus
 
-            async_detect = DEFAULT_ASYNC_DETECT and detect_every != 1 and usable_cpus() >= 2
-        self.face_search = TrackAssistedDetector(detector, detect_every, roi_scale,
-                                                 async_detect=async_detect)
+        self.face_search = TrackAssistedDetector(
+            detector, detect_every, roi_scale,
+            async_detect=DEFAULT_ASYNC_DETECT if async_detect is None else async_detect)
+        self.face_search.inline = usable_cpus() < 2  # (a worker would share the one core)
         self.smoothing = float(smoothing)
         ExponentialSmoother(self.smoothing)  # validates the knob early
         self.max_faces = int(max_faces)
@@ -433,12 +434,12 @@ class StreamingEngine:
         ids, TrackStates, embeddings with None where a crop is to be encoded, crops, slots)."""
         from affedge.features.crops import crop_face
 
-        if detections is None:
-            dets = self.face_search.detect(frame_bgr, self.tracker.tracks)
-        else:
-            dets = list(detections)
-            self.face_search.discard_pending()  # a full pass is merged only into the next frame
         try:
+            if detections is None:
+                dets = self.face_search.detect(frame_bgr, self.tracker.tracks)
+            else:
+                dets = list(detections)
+                self.face_search.discard_pending()  # a full pass joins only a later frame
             dets = select_detections(dets, self.tracker.tracks, self.max_faces)
             check_boxes(dets, frame_bgr.shape)
         except ValueError as exc:  # a broken detector: refuse the frame, change nothing
@@ -596,7 +597,7 @@ class StreamingEngine:
             "backend": self.backend_name,
             "encoder_precision": self.encoder_precision,
             "detect_every": self.face_search.detect_every,
-            "async_detect": self.face_search.async_detect,
+            "async_detect": self.face_search.async_detect, "async_lag": self.face_search.lag,
             "full_detections": self.face_search.full_passes,
             "region_searches": self.face_search.region_searches,
             "nonfinite_embeddings": self._nonfinite["embeddings"],

@@ -79,9 +79,12 @@ class Recognizer:
         front-end record; bundles without one: "haar"), a registry name
         (:func:`affedge.features.detectors.available_detectors`: "blazeface",
         "blazeface-short", "haar", "yunet" with ``yunet_model``), or any object with
-        ``detect(frame_bgr) -> list[FaceBox]``. Faces are cropped with the bundle's crop recipe
-        either way; a bundle whose front end this install cannot reproduce (unknown detector or
-        recipe, another model file) is refused with the reason.
+        ``detect(frame_bgr)`` returning FaceBoxes, (x, y, w, h[, score]) tuples or objects
+        with ``.x .y .w .h`` (``.score``, ``.keypoints``); landmark-aligned bundles need the
+        keypoints. Optional: ``detect_region`` (else the region is cropped and detected),
+        ``concurrent_safe = True`` (async passes may then join 2 frames later). Faces are
+        cropped with the bundle's crop recipe either way; a bundle whose front end this
+        install cannot reproduce (unknown detector, recipe or model file) is refused.
     min_face: smallest face side (pixels) the detector looks for (default: the detector's).
     expect_digest: refuse the bundle unless its digest (the sha256 of its manifest, which lists
         every artifact's sha256) is this ("sha256:..." or the hex digits); ``bundle.digest``.
@@ -105,13 +108,13 @@ class Recognizer:
         exactly as if the full-frame detector had missed it. 1 = full frame every frame.
         Default :data:`affedge.sdk.engine.DEFAULT_DETECT_EVERY`.
     roi_scale: side of the region searched around a tracked face, relative to the face box.
-    async_detect: run the full-frame pass on a worker thread while the frame's model calls run,
-        and merge its boxes ``lag`` frames later (2 for BlazeFace, else 1; see
-        :class:`affedge.sdk.tracking.TrackAssistedDetector`): results never depend on timing,
-        a new face is found at most K + lag - 1 frames late, and ``push_frame``'s p99 loses the
-        full pass. None (default): on for ``push_frame`` where two cores are usable, off in
-        :meth:`run` (its pipeline already runs detection beside the model, and its Predictions
-        stay the same with ``pipeline`` on or off). True/False: everywhere.
+    async_detect: the full-frame pass on a worker thread, its boxes merged ``lag`` frames later
+        (2 for BlazeFace, else 1; :class:`affedge.sdk.tracking.TrackAssistedDetector`):
+        ``push_frame``'s p99 loses the every-K-th-frame pass; a new face is found at most
+        K + lag - 1 frames late. None (default): on in every API and on any core count (same
+        Predictions from ``push_frame`` and :meth:`run`; in the pipeline and on one core the
+        pass runs inline, same results). False: each pass on its own frame (:meth:`run` ~15 %
+        more frames/s on 2 cores). No effect with ``detect_every=1``.
     pipeline: in :meth:`run`, begin frame n+1 (decode, file audio, audio features, face
         detection, tracking, crops) on a worker thread while frame n's model calls run
         (:mod:`affedge.sdk.frame_pipeline`); the Predictions are the same either way, a frame
@@ -184,7 +187,6 @@ class Recognizer:
         except BaseException:
             self._close_owned()
             raise
-        self._async_auto = async_detect is None  # (off inside run()'s pipeline)
         self._callbacks: list[Callable[[Prediction], None]] = []
         if on_prediction is not None:
             for cb in (on_prediction if isinstance(on_prediction, (list, tuple))
@@ -357,7 +359,7 @@ class Recognizer:
         ``time.monotonic()``); returns its Prediction (also delivered to callbacks etc.).
         Thread-safe; frames must arrive with increasing ``t``. Refused while a ``run()`` of this
         Recognizer is open (its frames own the stream: a pushed frame would take the run's next
-        frame index and time)."""
+        frame index and time). Full face-detection passes run on a worker (``async_detect``)."""
         self._check_open()
         if t is not None:
             from affedge.sdk.audio_timeline import check_time
@@ -528,8 +530,8 @@ class Recognizer:
             return self.engine.begin_tick(frame.image, frame.t, index=frame.index,
                                           read_audio=not self.pipeline)
 
-        search = self.engine.face_search  # default: synchronous passes, as with pipeline off
-        before = search.in_loop(not self._async_auto, inline=self.pipeline)
+        search = self.engine.face_search  # (the pipeline's worker runs async passes inline)
+        was_inline, search.inline = search.inline, search.inline or self.pipeline
         pipe = FramePipeline(reader.read, begin, lambda: self._epoch, self._front_lock,
                              threaded=self.pipeline)
         prev_index: int | None = None
@@ -560,7 +562,7 @@ class Recognizer:
                 prev_index, prev_t = frame.index, frame.t
         finally:
             pipe.close(unblock=src.close if live else None)
-            search.restore(before)
+            search.inline = was_inline
         return 0 if prev_index is None else prev_index + 1
 
     # ------------------------------------------------------------------ lifecycle
@@ -588,8 +590,8 @@ class Recognizer:
             raise RuntimeError("this Recognizer is closed")
 
     def close(self) -> None:
-        """Stop capture threads, release cameras/microphones/files and end ``predictions()``
-        iterators. Idempotent."""
+        """Stop capture and face-detection threads, release cameras/microphones/files and end
+        ``predictions()`` iterators. Idempotent."""
         if self._closed:
             return
         self._closed = True

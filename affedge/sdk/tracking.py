@@ -69,12 +69,19 @@ def iou(a, b) -> float:
 
 
 def _as_face(det) -> FaceBox:
-    """A detection as a FaceBox (a FaceBox is kept as it is, keypoints included)."""
+    """A detection as a FaceBox (a FaceBox is kept as it is; another object's ``keypoints``,
+    pairs of numbers, are carried over)."""
     if isinstance(det, FaceBox):
         _as_box(det)  # validates
         return det
     box, score = _as_box(det)
-    return FaceBox(*box, score=score)
+    kps = getattr(det, "keypoints", None)
+    if kps is not None:
+        try:
+            kps = tuple((float(u), float(v)) for u, v in kps)
+        except (TypeError, ValueError):
+            raise ValueError(f"detection keypoints must be (x, y) pairs; got {kps!r}") from None
+    return FaceBox(*box, score=score, keypoints=kps)
 
 
 def _as_box(det) -> tuple[tuple[float, float, float, float], float]:
@@ -354,10 +361,10 @@ class TrackAssistedDetector:
 
     ``inline`` (attribute, default False): run each asynchronous pass inside the :meth:`detect`
     call that collects it, on the caller's thread, instead of on the worker. The results are
-    the same by construction (same frame copy, same frame of merging); loops that already run
-    detection on a thread of their own beside the model (``Recognizer.run``'s pipeline, the
-    serve hub) set it, so no third thread competes for the cores. It may change between
-    calls.
+    the same by construction (same frame copy, same frame of merging). The runtime sets it
+    where a worker would only compete for the cores: inside loops that already run detection
+    on a thread of their own beside the model (``Recognizer.run``'s pipeline, the serve hub)
+    and in processes with one usable core. It may change between calls.
     """
 
     def __init__(self, detector, detect_every: int = 4, roi_scale: float = 1.6,
@@ -378,7 +385,10 @@ class TrackAssistedDetector:
         self.full_passes = 0
         self.region_searches = 0
         self.last_full = False
-        self.async_detect = bool(async_detect)
+        if not isinstance(async_detect, (bool, np.bool_)):
+            raise ValueError(f"async_detect must be True or False, got {async_detect!r}")
+        # (with a full pass on every frame there is nothing to take off a frame)
+        self.async_detect = bool(async_detect) and self.detect_every > 1
         #: frames between an asynchronous pass's frame and the frame its boxes join
         self.lag = min(ASYNC_LAG, self.detect_every) \
             if getattr(detector, "concurrent_safe", False) else 1
@@ -435,7 +445,11 @@ class TrackAssistedDetector:
             return []
         if isinstance(job, Future):
             return job.result()
-        return list(self.detector.detect(job))
+        return self._full_pass(job)
+
+    def _full_pass(self, frame) -> list[FaceBox]:
+        """The detector on the whole frame, its detections as FaceBoxes (see ``_as_face``)."""
+        return [_as_face(b) for b in self.detector.detect(frame)]
 
     def _submit(self, frame: np.ndarray, n: int) -> None:
         """Start frame ``n``'s full pass (or keep its frame for an inline run)."""
@@ -449,8 +463,7 @@ class TrackAssistedDetector:
                 return
             if self._worker is None:
                 self._worker = ThreadPoolExecutor(1, thread_name_prefix="affedge-face-detect")
-            self._pending = (self._worker.submit(lambda: list(self.detector.detect(img))),
-                             n + self.lag)
+            self._pending = (self._worker.submit(self._full_pass, img), n + self.lag)
 
     def regions(self, tracks) -> list[tuple[tuple[float, float, float, float], int, int,
                                             tuple[float, float, float, float]]]:
@@ -465,21 +478,6 @@ class TrackAssistedDetector:
         lo = max(1, int(math.floor(side / self.size_range)))
         hi = max(lo, int(math.ceil(side * self.size_range)))
         return ((cx - half, cy - half, cx + half, cy + half), lo, hi, pb)
-
-    def in_loop(self, keep_async: bool, inline: bool) -> tuple[bool, bool]:
-        """Set up for one of the runtime's own frame loops (``Recognizer.run``, the serve hub):
-        asynchronous passes stay on only if ``keep_async`` (the caller asked for them: in a
-        loop the frames per second count, and async adds a region search per track to each
-        full-pass frame), and run ``inline`` if asked (the loop already runs detection on a
-        thread of its own beside the model). Returns the previous ``(async_detect, inline)``,
-        for :meth:`restore`."""
-        before = (self.async_detect, self.inline)
-        self.async_detect, self.inline = self.async_detect and keep_async, bool(inline)
-        return before
-
-    def restore(self, before: tuple[bool, bool]) -> None:
-        """Undo :meth:`in_loop` (a pass pending then still joins its frame)."""
-        self.async_detect, self.inline = before
 
     def unschedule(self) -> None:
         """Forget the last :meth:`detect` in the schedule (its frame was refused), so the
@@ -502,7 +500,7 @@ class TrackAssistedDetector:
             self.discard_pending()  # this frame's own pass supersedes an earlier one
             if full:
                 self.full_passes += 1
-                return list(self.detector.detect(frame))
+                return self._full_pass(frame)
             return self._region_detections(frame, self.regions(tracks), [])
         seeds = self._collect(n)  # the pass of frame n - lag, if one joins this frame
         found = self._region_detections(frame, self.regions(tracks), [])
@@ -535,18 +533,14 @@ class TrackAssistedDetector:
     def _search(self, frame, region, lo: int, hi: int) -> list:
         fn = getattr(self.detector, "detect_region", None)
         if callable(fn):
-            return list(fn(frame, region, min_size=lo, max_size=hi))
+            return [_as_face(b) for b in fn(frame, region, min_size=lo, max_size=hi)]
         H, W = frame.shape[:2]
         x0, y0 = max(int(round(region[0])), 0), max(int(round(region[1])), 0)
         x1, y1 = min(int(round(region[2])), W), min(int(round(region[3])), H)
         if x1 - x0 < lo or y1 - y0 < lo:
             return []
-        out = []
-        for b in self.detector.detect(np.ascontiguousarray(frame[y0:y1, x0:x1])):
-            if lo <= max(b.w, b.h) <= hi:
-                out.append(b.shifted(x0, y0) if isinstance(b, FaceBox) else
-                           FaceBox(b.x + x0, b.y + y0, b.w, b.h, getattr(b, "score", 1.0)))
-        return out
+        return [b.shifted(x0, y0) for b in self._full_pass(
+            np.ascontiguousarray(frame[y0:y1, x0:x1])) if lo <= max(b.w, b.h) <= hi]
 
 
 def _box(b) -> tuple[float, float, float, float]:

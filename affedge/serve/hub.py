@@ -161,8 +161,9 @@ class Hub:
         kind, spec = _classify(video)
         audio = None if audio is None or str(audio).lower() in ("", "none", "off") else audio
         rec = Recognizer(self.bundle, backend=self.backend, **self._rec_opts)
-        # its stage 1 runs on the hub's pool, beside the batched model calls
-        rec.engine.face_search.in_loop(self._rec_opts.get("async_detect") is not None, True)
+        # its stage 1 runs on the hub's pool, beside the batched model calls: asynchronous
+        # full passes run there (same results as on a worker thread)
+        rec.engine.face_search.inline = True
         feeder = live_audio = first = None
         try:
             if kind == "url" and audio == "video":
