@@ -225,6 +225,7 @@ def evaluate(detectors: dict, samples: list[dict]) -> dict:
             "cpu_ms_p50": float(np.percentile(cpu, 50)),
             "cpu_ms_p99": float(np.percentile(cpu, 99)),
             "missed": r["missed"][:12],
+            "missed_count": len(r["missed"]),
         }
         if n == "haar":
             haar_p50, haar_cpu_p50 = out[n]["ms_p50"], out[n]["cpu_ms_p50"]
@@ -313,6 +314,9 @@ def main(argv=None) -> int:
                     help="frames of the moving-photo clip (0: skip; default 240)")
     ap.add_argument("--json", help="also write the results to this file")
     args = ap.parse_args(argv)
+    for name in ("faces", "astronaut", "nonfaces", "free", "clip"):
+        if getattr(args, name) < 0:
+            ap.error(f"--{name} must be >= 0, got {getattr(args, name)}")
     from affedge.features.detectors import make_detector
 
     from affedge.features.detectors.model_runner import openvino_available
@@ -344,7 +348,9 @@ def main(argv=None) -> int:
         vals = [res[n][c] for n in dets]
         print(f"{c:28s}" + "".join(f"{'-' if v is None else f'{v:.3f}':>17s}" for v in vals))
     for n in dets:
-        print(f"{n} missed (src, size, angle): {res[n]['missed']}")
+        more = res[n]["missed_count"] - len(res[n]["missed"])
+        print(f"{n} missed (src, size, angle): {res[n]['missed']}"
+              + (f" and {more} more" if more > 0 else ""))
     if args.clip > 0:
         clip = moving_photo_clip(args.clip)
         res["_clip"] = {n: track_clip(d, clip) for n, d in dets.items()}
