@@ -23,7 +23,6 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 
 import numpy as np
 
@@ -31,25 +30,14 @@ import numpy as np
 WARMUP = 10
 
 
-def _push_latencies(rec, clip, frames: int, warmup: int = WARMUP) -> np.ndarray:
-    """Per-frame ms of push_audio + push_frame on a continuing clock (the clip loops)."""
-    per_frame = round(clip.sample_rate / clip.fps)
-    n_audio = max(1, clip.pcm.size // per_frame)
-    rec.reset()
-    out = []
-    for k in range(warmup + frames):
-        t = k / clip.fps
-        a = (k % n_audio) * per_frame
-        t0 = time.perf_counter_ns()
-        rec.push_audio(clip.pcm[a:a + per_frame], t=t, sample_rate=clip.sample_rate)
-        rec.push_frame(clip.frames[k % len(clip.frames)], t=t)
-        if k >= warmup:
-            out.append((time.perf_counter_ns() - t0) / 1e6)
-    return np.asarray(out)
-
-
 def main(argv=None) -> int:
-    from affedge.benchmarking.pipeline import _end_to_end, load_clip, make_backend, resolve_bundle
+    from affedge.benchmarking.pipeline import (
+        _end_to_end,
+        load_clip,
+        make_backend,
+        push_times,
+        resolve_bundle,
+    )
     from affedge.benchmarking.harness import cpu_model
     from affedge.sdk.engine import DEFAULT_DETECT_EVERY
     from affedge.sdk.recognizer import Recognizer
@@ -82,7 +70,7 @@ def main(argv=None) -> int:
         for r in range(args.rounds):
             for name in (order if r % 2 == 0 else order[::-1]):
                 rec = recs[name]
-                ms = _push_latencies(rec, clip, args.frames)
+                ms = np.asarray(push_times(rec, clip, args.frames, WARMUP))
                 lat[name].append(ms)
                 line = (f"round {r} {name:8s} push p50 {np.percentile(ms, 50):.2f} p99 "
                         f"{np.percentile(ms, 99):.2f} ms")

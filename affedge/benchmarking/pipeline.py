@@ -410,6 +410,13 @@ def _whole_frame(rec, clip: Clip, frames: int, warmup: int, max_seconds: float,
                  inside: StageTimes | None = None) -> LatencyStats:
     """push_audio(one frame of PCM) + push_frame(frame), on a continuing clock (the clip loops).
     ``inside`` (the instrumented backend's timer) is cleared after the warm-up frames."""
+    return LatencyStats.from_samples(push_times(rec, clip, frames, warmup, max_seconds, inside))
+
+
+def push_times(rec, clip: Clip, frames: int, warmup: int, max_seconds: float = float("inf"),
+               inside: StageTimes | None = None) -> list[float]:
+    """The ms of each timed frame of :func:`_whole_frame`'s loop, in order (timed frame i is
+    stream frame ``warmup + i``)."""
     fps = clip.fps
     per_frame = round(clip.sample_rate / fps)
     n_audio = max(1, clip.pcm.size // per_frame)
@@ -428,7 +435,7 @@ def _whole_frame(rec, clip: Clip, frames: int, warmup: int, max_seconds: float,
             samples.append((time.perf_counter_ns() - t0) / 1e6)
             if len(samples) >= 5 and time.perf_counter() - start > max_seconds:
                 break
-    return LatencyStats.from_samples(samples)
+    return samples
 
 
 #: predictions per run of one variant in the interleaved end-to-end measurement
