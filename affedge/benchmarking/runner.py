@@ -248,5 +248,5 @@ def _detection_note(detect_every: int | None) -> str:
         return f", full-frame detection on every frame{default}"
     return (f", full-frame detection every {k} frames, region searches around the tracks in "
             f"between{default}; face_detect times that schedule synchronously, whole_frame "
-            f"and end_to_end run the full pass asynchronously (the Recognizer's default: "
-            f"beside the tick, joining a later frame)")
+            f"and end_to_end run the full pass asynchronously, as the Recognizer does unless "
+            f"async_detect=False (beside the tick, joining a later frame)")
