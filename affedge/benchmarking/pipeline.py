@@ -2,9 +2,8 @@
 
 Stages (each timed on its own, on the same clip, with the same backend and thread count):
 
-``face_detect``       the bundle's detector on the runtime's schedule, synchronously: a full
-                      pass every ``detect_every`` frames, region searches in between (so its
-                      p90/p99 show the full pass);
+``face_detect``       the bundle's detector on the runtime's schedule, synchronously (full
+                      passes every ``detect_every`` frames: they set its p90/p99);
 ``align_preprocess``  ``align_crop`` + ``to_model_input`` of the detected face;
 ``encoder``           ``backend.run("encoder")`` on one crop (N=1);
 ``audio_features``    ``IncrementalAudioFeatures.push`` + ``VoiceActivity.push`` of one video
@@ -339,7 +338,8 @@ def stage_benchmarks(bundle, backend, clip: Clip, frames: int = 100, warmup: int
     rec = make_recognizer(bundle, _Instrumented(backend, inside), _Instrumented(det, inside),
                           detect_every=detect_every)
     try:
-        res["whole_frame"] = _whole_frame(rec, clip, frames, warmup, max_seconds, inside)
+        res["whole_frame"] = LatencyStats.from_samples(
+            push_times(rec, clip, frames, warmup, max_seconds, inside))
         res["whole_frame_breakdown"] = _breakdown(res["whole_frame"], inside)
         if end_to_end:
             rec.reset()
@@ -367,9 +367,8 @@ def initial_step_inputs(backend, rng: np.random.Generator) -> dict[str, np.ndarr
 
 class _Instrumented:
     """Times every ``run(model, ...)`` / ``detect(frame)`` of the wrapped backend or detector
-    inside the whole-frame tick (into ``times`` as "encoder", "step", "detect"; region
-    searches count as "detect"; a full pass on the asynchronous worker thread, which overlaps
-    the tick, as :data:`WORKER_STAGE`); everything else is passed through."""
+    (into ``times`` as "encoder", "step", "detect" (region searches too); full passes on the
+    async worker as :data:`WORKER_STAGE`); everything else is passed through."""
 
     def __init__(self, inner, times: StageTimes) -> None:
         self._inner, self._times = inner, times
@@ -406,17 +405,11 @@ def _breakdown(whole: LatencyStats, inside: StageTimes) -> dict[str, Any]:
     return out
 
 
-def _whole_frame(rec, clip: Clip, frames: int, warmup: int, max_seconds: float,
-                 inside: StageTimes | None = None) -> LatencyStats:
-    """push_audio(one frame of PCM) + push_frame(frame), on a continuing clock (the clip loops).
-    ``inside`` (the instrumented backend's timer) is cleared after the warm-up frames."""
-    return LatencyStats.from_samples(push_times(rec, clip, frames, warmup, max_seconds, inside))
-
-
 def push_times(rec, clip: Clip, frames: int, warmup: int, max_seconds: float = float("inf"),
                inside: StageTimes | None = None) -> list[float]:
-    """The ms of each timed frame of :func:`_whole_frame`'s loop, in order (timed frame i is
-    stream frame ``warmup + i``)."""
+    """ms of push_audio(one frame of PCM) + push_frame(frame) per timed frame, in order (timed
+    frame i is stream frame ``warmup + i``), on a continuing clock (the clip loops). ``inside``
+    (the instrumented backend's timer) is cleared after the warm-up frames."""
     fps = clip.fps
     per_frame = round(clip.sample_rate / fps)
     n_audio = max(1, clip.pcm.size // per_frame)
