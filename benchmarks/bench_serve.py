@@ -84,7 +84,7 @@ def frame_count(path: Path) -> int:
     return n
 
 
-def run_hub(clips, expected) -> float:
+def run_hub(clips, expected, **options) -> float:
     from affedge.serve import Hub
 
     got: dict = {}
@@ -101,7 +101,7 @@ def run_hub(clips, expected) -> float:
         def close(self):
             pass
 
-    with Hub() as hub:
+    with Hub(**options) as hub:
         for i, c in enumerate(clips):
             hub.add_source(str(c), audio="video", name=f"s{i}")
         hub.add_sink(Count())
@@ -115,10 +115,10 @@ def run_hub(clips, expected) -> float:
     return sum(expected) / dt, mean_batch
 
 
-def run_independent(clips, expected) -> float:
+def run_independent(clips, expected, **options) -> float:
     from affedge.sdk.recognizer import Recognizer
 
-    recs = [Recognizer.demo() for _ in clips]
+    recs = [Recognizer.demo(**options) for _ in clips]
     counts = [0] * len(clips)
     errors = []
 
@@ -143,6 +143,12 @@ def run_independent(clips, expected) -> float:
     return sum(expected) / dt
 
 
+def _options(args) -> dict:
+    """Recognizer options both variants get (``--async-detect off``: synchronous passes)."""
+    return {} if getattr(args, "async_detect", "default") == "default" else \
+        {"async_detect": False}
+
+
 def part_throughput(args) -> dict:
     with tempfile.TemporaryDirectory() as d:
         clips = cut_clips(Path(d), args.clip_seconds)
@@ -153,17 +159,18 @@ def part_throughput(args) -> dict:
             res = {}
             for v in order:
                 if v == "hub":
-                    res[v], mb = run_hub(clips, expected)
+                    res[v], mb = run_hub(clips, expected, **_options(args))
                     batches.append(mb)
                 else:
-                    res[v] = run_independent(clips, expected)
+                    res[v] = run_independent(clips, expected, **_options(args))
             hub_fps.append(res["hub"])
             ind_fps.append(res["independent"])
             ratios.append(res["hub"] / res["independent"])
             print(f"  repeat {r + 1}: hub {res['hub']:.1f} frames/s (mean batch {mb:.2f}), "
                   f"independent {res['independent']:.1f} frames/s, ratio "
                   f"{ratios[-1]:.2f}", flush=True)
-    return {"frames": expected, "hub_fps": hub_fps, "independent_fps": ind_fps,
+    return {"async_detect": getattr(args, "async_detect", "default"),
+            "frames": expected, "hub_fps": hub_fps, "independent_fps": ind_fps,
             "ratios": ratios, "ratio_median": float(np.median(ratios)),
             "hub_mean_batch": batches}
 
@@ -365,6 +372,9 @@ def main(argv=None) -> int:
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--client-seconds", type=float, default=60.0,
                     help="seconds of pushing per condition (with / without clients)")
+    ap.add_argument("--async-detect", choices=("default", "off"), default="default",
+                    help="throughput: the Recognizer default (asynchronous full face passes, "
+                         "inline in the hub and in run()'s pipeline) or async_detect=False")
     ap.add_argument("--cv-threads", type=int, default=None,
                     help="cv2.setNumThreads for both variants (default: OpenCV's own)")
     ap.add_argument("--json", default=None, help="write the results here")
