@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from affedge.benchmarking.harness import LatencyStats, StageTimes, measure
+from affedge.sdk.tracking import WORKER_THREAD_PREFIX
 
 STAGES = ("face_detect", "align_preprocess", "encoder", "audio_features", "step",
           "whole_frame", "end_to_end", "end_to_end_serial")
@@ -378,7 +379,7 @@ class _Instrumented:
             return self._inner.run(model_name, inputs)
 
     def detect(self, frame):
-        on_worker = threading.current_thread().name.startswith("affedge-face-detect")
+        on_worker = threading.current_thread().name.startswith(WORKER_THREAD_PREFIX)
         with self._times.time(WORKER_STAGE if on_worker else "detect"):
             return self._inner.detect(frame)
 

@@ -46,9 +46,11 @@ from affedge.features.faces import FaceBox
 #: called from two threads at once (TrackAssistedDetector): two frames' model calls to hide
 #: the pass behind. With one (the lag of other detectors) the BlazeFace pass (5-6 ms of CPU on
 #: the demo clip) outlasted the ~4 ms of model calls left in its frame, and the next frame
-#: waited 2.4 ms (p50) for it; with two, push_frame's p99 / p50 went from 1.75 to 1.26
-#: (demo bundle, Intel Xeon 2 vCPUs, load 0.7, /work/tmp scratch A/B; benchmarks/README.md)
+#: waited 2.4 ms (p50) for it; with two, push_frame's p99 / p50 is 1.21 against 1.97 for
+#: synchronous passes (benchmarks/bench_async_detect.py; benchmarks/README.md)
 ASYNC_LAG = 2
+#: name prefix of the asynchronous pass's worker thread
+WORKER_THREAD_PREFIX = "affedge-face-detect"
 
 #: two boxes with IoU above this are the same face (region searches of two tracks, or a
 #: one-frame-old full-pass box and this frame's region-search box)
@@ -462,7 +464,7 @@ class TrackAssistedDetector:
                 self._pending = (img, n + self.lag)
                 return
             if self._worker is None:
-                self._worker = ThreadPoolExecutor(1, thread_name_prefix="affedge-face-detect")
+                self._worker = ThreadPoolExecutor(1, thread_name_prefix=WORKER_THREAD_PREFIX)
             self._pending = (self._worker.submit(self._full_pass, img), n + self.lag)
 
     def regions(self, tracks) -> list[tuple[tuple[float, float, float, float], int, int,

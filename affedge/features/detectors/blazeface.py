@@ -400,10 +400,10 @@ class BlazeFaceDetector(Detector):
                     continue
                 f = FaceBox(f.x, f.y, f.w, f.h, score,
                             keypoints=tuple((float(x), float(y)) for x, y in kps))
-            views = float(np.mean((score, self.upright_view(bgr, f, 1.5 * mid)[0],
-                                   self.upright_view(bgr, f, mid, mirror=True)[0])))
-            if views >= CONSENSUS_SCORE and \
-                    self.upright_view(bgr, f, mid, turn=180.0)[0] < TURNED_VETO * views:
+            mean_view = float(np.mean((score, self.upright_view(bgr, f, 1.5 * mid)[0],
+                                       self.upright_view(bgr, f, mid, mirror=True)[0])))
+            if mean_view >= CONSENSUS_SCORE and \
+                    self.upright_view(bgr, f, mid, turn=180.0)[0] < TURNED_VETO * mean_view:
                 out.append(f)
         return out
 
