@@ -4,6 +4,7 @@ so a bad ``--plot`` does not cost a whole run."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -440,6 +441,10 @@ def test_doctor_names_a_missing_bundle_once(tmp_path):
     assert r.returncode == 1, r.stdout + r.stderr
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("affedge doctor: error: ") and last.count(str(missing)) == 1, last
+    # ... and only there (the report above it said it too: the error came out twice)
+    assert (r.stdout + r.stderr).count(str(missing)) == 1, r.stdout + r.stderr
+    # the report lists the serve extras beside the audio ones
+    assert re.search(r"serve packages: pyzmq \S+, websockets \S+, pyyaml \S+", r.stdout), r.stdout
 
 
 @needs_demo

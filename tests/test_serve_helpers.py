@@ -101,6 +101,42 @@ def test_config_reads_sources_outputs_and_options(tmp_path):
     assert cfg.sources[1] == {"video": 0}
 
 
+def test_a_yaml_config_reads_as_its_toml_twin(tmp_path):
+    """Issue 17 offers the sources as a TOML or YAML file; a .yaml was read as TOML ("not
+    valid TOML")."""
+    from affedge.serve.config import load_config
+
+    (tmp_path / "a.mp4").write_bytes(b"x")
+    (tmp_path / "serve.toml").write_text(
+        'backend = "ort-cpu"\npublish = ["zmq://127.0.0.1:0"]\nout = "-"\n'
+        '[options]\nsmoothing = 0.3\n'
+        '[[source]]\nname = "door"\nvideo = "a.mp4"\naudio = "video"\n'
+        '[[source]]\nvideo = 0\n')
+    (tmp_path / "serve.yml").write_text(
+        "backend: ort-cpu\npublish: [zmq://127.0.0.1:0]\nout: '-'\n"
+        "options:\n  smoothing: 0.3\n"
+        "source:\n  - {name: door, video: a.mp4, audio: video}\n  - video: 0\n")
+    assert load_config(tmp_path / "serve.yml") == load_config(tmp_path / "serve.toml")
+    assert load_config(tmp_path / "serve.yml").sources[0]["video"] == str(tmp_path / "a.mp4")
+    for text, says in (("publish: [a\n", "not valid YAML"),
+                       ("- a\n- b\n", "the top level must be a mapping"),
+                       ("source:\n  - 0\n", "a list of mappings under source:"),
+                       ("options:\n  smoothng: 0.1\n", "smoothng"),
+                       ("!!python/object/apply:os.system ['echo hi']\n", "not valid YAML")):
+        (tmp_path / "bad.yaml").write_text(text)
+        with pytest.raises(ValueError, match=re.escape(says)):
+            load_config(tmp_path / "bad.yaml")
+
+
+def test_a_top_level_key_under_options_is_pointed_to_the_top(tmp_path):
+    from affedge.serve.config import load_config
+
+    f = tmp_path / "serve.toml"
+    f.write_text('[options]\nbackend = "ort-cpu"\n')
+    with pytest.raises(ValueError, match="backend go.es. at the top of the file"):
+        load_config(f)
+
+
 def test_config_paths_are_relative_to_the_file(tmp_path, monkeypatch):
     """Only video and token_file were; a WAV, an output file and the bundle came from the
     working directory (a service's is often /)."""

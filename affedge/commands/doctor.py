@@ -30,16 +30,18 @@ def run(args) -> int:
         raise ValueError("--bundle-digest and --trust check a bundle: add --bundle B")
     rep = collect(bundle=args.bundle, devices=not args.no_devices,
                   expect_digest=args.bundle_digest, trust=args.trust)
+    b = rep.get("bundle")
+    failed = isinstance(b, dict) and "error" in b
     if args.json == "-":
         print(json.dumps(rep, indent=2, default=str))
     else:
-        print(format_report(rep))
+        # a bundle that cannot be used is said once, as the error line below the report
+        print(format_report({k: v for k, v in rep.items() if not (failed and k == "bundle")}))
         if args.json:
             with open(args.json, "w", encoding="utf-8") as fh:
                 json.dump(rep, fh, indent=2, default=str)
             log.status(f"JSON: {args.json}")
-    b = rep.get("bundle")
-    if isinstance(b, dict) and "error" in b:
+    if failed:
         kind, _, why = str(b["error"]).partition(": ")  # "FileNotFoundError: ..." -> "..."
         msg = why if why and kind.isidentifier() else str(b["error"])
         where = "" if str(args.bundle) in msg else f"bundle {args.bundle}: "  # named once

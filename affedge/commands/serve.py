@@ -62,8 +62,10 @@ class _SourceSpec(argparse.Action):
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--config", default=None, metavar="TOML",
-                   help="a serve.toml listing sources, outputs and options (flags add "
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="a serve.toml (or .yaml/.yml) listing sources, outputs and options "
+                        "(top-level keys: bundle, backend, publish, out, host, token_file, "
+                        "allow_origin, realtime; flags add "
                         "sources and outputs to it; an option flag set on the command line "
                         "wins over its [options] value)")
     p.add_argument("--source", action=_SourceSpec, default=[], metavar="VIDEO",

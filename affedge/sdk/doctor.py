@@ -41,26 +41,34 @@ def _versions() -> dict:
 
     ok, why = display_available()
     out["display"] = "available" if ok else f"not available: {why}"
-    out["audio_packages"] = _audio_packages()
+    out["audio_packages"] = _packages(AUDIO_PACKAGES)
+    out["serve_packages"] = _packages(SERVE_PACKAGES)
     return out
 
 
-def _audio_packages() -> str:
-    """Which of the packages that file and microphone audio need are installed (a --no-deps
+#: optional packages per feature: (import name, shown as, what needs it)
+AUDIO_PACKAGES = (("soxr", "soxr", "resampling any rate to 16 kHz"),
+                  ("av", "av", "a video file's audio track"), ("pyaudio", "pyaudio", "microphones"))
+SERVE_PACKAGES = (("zmq", "pyzmq", "zmq:// outputs"), ("websockets", "websockets",
+                                                       "ws:// outputs and the dashboard"),
+                  ("yaml", "pyyaml", "a YAML --config"))
+
+
+def _packages(which) -> str:
+    """Which of ``which``'s optional packages are installed, with their versions (a --no-deps
     install, as on a Jetson, can lack them; without PyAV a video file runs on the face alone)."""
     import importlib
 
     parts = []
-    for mod, need in (("soxr", "resampling any rate to 16 kHz"),
-                      ("av", "a video file's audio track"), ("pyaudio", "microphones")):
+    for mod, shown, need in which:
         try:
             m = importlib.import_module(mod)
         except Exception:  # noqa: BLE001  (missing, or broken: unusable either way)
-            parts.append(f"{mod} MISSING ({need})")
+            parts.append(f"{shown} MISSING ({need})")
             continue
         v = getattr(m, "__version__", None) or (m.get_portaudio_version_text()
                                                 if mod == "pyaudio" else "?")
-        parts.append(f"{mod} {v}")
+        parts.append(f"{shown} {v}")
     return ", ".join(parts)
 
 
@@ -400,6 +408,7 @@ def format_report(rep: dict) -> str:
                      f"opencv {v['opencv']}  ({v['platform']})")
         lines.append(f"display: {v['display']}")
         lines.append(f"audio packages: {v['audio_packages']}")
+        lines.append(f"serve packages: {v['serve_packages']}")
     o = rep.get("onnxruntime", {})
     lines.append("onnxruntime: " + (_fmt(o) if "error" in o else
                                     f"{o['version']} providers {', '.join(o['providers'])}"))

@@ -1,4 +1,4 @@
-"""The TOML file form of ``affedge serve`` (``--config serve.toml``): sources, outputs, options.
+"""The file form of ``affedge serve`` (``--config serve.toml`` or ``serve.yaml``): sources, outputs, options.
 
 ::
 
@@ -23,6 +23,9 @@
     name = "door"
     video = "rtsp://192.168.1.20/stream1"
     audio = "video"                    # the stream's own audio track, same demuxer
+
+The same keys in YAML (``.yaml``/``.yml``; read with PyYAML's ``safe_load``, which builds
+plain data only): ``source:`` is a list of mappings, ``options:`` a mapping.
 
 Unknown keys and wrong types are refused with their name (a typo never silently changes
 nothing). Relative paths (videos, audio files, outputs, the bundle, the token file) are relative
@@ -86,9 +89,11 @@ def _strings(value, key: str, path) -> list[str]:
     return list(items)
 
 
-def load_config(path) -> ServeConfig:
-    """Read and check a serve TOML file (ValueError naming the file and the key)."""
-    path = os.fspath(path)
+#: file name endings read as YAML (anything else is read as TOML)
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
+def _read_toml(path: str) -> dict:
     try:
         import tomllib  # Python >= 3.11
     except ImportError:  # 3.10 (JetPack 6's Python): the same parser as a package
@@ -99,9 +104,35 @@ def load_config(path) -> ServeConfig:
                               "pip install tomli") from None
     try:
         with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+            return tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{path}: not valid TOML ({exc})") from None
+        raise ValueError(f"{path}: not valid TOML ({exc}; a YAML file needs the .yaml or "
+                         f".yml ending)") from None
+
+
+def _read_yaml(path: str) -> dict:
+    try:
+        import yaml
+    except ImportError:
+        raise ImportError(f"{path}: reading a YAML --config needs PyYAML: pip install "
+                          f"'affedge[serve]' (or write the file as TOML)") from None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)  # plain data only: never constructs Python objects
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: the top level must be a mapping of keys (publish, source, "
+                         f"options, ...), got {type(data).__name__}")
+    return data
+
+
+def load_config(path) -> ServeConfig:
+    """Read and check a serve TOML or YAML file (ValueError naming the file and the key)."""
+    path = os.fspath(path)
+    data = _read_yaml(path) if path.lower().endswith(YAML_SUFFIXES) else _read_toml(path)
     bad = sorted(set(data) - TOP_KEYS)
     if bad:
         raise ValueError(f"{path}: unknown key(s) {', '.join(bad)} (known: "
@@ -128,20 +159,25 @@ def load_config(path) -> ServeConfig:
             raise ValueError(f"{path}: realtime must be true or false")
         cfg.realtime = data["realtime"]
     opts = data.get("options", {})
+    opts = {} if opts is None else opts  # YAML's empty "options:"
     if not isinstance(opts, dict):
         raise ValueError(f"{path}: [options] must be a table")
     bad = sorted(set(opts) - OPTION_KEYS)
     if bad:
+        top = [k for k in bad if k in TOP_KEYS]
+        hint = f"; {', '.join(top)} go(es) at the top of the file, not under [options]" \
+            if top else ""
         raise ValueError(f"{path}: unknown option(s) {', '.join(bad)} (known: "
-                         f"{', '.join(sorted(OPTION_KEYS))})")
+                         f"{', '.join(sorted(OPTION_KEYS))}){hint}")
     for key, value in opts.items():
         check = OPTION_CHECKS[key]
         if not check[0](value):
             raise ValueError(f"{path}: [options] {key} must be {check[1]}, got {value!r}")
     cfg.options = dict(opts)
     sources = data.get("source", [])
-    if not isinstance(sources, list):
-        raise ValueError(f"{path}: sources are [[source]] tables")
+    if not isinstance(sources, list) or not all(isinstance(x, dict) for x in sources):
+        raise ValueError(f"{path}: sources are [[source]] tables (in YAML: a list of "
+                         f"mappings under source:)")
     for i, s in enumerate(sources):
         bad = sorted(set(s) - SOURCE_KEYS)
         if bad:
