@@ -67,9 +67,9 @@ from affedge import formats as _formats
 from affedge.artifact_checks import (  # noqa: F401  (re-exported: the bundle's public checks)
     check_no_pickle,
     check_safetensors,
-    looks_like_pickle,  # noqa: F401
-    pickle_globals,  # noqa: F401
+    looks_like_pickle, pickle_globals,  # noqa: F401
 )
+from affedge.bundle_hints import not_a_bundle_hint
 from affedge.bundle_limits import (  # noqa: F401  (the limits are re-exported here)
     FORBIDDEN_SUFFIXES,
     MANIFEST,
@@ -465,7 +465,7 @@ def load_bundle(path: str | os.PathLike, expect_digest: str | None = None,
         root = src
         mpath = root / MANIFEST
         if not mpath.is_file() or mpath.is_symlink():
-            raise BundleError(f"bundle {src}: {MANIFEST} is missing")
+            raise BundleError(f"bundle {src}: {MANIFEST} is missing{not_a_bundle_hint(root)}")
         with open(mpath, "rb") as fh:
             raw = fh.read(MAX_MANIFEST_BYTES + 1)
         spath = root / SIGNATURE

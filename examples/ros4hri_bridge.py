@@ -2,7 +2,8 @@
 
 Runs as its own process next to ``affedge serve --publish zmq://127.0.0.1:5556``: subscribes to
 the sources' topics and, for every tracked face of every prediction, publishes valence,
-arousal and confidence on ``/humans/faces/<face id>/expression`` (ROS4HRI, REP 155), the face
+arousal (the smoothed values: ``valence_smoothed`` / ``arousal_smoothed``, equal to the raw
+ones when serve runs with ``--smoothing 0``) and confidence on ``/humans/faces/<face id>/expression`` (ROS4HRI, REP 155), the face
 id being ``<source>_<track id>`` (the source name made a valid ROS 2 token: "cam-1.front" ->
 "cam_1_front"). The ``expression`` field (a categorical label) stays empty:
 affedge predicts the continuous dimensions only.

@@ -486,3 +486,24 @@ def test_demo_on_a_clip_without_audio_runs_on_the_face_alone(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "without audio (it has no track)" in r.stderr
     assert (tmp_path / "o" / "demo_predictions.csv").read_text().count("\n") == 1 + 30
+
+
+def test_a_training_checkpoint_given_as_a_bundle_says_how_to_make_one(tmp_path):
+    """A new user passed ``runs/m/fold0/best`` to ``run --bundle`` and got only "manifest.json
+    is missing"."""
+    from affedge.bundle import BundleError, load_bundle
+
+    run = tmp_path / "runs" / "m"
+    best = run / "fold0" / "best"
+    best.mkdir(parents=True)
+    (best / "model.safetensors").write_bytes(b"\0" * 8)
+    (best / "config.json").write_text("{}")
+    (run / "crossval.json").write_text("{}")
+    one_line_error(affedge("run", DEMO_CLIP, "--bundle", best, "--max-frames", "1"), 1,
+                   "manifest.json is missing", "this is a training checkpoint",
+                   f"affedge export {best} -o BUNDLE")
+    with pytest.raises(BundleError, match=re.escape(f"training run folder; make a bundle with: "
+                                                    f"affedge export {best} -o BUNDLE")):
+        load_bundle(run)
+    with pytest.raises(BundleError, match=r"manifest.json is missing$"):
+        load_bundle(tmp_path)  # any other folder: no hint

@@ -20,6 +20,7 @@ import time
 
 from affedge.commands.argtypes import at_least, positive_int, thread_count
 from affedge.features.detectors import MIN_FACE_PX, available_detectors
+from affedge.features.detectors.blazeface import FULL_PASS_SLACK
 from affedge.formats import backend_help
 
 HELP = "run the recognizer on a video file, camera, URL or GStreamer pipeline"
@@ -68,7 +69,9 @@ def add_runtime_arguments(p, smoothing_help: str, show: bool = True) -> None:
                    help="YuNet face detector ONNX file for --detector yunet")
     p.add_argument("--min-face", type=at_least(MIN_FACE_PX), default=None, metavar="PX",
                    help="smallest face side in pixels the detector searches for; larger is "
-                        "faster (default: the detector's own, 40)")
+                        "faster (default: the detector's own, 40). Not a hard floor on the "
+                        "reported box: BlazeFace's box is tight (brows to chin), so a full "
+                        f"pass keeps boxes down to {FULL_PASS_SLACK:g}x PX")
     p.add_argument("--detect-every", type=positive_int, default=None, metavar="K",
                    help="full-frame face detection every K frames, a search around each "
                         "tracked face in between; 1 = full frame every frame (default: 4)")

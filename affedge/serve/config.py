@@ -1,4 +1,4 @@
-"""The file form of ``affedge serve`` (``--config serve.toml`` or ``serve.yaml``): sources, outputs, options.
+"""The file form of ``affedge serve`` (``--config``, TOML or YAML): sources, outputs, options.
 
 ::
 
