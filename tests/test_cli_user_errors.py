@@ -507,3 +507,22 @@ def test_a_training_checkpoint_given_as_a_bundle_says_how_to_make_one(tmp_path):
         load_bundle(run)
     with pytest.raises(BundleError, match=r"manifest.json is missing$"):
         load_bundle(tmp_path)  # any other folder: no hint
+
+
+@needs_demo
+def test_demo_on_your_own_bundle_and_labels_names_them_not_the_demo(tmp_path):
+    """``demo --bundle mine --clip c --labels l`` closed with "this demo model learned
+    synthetic faces and means nothing on real people" and scored "CCC vs ground truth"."""
+    import shutil
+
+    from affedge.sdk.recognizer import DEMO_LABELS
+
+    mine = tmp_path / "my_bundle"
+    shutil.copytree(DEMO_BUNDLE, mine)
+    labels = tmp_path / ("my_labels" + DEMO_LABELS.suffix)
+    shutil.copy(DEMO_LABELS, labels)
+    r = affedge("demo", "--fast", "--bundle", mine, "--clip", DEMO_CLIP, "--labels", labels,
+                "--out-dir", tmp_path / "out")
+    assert r.returncode == 0, r.stderr
+    assert f"CCC vs {labels.name} (" in r.stdout and "ground truth" not in r.stdout, r.stdout
+    assert "means nothing" not in r.stderr and f"run 0 --bundle {mine}" in r.stderr, r.stderr

@@ -182,6 +182,10 @@ def test_bad_targets_are_clear_errors(tmp_path):
         open_sink(tmp_path / "x.txt")
     with pytest.raises(ValueError, match="unknown output kind"):
         open_sink("nosuch://host")
+    # ZeroMQ's own address form, which subscribers use, points to the output's (a new user
+    # wrote rec.publish("tcp://...") after reading the subscriber example)
+    with pytest.raises(ValueError, match=r"ZeroMQ outputs are zmq://HOST:PORT"):
+        open_sink("tcp://127.0.0.1:5556")
     d = tmp_path / "dir.csv"
     d.mkdir()
     with pytest.raises(IsADirectoryError):

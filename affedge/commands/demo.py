@@ -137,7 +137,8 @@ def run(args) -> int:
     if labels is not None and len(preds) >= 2:
         result["metrics"] = score(preds, labels)
         m = result["metrics"]
-        print(f"CCC vs ground truth ({m['frames_scored']} frames): "
+        against = "ground truth" if labels_path == DEMO_LABELS else labels_path.name
+        print(f"CCC vs {against} ({m['frames_scored']} frames): "
               f"valence {m['raw']['valence_ccc']:.3f}  arousal {m['raw']['arousal_ccc']:.3f}  "
               f"(smoothed: {m['smoothed']['valence_ccc']:.3f} / "
               f"{m['smoothed']['arousal_ccc']:.3f})")
@@ -146,7 +147,10 @@ def run(args) -> int:
     if stop.stopped:
         log.status(f"stopped by {stop.describe()} after {len(preds)} frames")
     log.status(f"wrote {csv_path}, {png_path}, {metrics_path}")
-    log.status(f"next: {log.invoked_as()} run 0 --bundle {bundle}   (your camera, to try the "
-               "pipeline: this demo model learned synthetic faces and means nothing on real "
-               "people; train your own: README, Researcher)")
+    if bundle.resolve() == DEMO_BUNDLE.resolve():
+        log.status(f"next: {log.invoked_as()} run 0 --bundle {bundle}   (your camera, to try "
+                   "the pipeline: this demo model learned synthetic faces and means nothing "
+                   "on real people; train your own: README, Researcher)")
+    else:
+        log.status(f"next: {log.invoked_as()} run 0 --bundle {bundle}   (your camera)")
     return stop.exit_code

@@ -161,11 +161,11 @@ def is_file_target(target) -> bool:
 def check_out_file(target) -> None:
     """A file ``--out`` of a known kind whose place is writable, checked without truncating an
     existing file (ValueError with the reason)."""
-    from affedge.sdk.sinks.base import known_target, supported_targets
+    from affedge.sdk.sinks.base import known_target, unknown_kind
 
     t = os.fspath(target)
     if not known_target(t):
-        raise ValueError(f"--out {t!r}: unknown output kind; use {supported_targets()}")
+        raise ValueError(f"--out {t!r}: {unknown_kind(t)}")
     _check_writable(t, "--out")
 
 

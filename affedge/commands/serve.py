@@ -157,8 +157,7 @@ def _sources(args, cfg) -> list[dict]:
 
 def _open_outputs(hub, args, cfg, token) -> dict:
     from affedge.commands.run import check_out_file, open_out
-    from affedge.sdk.sinks import supported_targets
-    from affedge.sdk.sinks.base import known_target
+    from affedge.sdk.sinks.base import known_target, unknown_kind
     from affedge.sdk.sinks.combine import DeferredSink
     from affedge.sdk.sinks.ws import WebSocketSink
     from affedge.sdk.sinks.zmq import ZmqSink
@@ -191,7 +190,7 @@ def _open_outputs(hub, args, cfg, token) -> dict:
         if "://" in target:
             raise ValueError(f"--out {target}: network outputs go to --publish")
         if not known_target(target):
-            raise ValueError(f"--out {target}: unknown output kind; use {supported_targets()}")
+            raise ValueError(f"--out {target}: {unknown_kind(target)}")
     if token and not any(scheme == "ws" for _, _, scheme in pubs):
         _say("affedge serve: warning: the token protects ws:// outputs only, and there is none "
              "(ZeroMQ has no authentication and binds loopback only)")

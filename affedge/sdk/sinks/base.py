@@ -131,12 +131,26 @@ def supported_targets() -> str:
                      + (["'-' (JSONL on stdout)"] if "-" in _REGISTRY else []) + schemes)
 
 
+#: schemes people reach for, and what to write instead
+_SCHEME_HINTS = {"tcp": "ZeroMQ outputs are zmq://HOST:PORT (subscribers connect to "
+                        "tcp://HOST:PORT)",
+                 "wss": "the ws:// output has no TLS; put a TLS proxy in front of it",
+                 "http": "the dashboard is served by a ws://HOST:PORT output"}
+
+
+def unknown_kind(target) -> str:
+    """The reason ``target`` has no sink: ``unknown output kind; use ...`` and a hint for a
+    scheme people reach for (tcp:// for ZeroMQ)."""
+    hint = _SCHEME_HINTS.get(sink_key(os.fspath(target)))
+    return f"unknown output kind; use {supported_targets()}" + (f"; {hint}" if hint else "")
+
+
 def open_sink(target) -> Sink:
     """A sink for ``target`` (see the module docstring); ValueError for an unknown kind."""
     t = os.fspath(target)
     cls = _REGISTRY.get(sink_key(t))
     if cls is None:
-        raise ValueError(f"{t!r}: unknown output kind; use {supported_targets()}")
+        raise ValueError(f"{t!r}: {unknown_kind(t)}")
     return cls(t)
 
 
