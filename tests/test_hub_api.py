@@ -1,6 +1,7 @@
 """The ``Hub`` Python API (what ``affedge serve`` is a thin layer over), in-process."""
 from __future__ import annotations
 
+import re
 import threading
 
 import pytest
@@ -390,3 +391,18 @@ def test_an_unknown_recognizer_option_is_refused_when_the_hub_is_made():
     with pytest.raises(TypeError, match="unknown keyword 'smoothin'.*smoothing"):
         Hub(smoothin=0.5)
     Hub(smoothing=0.5, detect_every=2).close()
+
+
+@pytest.mark.parametrize("options, says", [
+    ({"smoothing": 1.5}, "smoothing must be in [0, 1)"),
+    ({"detector": "nope"}, "detector must be one of"),
+    ({"detect_every": 0}, "detect_every must be an integer >= 1"),
+    ({"min_face": 3}, "min_face must be an integer >= 8 pixels"),
+])
+def test_a_bad_recognizer_option_value_is_refused_when_the_hub_is_made(options, says):
+    """Found by a new-user trial: Hub(smoothing=1.5) and Hub(detector="nope") were accepted
+    and failed only at the first add_source."""
+    from affedge.serve import Hub
+
+    with pytest.raises(ValueError, match=re.escape(f"Hub: {says}")):
+        Hub(**options)
