@@ -526,3 +526,14 @@ def test_demo_on_your_own_bundle_and_labels_names_them_not_the_demo(tmp_path):
     assert r.returncode == 0, r.stderr
     assert f"CCC vs {labels.name} (" in r.stdout and "ground truth" not in r.stdout, r.stdout
     assert "means nothing" not in r.stderr and f"run 0 --bundle {mine}" in r.stderr, r.stderr
+
+
+@needs_demo
+def test_run_audio_video_on_a_silent_file_is_refused_before_the_model_loads(tmp_path):
+    """``run clip.mp4 --audio video`` on a file without a track printed the run's start line
+    (backend, bundle) and only then failed (serve checks first)."""
+    clip = tmp_path / "silent.mp4"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(DEMO_CLIP), "-t", "1",
+                    "-an", str(clip)], check=True, timeout=120)
+    one_line_error(affedge("run", clip, "--audio", "video", "--max-frames", "2"), 1,
+                   f"{clip} has no audio track", "--audio none")

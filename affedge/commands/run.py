@@ -541,6 +541,10 @@ def run(args) -> int:
     audio = args.audio if args.audio is not None else default_audio(source)
     if audio is not None and audio.lower() in ("none", "off", ""):
         audio = None
+    if audio == "video" and os.path.isfile(source) and have_pyav() and \
+            default_audio(source) is None:  # before the model loads and its status line
+        raise ValueError(f"{source} has no audio track (--audio video needs one; use --audio "
+                         f"mic, a WAV file or --audio none)")
     if args.audio is None and audio is None and os.path.isfile(source) and not have_pyav():
         log.status("affedge run: warning: no audio: reading a video file's audio track needs "
                    "PyAV (pip install 'affedge[video-audio]'); running on the face alone "
