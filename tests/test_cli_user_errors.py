@@ -537,3 +537,15 @@ def test_run_audio_video_on_a_silent_file_is_refused_before_the_model_loads(tmp_
                     "-an", str(clip)], check=True, timeout=120)
     one_line_error(affedge("run", clip, "--audio", "video", "--max-frames", "2"), 1,
                    f"{clip} has no audio track", "--audio none")
+
+
+@needs_demo
+def test_an_out_path_in_missing_folders_creates_them_and_says_so(tmp_path):
+    """A typo in an --out folder made folders without a word (``wrote`` named the path)."""
+    out = tmp_path / "typo" / "sub" / "va.csv"
+    r = affedge("run", DEMO_CLIP, "--max-frames", "2", "--audio", "none", "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert f"--out {out}: created the folder {out.parent}" in r.stderr, r.stderr
+    assert len(out.read_text().splitlines()) == 3  # header + 2 rows
+    r = affedge("run", DEMO_CLIP, "--max-frames", "2", "--audio", "none", "--out", out)
+    assert r.returncode == 0 and "created the folder" not in r.stderr, r.stderr

@@ -131,6 +131,7 @@ def _check_writable(path: str, option: str) -> None:
     if not os.access(probe, os.W_OK | os.X_OK):
         raise ValueError(f"{option} {path}: {probe} is not writable")
     existed = os.path.exists(path)
+    made = probe != parent  # missing folders are created, and said (a typo shows)
     try:  # the real test (root passes os.access on read-only mounts): create and remove
         os.makedirs(parent, exist_ok=True)
         with open(path, "ab"):
@@ -139,6 +140,10 @@ def _check_writable(path: str, option: str) -> None:
         raise ValueError(f"{option} {path}: cannot write here ({exc.strerror or exc})") from None
     if not existed:
         os.remove(path)
+    if made:
+        from affedge import log
+
+        log.status(f"{option} {path}: created the folder {parent}")
 
 
 def check_video_file(video) -> None:
