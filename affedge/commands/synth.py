@@ -81,8 +81,9 @@ def run(args) -> int:
     if n_train < len(PAPER_CHUNKS) or n_val < 1:  # affedge train's check_dataset_size
         log.status(f"note: affedge train needs >= {len(PAPER_CHUNKS)} Train_Set and >= 1 "
                    f"Validation_Set videos for its 6-fold cross-validation; this set has "
-                   f"{n_train} and {n_val}: make a larger one (e.g. --videos "
-                   f"{len(PAPER_CHUNKS) + 1}) before training on it")
+                   f"{n_train} and {n_val}: to train on it, make a larger one (e.g. --videos "
+                   f"{len(PAPER_CHUNKS) + 1}); as a held-out set (affedge run, demo "
+                   f"--labels) it is fine")
         return 0
     log.status(f"next: {log.invoked_as()} train {args.out} --encoder mobile --max-minutes 5 "
                "--out runs/m")
