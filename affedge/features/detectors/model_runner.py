@@ -101,6 +101,7 @@ class DetectorModel:
                     compiled = compile_model(
                         net, "CPU", {"INFERENCE_NUM_THREADS": self.threads, "NUM_STREAMS": 1,
                                      "PERFORMANCE_HINT": "LATENCY",
+                                     "ENABLE_CPU_PINNING": False,
                                      "INFERENCE_PRECISION_HINT": "f32"})
                     index = []
                     for name in self.output_names:
