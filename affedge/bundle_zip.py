@@ -63,6 +63,9 @@ def _extract_zip_unchecked(zpath: Path, identify, read_manifest) -> tuple[dict, 
             if total > MAX_ZIP_TOTAL_BYTES:
                 raise BundleError(f"bundle {zpath}: expands beyond {MAX_ZIP_TOTAL_BYTES} bytes")
             if not info.is_dir():
+                if rel.as_posix() in names:  # which copy a reader takes is up to the reader
+                    raise BundleError(f"{w} appears twice in the archive (refused: the "
+                                      f"entries are ambiguous)")
                 names[rel.as_posix()] = info
         # a zip of a directory may have one top-level folder around the manifest
         prefix = ""

@@ -203,6 +203,28 @@ def test_zip_absolute_member_and_symlink_member(copy, tmp_path, sessions):
     _refused(z2, sessions, "symlink")
 
 
+@pytest.mark.parametrize("member", ["manifest.json", "step.onnx"])
+def test_zip_with_a_member_twice(copy, tmp_path, sessions, member):
+    """Found by a new-user trial: a second manifest.json entry (an edited manifest) was taken
+    by an unpinned load; which of two same-named entries a reader takes is up to the reader."""
+    import json
+
+    z = tmp_path / "twice.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        for f in sorted(copy.rglob("*")):
+            if f.is_file():
+                zf.write(f, f.relative_to(copy).as_posix())
+        if member == "manifest.json":
+            m = _manifest(copy)
+            m["provenance"] = {"note": "edited"}
+            second = json.dumps(m).encode()
+        else:
+            second = (copy / member).read_bytes()  # even the same bytes: refused
+        with pytest.warns(UserWarning, match="Duplicate name"):
+            zf.writestr(member, second)
+    _refused(z, sessions, f"member '{member}' appears twice")
+
+
 def test_valid_zip_is_accepted(copy, tmp_path):
     """Control: the same bundle zipped (stored) loads, so the refusals above are specific."""
     from affedge.bundle import load_bundle
