@@ -549,3 +549,37 @@ def test_an_out_path_in_missing_folders_creates_them_and_says_so(tmp_path):
     assert len(out.read_text().splitlines()) == 3  # header + 2 rows
     r = affedge("run", DEMO_CLIP, "--max-frames", "2", "--audio", "none", "--out", out)
     assert r.returncode == 0 and "created the folder" not in r.stderr, r.stderr
+
+
+@needs_demo
+def test_a_stream_that_disconnects_mid_run_still_gets_its_plot_and_summary(tmp_path):
+    """Found by a new-user trial: ``run URL --out c.csv --plot p.png`` whose camera stream
+    died (the commonest end of a kiosk run) exited with the error alone: no plot, no summary,
+    no "wrote" line (a signal got all three)."""
+    import time
+
+    from tests.test_serve_helpers import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/live.ts"
+    server = subprocess.Popen(["ffmpeg", "-v", "error", "-re", "-stream_loop", "-1", "-i",
+                               str(DEMO_CLIP), "-c", "copy", "-f", "mpegts", "-listen", "1", url])
+    try:
+        run = subprocess.Popen([sys.executable, "-m", "affedge.cli", "run", url, "--out",
+                                str(tmp_path / "c.csv"), "--plot", str(tmp_path / "p.png")],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(ROOT)})
+        end = time.monotonic() + 120
+        while time.monotonic() < end and not (tmp_path / "c.csv").exists():
+            time.sleep(0.2)  # the first row is written: the stream runs
+        time.sleep(2)
+        server.kill()  # the camera goes away
+        _, err = run.communicate(timeout=120)
+    finally:
+        server.kill()
+        server.wait(10)
+    rows = (tmp_path / "c.csv").read_text().splitlines()
+    assert run.returncode == 1 and len(rows) > 30, err
+    last = err.strip().splitlines()[-1]
+    assert "stopped delivering frames" in last and f"after {len(rows) - 1} frames" in last, err
+    assert (tmp_path / "p.png").stat().st_size > 10_000
+    assert f"wrote {tmp_path / 'c.csv'}, {tmp_path / 'p.png'}" in err and " fps)" in err, err

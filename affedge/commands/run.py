@@ -203,6 +203,9 @@ class GracefulStop:
         self.signum: int | None = None
         self._at = 0.0
         self._old: dict = {}
+        #: the source's error when it failed after its first frame (a camera or stream that
+        #: disconnected): the loop ended there and the outputs were finished, as for a signal
+        self.lost: Exception | None = None
 
     def _handle(self, signum, frame):
         if self.signum is not None:
@@ -346,7 +349,7 @@ def stream_to_outputs(rec, video, audio, *, out=None, plot=None, show=False, rea
     frames = rec.run(video=video, audio=audio, realtime=realtime, max_frames=max_frames,
                      with_frames=True)
     try:
-        for image, p in frames:
+        for image, p in _until_lost(frames, preds, stop):
             preds.append(p)
             if sink is not None:
                 try:
@@ -379,6 +382,26 @@ def stream_to_outputs(rec, video, audio, *, out=None, plot=None, show=False, rea
     if plot and preds:
         plot_predictions(plot, preds, labels_fn(preds) if labels_fn else None, title)
     return preds
+
+
+def _until_lost(frames, preds, stop):
+    """``frames``, ending quietly when the source fails after its first prediction (a camera
+    or a stream that disconnected, ``SourceError``) while a ``stop`` can carry the error: the
+    caller then finishes the outputs (file, plot, summary) as for a signal and reports it."""
+    from affedge.sdk.sources import SourceError
+
+    it = iter(frames)
+    while True:
+        try:
+            item = next(it)
+        except StopIteration:
+            return
+        except SourceError as exc:
+            if stop is None or not preds:
+                raise
+            stop.lost = exc
+            return
+        yield item
 
 
 def _without_stdout(sink):
@@ -585,4 +608,6 @@ def run(args) -> int:
                    "written")
     if wrote:
         log.status("wrote " + ", ".join(wrote))
+    if stop.lost is not None:  # after the outputs: the error is the last line, exit 1
+        raise type(stop.lost)(f"{stop.lost} after {len(preds)} frames (every one is written)")
     return stop.exit_code
