@@ -115,6 +115,23 @@ def _keep_interrupt_handled() -> None:
         pass
 
 
+def _one_line_warnings(prefix: str) -> None:
+    """Our own warnings (raised in affedge's code) as one ``PREFIX: warning: ...`` line, like
+    the commands' other messages; anything else keeps Python's format (``-v``: all do)."""
+    import os
+    import warnings
+
+    here = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    show = warnings.showwarning
+
+    def one_line(message, category, filename, lineno, file=None, line=None):
+        if not os.path.abspath(str(filename)).startswith(here):
+            return show(message, category, filename, lineno, file, line)
+        print(f"{prefix}: warning: {message}", file=sys.stderr if file is None else file)
+
+    warnings.showwarning = one_line
+
+
 def main(argv: list[str] | None = None) -> int:
     from affedge import log
 
@@ -124,6 +141,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     log.setup(quiet_flag=args.quiet, verbose_flag=args.verbose)
+    import warnings
+
+    shown = warnings.showwarning
+    if not log.verbose():
+        _one_line_warnings(f"affedge {args.command}")
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
@@ -136,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"affedge {args.command}: error: {msg}", file=sys.stderr)
         return 1
+    finally:
+        warnings.showwarning = shown  # (main() called in-process: leave Python's as it was)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from affedge.sdk.parity_warning import warn_if_unchecked
 from affedge.sdk.prediction import Prediction
 from affedge.sdk.run_feeds import FileAudioFeeder, FrameReader, short_file_note
 from affedge.sdk.subscription import END, Subscription
@@ -170,6 +171,7 @@ class Recognizer:
         self._owned: list = []  # backends this Recognizer created (closed by close())
         self.backend_failures: list[tuple[int, str, str]] = []
         self.backend = self._make_backend(backend, bool(fallback))
+        warn_if_unchecked(bundle.manifest, self.backend)  # e.g. an int8 that failed parity
         try:
             detector = self._make_detector(detector, yunet_model, min_face)
         except BaseException:
