@@ -41,7 +41,7 @@ import numpy as np
 
 from affedge.sdk.parity_warning import warn_if_unchecked
 from affedge.sdk.prediction import Prediction
-from affedge.sdk.run_feeds import FileAudioFeeder, FrameReader, short_file_note
+from affedge.sdk.run_feeds import FileAudioFeeder, FrameReader, open_run_video, short_file_note
 from affedge.sdk.subscription import END, Subscription
 
 #: where ``Recognizer.demo()`` and ``affedge demo`` look for the built-in demo
@@ -467,19 +467,18 @@ class Recognizer:
                 self._running = None
 
     def _run(self, video, audio, realtime: bool, max_frames: int | None, with_frames: bool):
-        from affedge.sdk.sources import open_video
-
         if self.engine.started:
             self.reset()
         self.audio_errors = []  # (this run's own)
         self.source_notes = []
         self._stop.clear()
-        src = open_video(video)
+        # a URL with audio="video": one demuxer for both (run_feeds.open_run_video)
+        src = open_run_video(video, audio, self.engine.audio.push)
         self._sources.append(src)
         audio_src = None
         feed = live_audio = None
         try:
-            if audio is not None:
+            if audio is not None and not getattr(src, "pushes_audio", False):
                 audio_src = self._open_audio(audio, video)
             if audio_src is not None:
                 self._sources.append(audio_src)

@@ -1,5 +1,7 @@
 """Recognizer.run's inputs: frames paced to the media clock and a file's audio fed in step.
 
+A network stream with ``audio="video"`` is opened as one demuxer for both (``open_run_video``).
+
 Also the check that a file ended well before the frame count its container declares."""
 from __future__ import annotations
 
@@ -7,7 +9,27 @@ import time
 
 from affedge.sdk.sources._errors import SourceError
 
-__all__ = ["SHORT_FILE_FRACTION", "FileAudioFeeder", "FrameReader", "short_file_note"]
+__all__ = ["SHORT_FILE_FRACTION", "FileAudioFeeder", "FrameReader", "open_run_video",
+           "short_file_note"]
+
+
+def open_run_video(video, audio, push_audio):
+    """``run()``'s video source. A URL with ``audio="video"``: one PyAV demuxer for the
+    stream's video and its own audio track, both on the stream's clock, the audio going to
+    ``push_audio(pcm, t, sample_rate)`` (:class:`~affedge.sdk.sources.network.NetworkAVSource`,
+    as ``affedge serve`` reads it; its ``pushes_audio`` is True); anything else: ``open_video``.
+    """
+    from affedge.sdk.sources import open_video
+    from affedge.sdk.sources.video import _classify
+
+    if isinstance(audio, str) and audio.strip().lower() == "video" and \
+            isinstance(video, str) and _classify(video)[0] == "url":
+        from affedge.sdk.sources.network import NetworkAVSource
+
+        src = NetworkAVSource(video.strip(), on_audio=push_audio)
+        src.pushes_audio = True
+        return src
+    return open_video(video)
 
 
 class MediaPacer:
