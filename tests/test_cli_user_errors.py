@@ -583,3 +583,21 @@ def test_a_stream_that_disconnects_mid_run_still_gets_its_plot_and_summary(tmp_p
     assert "stopped delivering frames" in last and f"after {len(rows) - 1} frames" in last, err
     assert (tmp_path / "p.png").stat().st_size > 10_000
     assert f"wrote {tmp_path / 'c.csv'}, {tmp_path / 'p.png'}" in err and " fps)" in err, err
+
+
+@needs_demo
+def test_run_takes_precision_bf16_where_the_cpu_has_it_else_one_line(tmp_path):
+    """Found by a new-user trial: the README advertises OpenVINO bf16, but ``run --precision
+    bf16`` was an argparse "invalid choice" (only Python's backend_options reached it)."""
+    pytest.importorskip("openvino")
+    from affedge.sdk.backends.openvino_backend import openvino_device_lines
+
+    has_bf16 = any("CPU" in x and "BF16" in x for x in openvino_device_lines())
+    r = affedge("run", DEMO_CLIP, "--precision", "bf16", "--backend", "openvino",
+                "--max-frames", "3", "--audio", "none")
+    if has_bf16:
+        assert r.returncode == 0 and "(encoder bf16)" in r.stderr, r.stderr
+    else:
+        one_line_error(r, 1, "bf16")
+    one_line_error(affedge("run", DEMO_CLIP, "--precision", "bf16", "--backend", "ort-cpu",
+                           "--max-frames", "3"), 1, "ort-cpu: no bf16 path")

@@ -198,7 +198,7 @@ def test_flags_win_over_the_config_options_and_clashes_are_refused(tmp_path):
     # types in [options] and sources: named by file, table and key (one was a traceback)
     ('[options]\nsmoothing = "high"\n', "options. smoothing must be a number in .0, 1., got 'high'"),
     ('[options]\nthreads = "two"\n', "options. threads must be a whole number >= 1"),
-    ('[options]\nprecision = "int4"\n', "options. precision must be 'fp32' or 'int8'"),
+    ('[options]\nprecision = "int4"\n', "options. precision must be 'fp32', 'bf16' or 'int8'"),
     ('[options]\nperson_baseline = "no"\n', "options. person_baseline must be true or false"),
     ('[[source]]\nvideo = 0\nname = 5\n', "source 1: name must be a non-empty string, got 5"),
     ('[[source]]\nvideo = 0\nrealtime = 1\n', "source 1: realtime must be true or false"),

@@ -18,9 +18,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "fresh random-weights bundle exported into a temporary directory)")
     p.add_argument("--backend", default="auto",
                    help="pipeline backend: " + backend_help() + " (default: %(default)s)")
-    p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
+    p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default="fp32",
                    help="encoder precision of the pipeline backend (int8: the bundle's ONNX "
-                        "int8 encoder; default: %(default)s)")
+                        "int8 encoder; bf16: OpenVINO on a CPU with BF16; default: "
+                        "%(default)s)")
     p.add_argument("--frames", type=int, default=100,
                    help="timed iterations per stage, after the warm-up (default: %(default)s)")
     p.add_argument("--warmup", type=int, default=10,

@@ -52,9 +52,11 @@ def add_runtime_arguments(p, smoothing_help: str, show: bool = True) -> None:
     p.add_argument("--trust", action="append", default=None, metavar="PUBKEY",
                    help="refuse the bundle unless it is signed by this Ed25519 public key "
                         "(repeatable; affedge export --sign KEY)")
-    p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
+    p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default="fp32",
                    help="encoder precision (int8: the bundle's ONNX int8 encoder, from "
-                        "`affedge export --int8`; refused when the bundle has none)")
+                        "`affedge export --int8`; refused when the bundle has none; bf16: "
+                        "the fp32 encoder run in bf16 by OpenVINO on a CPU with BF16, e.g. "
+                        "AVX-512 BF16 / AMX; refused elsewhere)")
     p.add_argument("--threads", type=thread_count, default=None,
                    help="intra-op threads of the model sessions (default: 2, or the usable "
                         "CPUs if fewer; more than 4x the usable CPUs is refused; "

@@ -62,7 +62,7 @@ OPTION_CHECKS = {
     "detector": (lambda x: isinstance(x, str), "a detector name (affedge serve --help lists "
                                                "them)"),
     "threads": (_whole_at_least(1), "a whole number >= 1"),
-    "precision": (lambda x: x in ("fp32", "int8"), "'fp32' or 'int8'"),
+    "precision": (lambda x: x in ("fp32", "bf16", "int8"), "'fp32', 'bf16' or 'int8'"),
     "person_baseline": (lambda x: isinstance(x, bool), "true or false (--no-person-baseline)"),
 }
 OPTION_KEYS = set(OPTION_CHECKS)
