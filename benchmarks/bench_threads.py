@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import subprocess
 import sys
@@ -30,20 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
+from affedge.sdk.backends.cpu_features import cpu_model
+
 VARIANTS = (("1 thread", 1, False), ("2 threads, spinning", 2, True),
             ("2 threads, no spinning", 2, False))
 ENCODERS = ("ir50", "mobile")
 LOADS = ("idle", "hog")
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def bundle_for(encoder: str, root: Path) -> Path:

@@ -21,7 +21,6 @@ import argparse
 import csv
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -29,6 +28,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from affedge.sdk.backends.cpu_features import cpu_model
 
 from affedge.labels import INVALID as UNLABELLED  # -5: an unlabelled frame
 from affedge.labels import read_annotation as read_labels
@@ -45,17 +46,6 @@ def cli(*args: str, log: Path) -> float:
     if r.returncode != 0:
         raise SystemExit(f"affedge {args[0]} failed (exit {r.returncode}); see {log}")
     return time.time() - t0
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def read_predictions(path: Path, n: int) -> tuple[np.ndarray, int]:

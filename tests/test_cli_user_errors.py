@@ -445,6 +445,9 @@ def test_doctor_names_a_missing_bundle_once(tmp_path):
     assert (r.stdout + r.stderr).count(str(missing)) == 1, r.stdout + r.stderr
     # the report lists the serve extras beside the audio ones
     assert re.search(r"serve packages: pyzmq \S+, websockets \S+, pyyaml \S+", r.stdout), r.stdout
+    # ... and the CPU the numbers depend on (model, cores, SIMD flags, load)
+    assert re.search(r"^cpu: .+; \d+ usable of \d+ logical cores; .+; load [\d.]+ ", r.stdout,
+                     re.M), r.stdout
 
 
 @needs_demo

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from affedge.sdk.backends.cpu_features import cpu_flags
+from affedge.sdk.backends.cpu_features import cpu_flags, cpu_model  # noqa: F401  (re-exported)
 
 PERCENTILES = (50, 90, 99)
 
@@ -121,17 +121,6 @@ def _version(dist: str) -> str | None:
         return _md.version(dist)
     except _md.PackageNotFoundError:
         return None
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine_info(threads: int | None = None) -> dict[str, Any]:

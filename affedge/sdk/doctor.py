@@ -43,6 +43,9 @@ def _versions() -> dict:
     out["display"] = "available" if ok else f"not available: {why}"
     out["audio_packages"] = _packages(AUDIO_PACKAGES)
     out["serve_packages"] = _packages(SERVE_PACKAGES)
+    from affedge.sdk.backends.cpu_features import cpu_line
+
+    out["cpu"] = cpu_line()
     return out
 
 
@@ -406,6 +409,7 @@ def format_report(rep: dict) -> str:
     else:
         lines.append(f"affedge {v['affedge']}  python {v['python']}  numpy {v['numpy']}  "
                      f"opencv {v['opencv']}  ({v['platform']})")
+        lines.append(f"cpu: {v['cpu']}")
         lines.append(f"display: {v['display']}")
         lines.append(f"audio packages: {v['audio_packages']}")
         lines.append(f"serve packages: {v['serve_packages']}")

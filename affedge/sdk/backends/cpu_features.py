@@ -22,6 +22,35 @@ def _cpuinfo_flags() -> set[str] | None:
     return None
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo; else what ``platform`` says)."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_line() -> str:
+    """One line for reports: model, usable/logical cores, the SIMD flags that matter, load."""
+    import os
+
+    from affedge.sdk.backends.threads import usable_cpus
+
+    try:
+        load = "load %.1f %.1f %.1f" % os.getloadavg()
+    except OSError:  # not on Linux/macOS
+        load = "load unknown"
+    flags = ", ".join(cpu_flags()) or "none of " + "/".join(X86_FLAGS[:3])
+    return (f"{cpu_model()}; {usable_cpus()} usable of {os.cpu_count()} logical cores; "
+            f"{flags}; {load}")
+
+
 def cpu_flags() -> list[str]:
     """The x86 SIMD extensions of :data:`X86_FLAGS` this CPU has ([] when unknown)."""
     flags = _cpuinfo_flags() or set()
