@@ -97,6 +97,9 @@ def load_public_key(key: Any):
     else:
         raise TypeError(f"trust: a key must be a path, bytes or an Ed25519 public key, got "
                         f"{type(key).__name__}")
+    if b"PRIVATE KEY-----" in data[:100]:
+        raise ValueError(f"{where}: this is a private key; trust the public one (the .pub "
+                         f"next to it), and keep the private key off the devices")
     try:
         if data.lstrip().startswith(b"-----BEGIN"):
             pub = ser.load_pem_public_key(data)
@@ -162,10 +165,12 @@ def verify_manifest_signature(manifest_bytes: bytes, sig_bytes: bytes | None, ke
         except InvalidSignature:
             continue
         return fingerprint(key)
-    fps = ", ".join(fingerprint(k) for k in keys)
+    fps = [fingerprint(k) for k in keys]
+    signer = str(rec.get("key"))[:32]
+    why = "the manifest was edited after it was signed" if signer in fps else \
+        "it was signed by another key, or the manifest was edited"
     raise BundleError(f"{where}: {SIGNATURE} is not a valid signature of this manifest by a "
-                      f"trusted key (trusted: {fps}; signed by {str(rec.get('key'))[:32]!r}): "
-                      "the manifest was edited or signed by another key")
+                      f"trusted key (trusted: {', '.join(fps)}; signed by {signer!r}): {why}")
 
 
 def sign_bundle(bundle: str | os.PathLike, private_key_path: str | os.PathLike) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from affedge.bundle import BundleError, load_bundle, sha256_file, update_manifest
-from affedge.sdk.recognizer import DEMO_BUNDLE
+from affedge.sdk.recognizer import DEMO_BUNDLE, DEMO_CLIP
 
 pytest.importorskip("cryptography")
 pytestmark = pytest.mark.skipif(not (DEMO_BUNDLE / "manifest.json").is_file(),
@@ -180,7 +180,7 @@ def test_signature_by_an_untrusted_key_refused(demo, keys):
 
     sign_bundle(demo, keys["other"][0])
     with pytest.raises(BundleError, match="not a valid signature of this manifest by a trusted "
-                                          "key"):
+                                          "key.*: it was signed by another key"):
         load_bundle(demo, trust=keys["owner"][1])
 
 
@@ -231,7 +231,8 @@ def test_signed_zip_bundle(demo, keys, tmp_path):
             if info.filename.endswith("manifest.json"):
                 data = data.replace(b'"fps": 30.0', b'"fps": 31.0')
             dst.writestr(info, data)
-    with pytest.raises(BundleError, match="not a valid signature"):
+    with pytest.raises(BundleError, match="not a valid signature.*: the manifest was edited "
+                                          "after it was signed"):
         load_bundle(edited, trust=keys["owner"][1])
     assert load_bundle(edited).signature_status == "unpinned"
 
@@ -268,6 +269,9 @@ def test_key_helpers_refuse_bad_input(tmp_path, keys):
         load_public_key(b"garbage")
     with pytest.raises(ValueError, match="not an unencrypted PEM private key"):
         load_private_key(keys["owner"][1])  # a public key is not a private key
+    # ... nor the other way round (a new user passed the .key to --trust)
+    with pytest.raises(ValueError, match=r"this is a private key; trust the public one"):
+        load_public_key(keys["owner"][0])
     with pytest.raises(FileNotFoundError):
         load_public_key(tmp_path / "missing.pub")
     with pytest.raises(ValueError, match="empty list"):
@@ -344,6 +348,12 @@ def test_signing_command_keys_sign_and_doctor_verifies(demo, keys, tmp_path):
                keys["other"][1])
     assert bad.returncode == 1 and "not a valid signature" in bad.stderr
     assert bad.stderr.count(f"bundle {demo}") == 1, bad.stderr
+    # run without --trust says the signature is there and unchecked (it said "checksums only")
+    run = _cli("-m", "affedge.cli", "run", DEMO_CLIP, "--bundle", demo, "--max-frames", "1",
+               "--audio", "none")
+    assert run.returncode == 0, run.stderr
+    assert "(unpinned: it carries a signature, not checked; check it with --trust PUBKEY)" in \
+        run.stderr, run.stderr
     pinned = _cli("-m", "affedge.cli", "doctor", "--no-devices", "--bundle", demo,
                   "--bundle-digest", "sha256:" + "0" * 64)
     assert pinned.returncode == 1 and "digest" in pinned.stderr

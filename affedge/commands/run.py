@@ -502,13 +502,22 @@ def check_detector_args(args) -> None:
                              f"YuNet ONNX face detector model") from None
 
 
-def identity_note(status: str) -> str:
-    """The run header's words for a bundle's ``signature_status``."""
+def identity_note(status: str, has_signature: bool = False) -> str:
+    """The run header's words for a bundle's ``signature_status`` (``has_signature``: it
+    carries a manifest.sig, which only --trust checks)."""
+    if status == "unpinned" and has_signature:
+        return "unpinned: it carries a signature, not checked; check it with --trust PUBKEY"
     if status == "unpinned":
         return "unpinned: checksums only; pin it with --bundle-digest or --trust"
     if status == "digest-pinned":
         return "digest-pinned: matches --bundle-digest"
     return status.replace("signed:", "signed by ", 1) if status.startswith("signed:") else status
+
+
+def _signed(bundle) -> bool:
+    from affedge.bundle_limits import SIGNATURE
+
+    return (bundle.root / SIGNATURE).is_file()
 
 
 def recognizer_options(args) -> dict:
@@ -590,7 +599,7 @@ def run(args) -> int:
             apply_runtime_args(rec, args)
             log.status(f"affedge run: {source} (audio: {audio or 'none'}), backend "
                        f"{rec.backend_name}, bundle sha256:{rec.bundle.digest[:12]} "
-                       f"({identity_note(rec.bundle.signature_status)})")
+                       f"({identity_note(rec.bundle.signature_status, _signed(rec.bundle))})")
             t0 = time.monotonic()
             preds = stream_to_outputs(rec, video, audio, out=sink, plot=args.plot,
                                       realtime=args.realtime, max_frames=args.max_frames,
