@@ -389,3 +389,18 @@ def test_sigterm_removes_the_bench_temporary_directory(bundle_dir, tmp_path):
     assert "terminated by SIGTERM" in text and "Traceback" not in text, text
     # (a third-party library leaves its own '.ses' session file in TMPDIR; ours are affedge-*)
     assert not list(tmp.glob("affedge-*")), list(tmp.iterdir())
+
+
+def test_a_backend_that_cannot_run_here_is_refused_before_any_measurement():
+    """Found by a new-user trial: ``bench --backend tensorrt`` measured the whole encoder
+    format table (seconds) before refusing."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "affedge.cli", "bench", "--backend", "tensorrt",
+                        "--frames", "5", "--no-roofline"], capture_output=True, text=True,
+                       timeout=300, check=False)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("affedge bench: error: no backend can "
+                                                        "run"), r.stderr
+    assert "tensorrt:" in r.stderr and "encoder in every format" not in r.stderr, r.stderr

@@ -120,16 +120,27 @@ def run_bench(bundle: str | Path | None = None, backend: str = "auto", precision
                          "artifacts": [{"name": a["name"], "format": a["format"],
                                         "precision": a["precision"], "size": a["size"]}
                                        for a in b.artifacts]}
+        # the pipeline's backend first: one that cannot run here (tensorrt without TensorRT,
+        # a precision the bundle lacks) is refused before the encoder table's seconds
+        be = None if encoder_only else make_backend(b, backend, precision, threads)
         say(f"encoder in every format ({mcfg.encoder}, batch 1, {threads} thread(s))")
-        rows = encoder_rows(b, threads, iters=frames, warmup=warmup,
-                            max_seconds=max_seconds / 3, say=say)
+        try:
+            rows = encoder_rows(b, threads, iters=frames, warmup=warmup,
+                                max_seconds=max_seconds / 3, say=say)
+        except BaseException:
+            if be is not None:
+                be.close()
+            raise
         doc["encoder_formats"] = rows
         stages: dict[str, Any] = {}
         if not encoder_only:
-            c = load_clip(clip, tmp, say=say)
+            try:
+                c = load_clip(clip, tmp, say=say)
+            except BaseException:
+                be.close()
+                raise
             doc["clip"] = {"source": c.source, "frames": len(c.frames), "fps": c.fps,
                            "size": list(c.frames[0].shape[:2])}
-            be = make_backend(b, backend, precision, threads)
             say(f"stages on {be.name} ({', '.join(be.providers)}), precision {precision}, "
                 f"{frames} frames after {warmup} warm-up")
             try:
