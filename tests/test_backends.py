@@ -72,6 +72,10 @@ def test_auto_selects_onnxruntime_cpu_with_reasons(bundle_dir):
     assert report["tensorrt"][0] == "skipped" and "TensorRT/NVIDIA GPU not available" in \
         report["tensorrt"][1]
     assert "CUDAExecutionProvider" in report["ort-cuda"][1]
+    # the reason says what to install (a new user got the provider list alone)
+    import onnxruntime
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        assert "comes with onnxruntime-gpu" in report["ort-cuda"][1]
     assert "skipped" in describe_selection(be)
     be.close()
     ort = select_backend(load_bundle(bundle_dir), "onnxruntime")

@@ -317,6 +317,18 @@ def test_audio_timestamps_jumping_back_or_forward(bundle_dir, frames):  # noqa: 
         assert rec.stats()["audio_overruns"] == 0
 
 
+def test_audio_at_44k_pushed_as_16k_points_to_the_sample_rate(bundle_dir):
+    """Found by a new-user trial: 44.1 kHz chunks pushed without ``sample_rate=`` (read as
+    16 kHz, so each lasts 2.76x its stamps) warned only about overlapping chunks."""
+    chunk = np.zeros(4410, np.int16)  # 100 ms at 44.1 kHz, stamped 100 ms apart
+    with _rec(bundle_dir) as rec:
+        with pytest.warns(RuntimeWarning, match=r"check push_audio's sample_rate: at 16000 Hz "
+                                                r"this chunk lasts longer"):
+            for k in range(3):
+                rec.push_audio(chunk, t=0.1 * k)
+        assert rec.stats()["audio_overlaps"] == 2
+
+
 OVERRUN_BUG = (
     "engine bug (reported): after the PCM ring overruns, feature rows are timed by the count of "
     "samples consumed, not by the surviving blocks' timestamps, so audio features lag the video "

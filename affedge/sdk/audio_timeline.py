@@ -263,7 +263,9 @@ class AudioTimeline:
                     self._count_and_warn_once(
                         "overlaps", f"push_audio: a chunk stamped {overlap:.3f} s before the "
                         f"end of the audio already pushed; its first {overlap:.3f} s were "
-                        f"dropped (counted in stats()['audio_overlaps'])", stacklevel=3)
+                        f"dropped (counted in stats()['audio_overlaps']; if every chunk "
+                        f"overlaps, check push_audio's sample_rate: at {sr} Hz this chunk "
+                        f"lasts longer than its time stamps allow)", stacklevel=3)
                 elif gap > self.gap_tolerance:
                     self._counters["gaps"] += 1
                     if gap <= self._pcm_capacity_s:  # short gap: silence keeps the clocks

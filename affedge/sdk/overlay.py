@@ -30,7 +30,9 @@ def display_available() -> tuple[bool, str]:
             break
     if gui.upper() in ("NONE", ""):
         return False, ("this OpenCV build has no GUI support (opencv-python-headless); "
-                       "install opencv-python to use --show")
+                       "replace it with opencv-python to use --show (pip uninstall "
+                       "opencv-python-headless && pip install 'opencv-python<5': both "
+                       "installed conflict)")
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY")
                                                  or os.environ.get("WAYLAND_DISPLAY")):
         return False, "no display ($DISPLAY is not set)"

@@ -107,7 +107,13 @@ class OnnxRuntimeBackend(Backend):
             raise ValueError(f"unknown provider {provider!r}; use cpu, cuda or tensorrt")
         have = ort.get_available_providers()
         if want not in have:
-            raise BackendUnavailable(f"onnxruntime: {want} not in this build's providers {have}")
+            hint = {"CUDAExecutionProvider": "; the CUDA EP comes with onnxruntime-gpu (pip "
+                                             "uninstall onnxruntime && pip install "
+                                             "onnxruntime-gpu) on an NVIDIA GPU",
+                    "TensorrtExecutionProvider": "; the TensorRT EP comes with onnxruntime-gpu "
+                                                 "and TensorRT (docs/JETSON.md)"}.get(want, "")
+            raise BackendUnavailable(f"onnxruntime: {want} not in this build's providers "
+                                     f"{have}{hint}")
         self.kind = provider
         self.name = f"onnxruntime-{provider}"
         chain = provider_list(provider, fp16=fp16, cache_dir=cache_dir)
