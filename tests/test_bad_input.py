@@ -317,7 +317,7 @@ def test_audio_timestamps_jumping_back_or_forward(bundle_dir, frames):  # noqa: 
         assert rec.stats()["audio_overruns"] == 0
 
 
-def test_audio_at_44k_pushed_as_16k_points_to_the_sample_rate(bundle_dir):
+def test_audio_at_44k_pushed_as_16k_points_to_the_sample_rate(bundle_dir):  # noqa: F811
     """Found by a new-user trial: 44.1 kHz chunks pushed without ``sample_rate=`` (read as
     16 kHz, so each lasts 2.76x its stamps) warned only about overlapping chunks."""
     chunk = np.zeros(4410, np.int16)  # 100 ms at 44.1 kHz, stamped 100 ms apart
