@@ -1,6 +1,8 @@
 """Would a learned verifier of BlazeFace's weak candidates beat the hand-set re-scoring rule? (cross-fitted estimate)
 
-Not used by the runtime: an experiment for issue 12's recall target. For each seed it records
+Not used by the runtime: an experiment for issue 12's recall target. (Built into the detector
+for a try, it kept the astronaut's white helmet as a second face on the moving-photo clip,
+which the training's negatives never showed it: benchmarks/README.md.) For each seed it records
 every full-pass candidate of the short model at CANDIDATE_FLOOR (``benchmarks/
 bench_detectors.py``'s frames: 100 LFW faces, 30 astronaut heads, 100 non-face patches, 200
 face-free frames): the pass score, the four upright views of ``_confirm`` (middle size, 1.5x,
