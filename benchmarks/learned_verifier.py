@@ -26,7 +26,6 @@ scores >= ``--early-reject`` and whose probability is >= the threshold.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -177,7 +176,7 @@ def cross_fit(data: dict, seed_halves, rules) -> list[tuple]:
 
 def main(argv=None) -> int:
     sys.path.insert(0, str(HERE))
-    from tune_rescoring import _seeds
+    from tune_rescoring import _seeds, cached_records
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=_seeds, default="0-11", help="an even count (default 0-11)")
@@ -189,17 +188,7 @@ def main(argv=None) -> int:
         ap.error("needs scikit-learn (a dev-only dependency): pip install scikit-learn")
     if len(args.seeds) < 2 or len(args.seeds) % 2:
         ap.error("--seeds: give an even number of seeds (two halves)")
-    data = {}
-    for seed in args.seeds:
-        path = Path(args.cache) / f"verifier_seed{seed}.json" if args.cache else None
-        if path is not None and path.is_file():
-            data[seed] = json.loads(path.read_text())
-            continue
-        print(f"recording seed {seed} ...", file=sys.stderr, flush=True)
-        data[seed] = record(seed)
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(data[seed]))
+    data = cached_records(args.seeds, args.cache, "verifier", record)
     half = len(args.seeds) // 2
     rules = [("hand-set rule (shipped)", 2, None, 0.0)] + [
         (f"learned, {mr} rescues, p >= {t}, upright view >= 0.5", mr, t, 0.5)

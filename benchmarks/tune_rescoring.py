@@ -136,15 +136,12 @@ def _seeds(text: str) -> list[int]:
     return out
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=_seeds, default="0-2",
-                    help="e.g. 0-5 or 0,3,7 (default 0-2)")
-    ap.add_argument("--cache", help="directory for the per-seed records (re-used when there)")
-    args = ap.parse_args(argv)
+def cached_records(seeds, cache: str | None, prefix: str, record) -> dict:
+    """``{seed: record(seed)}``, each read from ``cache/<prefix>_seed<N>.json`` when there and
+    written there otherwise (no cache: always recorded)."""
     data = {}
-    for seed in args.seeds:
-        path = Path(args.cache) / f"rescoring_seed{seed}.json" if args.cache else None
+    for seed in seeds:
+        path = Path(cache) / f"{prefix}_seed{seed}.json" if cache else None
         if path is not None and path.is_file():
             data[seed] = json.loads(path.read_text())
             continue
@@ -153,6 +150,16 @@ def main(argv=None) -> int:
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(data[seed]))
+    return data
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=_seeds, default="0-2",
+                    help="e.g. 0-5 or 0,3,7 (default 0-2)")
+    ap.add_argument("--cache", help="directory for the per-seed records (re-used when there)")
+    args = ap.parse_args(argv)
+    data = cached_records(args.seeds, args.cache, "rescoring", record)
     print(f"seeds {','.join(map(str, args.seeds))}: pooled over {len(data)} x (130 faces, 200 face-free frames, "
           "100 non-face patches)\n")
     print("| rule (floor, rescue, consensus, rescues, veto) | recall | per seed | face-free "
