@@ -40,19 +40,13 @@ def record(seed: int) -> list[dict]:
     """Per frame: its kind and its candidates (scores, views, box, keypoints, hits)."""
     sys.path.insert(0, str(HERE))
     import bench_detectors as bench
+    from tune_rescoring import full_passes
 
     from affedge.features.detectors import blazeface as bf
-    from affedge.features.detectors import make_detector
-    from affedge.features.faces import FaceBox, to_bgr
+    from affedge.features.faces import FaceBox
 
-    d = make_detector("blazeface-short")
-    mid = float(np.sqrt(d.face_lo * d.face_hi))
     out = []
-    for smp in bench.make_samples(seed, 100, 30, 100, 200):
-        bgr = to_bgr(smp["frame"])
-        H, W = bgr.shape[:2]
-        raw = [d._pass(bgr, 0.0, 0.0, float(W), float(H), s, FLOOR)
-               for s in d.scales(H, W, d.min_size, None)]
+    for smp, bgr, d, mid, raw in full_passes(seed, FLOOR):
         cands = []
         for f in d._faces(raw, max(1, int(bf.FULL_PASS_SLACK * d.min_size)), None):
             up, kps = d.upright_view(bgr, f, mid)

@@ -38,23 +38,33 @@ RULES = {
 }
 
 
-def record(seed: int) -> list[dict]:
-    """Per frame: its kind and, per floor, the merged candidates with scores, views and hits."""
+def full_passes(seed: int, floor: float):
+    """For each of ``bench_detectors.py``'s frames of ``seed``: (sample, BGR frame, the short
+    detector, its middle face size, the full pass's raw candidates down to ``floor``)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import bench_detectors as bench
 
     from affedge.features.detectors import make_detector
-    from affedge.features.detectors import blazeface as bf
-    from affedge.features.faces import FaceBox, to_bgr
+    from affedge.features.faces import to_bgr
 
     d = make_detector("blazeface-short")
     mid = float(np.sqrt(d.face_lo * d.face_hi))
-    out = []
     for smp in bench.make_samples(seed, 100, 30, 100, 200):
         bgr = to_bgr(smp["frame"])
         H, W = bgr.shape[:2]
-        raw = [d._pass(bgr, 0.0, 0.0, float(W), float(H), s, min(FLOORS))
-               for s in d.scales(H, W, d.min_size, None)]
+        yield smp, bgr, d, mid, [d._pass(bgr, 0.0, 0.0, float(W), float(H), s, floor)
+                                 for s in d.scales(H, W, d.min_size, None)]
+
+
+def record(seed: int) -> list[dict]:
+    """Per frame: its kind and, per floor, the merged candidates with scores, views and hits."""
+    import bench_detectors as bench
+
+    from affedge.features.detectors import blazeface as bf
+    from affedge.features.faces import FaceBox
+
+    out = []
+    for smp, bgr, d, mid, raw in full_passes(seed, min(FLOORS)):
         seen: dict[tuple, dict] = {}
         rec = {"kind": smp["kind"], "floors": {}}
         for floor in FLOORS:
