@@ -119,6 +119,7 @@ def _in_half(i: int, half: int) -> bool:
 
 def cross_fit(data: dict, seed_halves, rules) -> list[tuple]:
     from sklearn.ensemble import HistGradientBoostingClassifier
+    from tune_rescoring import tally
 
     def frames(sh, ih):
         for s in seed_halves[sh]:
@@ -156,13 +157,7 @@ def cross_fit(data: dict, seed_halves, rules) -> list[tuple]:
             for i, rec in frames(sh, ih):
                 if ih == 1 and (100 <= i < 130 or rec["kind"] == "free"):
                     continue  # astronaut and face-free frames once
-                kept = _kept(rec["cands"], keep, max_rescues)
-                if rec["kind"] == "face":
-                    found.append(any(c["hit"] for c in kept))
-                elif rec["kind"] == "free":
-                    free.append(bool(kept))
-                else:
-                    nonface.append(any(c["nonface_hit"] for c in kept))
+                tally(rec["kind"], _kept(rec["cands"], keep, max_rescues), found, free, nonface)
         rows.append((name, float(np.mean(found)), len(found) - sum(found), len(found),
                      float(np.mean(free)), float(np.mean(nonface))))
     return rows

@@ -116,17 +116,22 @@ def confirm(cands: list[dict], rule, min_score: float = 0.7, confident: float = 
     return kept, views
 
 
+def tally(kind: str, kept: list[dict], found: list, free: list, nonface: list) -> None:
+    """One frame's outcome: a face frame found, a face-free frame fooled, a patch taken."""
+    if kind == "face":
+        found.append(any(c["hit"] for c in kept))
+    elif kind == "free":
+        free.append(bool(kept))
+    else:
+        nonface.append(any(c["nonface_hit"] for c in kept))
+
+
 def evaluate(frames: list[dict], rule) -> dict:
     found, free, nonface, views = [], [], [], 0
     for rec in frames:
         kept, v = confirm(rec["floors"][str(rule[0])], rule)
         views += v
-        if rec["kind"] == "face":
-            found.append(any(c["hit"] for c in kept))
-        elif rec["kind"] == "free":
-            free.append(bool(kept))
-        else:
-            nonface.append(any(c["nonface_hit"] for c in kept))
+        tally(rec["kind"], kept, found, free, nonface)
     return {"recall": float(np.mean(found)), "free_fp": float(np.mean(free)),
             "nonface_fp": float(np.mean(nonface)), "views": views / len(frames)}
 
