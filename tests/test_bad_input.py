@@ -401,6 +401,7 @@ BAD_FRAMES = [
     (np.zeros((120, 160, 4), np.uint8), "BGR uint8.*COLOR_BGRA2BGR"),       # BGRA
     (np.zeros((120, 160, 3), np.float32), "float32.*scale to 0-255"),
     (np.zeros((120, 160, 3), np.uint16), "uint16.*>> 8"),
+    (np.zeros((120, 160, 3), np.int8), r"int8.*frame\.view\(np\.uint8\)"),  # a new user's
     (np.zeros((120, 160, 3), bool), "bool"),
     ([[0, 0, 0]], "BGR uint8"),
     (None, "BGR uint8"),

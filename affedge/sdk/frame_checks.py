@@ -34,4 +34,7 @@ def conversion_hint(frame) -> str:
                ".astype(np.uint8) for values in [0, 1])"
     if frame.dtype == np.uint16 and frame.ndim == 3 and frame.shape[2] == 3:
         return " (16-bit image: e.g. (frame >> 8).astype(np.uint8))"
+    if frame.dtype == np.int8 and frame.ndim == 3 and frame.shape[2] == 3:
+        return (" (signed bytes: frame.view(np.uint8) if they hold 0-255 pixel values, "
+                "(frame.astype(np.int16) + 128).astype(np.uint8) if they are centred on 0)")
     return ""
