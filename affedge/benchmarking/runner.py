@@ -7,6 +7,8 @@ the roofline (measured GEMM peaks with the same thread count, FLOPs per frame) -
 """
 from __future__ import annotations
 
+import contextlib
+
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -123,33 +125,23 @@ def run_bench(bundle: str | Path | None = None, backend: str = "auto", precision
         # the pipeline's backend first: one that cannot run here (tensorrt without TensorRT,
         # a precision the bundle lacks) is refused before the encoder table's seconds
         be = None if encoder_only else make_backend(b, backend, precision, threads)
-        say(f"encoder in every format ({mcfg.encoder}, batch 1, {threads} thread(s))")
-        try:
+        stages: dict[str, Any] = {}
+        with contextlib.closing(be) if be is not None else contextlib.nullcontext():
+            say(f"encoder in every format ({mcfg.encoder}, batch 1, {threads} thread(s))")
             rows = encoder_rows(b, threads, iters=frames, warmup=warmup,
                                 max_seconds=max_seconds / 3, say=say)
-        except BaseException:
+            doc["encoder_formats"] = rows
             if be is not None:
-                be.close()
-            raise
-        doc["encoder_formats"] = rows
-        stages: dict[str, Any] = {}
-        if not encoder_only:
-            try:
                 c = load_clip(clip, tmp, say=say)
-            except BaseException:
-                be.close()
-                raise
-            doc["clip"] = {"source": c.source, "frames": len(c.frames), "fps": c.fps,
-                           "size": list(c.frames[0].shape[:2])}
-            say(f"stages on {be.name} ({', '.join(be.providers)}), precision {precision}, "
-                f"{frames} frames after {warmup} warm-up")
-            try:
+                doc["clip"] = {"source": c.source, "frames": len(c.frames), "fps": c.fps,
+                               "size": list(c.frames[0].shape[:2])}
+                say(f"stages on {be.name} ({', '.join(be.providers)}), precision {precision}, "
+                    f"{frames} frames after {warmup} warm-up")
                 stages = stage_benchmarks(b, be, c, frames, warmup, max_seconds,
                                           min_face=min_face, detect_every=detect_every)
                 doc["pipeline_backend"] = {"name": be.name, "providers": list(be.providers),
                                            "precision": precision}
-            finally:
-                be.close()
+        if not encoder_only:
             doc["clip"]["faces_detected"] = stages.pop("faces_detected", None)
             doc["whole_frame_breakdown"] = stages.pop("whole_frame_breakdown", None)
             doc["stages"] = stages

@@ -146,10 +146,8 @@ def run(args) -> int:
         json.dump(result, fh, indent=2, default=float)
     if stop.stopped:
         log.status(f"stopped by {stop.describe()} after {len(preds)} frames")
-    if stop.lost is not None:  # the clip failed part-way: what came is written, then the error
-        log.status(f"wrote {csv_path}, {png_path}, {metrics_path}")
-        raise type(stop.lost)(f"{stop.lost} after {len(preds)} frames")
     log.status(f"wrote {csv_path}, {png_path}, {metrics_path}")
+    stop.raise_if_lost(len(preds))  # the clip failed part-way: what came is written, then this
     if bundle.resolve() == DEMO_BUNDLE.resolve():
         log.status(f"next: {log.invoked_as()} run 0 --bundle {bundle}   (your camera, to try "
                    "the pipeline: this demo model learned synthetic faces and means nothing "

@@ -209,6 +209,12 @@ class GracefulStop:
         #: disconnected): the loop ended there and the outputs were finished, as for a signal
         self.lost: Exception | None = None
 
+    def raise_if_lost(self, frames: int) -> None:
+        """The source's error (see :attr:`lost`), naming how many frames came before it; called
+        once the outputs are finished, so that it is the last line."""
+        if self.lost is not None:
+            raise type(self.lost)(f"{self.lost} after {frames} frames (every one is written)")
+
     def _handle(self, signum, frame):
         if self.signum is not None:
             if signum == self.signum and time.monotonic() - self._at < self.DUPLICATE_S:
@@ -619,6 +625,5 @@ def run(args) -> int:
                    "written")
     if wrote:
         log.status("wrote " + ", ".join(wrote))
-    if stop.lost is not None:  # after the outputs: the error is the last line, exit 1
-        raise type(stop.lost)(f"{stop.lost} after {len(preds)} frames (every one is written)")
+    stop.raise_if_lost(len(preds))  # after the outputs: the error is the last line, exit 1
     return stop.exit_code

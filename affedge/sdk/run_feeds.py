@@ -26,9 +26,7 @@ def open_run_video(video, audio, push_audio):
             isinstance(video, str) and _classify(video)[0] == "url":
         from affedge.sdk.sources.network import NetworkAVSource
 
-        src = NetworkAVSource(video.strip(), on_audio=push_audio)
-        src.pushes_audio = True
-        return src
+        return NetworkAVSource(video.strip(), on_audio=push_audio)
     return open_video(video)
 
 

@@ -75,6 +75,8 @@ class NetworkAVSource:
         self.timeout = float(timeout)
         self.clock = clock or StreamClock()
         self._on_audio = on_audio
+        #: its audio goes to ``on_audio`` itself (run() then opens no audio source of its own)
+        self.pushes_audio = on_audio is not None
         self.dropped = 0
         self.audio_chunks = 0
         self._cond = threading.Condition()
