@@ -38,3 +38,28 @@ def conversion_hint(frame) -> str:
         return (" (signed bytes: frame.view(np.uint8) if they hold 0-255 pixel values, "
                 "(frame.astype(np.int16) + 128).astype(np.uint8) if they are centred on 0)")
     return ""
+
+
+#: a frame time given to push_frame within this many seconds of ``time.monotonic()`` is taken
+#: to be on that clock (the one push_frame uses for a frame without ``t``); capture times are
+#: at most a frame queue old, and a 5 s backlog is already a stalled pipeline
+SAME_CLOCK_S = 5.0
+
+
+def push_clock(prev, t: float | None, now: float):
+    """The clock of a pushed frame's time -> ``(given, off_monotonic)`` (``given``: the caller
+    gave ``t``; ``off_monotonic``: and it is more than SAME_CLOCK_S from ``now``, the
+    monotonic clock). ValueError when the stream switches between a clock of the caller's own
+    and ``time.monotonic()`` (``prev``: the previous frame's pair, None for a stream's first
+    frame): the times would jump by the clocks' offset, and audio stamped on the first clock
+    would fall far from the frames."""
+    clock = (t is not None, t is not None and abs(t - now) > SAME_CLOCK_S)
+    if prev is None or prev == clock or not (prev[1] or clock[1]):
+        return clock
+    if prev[1]:
+        raise ValueError(f"push_frame: a frame without t takes time.monotonic() ({now:.3f} s), "
+                         f"but this stream's frames carried times of another clock; give t for "
+                         f"every frame, or reset() before switching clocks")
+    raise ValueError(f"push_frame: t={t:g} is not on time.monotonic() ({now:.3f} s), which the "
+                     f"frames before it used (they came without t); give t for every frame, or "
+                     f"reset() before switching clocks")

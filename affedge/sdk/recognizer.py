@@ -39,9 +39,11 @@ from pathlib import Path
 
 import numpy as np
 
+from affedge.sdk.frame_checks import push_clock
 from affedge.sdk.parity_warning import warn_if_unchecked
 from affedge.sdk.prediction import Prediction
-from affedge.sdk.run_feeds import FileAudioFeeder, FrameReader, open_run_video, short_file_note
+from affedge.sdk.run_feeds import (FileAudioFeeder, FrameReader, check_file_exists,
+                                   open_run_video, short_file_note)
 from affedge.sdk.subscription import END, Subscription
 
 #: where ``Recognizer.demo()`` and ``affedge demo`` look for the built-in demo
@@ -206,6 +208,7 @@ class Recognizer:
         #: stream; ``_epoch`` counts those changes (reset, push_frame): frame_pipeline
         self._front_lock = threading.RLock()
         self._epoch = 0
+        self._push_clock = None  # push_frame's clock so far (frame_checks.push_clock)
         from affedge.sdk.backends.threads import usable_cpus
 
         self.pipeline = usable_cpus() >= 2 if pipeline is None else bool(pipeline)
@@ -372,11 +375,13 @@ class Recognizer:
                                "this Recognizer; close its iterator first, or push frames to "
                                "a second Recognizer")
         with self._tick_lock:
-            if t is None:
-                t = time.monotonic()
+            clock = push_clock(self._push_clock if self.engine.started else None, t,
+                               time.monotonic())
+            t = time.monotonic() if t is None else t
             with self._front_lock:
                 self._epoch += 1
                 tick = self.engine.begin_tick(frame_bgr, float(t), api="push_frame")
+            self._push_clock = clock
             p = self.engine.run_models(tick)
             self._emit(p)
         return p
@@ -449,7 +454,7 @@ class Recognizer:
                                        not isinstance(max_frames, int) or max_frames < 1):
             raise ValueError(f"max_frames must be a positive integer or None, got "
                              f"{max_frames!r}")
-        _check_file_exists(video)
+        check_file_exists(video)
         return self._run_stream(video, audio, realtime, max_frames, with_frames)
 
     def _run_stream(self, video, audio, realtime, max_frames, with_frames):
@@ -581,6 +586,7 @@ class Recognizer:
         """Forget tracks, temporal states and buffered audio (a new, unrelated stream);
         ``latest()`` is None until the new stream's first Prediction. ``stats()`` counters and
         ``emitted`` go on counting across streams."""
+        self._check_open()
         with self._tick_lock, self._front_lock:
             self.engine.reset()
             self._epoch += 1
@@ -625,22 +631,6 @@ class Recognizer:
                     _close_quietly(s)
         except Exception:
             pass
-
-
-def _check_file_exists(video) -> None:
-    """SourceError now for a video file that does not exist (``open_video``'s message)."""
-    from affedge.sdk.sources.video import VideoSource, _classify
-
-    if isinstance(video, VideoSource):
-        return
-    try:
-        kind, path = _classify(video)
-    except Exception:  # noqa: BLE001 - anything else is open_video's to report, as before
-        return
-    if kind == "file" and not Path(path).exists():
-        from affedge.sdk.sources import open_video
-
-        open_video(video)  # raises SourceError("video file not found: ...")
 
 
 def _close_quietly(src) -> None:

@@ -2,10 +2,12 @@
 
 A network stream with ``audio="video"`` is opened as one demuxer for both (``open_run_video``).
 
-Also the check that a file ended well before the frame count its container declares."""
+Also the checks that a run's video file exists and that a file ended well before the frame
+count its container declares."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from affedge.sdk.sources._errors import SourceError
 
@@ -143,3 +145,19 @@ def short_file_note(src, frames_read: int, max_frames: int | None, stopped: bool
         return None
     return (f"{src.name}: ended after {frames_read} of the {declared} frames its container "
             f"declares (a truncated or damaged file?)")
+
+
+def check_file_exists(video) -> None:
+    """SourceError now for a video file that does not exist (``open_video``'s message)."""
+    from affedge.sdk.sources.video import VideoSource, _classify
+
+    if isinstance(video, VideoSource):
+        return
+    try:
+        kind, path = _classify(video)
+    except Exception:  # noqa: BLE001 - anything else is open_video's to report, as before
+        return
+    if kind == "file" and not Path(path).exists():
+        from affedge.sdk.sources import open_video
+
+        open_video(video)  # raises SourceError("video file not found: ...")
