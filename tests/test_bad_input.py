@@ -576,7 +576,8 @@ def test_resent_or_late_audio_chunks_keep_the_clean_stream(bundle_dir, frames, c
         # after 1 s both streams hold the same audio at the same times; the model's receptive
         # field (121 frames) still remembers the silent 0.5-1 s, so compare the speech flags
         assert [p.speech_present for p in got[-3:]] == [p.speech_present for p in want[-3:]]
-        assert all(p.audio_present for p in got)
+        # the frames whose audio is the silence that filled the gap have none; the others do
+        assert [p.audio_present for p in got] == [not 0.5 < t < 1.0 for t in times]
     else:
         np.testing.assert_array_equal(_va(got), _va(want))
 

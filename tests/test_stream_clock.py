@@ -58,3 +58,17 @@ def test_reset_after_close_is_refused(bundle_dir, frames):  # noqa: F811
     rec.close()
     with pytest.raises(RuntimeError, match="this Recognizer is closed"):
         rec.reset()
+
+
+def test_audio_inside_a_silence_filled_gap_reads_as_missing(bundle_dir, frames):  # noqa: F811
+    """A chunk stamped 2 s after the end of the audio before it leaves a gap the timeline fills
+    with silence to keep the clocks aligned; that silence was never heard, so frames inside
+    the gap have no audio (present False), and frames on either side have it."""
+    tone = (0.3 * np.sin(2 * np.pi * 220 * np.arange(SR // 2) / SR)).astype(np.float32)
+    with _rec(bundle_dir) as rec:
+        rec.push_audio(tone, t=0.0)  # 0.0-0.5 s
+        rec.push_audio(tone, t=2.5)  # 2.5-3.0 s: 0.5-2.5 s filled with silence
+        assert rec.stats()["audio_gaps_filled"] == 1
+        got = {t: rec.push_frame(frames[i], t=t).audio_present
+               for i, t in enumerate((0.3, 0.6, 1.5, 2.4, 2.8))}
+        assert got == {0.3: True, 0.6: False, 1.5: False, 2.4: False, 2.8: True}, got

@@ -20,9 +20,10 @@ Policies
   * Timestamps: ``t`` must be finite and within ``MAX_ABS_TIME`` of zero; a refused call changes
     nothing (the first accepted chunk defines the audio origin).
   * Gaps: a chunk whose start is more than ``gap_tolerance`` after the expected time is preceded
-    by silence so the clocks stay aligned, as long as the gap fits in the PCM ring; a longer gap
-    restarts the timeline at the chunk's timestamp (nothing is allocated for the gap); counted
-    in ``stats()["audio_gaps_filled"]``. A chunk that starts before the end of the audio
+    by silence so the clocks stay aligned, as long as the gap fits in the PCM ring (a frame whose
+    feature row is centred in that silence reads it as missing audio: it is no sound that was
+    heard); a longer gap restarts the timeline at the chunk's timestamp (nothing is allocated
+    for the gap); counted in ``stats()["audio_gaps_filled"]``. A chunk that starts before the end of the audio
     already pushed by more than ``gap_tolerance`` (resent, duplicated or late audio) loses the
     samples that time already has (a chunk wholly in the past is dropped), so the audio stays
     on the caller's clock; counted in ``stats()["audio_overlaps"]``, with one RuntimeWarning.
@@ -53,6 +54,9 @@ MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 384000
 #: |t| larger than this is refused: ~31.7 years of seconds; float64 still resolves 1 us there
 #: (2**53 us ~ 285 years), and epoch clocks (1.7e9 s) fit
 MAX_ABS_TIME = 1e12
+#: filled gaps remembered (their frames read as missing audio); older ones lie far outside a
+#: 30 s ring unless the chunks come in bursts of tiny gaps, all long since drained
+MAX_FILLED_GAPS = 64
 #: after :meth:`AudioTimeline.end_of_audio`, frames up to this long after the last audio still
 #: have it: a file's audio track often ends some ms to tens of ms before its video (AAC priming
 #: and padding, container rounding); a frame has 33 ms at 30 fps
@@ -227,6 +231,7 @@ class AudioTimeline:
         self._seg_first_row: float | None = None  # that segment's first feature row
         self._ended_at: float | None = None  # end_of_audio(): no audio after this time
         self._had_audio = False  # a frame of this stream has had audio
+        self._filled: tuple = ()  # (start, end) of the latest gaps filled with silence
 
     # ------------------------------------------------------------------ producer
     def push(self, pcm, t: float | None = None, sample_rate: int | None = None) -> None:
@@ -271,6 +276,8 @@ class AudioTimeline:
                     if gap <= self._pcm_capacity_s:  # short gap: silence keeps the clocks
                         x = np.concatenate([np.zeros(int(round(gap * self.sample_rate)),
                                                      np.float32), x])
+                        # (a new tuple, not a list appended in place: at() reads it unlocked)
+                        self._filled = self._filled[-(MAX_FILLED_GAPS - 1):] + ((t - gap, t),)
                     else:  # longer than the ring: restart the timeline (the drain sees a jump)
                         self._t0, self._pushed = t, 0
                         self._rem = np.zeros(0, np.float32)  # < 1 block, before the gap
@@ -402,6 +409,9 @@ class AudioTimeline:
         if present and self._seg_start is not None and t >= self._seg_start and \
                 (self._seg_first_row is None or t < self._seg_first_row):
             present = False  # after a restart, before the restarted extractor's first row
+        if present and self._filled:  # a row centred in inserted silence is no audio
+            mid = t - self._first_row_slack / 2.0
+            present = not any(a <= mid < b for a, b in self._filled)
         feats: dict[str, np.ndarray] = {}
         for k in self.kinds:
             if not present:
