@@ -604,3 +604,42 @@ def test_run_takes_precision_bf16_where_the_cpu_has_it_else_one_line(tmp_path):
         one_line_error(r, 1, "bf16")
     one_line_error(affedge("run", DEMO_CLIP, "--precision", "bf16", "--backend", "ort-cpu",
                            "--max-frames", "3"), 1, "ort-cpu: no bf16 path")
+
+
+@needs_demo
+def test_a_stalled_stream_is_reported_while_the_run_waits_for_it(tmp_path):
+    """Found by a new-user trial: a camera stream that stalls (here its ffmpeg server stopped
+    with SIGSTOP) left the run silent until the stream's 10 s read timeout; the status line
+    now says within ~2 s that no frame came and the run waits, and the run goes on when the
+    stream comes back."""
+    import signal
+    import time
+
+    from tests.test_serve_helpers import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/live.ts"
+    server = subprocess.Popen(["ffmpeg", "-v", "error", "-re", "-stream_loop", "-1", "-i",
+                               str(DEMO_CLIP), "-c", "copy", "-f", "mpegts", "-listen", "1", url])
+    out = tmp_path / "c.csv"
+    try:
+        run = subprocess.Popen([sys.executable, "-m", "affedge.cli", "run", url, "--out",
+                                str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        end = time.monotonic() + 120
+        while time.monotonic() < end and not out.exists():
+            time.sleep(0.2)  # the first row is written: the stream runs
+        time.sleep(2)
+        server.send_signal(signal.SIGSTOP)  # the camera hangs
+        time.sleep(5)
+        rows_stalled = len(out.read_text().splitlines())
+        server.send_signal(signal.SIGCONT)
+        time.sleep(3)
+        server.kill()  # then it goes away
+        _, err = run.communicate(timeout=120)
+    finally:
+        server.kill()
+        server.wait(10)
+    notes = [ln for ln in err.splitlines() if "no frame for" in ln]
+    assert notes and "the source stalled; waiting for it" in notes[0], err
+    assert len(notes) <= 3, err  # one line every 2 s, not one per check
+    assert len(out.read_text().splitlines()) > rows_stalled, err  # it went on after the stall

@@ -19,6 +19,7 @@ import sys
 import time
 
 from affedge.commands.argtypes import at_least, positive_int, thread_count
+from affedge.commands.live_line import LiveLine
 from affedge.features.detectors import MIN_FACE_PX, available_detectors
 from affedge.features.detectors.blazeface import FULL_PASS_SLACK
 from affedge.formats import backend_help
@@ -254,35 +255,6 @@ class GracefulStop:
         return signal.Signals(self.signum).name if self.signum else ""
 
 
-class LiveLine:
-    """Prints ``fps, latency p50/p99, V/A`` about once per second (to stderr by default)."""
-
-    def __init__(self, rec, stream=None, every_s: float = 1.0, enabled: bool = True):
-        self.rec = rec
-        self.stream = stream or sys.stderr
-        self.every = every_s
-        self.enabled = enabled
-        self.t0 = self.t_last = time.monotonic()
-        self.n_last = 0
-        self.n = 0
-        self.fps = 0.0
-
-    def update(self, p) -> None:
-        self.n += 1
-        now = time.monotonic()
-        if now - self.t_last < self.every:
-            return
-        self.fps = (self.n - self.n_last) / (now - self.t_last)
-        self.t_last, self.n_last = now, self.n
-        if self.enabled:
-            s = self.rec.stats()
-            print(f"[{now - self.t0:6.1f}s] frame {p.frame:6d}  {self.fps:5.1f} fps  latency "
-                  f"p50 {s['latency_ms_p50']:.1f} ms p99 {s['latency_ms_p99']:.1f} ms  "
-                  f"V {p.valence_smoothed:+.2f} A {p.arousal_smoothed:+.2f}  conf "
-                  f"{p.confidence:.2f}  face {'Y' if p.face_present else 'N'} speech "
-                  f"{'Y' if p.speech_present else 'N'}", file=self.stream, flush=True)
-
-
 def have_pyav() -> bool:
     """PyAV (the optional ``av`` package, which reads a file's audio track) is importable."""
     try:
@@ -352,7 +324,7 @@ def stream_to_outputs(rec, video, audio, *, out=None, plot=None, show=False, rea
     if window is None and show:
         window = open_window(True)
     sink = out if isinstance(out, Sink) or out is None else open_sink(out)
-    live = LiveLine(rec, enabled=not (quiet or log.quiet()))
+    live = LiveLine(rec, enabled=not (quiet or log.quiet())).watch()
     preds = []
     frames = rec.run(video=video, audio=audio, realtime=realtime, max_frames=max_frames,
                      with_frames=True)
@@ -375,6 +347,7 @@ def stream_to_outputs(rec, video, audio, *, out=None, plot=None, show=False, rea
             if stop is not None and stop.stopped:
                 break
     finally:
+        live.close()
         frames.close()  # releases the camera/microphone now, not at garbage collection
         try:
             if sink is not None:
