@@ -166,3 +166,33 @@ def test_close_from_another_thread_waits_for_the_read_in_progress():
         assert time.monotonic() - t0 < 5.0
         assert done.wait(5.0), "the reader did not end after close()"
         assert got == list(range(len(got)))
+
+
+def test_a_broken_file_names_ffmpegs_cause_and_prints_no_native_lines(face_video, tmp_path):
+    """Python API, a truncated MP4 (its index is at the end, so FFmpeg finds no moov atom):
+    OpenCV's and FFmpeg's own stderr lines used to reach the app's stderr beside our error; now
+    FFmpeg's cause is in the error's one line and nothing native is printed. A line another
+    thread writes meanwhile still reaches stderr. Run in a fresh process: an in-process CLI
+    call elsewhere in the session silences FFmpeg for the whole process."""
+    import os
+    import subprocess
+    import sys
+
+    bad = tmp_path / "cut.mp4"
+    bad.write_bytes(face_video.path.read_bytes()[:20_000])
+    code = (
+        "import os, sys, threading\n"
+        "from affedge.sdk.sources import SourceError, open_video\n"
+        "from affedge.sdk.sources.native_stderr import captured_stderr\n"
+        "with captured_stderr():\n"
+        "    os.write(2, b'a line of the app\\n')\n"
+        "try:\n"
+        f"    open_video({str(bad)!r})\n"
+        "except SourceError as e:\n"
+        "    print(e)\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "cannot open video file" in r.stdout and "FFmpeg: moov atom not found" in r.stdout
+    assert r.stderr.splitlines() == ["a line of the app"], r.stderr

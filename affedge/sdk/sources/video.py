@@ -24,6 +24,7 @@ the consumer is too slow for, which simulates a camera from a recording.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -36,6 +37,7 @@ import cv2
 import numpy as np
 
 from ._errors import SourceError
+from .native_stderr import captured_stderr
 
 _URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _LIVE_SCHEMES = {"rtsp", "rtsps", "rtmp", "rtmps", "rtp", "udp", "tcp", "srt", "mms", "mmsh"}
@@ -209,10 +211,19 @@ class VideoSource:
         spec = self._spec
         if self.kind == "file" and not os.path.isabs(spec):
             spec = os.path.abspath(spec)
-        cap = cv2.VideoCapture(spec, api, params) if params else cv2.VideoCapture(spec, api)
-        if not cap.isOpened():
+        # OpenCV's and FFmpeg's own stderr lines for a file or URL it cannot open go into the
+        # error below ("moov atom not found"); a camera's probing keeps its own (native_stderr)
+        quiet = captured_stderr() if self.kind in ("file", "url") else contextlib.nullcontext()
+        with quiet as noise:
+            cap = cv2.VideoCapture(spec, api, params) if params else cv2.VideoCapture(spec, api)
+            opened = cap.isOpened()
+            if noise is not None:
+                noise.echo_native = opened
+        if not opened:
             cap.release()
-            raise SourceError(self._open_failure_message())
+            cause = noise.cause() if noise is not None else ""
+            raise SourceError(self._open_failure_message() + (f"; FFmpeg: {cause}" if cause
+                                                              else ""))
         return cap
 
     def _open_failure_message(self) -> str:
