@@ -106,6 +106,27 @@ def test_a_resumed_plan_counts_the_epochs_already_done():
     assert "~4 temporal epochs (after the 26 done before the stop)" in plan.describe()
 
 
+def test_the_plan_says_what_epochs_cost_after_an_encoder_release():
+    """Found by a new-user trial: the plan promised ~69 epochs of ~1.4 s and the run did 38,
+    because after a plateau the trainer releases deeper encoder groups and each epoch then
+    runs end to end through the encoder (16 s each on the quick start). The plan now says so,
+    with the cost estimated from the probed encoder time; without gradual release it does not.
+    """
+    data = _fold()  # 32 training windows of 64 frames (hop 32: TrainOptions' defaults)
+    fast = budget.Probe(cache_s_per_frame=1e-3, step_s=0.2)
+    plan = budget.make_plan(_opts(), data, fast, left_s=600, total_s=600, load_s=5,
+                            pretraining=False)
+    o = _opts()
+    steps = math.ceil(32 / o.e2e_batch_size)
+    want = 1e-3 * (budget.E2E_VS_FORWARD * steps * o.e2e_batch_size * o.window + 1.5 * 1800)
+    assert plan.release_epoch_s == pytest.approx(want)
+    assert plan.release_epoch_s > 10 * plan.epoch_s
+    assert f"epochs take ~{want:.0f} s" in plan.describe(), plan.describe()
+    flat = budget.make_plan(_opts(release=False), data, fast, left_s=600, total_s=600,
+                            load_s=5, pretraining=False)
+    assert flat.release_epoch_s == 0.0 and "epochs take" not in flat.describe()
+
+
 def test_probe_leaves_the_model_untouched():
     import torch
 

@@ -34,6 +34,10 @@ MIN_PRETRAIN_FRAMES = 2000
 END_RESERVE_S = 6.0  # plots, summary/checkpoint writes, the command's report, interpreter exit
 END_RESERVE_SHARE = 0.03
 TRAIN_VS_FORWARD = 3.0  # forward + backward + update ~ 3 forward passes (rule of thumb)
+#: an end-to-end step after the second release (forward through the encoder, backward through
+#: its released deeper groups only) ~ this many forward passes: measured with the synthetic quick
+#: start (mobile encoder, 2-core Xeon, 2026-12-02): 16.2-16.6 s per epoch, 28.4 s estimated at 3.0
+E2E_VS_FORWARD = 1.7
 
 
 def process_start_time() -> float:
@@ -116,6 +120,9 @@ class Plan:
     train_trials: int  # how many of the fold's training trials to use
     notes: list[str]
     done_epochs: int = 0  # finished before a --resume (not in ``epochs``)
+    #: one epoch after a plateau releases deeper encoder groups (windows end to end through the
+    #: encoder: ~11x ``epoch_s`` on the synthetic quick start); 0 without gradual release
+    release_epoch_s: float = 0.0
 
     def describe(self) -> str:
         pre = ("pretrain skipped" if self.pretrain_epochs == 0 else
@@ -123,11 +130,14 @@ class Plan:
                f"{self.pretrain_stride}th frame)")
         done = (f"(after the {self.done_epochs} done before the stop) "
                 if self.done_epochs else "")
+        later = (f"; after a plateau releases deeper encoder layers, epochs take "
+                 f"~{self.release_epoch_s:.0f} s" if self.release_epoch_s > 2 * self.epoch_s
+                 else "")
         s = (f"budget plan ({self.total_s / 60:g} min): data loaded in {self.load_s:.0f} s, {pre}, "
              f"cache {self.cache_s:.0f} s ({self.views} view(s), {self.train_trials} training "
              f"trials), time for ~{self.epochs} temporal epochs {done}"
              f"of ~{self.epoch_s:.1f} s (fewer if early stopping or the end of the "
-             f"learning-rate schedule comes first), {self.end_reserve_s + self.val_s:.0f} s "
+             f"learning-rate schedule comes first{later}), {self.end_reserve_s + self.val_s:.0f} s "
              f"kept for the final validation and writing")
         return s + "".join(f"\n  note: {n}" for n in self.notes)
 
@@ -272,8 +282,16 @@ def make_plan(opts, data, pr: Probe, left_s: float, total_s: float, load_s: floa
     if epochs < MIN_TEMPORAL_EPOCHS:
         notes.append(f"only ~{max(epochs, 0)} temporal epochs fit: the model may not learn; "
                      "give more --max-minutes, fewer/shorter videos or a smaller --encoder")
+    # after a plateau the trainer releases deeper encoder groups: windows then go end to end
+    # through the encoder (trainer.e2e_step_estimate's cost per step) and validation too
+    release_s = 0.0
+    if opts.release:
+        e2e_steps = math.ceil(n_win * use / max(n_trials, 1) / opts.e2e_batch_size)
+        release_s = pr.cache_s_per_frame * (E2E_VS_FORWARD * e2e_steps * opts.e2e_batch_size
+                                            * opts.window + 1.5 * val_frames)
     return Plan(load_s=load_s, total_s=total_s, left_s=left_s, end_reserve_s=end_s,
                 pretrain_epochs=pre_epochs, pretrain_stride=stride, pretrain_s=pre_s,
                 views=views, cache_s=cache_cost(views, use), epoch_s=epoch_s, val_s=val_s,
                 epochs=max(0, min(epochs, int(opts.epochs) - int(done_epochs))),
-                train_trials=use, notes=notes, done_epochs=int(done_epochs))
+                train_trials=use, notes=notes, done_epochs=int(done_epochs),
+                release_epoch_s=release_s)
