@@ -220,3 +220,40 @@ def test_a_fold_without_any_face_crop_is_refused(synth_dataset, tmp_path):
     with pytest.raises(ValueError, match="none of the .* labelled frames has a face crop"):
         load_fold(root, 0, cache_dir=tmp_path / "cache")
     assert load_fold(synth_dataset, 0, cache_dir=tmp_path / "cache2").train  # with faces: fine
+
+
+def test_videos_without_audio_train_visual_only(synth_dataset, tmp_path):
+    """A data set whose videos have no audio track (stripped with ffmpeg -an): the
+    audio-visual reader refuses it and says a visual-only model does not need audio; the
+    visual-only one (``train --modality v``) reads it with zero audio features. The cache
+    keeps the two apart."""
+    import subprocess
+
+    from affedge.training.fold_data import load_fold
+
+    root = tmp_path / "ds"
+    shutil.copytree(synth_dataset, root, ignore=shutil.ignore_patterns("*.npz"))
+    for v in (root / "raw_videos").glob("*.mp4"):
+        silent = v.with_name("silent.mp4")
+        subprocess.run(["ffmpeg", "-v", "error", "-i", str(v), "-an", "-c:v", "copy",
+                        str(silent)], check=True, timeout=60)
+        silent.replace(v)
+    cache = tmp_path / "cache"
+    fold = load_fold(root, 0, cache_dir=cache, require_audio=False)
+    assert fold.train and all(not a.any() for t in fold.train + fold.val for a in t.audio)
+    assert all(len(a) == len(t.labels) for t in fold.train for a in t.audio)
+    with pytest.raises(ValueError, match=r"no audio track .*--modality v, does not"):
+        load_fold(root, 0, cache_dir=cache)  # not served from the visual-only cache entries
+    # export --data of a visual-only model reads its parity sequence from the same videos
+    from affedge.config import ModelConfig
+    from affedge.export.parity import data_inputs
+
+    seq = data_inputs(root, ModelConfig(encoder="mobile", fusion=False), FeatureConfig(),
+                      n_frames=400)
+    assert seq.audio == {} and len(seq.frames) == len(seq.labels) > 0
+    # videos that have audio read the same either way
+    ref = load_fold(synth_dataset, 0, cache_dir=tmp_path / "c2")
+    vis = load_fold(synth_dataset, 0, cache_dir=tmp_path / "c3", require_audio=False)
+    for a, b in zip(ref.train, vis.train):
+        for x, y in zip(a.audio, b.audio):
+            np.testing.assert_array_equal(x, y)

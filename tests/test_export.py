@@ -195,3 +195,32 @@ def test_export_leaves_the_grad_mode_of_the_process_alone(exported):
     w = torch.ones(2, requires_grad=True)
     (w * 3).sum().backward()
     assert torch.equal(w.grad, torch.full((2,), 3.0))
+
+
+def test_a_visual_only_model_exports_to_every_torch_format_and_runs(tmp_path):
+    """Found while training ``--modality v`` on videos without audio: export stopped at
+    torch.export ("`inputs` has 1 elements, but `dynamic_shapes` has 2"): the window graph of
+    a visual-only model takes no audio, and its empty ``*audio`` still got a shape entry. The
+    bundle now exports, passes parity and runs frames without any audio."""
+    import argparse
+
+    from affedge.commands import export as cmd
+    from affedge.sdk.recognizer import Recognizer
+    from affedge.training.model import AffectModel, save_checkpoint
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(encoder="mobile", fusion=False)
+    ck = save_checkpoint(tmp_path / "ck", AffectModel(cfg).eval(), cfg, FeatureConfig(), {},
+                         {"seed": 0, "folds": [0], "data": "unit-test"})
+    out = tmp_path / "bundle"
+    p = argparse.ArgumentParser()
+    cmd.add_arguments(p)
+    assert cmd.run(p.parse_args([str(ck), "-o", str(out), "--format",
+                                 "onnx,torchscript,torch-export", "--parity-frames", "130",
+                                 "--force"])) == 0
+    arts = json.loads((out / "manifest.json").read_text())["artifacts"]
+    assert {a["format"] for a in arts} >= {"onnx", "torchscript", "torch-export"}
+    rng = np.random.default_rng(0)
+    with Recognizer(out, backend="onnxruntime") as rec:
+        p = rec.push_frame(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8), t=0.0)
+        assert np.isfinite(p.valence) and not p.audio_present

@@ -75,7 +75,8 @@ def _dynamic_shapes(args: Sequence[torch.Tensor], input_names: Sequence[str],
         out, i = [], 0
         for p in params:
             if p.kind == p.VAR_POSITIONAL:
-                out.append(tuple(spec[i:]))
+                if i < len(spec):  # (none left, e.g. a visual-only window: no entry at all)
+                    out.append(tuple(spec[i:]))
                 i = len(spec)
                 break
             if i < len(spec):

@@ -84,7 +84,7 @@ def data_inputs(data_dir: str | Path, model_cfg, feature_cfg, n_frames: int = 16
         from affedge.training.data.affwild2 import AffWild2VA
     except ImportError as exc:
         raise RuntimeError(f"--data needs affedge.training.data.affwild2 ({exc})") from None
-    ds = AffWild2VA(Path(data_dir), feature_cfg)
+    ds = AffWild2VA(Path(data_dir), feature_cfg, require_audio=bool(model_cfg.fusion))
     trials = []
     for part in ("Validation_Set", "validation", "Train_Set", "train"):
         try:

@@ -91,7 +91,8 @@ def untrained_metrics(opts: TrainOptions, data: FoldData, trials: list[Trial]) -
 
 def run_one(data_dir: str, heldout: str, out: Path, opts: TrainOptions, fold: int = 0) -> dict[str, Any]:
     t0 = time.time()
-    data = load_fold(data_dir, fold, cache_dir=opts.cache_dir)
+    data = load_fold(data_dir, fold, cache_dir=opts.cache_dir,
+                     require_audio=opts.modality == "av")
     load_s = time.time() - t0
     t1 = time.time()
     summary = train_fold(data_dir, out, fold=fold, opts=opts, data=data)

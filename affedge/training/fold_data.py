@@ -38,9 +38,11 @@ class FoldData:
 
 
 def load_fold(data_dir: str | Path, fold: int, feature_cfg: FeatureConfig | None = None,
-              cache_dir: str | Path | None = None) -> FoldData:
+              cache_dir: str | Path | None = None, require_audio: bool = True) -> FoldData:
     """Read the dataset, split it with ``six_fold_split`` and normalise audio with the fold's
-    training-trial statistics (PAPER.md §1.5, but train-only statistics, §8.2 #3)."""
+    training-trial statistics (PAPER.md §1.5, but train-only statistics, §8.2 #3).
+    ``require_audio=False`` (visual-only training): videos without an audio track are read
+    with zero audio features (``AffWild2VA``'s ``require_audio``)."""
     from affedge.features.frontend import dataset_frontend
     from affedge.training.data import affwild2, normalization
     from affedge.training.data import folds as folds_mod
@@ -49,7 +51,7 @@ def load_fold(data_dir: str | Path, fold: int, feature_cfg: FeatureConfig | None
     if not root.is_dir():
         raise FileNotFoundError(f"dataset directory not found: {root}")
     fcfg = feature_cfg or FeatureConfig()
-    ds = affwild2.AffWild2VA(root, fcfg, cache_dir=cache_dir)
+    ds = affwild2.AffWild2VA(root, fcfg, cache_dir=cache_dir, require_audio=require_audio)
     train_ids, val_ids = folds_mod.fold_trials(ds, fold)
     if not train_ids:
         raise ValueError(f"{root}: fold {fold} has no training trials")

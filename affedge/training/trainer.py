@@ -60,16 +60,8 @@ from affedge.training.predict import (  # noqa: F401  (re-exported: callers impo
 from affedge.training.pretrain import pretrain_encoder  # noqa: F401
 from affedge.training.selection import SelectionScore
 from affedge.training.train_utils import (  # noqa: F401
-    CsvLog,
-    _device,
-    _progress,
-    _state_copy,
-    load_pretrained_encoder,
-    optimizer_from_files,
-    optimizer_to_files,
-    read_csv,
-    set_seed,
-)
+    CsvLog, _device, _progress, _state_copy, load_pretrained_encoder, optimizer_from_files,
+    optimizer_to_files, read_csv, set_seed)
 
 
 # ============================================================================================
@@ -551,7 +543,8 @@ def train_fold(data_dir: str | Path, out_dir: str | Path, fold: int = 0,
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
     if data is None:
-        data = load_fold(data_dir, fold, cache_dir=opts.cache_dir)
+        data = load_fold(data_dir, fold, cache_dir=opts.cache_dir,
+                         require_audio=opts.modality == "av")
     load_s = time.time() - start
     model_cfg = model_config_for(opts, data.feature_cfg)
     set_seed(opts.seed)

@@ -120,6 +120,17 @@ def probe_video(path: str | os.PathLike) -> tuple[float, int]:
     return fps, n
 
 
+def has_audio_track(path: str | os.PathLike) -> bool:
+    """True when the video file has an audio stream (PyAV)."""
+    import av
+
+    try:
+        with av.open(str(path)) as c:
+            return bool(c.streams.audio)
+    except av.error.FFmpegError as exc:
+        raise ValueError(f"{path}: cannot read the video: {exc}") from None
+
+
 def decode_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
     """Audio track of a video -> mono float32 at ``sample_rate`` (PyAV decode, numpy resample).
 
@@ -135,7 +146,8 @@ def decode_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
     try:
         with av.open(str(path)) as c:
             if not c.streams.audio:
-                raise ValueError(f"{path}: no audio track (the VA reader needs the speech audio)")
+                raise ValueError(f"{path}: no audio track (the VA reader needs the speech "
+                                 f"audio; a visual-only model, --modality v, does not)")
             st = c.streams.audio[0]
             sr_in = int(st.rate or st.codec_context.sample_rate)
             v0 = 0.0
@@ -190,11 +202,16 @@ class AffWild2VA:
     feature_cfg: FeatureConfig for audio features and crop size (default FeatureConfig()).
     cache_dir: where preprocessed trials are cached as .npz (None: no cache).
     length_tolerance: largest accepted difference between annotation rows and video frames.
+    require_audio: False for a visual-only model (``train --modality v``): a video without an
+        audio track then gets zero audio features (the training mean after normalisation, and
+        the visual-only model reads none) instead of being refused.
     """
 
     def __init__(self, root: str | os.PathLike, feature_cfg: FeatureConfig | None = None,
-                 cache_dir: str | os.PathLike | None = None, length_tolerance: int = 5) -> None:
+                 cache_dir: str | os.PathLike | None = None, length_tolerance: int = 5,
+                 require_audio: bool = True) -> None:
         self.root = Path(root)
+        self.require_audio = bool(require_audio)
         self.cfg = feature_cfg or FeatureConfig()
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.length_tolerance = int(length_tolerance)
@@ -261,7 +278,8 @@ class AffWild2VA:
             return None
         key = json.dumps([READER_VERSION, FEATURES_VERSION, _file_sig(trial.annotation),
                           _file_sig(trial.video_path),
-                          _dir_sig(trial.crops_dir), to_dict(self.cfg), self.length_tolerance])
+                          _dir_sig(trial.crops_dir), to_dict(self.cfg), self.length_tolerance]
+                         + ([] if self.require_audio else ["audio optional"]))
         digest = hashlib.sha1(key.encode()).hexdigest()[:16]
         return self.cache_dir / f"{trial.partition}__{trial.name}__{digest}.npz"
 
@@ -332,6 +350,9 @@ class AffWild2VA:
         from affedge.features.align import sample_at
         from affedge.features.audio import extract
 
+        if not self.require_audio and not has_audio_track(trial.video_path):
+            return {name: np.zeros((len(times), self.cfg.stream_dim(name)), np.float32)
+                    for name in self.cfg.streams}
         key = (str(trial.video_path), tuple(_file_sig(trial.video_path)))
         if self._audio_memo is not None and self._audio_memo[0] == key:
             memo = self._audio_memo[1]  # the other person (_left/_right) of the same video
