@@ -375,9 +375,9 @@ class Recognizer:
                                "this Recognizer; close its iterator first, or push frames to "
                                "a second Recognizer")
         with self._tick_lock:
-            clock = push_clock(self._push_clock if self.engine.started else None, t,
-                               time.monotonic())
-            t = time.monotonic() if t is None else t
+            now = time.monotonic()
+            clock = push_clock(self._push_clock if self.engine.started else None, t, now)
+            t = now if t is None else t
             with self._front_lock:
                 self._epoch += 1
                 tick = self.engine.begin_tick(frame_bgr, float(t), api="push_frame")
