@@ -228,3 +228,37 @@ def test_recognizer_publish_tags_rows_and_refuses_names_a_topic_cannot_carry(tmp
     rows = [json.loads(x) for x in (tmp_path / "ok.jsonl").read_text().splitlines()]
     assert [r["frame"] for r in rows] == [0, 1, 2]
     assert {r["source"] for r in rows} == {"cam-1.front"}
+
+
+def test_a_file_per_visitor_with_publish_close_and_unpublish(tmp_path):
+    """Found by a new-user trial (a kiosk recording each visitor): once the app closed a file
+    that ``publish()`` returned, every later ``push_frame`` raised "I/O operation on closed
+    file" and nothing could remove the sink. A sink the app closed is now let go at the next
+    frame; ``unpublish(sink)`` lets go and closes at once; both leave the other outputs be."""
+    import cv2
+
+    from affedge.sdk.recognizer import DEMO_CLIP, Recognizer
+
+    cap = cv2.VideoCapture(str(DEMO_CLIP))
+    frames = [cap.read()[1] for _ in range(6)]
+    cap.release()
+    with Recognizer.demo() as rec:
+        seen = []
+        rec.on_prediction(lambda p: seen.append(p.frame))
+        first = rec.publish(tmp_path / "visitor1.csv")
+        for i in (0, 1):
+            rec.push_frame(frames[i], t=i / 30.0)
+        first.close()  # the visitor left: the app closes their file itself
+        second = rec.publish(tmp_path / "visitor2.jsonl")
+        for i in (2, 3):
+            rec.push_frame(frames[i], t=i / 30.0)
+        rec.unpublish(second)
+        assert second.closed
+        rec.push_frame(frames[4], t=4 / 30.0)
+        with pytest.raises(ValueError, match="unpublish: .* is not a sink this Recognizer"):
+            rec.unpublish(second)
+        assert len(rec._callbacks) == 1  # the app's own callback only
+    assert [r["frame"] for r in csv.DictReader((tmp_path / "visitor1.csv").open())] == ["0", "1"]
+    rows = [json.loads(x) for x in (tmp_path / "visitor2.jsonl").read_text().splitlines()]
+    assert [r["frame"] for r in rows] == [2, 3]
+    assert seen == [0, 1, 2, 3, 4]

@@ -42,6 +42,7 @@ import numpy as np
 from affedge.sdk.frame_checks import push_clock
 from affedge.sdk.parity_warning import warn_if_unchecked
 from affedge.sdk.prediction import Prediction
+from affedge.sdk.publishing import delivery, drop_sink
 from affedge.sdk.run_feeds import (FileAudioFeeder, FrameReader, check_file_exists,
                                    open_run_video, short_file_note)
 from affedge.sdk.subscription import END, Subscription
@@ -341,22 +342,31 @@ class Recognizer:
         return callback
 
     def publish(self, sink, source: str | None = None):
-        """Send every Prediction from now on to ``sink`` (a Sink, or a target for
-        :func:`affedge.sdk.sinks.open_sink`: ``"zmq://127.0.0.1:5556"``, ``"ws://..."``, a
-        .csv/.jsonl path, ``"-"``), tagged with ``source`` where the sink takes one. Returns
-        the sink; ``close()`` flushes and closes it."""
-        from affedge.sdk.sinks.base import as_sink, check_source_name, takes_source
+        """Send every Prediction from now on to ``sink`` (a Sink, or an
+        :func:`affedge.sdk.sinks.open_sink` target: ``"zmq://127.0.0.1:5556"``, ``"ws://..."``,
+        a .csv/.jsonl path, ``"-"``), tagged with ``source`` where the sink takes one; returns
+        the sink, which ``close()`` flushes and closes. A sink the app closes itself (a file per
+        visitor) is let go at the next Prediction; :meth:`unpublish` lets go and closes."""
+        from affedge.sdk.sinks.base import as_sink, check_source_name
 
         self._check_open()
         if source is not None:
             check_source_name(source)
         sink = as_sink(sink, "Recognizer.publish")
-        if takes_source(sink):
-            self.on_prediction(lambda p: sink.write(p, source=source))
-        else:
-            self.on_prediction(sink.write)
+        self.on_prediction(delivery(sink, source, self._let_go))
         self._owned_sinks.append(sink)
         return sink
+
+    def unpublish(self, sink) -> None:
+        """Stop sending Predictions to ``sink`` (one :meth:`publish` returned); close it."""
+        if not any(s is sink for s in self._owned_sinks):
+            raise ValueError(f"unpublish: {getattr(sink, 'target', sink)!r} is not a sink this "
+                             f"Recognizer publishes to (publish() returns the one to give)")
+        self._let_go(sink)
+        sink.close()
+
+    def _let_go(self, sink) -> None:
+        drop_sink(self._callbacks, self._owned_sinks, sink)
 
     # ------------------------------------------------------------------ push API
     def push_frame(self, frame_bgr: np.ndarray, t: float | None = None) -> Prediction:
@@ -423,7 +433,7 @@ class Recognizer:
         # every callback gets the prediction even when one before it raises; the first
         # exception then propagates (out of push_frame, or out of run()'s iterator)
         error: BaseException | None = None
-        for cb in self._callbacks:
+        for cb in list(self._callbacks):  # (a closed published sink lets go of itself)
             try:
                 cb(p)
             except BaseException as exc:  # noqa: BLE001  (re-raised below)
