@@ -128,6 +128,21 @@ def test_face_entering_is_found_two_frames_after_the_next_full_pass(synth_frames
     assert all(tracks[0][0] == 0 for _, tracks in got)
 
 
+@pytest.mark.parametrize("gone_at", [8, 9, 10, 11])
+def test_a_face_that_leaves_is_not_reported_from_the_older_pass(synth_frames, blazeface,
+                                                               gone_at):
+    """Found by a new-user trial: a visitor who left between a full pass and the frame its boxes
+    join (lag 2) was reported on that frame from the pass's older box: the region search around
+    the track found nothing, and the pass box was taken as a new face. A pass box over a
+    tracked face is that face: on every faceless frame, nothing is detected."""
+    blank = np.full_like(synth_frames[0], 110)
+    frames = [synth_frames[i] if i < gone_at else blank for i in range(gone_at + 8)]
+    search = TrackAssistedDetector(blazeface, 4, async_detect=True)
+    got = _run(search, frames)
+    assert all(len(dets) == 1 for dets, _ in got[:gone_at])
+    assert [i for i, (dets, _) in enumerate(got) if i >= gone_at and dets] == []
+
+
 def test_async_setting_is_checked_and_moot_with_a_pass_every_frame(blazeface):
     with pytest.raises(ValueError, match="async_detect must be True or False"):
         TrackAssistedDetector(blazeface, 4, async_detect="false")

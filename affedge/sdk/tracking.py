@@ -347,9 +347,11 @@ class TrackAssistedDetector:
     thread, and frame ``n`` gets region searches around the tracks like any other frame. At
     frame ``n + lag`` (always exactly ``lag`` frames later, see below) the pass's boxes are
     collected, waiting for the worker if it is not done, so the results never depend on
-    timing: a full-pass box not already found by this frame's region searches (IoU >
-    :data:`SAME_FACE_IOU`) seeds a region search around it on that frame (so the box is
-    framed on the current frame); if that search finds nothing, the older box is used.
+    timing: a full-pass box that is neither a box this frame's region searches found nor a
+    tracked face (IoU > :data:`SAME_FACE_IOU` with the track's predicted box: this frame's
+    search of it is newer) is a new face: it seeds a region search around it on that frame (so
+    the box is framed on the current frame); if that search finds nothing, the older box is
+    used.
     ``lag`` is :data:`ASYNC_LAG` (capped at ``detect_every``) for a detector whose class says
     ``concurrent_safe = True`` (its ``detect`` and ``detect_region`` may run at once on two
     threads: BlazeFace, whose model runner is thread-safe), so the pass has two frames' model
@@ -505,9 +507,14 @@ class TrackAssistedDetector:
                 return self._full_pass(frame)
             return self._region_detections(frame, self.regions(tracks), [])
         seeds = self._collect(n)  # the pass of frame n - lag, if one joins this frame
-        found = self._region_detections(frame, self.regions(tracks), [])
+        regions = self.regions(tracks)
+        found = self._region_detections(frame, regions, [])
+        # a pass box over a tracked face is that face, lag frames ago: this frame's search of
+        # it (found or not) is newer; only the others are new faces (a visitor who left was
+        # reported present for one more frame from the older box)
+        known = [_box(f) for f in found] + [pb for *_, pb in regions]
         new = [b for b in sorted(seeds, key=lambda b: -b.w * b.h)
-               if not any(iou(_box(b), _box(f)) > SAME_FACE_IOU for f in found)]
+               if not any(iou(_box(b), k) > SAME_FACE_IOU for k in known)]
         found = self._region_detections(frame, [self._region(_box(b)) for b in new], found,
                                         fallback=new)
         if full:
