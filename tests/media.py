@@ -283,12 +283,15 @@ def best_lag_correlation(a: np.ndarray, b: np.ndarray, max_lag: int) -> tuple[fl
 class MjpegServer:
     """Serve frames as multipart/x-mixed-replace JPEG (like an IP camera) on 127.0.0.1.
 
-    ``url`` is ``http://127.0.0.1:PORT/stream.mjpg``; frames loop forever at ``fps``. Use as a
+    ``url`` is ``http://127.0.0.1:PORT/stream.mjpg``; frames loop forever at ``fps``, sent
+    ``burst`` at a time back to back (a network camera's bursty delivery; 1: evenly). Use as a
     context manager; ``stop()`` ends the streams and the server thread."""
 
-    def __init__(self, frames: list[np.ndarray], fps: float = 25.0, port: int = 0):
+    def __init__(self, frames: list[np.ndarray], fps: float = 25.0, port: int = 0,
+                 burst: int = 1):
         self.jpegs = [cv2.imencode(".jpg", f, [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes() for f in frames]
         self.fps = fps
+        self.burst = int(burst)
         self._stop = threading.Event()
         self.frames_sent = 0
         server_self = self
@@ -315,6 +318,8 @@ class MjpegServer:
                         self.wfile.flush()
                         server_self.frames_sent += 1
                         i += 1
+                        if i % server_self.burst:
+                            continue  # the rest of the burst goes at once
                         delay = t0 + i / server_self.fps - time.monotonic()
                         if delay > 0:
                             server_self._stop.wait(delay)

@@ -4,8 +4,9 @@ File sources hand over every frame (a queue of :data:`FILE_QUEUE` frames; the re
 the inference loop, so nothing is skipped), paced to their media clock when asked (``pace``,
 ``affedge serve --realtime``; :class:`affedge.sdk.run_feeds.MediaPacer`, as
 ``Recognizer.run(realtime=True)``: a loop that falls behind delays the file instead of
-skipping frames). Live sources keep only the newest frame: frames
-the loop had no time for are counted and get stale Predictions, as in ``Recognizer.run``. A
+skipping frames). Live sources queue a burst of frames and skip to the newest once the loop
+falls behind (:mod:`affedge.sdk.sources.live_queue`): frames the loop had no time for are
+counted and get stale Predictions, as in ``Recognizer.run``. A
 live source that fails (camera unplugged, stream gone) is reported in :attr:`SourceWorker.error`
 and reopened after a growing pause (:data:`BACKOFF_S`), while the other sources go on.
 """
@@ -17,6 +18,7 @@ from collections import deque
 
 from affedge import log
 from affedge.sdk.run_feeds import MediaPacer, short_file_note
+from affedge.sdk.sources.live_queue import LiveQueue
 
 #: frames a file source reads ahead of the inference loop
 FILE_QUEUE = 4
@@ -39,7 +41,8 @@ class SourceWorker:
         self._notify = notify
         self._src = first
         self.live = bool(first.is_live) if first is not None else bool(live)
-        self._frames: deque = deque()
+        self._frames: deque = deque()  # a file's frames
+        self._live = LiveQueue()  # a live source's (affedge.sdk.sources.live_queue)
         self._lock = threading.Condition()
         self._stop = threading.Event()
         self.ended = False
@@ -60,14 +63,14 @@ class SourceWorker:
     # ------------------------------------------------------------------ consumer side
     def ready(self) -> bool:
         with self._lock:
-            return bool(self._frames)
+            return bool(self._frames) or bool(self._live)
 
     def take(self):
         """-> (frame, indices of the live frames skipped before it) or None."""
         with self._lock:
-            if not self._frames:
+            frame = self._frames.popleft() if self._frames else self._live.pop()
+            if frame is None:
                 return None
-            frame = self._frames.popleft()
             self._lock.notify_all()
         prev = self._last_index
         skipped = list(range(prev + 1, frame.index)) if prev is not None and self.live else []
@@ -147,12 +150,12 @@ class SourceWorker:
                 if delay > 0 and self._stop.wait(delay):
                     return
             with self._lock:
-                if self.live:
-                    self._frames.clear()  # only the newest frame matters
+                if self.live:  # a burst kept whole, the newest frame once the loop is behind
+                    self._live.put(frame)
                 else:
                     while len(self._frames) >= FILE_QUEUE and not self._stop.is_set():
                         self._lock.wait(0.1)
-                self._frames.append(frame)
+                    self._frames.append(frame)
             self._notify()
 
     def _close_source(self) -> None:

@@ -3,8 +3,9 @@
 IP cameras send audio in the same RTSP/HTTP/MPEG-TS stream as the video. :class:`NetworkAVSource`
 opens the URL once (FFmpeg's demuxer, via PyAV), decodes both streams on one thread, and stamps
 frames and audio with the stream's own presentation times (PTS), so lips and voice keep the
-alignment the camera sent. Video frames are delivered like a live :class:`VideoSource`: the
-newest frame, older ones skipped (``dropped``; indices count every decoded frame). Audio goes
+alignment the camera sent. Video frames are delivered like a live :class:`VideoSource`'s
+(:mod:`~affedge.sdk.sources.live_queue`: a burst kept whole, skipped to the newest frame when
+the reader falls behind, ``dropped``; indices count every decoded frame). Audio goes
 straight to ``on_audio(pcm, t, sample_rate)`` (e.g. a recognizer's
 ``engine.audio.push``; the audio timeline resamples it), as float32 mono (the channel mean,
 as :class:`~affedge.sdk.sources.audio.VideoAudioSource` downmixes files).
@@ -22,6 +23,7 @@ import time
 import numpy as np
 
 from ._errors import SourceError
+from .live_queue import LiveQueue
 from .video import VideoFrame
 
 #: FFmpeg open / read timeouts (s)
@@ -77,10 +79,9 @@ class NetworkAVSource:
         self._on_audio = on_audio
         #: its audio goes to ``on_audio`` itself (run() then opens no audio source of its own)
         self.pushes_audio = on_audio is not None
-        self.dropped = 0
         self.audio_chunks = 0
         self._cond = threading.Condition()
-        self._latest: VideoFrame | None = None
+        self._queue = LiveQueue()
         self._error: BaseException | None = None
         self._closed = False
         try:
@@ -139,26 +140,29 @@ class NetworkAVSource:
 
     def _deliver(self, image: np.ndarray, t: float) -> None:
         with self._cond:
-            if self._latest is not None:
-                self.dropped += 1
-            self._latest = VideoFrame(self.clock.next_index, t, image)
+            self._queue.put(VideoFrame(self.clock.next_index, t, image))
             self.clock.next_index += 1
             self._cond.notify_all()
 
+    @property
+    def dropped(self) -> int:
+        """Frames skipped while the reader was behind."""
+        return self._queue.dropped
+
     def read(self) -> VideoFrame | None:
-        """The newest frame (waits up to ``timeout`` s); None after close(); SourceError when
-        the stream ended or failed."""
+        """The next frame (waits up to ``timeout`` s; see the module docstring for skipping);
+        None after close(); SourceError when the stream ended or failed."""
         deadline = time.monotonic() + self.timeout
         with self._cond:
-            while self._latest is None and self._error is None and not self._closed:
+            while not self._queue and self._error is None and not self._closed:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise SourceError(f"no frame from {self.url} for {self.timeout:g} s")
                 self._cond.wait(left)
             if self._closed:
                 return None
-            if self._latest is not None:
-                frame, self._latest = self._latest, None
+            frame = self._queue.pop()
+            if frame is not None:
                 return frame
             raise self._error
 

@@ -15,9 +15,10 @@ video file         ``"clip.mp4"``                              no         media 
 (1) http(s) URLs that report a finite frame count (a plain file served over HTTP) are treated as
 files. (2) Pipelines that start from ``filesrc`` are treated as files.
 
-Live sources with ``realtime=True`` (their default) run a capture thread that always holds the
-newest frame: when the consumer is slower than the camera, stale frames are skipped (counted in
-``dropped``; ``VideoFrame.index`` counts every captured frame, so gaps are visible) instead of
+Live sources with ``realtime=True`` (their default) run a capture thread that queues frames
+while the consumer keeps up (a network camera's burst is kept whole) and skips to the newest
+once it falls behind (:mod:`affedge.sdk.sources.live_queue`: a frame waited 0.1 s), counted in
+``dropped`` (``VideoFrame.index`` counts every captured frame, so gaps are visible), instead of
 queueing up latency (ARCHITECTURE.md §5: stale video frames may be skipped). Files are read
 frame by frame; ``realtime=True`` on a file paces delivery to the media clock and skips frames
 the consumer is too slow for, which simulates a camera from a recording.
@@ -37,6 +38,7 @@ import cv2
 import numpy as np
 
 from ._errors import SourceError
+from .live_queue import LiveQueue
 from .native_stderr import captured_stderr
 
 _URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -129,10 +131,10 @@ class VideoSource:
         self._lock = threading.Condition()
         self._cap_lock = threading.RLock()  # a file's read() vs close() from another thread
         self._thread: threading.Thread | None = None
-        self._latest: VideoFrame | None = None
+        self._queue = LiveQueue()  # a live source's frames (live_queue: bursts kept whole)
         self._error: BaseException | None = None
         self._stop = threading.Event()
-        self.dropped = 0
+        self._skipped_files = 0  # frames a realtime file skipped
 
         if self.kind == "file":
             path = Path(self._spec)
@@ -313,7 +315,7 @@ class VideoSource:
             if not self._cap.grab():
                 return
             self._index += 1
-            self.dropped += 1
+            self._skipped_files += 1
 
     def _make_frame(self, image: np.ndarray, t: float) -> VideoFrame:
         if image.ndim == 2:
@@ -353,9 +355,7 @@ class VideoSource:
             while not self._stop.is_set():
                 frame = self._capture_live()
                 with self._lock:
-                    if self._latest is not None:
-                        self.dropped += 1
-                    self._latest = frame
+                    self._queue.put(frame)
                     self._lock.notify_all()
         except BaseException as e:  # noqa: BLE001  (handed to the consumer by read())
             with self._lock:
@@ -363,6 +363,12 @@ class VideoSource:
                 self._lock.notify_all()
 
     # ------------------------------------------------------------------ public API
+
+    @property
+    def dropped(self) -> int:
+        """Frames skipped: a live source's while its reader was behind (live_queue), a realtime
+        file's whose time had passed."""
+        return self._queue.dropped + self._skipped_files
 
     def read(self) -> VideoFrame | None:
         """The next frame; None at the end of a file (or after close()).
@@ -380,13 +386,13 @@ class VideoSource:
             return self._capture_next()
         deadline = time.monotonic() + self.timeout
         with self._lock:
-            while self._latest is None and self._error is None and not self._closed:
+            while not self._queue and self._error is None and not self._closed:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise SourceError(f"no frame from {self.name} for {self.timeout:g} s")
                 self._lock.wait(left)
-            if self._latest is not None:
-                frame, self._latest = self._latest, None
+            frame = self._queue.pop()
+            if frame is not None:
                 return frame
             if self._closed:
                 return None
