@@ -431,7 +431,7 @@ class AudioTimeline:
                 self._counters["late"] += 1
         elif self.kinds:
             self._check_overrun(t)
-            if not self._had_audio:
+            if not self._had_audio and not self._pcm_ring.overruns:  # (an overrun says why)
                 self._check_clocks(t)
         speech = False
         if self._vad is not None and self._row_present(self._vad_ring, t):
