@@ -169,8 +169,9 @@ def test_close_from_another_thread_waits_for_the_read_in_progress():
 
 
 def test_a_broken_file_names_ffmpegs_cause_and_prints_no_native_lines(face_video, tmp_path):
-    """Python API, a truncated MP4 (its index is at the end, so FFmpeg finds no moov atom):
-    OpenCV's and FFmpeg's own stderr lines used to reach the app's stderr beside our error; now
+    """Python API, a truncated MP4 (its index is at the end, so FFmpeg finds no moov atom) and
+    a camera index with no camera: OpenCV's and FFmpeg's own stderr lines used to reach the
+    app's stderr beside our error; now
     FFmpeg's cause is in the error's one line and nothing native is printed. A line another
     thread writes meanwhile still reaches stderr. Run in a fresh process: an in-process CLI
     call elsewhere in the session silences FFmpeg for the whole process."""
@@ -186,13 +187,15 @@ def test_a_broken_file_names_ffmpegs_cause_and_prints_no_native_lines(face_video
         "from affedge.sdk.sources.native_stderr import captured_stderr\n"
         "with captured_stderr():\n"
         "    os.write(2, b'a line of the app\\n')\n"
-        "try:\n"
-        f"    open_video({str(bad)!r})\n"
-        "except SourceError as e:\n"
-        "    print(e)\n")
+        "for spec in (" + repr(str(bad)) + ", 7):  # a broken file, a camera that is not there\n"
+        "    try:\n"
+        "        open_video(spec)\n"
+        "    except SourceError as e:\n"
+        "        print(e)\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")}
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                        timeout=120)
     assert r.returncode == 0, r.stderr
     assert "cannot open video file" in r.stdout and "FFmpeg: moov atom not found" in r.stdout
+    assert "cannot open camera index 7" in r.stdout  # (OpenCV's V4L2 warnings went too)
     assert r.stderr.splitlines() == ["a line of the app"], r.stderr

@@ -25,7 +25,6 @@ the consumer is too slow for, which simulates a camera from a recording.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import re
@@ -213,17 +212,15 @@ class VideoSource:
         spec = self._spec
         if self.kind == "file" and not os.path.isabs(spec):
             spec = os.path.abspath(spec)
-        # OpenCV's and FFmpeg's own stderr lines for a file or URL it cannot open go into the
-        # error below ("moov atom not found"); a camera's probing keeps its own (native_stderr)
-        quiet = captured_stderr() if self.kind in ("file", "url") else contextlib.nullcontext()
-        with quiet as noise:
+        # OpenCV's and FFmpeg's own stderr lines about a source it cannot open ("can't open
+        # camera by index", "moov atom not found") give way to the error below, which names
+        # FFmpeg's cause (native_stderr); they are written as before when the source opens
+        with captured_stderr() as noise:
             cap = cv2.VideoCapture(spec, api, params) if params else cv2.VideoCapture(spec, api)
-            opened = cap.isOpened()
-            if noise is not None:
-                noise.echo_native = opened
+            opened = noise.echo_native = cap.isOpened()
         if not opened:
             cap.release()
-            cause = noise.cause() if noise is not None else ""
+            cause = noise.cause()
             raise SourceError(self._open_failure_message() + (f"; FFmpeg: {cause}" if cause
                                                               else ""))
         return cap
