@@ -111,3 +111,48 @@ def test_dashboard_shows_no_data_without_the_token(tmp_path, browser):
     finally:
         srv.signal(signal.SIGTERM)
         srv.wait(60)
+
+
+def test_a_published_recognizer_shows_fps_and_latency_without_status(browser):
+    """Found by a new-user trial: the page fed by ``Recognizer.publish("ws://...")`` showed
+    "–" for fps, latency and frames (they came only from affedge serve's status messages).
+    The page now works them out from the predictions themselves."""
+    import threading
+
+    import cv2
+
+    from affedge.sdk.recognizer import Recognizer
+
+    cap = cv2.VideoCapture(str(DEMO_CLIP))
+    frames = [cap.read()[1] for _ in range(60)]
+    cap.release()
+    port = free_port()
+    stop = threading.Event()
+    with Recognizer.demo() as rec:
+        rec.publish(f"ws://127.0.0.1:{port}", source="kiosk")
+
+        def feed():
+            i = 0
+            while not stop.is_set():
+                rec.push_frame(frames[i % len(frames)], t=i / 30.0)
+                i += 1
+                time.sleep(1 / 30)
+
+        th = threading.Thread(target=feed, daemon=True)
+        th.start()
+        try:
+            browser.get(f"http://127.0.0.1:{port}/")
+            card = 'section.card[data-source="kiosk"] '
+
+            def field(name):
+                return browser.find_element(By.CSS_SELECTOR, card + f".val-{name}").text
+
+            fps = float(wait_for(lambda: (x := field("fps")) not in ("", "–") and x))
+            lat = wait_for(lambda: (x := field("lat")) and "–" not in x and x)
+            assert 5.0 < fps < 60.0, fps  # pushed at ~30 fps
+            p50, p99 = (float(v) for v in lat.replace(" ms", "").split(" / "))
+            assert 0 < p50 <= p99, lat
+            assert int(wait_for(lambda: int(field("n")) > 10 and field("n"))) > 10
+        finally:
+            stop.set()
+            th.join(10)

@@ -5,6 +5,7 @@
 (function () {
   const WINDOW_S = 30;          // traces show the last 30 s of each source's own clock
   const MAX_POINTS = 3000;      // per source (30 s at 100 fps)
+  const RECENT_MS = 5000;       // fps and latency from the last 5 s of predictions (no status)
   const sources = new Map();    // name -> {card, points: [[t, v, a]], last, status}
   const conn = document.getElementById("conn");
   const main = document.getElementById("sources");
@@ -51,7 +52,8 @@
     const err = el("div", "err", "");
     c.append(h, row, stats, err);
     main.appendChild(c);
-    s = {card: c, state, trace, circ, f, err, points: [], last: null, status: null};
+    s = {card: c, state, trace, circ, f, err, points: [], last: null, status: null,
+         recent: [], received: 0};
     sources.set(name, s);
     return s;
   }
@@ -68,7 +70,22 @@
     s.points.push([p.timestamp, v, a]);
     if (s.points.length > MAX_POINTS) s.points.splice(0, s.points.length - MAX_POINTS);
     s.last = p;
+    // fps, latency and frames from the predictions themselves, for a stream that sends no
+    // status (Recognizer.publish("ws://..."): only affedge serve's hub sends status)
+    const now = performance.now();
+    s.recent.push([now, p.latency_ms]);
+    while (s.recent.length && now - s.recent[0][0] > RECENT_MS) s.recent.shift();
+    s.received += 1;
     s.dirty = true;
+  }
+
+  function fromPredictions(s) {
+    const r = s.recent;
+    const lat = r.map(x => x[1]).filter(x => typeof x === "number").sort((a, b) => a - b);
+    const q = (f) => lat.length ? lat[Math.min(lat.length - 1, Math.floor(f * lat.length))] : null;
+    const span = r.length > 1 ? (r[r.length - 1][0] - r[0][0]) / 1000 : 0;
+    return {fps: span > 0 ? (r.length - 1) / span : null, latency_ms_p50: q(0.5),
+            latency_ms_p99: q(0.99), frames: s.received};
   }
 
   function onStatus(st) {
@@ -93,10 +110,13 @@
       }
       if (st) {
         s.state.textContent = st.state + (st.reconnects ? ` · ${st.reconnects} reconnects` : "");
-        s.f.fps.textContent = fmt(st.fps, 1);
-        s.f.lat.textContent = `${fmt(st.latency_ms_p50, 1)} / ${fmt(st.latency_ms_p99, 1)} ms`;
-        s.f.n.textContent = String(st.frames);
         s.err.textContent = st.error ? "⚠ " + st.error : "";
+      }
+      const m = st || (p ? fromPredictions(s) : null);
+      if (m) {
+        s.f.fps.textContent = fmt(m.fps, 1);
+        s.f.lat.textContent = `${fmt(m.latency_ms_p50, 1)} / ${fmt(m.latency_ms_p99, 1)} ms`;
+        s.f.n.textContent = String(m.frames);
       }
       drawTrace(s);
       drawCirc(s);
