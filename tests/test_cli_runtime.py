@@ -153,7 +153,7 @@ def test_precision_int8_needs_the_bundles_int8_encoder(bundle_dir, av_clip, tmp_
     bundle, which has one, runs it."""
     d, _ = av_clip
     out = tmp_path / "p.csv"
-    with pytest.raises(ValueError, match="--precision int8: bundle .* has no int8 encoder"):
+    with pytest.raises(ValueError, match="precision int8: bundle .* has no int8 encoder"):
         cli("run", [str(d / "av.mp4"), "--bundle", str(bundle_dir), "--precision", "int8",
                     "--out", str(out), "-q"])
     assert not out.exists() or out.read_text().count("\n") <= 1  # no prediction rows

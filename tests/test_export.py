@@ -197,30 +197,63 @@ def test_export_leaves_the_grad_mode_of_the_process_alone(exported):
     assert torch.equal(w.grad, torch.full((2,), 3.0))
 
 
-def test_a_visual_only_model_exports_to_every_torch_format_and_runs(tmp_path):
+@pytest.fixture(scope="module")
+def visual_bundle(tmp_path_factory):
+    """A visual-only model (no audio branch) exported without an int8 encoder; the export's
+    exit code with it."""
+    import argparse
+
+    from affedge.commands import export as cmd
+    from affedge.training.model import AffectModel, save_checkpoint
+
+    tmp = tmp_path_factory.mktemp("visual")
+    torch.manual_seed(0)
+    cfg = ModelConfig(encoder="mobile", fusion=False)
+    ck = save_checkpoint(tmp / "ck", AffectModel(cfg).eval(), cfg, FeatureConfig(), {},
+                         {"seed": 0, "folds": [0], "data": "unit-test"})
+    out = tmp / "bundle"
+    p = argparse.ArgumentParser()
+    cmd.add_arguments(p)
+    rc = cmd.run(p.parse_args([str(ck), "-o", str(out), "--format",
+                               "onnx,torchscript,torch-export", "--parity-frames", "130",
+                               "--force"]))
+    return rc, out
+
+
+def test_a_visual_only_model_exports_to_every_torch_format_and_runs(visual_bundle):
     """Found while training ``--modality v`` on videos without audio: export stopped at
     torch.export ("`inputs` has 1 elements, but `dynamic_shapes` has 2"): the window graph of
     a visual-only model takes no audio, and its empty ``*audio`` still got a shape entry. The
     bundle now exports, passes parity and runs frames without any audio."""
-    import argparse
-
-    from affedge.commands import export as cmd
     from affedge.sdk.recognizer import Recognizer
-    from affedge.training.model import AffectModel, save_checkpoint
 
-    torch.manual_seed(0)
-    cfg = ModelConfig(encoder="mobile", fusion=False)
-    ck = save_checkpoint(tmp_path / "ck", AffectModel(cfg).eval(), cfg, FeatureConfig(), {},
-                         {"seed": 0, "folds": [0], "data": "unit-test"})
-    out = tmp_path / "bundle"
-    p = argparse.ArgumentParser()
-    cmd.add_arguments(p)
-    assert cmd.run(p.parse_args([str(ck), "-o", str(out), "--format",
-                                 "onnx,torchscript,torch-export", "--parity-frames", "130",
-                                 "--force"])) == 0
+    rc, out = visual_bundle
+    assert rc == 0
     arts = json.loads((out / "manifest.json").read_text())["artifacts"]
     assert {a["format"] for a in arts} >= {"onnx", "torchscript", "torch-export"}
     rng = np.random.default_rng(0)
     with Recognizer(out, backend="onnxruntime") as rec:
         p = rec.push_frame(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8), t=0.0)
         assert np.isfinite(p.valence) and not p.audio_present
+
+
+def test_int8_on_a_bundle_without_an_int8_encoder_is_refused_everywhere(visual_bundle):
+    """Found by a new-user trial: ``bench --precision int8`` on a bundle without an int8
+    encoder measured its fp32 graph and reported "precision int8", and
+    ``Recognizer(..., backend_options={"precision": "int8"})`` ran fp32 silently (``run``
+    alone refused). One check now refuses all of them, naming the export that adds one."""
+    import subprocess
+    import sys
+
+    from affedge.sdk.recognizer import Recognizer
+
+    _, out = visual_bundle
+    for backend in ("onnxruntime", "openvino", "auto", ["onnxruntime", "openvino"]):
+        with pytest.raises(ValueError, match=r"precision int8: bundle .* has no int8 encoder; "
+                                             r"export one with `affedge export"):
+            Recognizer(out, backend=backend, backend_options={"precision": "int8"})
+    r = subprocess.run([sys.executable, "-m", "affedge.cli", "bench", str(out), "--precision",
+                        "int8", "--frames", "5", "--no-roofline", "--no-reference"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "has no int8 encoder" in r.stderr, r.stderr[-800:]
+    assert "precision int8" not in r.stdout

@@ -520,13 +520,8 @@ def recognizer_options(args) -> dict:
 
 def apply_runtime_args(rec, args) -> None:
     """What the shared runtime options need once the recognizer exists: torch backends take
-    their thread count from torch, not from a session option; ``--precision int8`` needs the
-    bundle's int8 encoder (the backends fall back to fp32 without one, which a user who asked
-    for int8 would not notice)."""
-    if args.precision == "int8" and rec.bundle.find("encoder", "onnx-int8") is None:
-        raise ValueError(f"--precision int8: bundle {args.bundle or '(the demo)'} has no int8 "
-                         f"encoder; export one with `affedge export CHECKPOINT --format onnx --int8 "
-                         f"--calib DATA_DIR`")
+    their thread count from torch, not from a session option (``--precision int8`` without
+    the bundle's int8 encoder was refused when the backend was made: select.check_precision)."""
     warning = (rec.bundle.manifest.get("training") or {}).get("warning")
     if warning:  # an export --force of a model that did not learn: say so on every run
         print(f"WARNING: bundle {args.bundle or '(the demo)'}: {warning}", file=sys.stderr)

@@ -51,6 +51,7 @@ def select_backend(bundle: Bundle | str | os.PathLike, backend: str = "auto",
         raise ValueError(f"unknown backend option{'s' if len(unknown) > 1 else ''} "
                          f"{', '.join(map(repr, unknown))}; the backends take "
                          f"{', '.join(sorted(KNOWN_OPTIONS))}")
+    check_precision(bundle, options.get("precision"))
     candidates = ALIASES.get(backend, (backend,))
     report: list[tuple[str, str, str]] = []
     for name in candidates:
@@ -68,6 +69,16 @@ def select_backend(bundle: Bundle | str | os.PathLike, backend: str = "auto",
         return be
     lines = "\n".join(f"  {n}: {why}" for n, _, why in report)
     raise RuntimeError(f"no backend can run bundle {bundle.source} here:\n{lines}")
+
+
+def check_precision(bundle: Bundle, precision: str | None) -> None:
+    """ValueError for int8 on a bundle without an int8 encoder: the ONNX backends would run its
+    fp32 graph instead, and ``bench --precision int8`` reported that run as int8."""
+    if precision == "int8" and not any(a["name"] == "encoder" and a["precision"] == "int8"
+                                       for a in bundle.manifest["artifacts"]):
+        raise ValueError(f"precision int8: bundle {bundle.source} has no int8 encoder; export "
+                         f"one with `affedge export CHECKPOINT --format onnx --int8 --calib "
+                         f"DATA_DIR`")
 
 
 def describe_selection(backend: Backend) -> str:
