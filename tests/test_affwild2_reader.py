@@ -257,3 +257,24 @@ def test_videos_without_audio_train_visual_only(synth_dataset, tmp_path):
     for a, b in zip(ref.train, vis.train):
         for x, y in zip(a.audio, b.audio):
             np.testing.assert_array_equal(x, y)
+
+
+def test_a_refused_training_run_leaves_no_empty_run_folder(synth_dataset, synth_record, tmp_path):
+    """Found by a new-user trial: ``affedge train`` refused a data set (crops saved as .png)
+    with a clear message but left ``runs/x/fold0/`` behind, empty."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = tmp_path / "ds"
+    shutil.copytree(synth_dataset, root, ignore=shutil.ignore_patterns("*.npz"))
+    for d in (root / "cropped_aligned").iterdir():
+        for f in list(d.iterdir()):
+            f.rename(f.with_suffix(".png"))
+    run = tmp_path / "runs" / "x"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    r = subprocess.run([sys.executable, "-m", "affedge.cli", "train", str(root), "--encoder",
+                        "mobile", "--out", str(run), "--max-minutes", "1"],
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode != 0 and "00001.jpg" in r.stderr, r.stderr[-600:]
+    assert not run.exists()

@@ -127,6 +127,24 @@ def test_the_plan_says_what_epochs_cost_after_an_encoder_release():
     assert flat.release_epoch_s == 0.0 and "epochs take" not in flat.describe()
 
 
+def test_a_budget_that_cannot_hold_one_trial_is_refused_with_the_minutes_it_needs():
+    """Found by a new-user trial: IR-50 on a 2-core CPU with --max-minutes 1.5 planned "cache
+    82 s ... training on 1 of the 8 training trials so that caching them takes <= 35 % of the
+    budget" (it was 91 %) and then ran 145 s. A budget that cannot cache one trial and train a
+    few epochs is now refused before any of that, with the minutes it needs."""
+    data = _fold()  # 7 200 training + 1 800 validation frames
+    ir50 = budget.Probe(cache_s_per_frame=0.08, step_s=0.2)  # 72 s for one trial's frames
+    with pytest.raises(ValueError, match=r"--max-minutes 1\.5 is too short for encoder 'ir50' "
+                                         r"on this machine: .* give --max-minutes (\d+(\.5)?) "
+                                         r"or more, or --encoder mobile") as e:
+        budget.make_plan(_opts(encoder="ir50"), data, ir50, left_s=85, total_s=90, load_s=5,
+                         pretraining=False)
+    need = float(e.value.args[0].split("give --max-minutes ")[1].split()[0])
+    ok = budget.make_plan(_opts(encoder="ir50"), data, ir50, left_s=60 * need - 5,
+                          total_s=60 * need, load_s=5, pretraining=False)
+    assert ok.epochs >= budget.MIN_TEMPORAL_EPOCHS  # the minutes it names are enough
+
+
 def test_probe_leaves_the_model_untouched():
     import torch
 

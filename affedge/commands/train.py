@@ -117,6 +117,16 @@ def _quiet() -> bool:
     return log.quiet()
 
 
+def drop_empty_run(out: Path) -> None:
+    """Remove ``out`` when nothing but empty folders is in it (a refusal or an interrupt came
+    before the first file: ``runs/x/fold0/`` was left behind, empty)."""
+    if not out.is_dir() or any(p.is_file() for p in out.rglob("*")):
+        return
+    for d in sorted(out.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        d.rmdir()
+    out.rmdir()
+
+
 def check_dataset_size(data: Path, folds: list[int]) -> None:
     """Refuse a data set too small for 6-fold cross-validation, saying how many videos it needs
     (affedge.training.data.folds.six_fold_split: the Train_Set is cut into
@@ -188,6 +198,7 @@ def run(args: argparse.Namespace) -> int:
                        f"(--folds 0)")
     out = Path(args.out or f"runs/{args.encoder}-{args.modality}")
     check_run_dir(out, args.resume)
+    existed = out.exists()
     if not log.verbose():
         log.filter_third_party_warnings(import_first=("torch",))
     from affedge.commands.termination import Terminated, cleanup_on_termination
@@ -208,6 +219,8 @@ def run(args: argparse.Namespace) -> int:
         raise
     finally:
         ddp.shutdown()
+        if not existed:
+            drop_empty_run(out)  # a run refused or stopped before writing anything
     if not is_main:
         return 0
     best_fold = max(summary["folds"], key=lambda f: _mean_ccc(summary["folds"][f]))

@@ -268,10 +268,20 @@ def make_plan(opts, data, pr: Probe, left_s: float, total_s: float, load_s: floa
     use = n_trials  # (the validation frames are cached whatever the plan: not in the cap)
     while use > 1 and cache_cost(views, use) - cache_cost(0) > cap:
         use -= 1
+    first = cache_cost(views, 1) + MIN_TEMPORAL_EPOCHS * epoch_cost(1)
+    if first > avail - pre_s:  # not even one trial's cache and a few epochs: refuse now
+        need = math.ceil(2 * (total_s - avail + first) / 60) / 2
+        raise ValueError(
+            f"--max-minutes {total_s / 60:g} is too short for encoder {opts.encoder!r} on this "
+            f"machine: caching one training trial and the validation frames and "
+            f"{MIN_TEMPORAL_EPOCHS} epochs take ~{first:.0f} s of the {max(avail, 0):.0f} s "
+            f"left; give --max-minutes {need:g} or more"
+            + (", or --encoder mobile" if opts.encoder != "mobile" else ""))
     if use < n_trials:
         notes.append(f"the budget is small for this machine's speed: training on {use} of the "
-                     f"{n_trials} training trials so that caching them takes <= "
-                     f"{CACHE_SHARE:.0%} of the budget")
+                     f"{n_trials} training trials so that caching them takes "
+                     + (f"<= {CACHE_SHARE:.0%} of the budget" if cache_cost(views, use)
+                        - cache_cost(0) <= cap else f"as little as it can ({use} trial)"))
     epoch_s = epoch_cost(use)
     epochs = int((avail - pre_s - cache_cost(views, use)) // max(epoch_s, 1e-9))
     if epochs < MIN_TEMPORAL_EPOCHS and pre_epochs:

@@ -146,7 +146,7 @@ class FrameFeatureCache:
     def fingerprint(self) -> str:
         return module_fingerprint(self._frozen_modules())
 
-    def _compute(self, frames: np.ndarray, view: View) -> torch.Tensor:
+    def _compute(self, frames: np.ndarray, view: View, bar=None) -> torch.Tensor:
         outs = []
         dev = next(self.encoder.parameters()).device
         for s in range(0, len(frames), self.batch_size):
@@ -157,6 +157,8 @@ class FrameFeatureCache:
                 y = self.encoder(x)
             outs.append(y.to(device="cpu", dtype=self.store_dtype))
             self.n_computed += len(x)
+            if bar is not None:
+                bar.update(len(x))
         return torch.cat(outs) if outs else torch.empty(0)
 
     @torch.no_grad()
@@ -175,15 +177,18 @@ class FrameFeatureCache:
         was = [m.training for m in self._frozen_modules()]
         for m in self._frozen_modules():
             m.eval()
-        try:
-            it = todo
-            if progress:
-                from tqdm import tqdm
+        bar = None
+        if progress:  # counted in frames: one long trial (an IR-50 on a CPU) is minutes
+            from tqdm import tqdm
 
-                it = tqdm(todo, desc=f"cache {self.level}", leave=False, unit="trial")
-            for key, v in it:
-                self._store[(key, v)] = self._compute(trials[key], self.views[v])
+            bar = tqdm(total=sum(len(trials[k]) for k, _ in todo), desc=f"cache {self.level}",
+                       leave=False, unit="frame")
+        try:
+            for key, v in todo:
+                self._store[(key, v)] = self._compute(trials[key], self.views[v], bar)
         finally:
+            if bar is not None:
+                bar.close()
             for m, w in zip(self._frozen_modules(), was):
                 m.train(w)
         return True

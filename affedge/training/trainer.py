@@ -329,7 +329,8 @@ class TemporalTrainer:
         self.model.eval()
         mine = self.dist.shard(np.arange(len(self.data.val)), 0, pad=False)
         if self.cache is not None:  # validation uses the centre view (view 0)
-            self.cache.refresh({self.data.val[i].key: self.data.val[i].frames for i in mine}, views=[0])
+            self.cache.refresh({self.data.val[i].key: self.data.val[i].frames for i in mine}, views=[0],
+                               progress=self.opts.progress and self.dist.is_main)
         ys, ps, by_trial = [], [], {}
         for vi in mine:
             t = self.data.val[vi]
