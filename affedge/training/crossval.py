@@ -110,6 +110,14 @@ def cross_validate(data_dir: str | Path, out_dir: str | Path, folds: list[int],
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
     resume = getattr(train_kwargs.get("opts"), "resume", False) or train_kwargs.get("resume")
+    if resume and train_kwargs.get("opts") is not None:  # before any data is loaded or cached
+        for f in folds:
+            ck = next((d for d in (out / f"fold{f}" / "best", out / f"fold{f}" / "last")
+                       if (d / "config.json").is_file()), None)
+            if ck is not None:
+                feats = json.loads((ck / "config.json").read_text()).get("features") or {}
+                check_same_model(ck, model_config_for(train_kwargs["opts"],
+                                                      from_dict(FeatureConfig, feats)))
     for i, f in enumerate(folds):
         done = out / f"fold{f}" / "summary.json"
         if resume and done.is_file():  # finished before the stop: keep it, train the rest

@@ -160,11 +160,17 @@ def check_same_model(ckpt_dir: str | Path, model_cfg: ModelConfig) -> None:
     saved = json.loads((Path(ckpt_dir) / "config.json").read_text()).get("model") or {}
     mine = json.loads(json.dumps(to_dict(model_cfg)))
     diff = [k for k in mine if k in saved and saved[k] != mine[k]]
+
+    def said(k, v) -> str:  # in the command's own words where an option sets it
+        if k == "fusion":
+            return f"--modality {'av' if v else 'v'}"
+        return f"--encoder {v}" if k == "encoder" else f"{k}={v!r}"
+
     if diff:
         raise ValueError(f"--resume: {ckpt_dir} was trained with "
-                         + ", ".join(f"{k}={saved[k]!r}" for k in diff)
+                         + ", ".join(said(k, saved[k]) for k in diff)
                          + "; this command asks for "
-                         + ", ".join(f"{k}={mine[k]!r}" for k in diff)
+                         + ", ".join(said(k, mine[k]) for k in diff)
                          + " (resume with the run's options, or train into another --out)")
 
 
