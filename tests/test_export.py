@@ -257,3 +257,23 @@ def test_int8_on_a_bundle_without_an_int8_encoder_is_refused_everywhere(visual_b
                        capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and "has no int8 encoder" in r.stderr, r.stderr[-800:]
     assert "precision int8" not in r.stdout
+
+
+def test_a_visual_only_bundle_says_so_in_doctor_and_run(visual_bundle, tmp_path):
+    """Found by a new-user trial: ``doctor --bundle`` did not show that a bundle is visual only,
+    and ``run`` on a clip with sound said "(audio: video)" and decoded a track the model never
+    reads."""
+    import subprocess
+    import sys
+
+    from affedge.sdk.recognizer import DEMO_CLIP
+
+    _, out = visual_bundle
+    doc = subprocess.run([sys.executable, "-m", "affedge.cli", "doctor", "--bundle", str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert f"bundle: {out} (encoder mobile, visual only," in doc.stdout, doc.stdout
+    r = subprocess.run([sys.executable, "-m", "affedge.cli", "run", str(DEMO_CLIP), "--bundle",
+                        str(out), "--max-frames", "3", "--out", str(tmp_path / "p.csv")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-600:]
+    assert "(audio: none: a visual-only bundle)" in r.stderr, r.stderr[-600:]

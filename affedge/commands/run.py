@@ -571,7 +571,10 @@ def run(args) -> int:
     try:
         with GracefulStop() as stop, Recognizer(bundle, **opts) as rec:
             apply_runtime_args(rec, args)
-            log.status(f"affedge run: {source} (audio: {audio or 'none'}), backend "
+            heard = audio or "none"
+            if audio is not None and not rec.engine.audio_streams:
+                audio, heard = None, "none: a visual-only bundle"  # (not read at all)
+            log.status(f"affedge run: {source} (audio: {heard}), backend "
                        f"{rec.backend_name}, bundle sha256:{rec.bundle.digest[:12]} "
                        f"({identity_note(rec.bundle.signature_status, _signed(rec.bundle))})")
             t0 = time.monotonic()

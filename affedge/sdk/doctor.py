@@ -294,6 +294,7 @@ def _bundle(path, expect_digest: str | None = None, trust=None) -> dict:
     out: dict[str, Any] = {
         "path": str(path),
         "encoder": b.model_config().encoder,
+        "modality": "audio-visual" if b.model_config().fusion else "visual only",
         "receptive_field": b.receptive_field,
         "artifacts": [f"{a['name']} {a['format']} {a['precision']}" for a in b.artifacts],
         "front_end": _try(_front_end, b),
@@ -465,8 +466,8 @@ def format_report(rep: dict) -> str:
         if "error" in b and len(b) == 1:
             lines.append(f"bundle: {_fmt(b)}")
         else:
-            lines.append(f"bundle: {b['path']} (encoder {b['encoder']}, receptive field "
-                         f"{b['receptive_field']} frames)")
+            lines.append(f"bundle: {b['path']} (encoder {b['encoder']}, {b['modality']}, "
+                         f"receptive field {b['receptive_field']} frames)")
             lines.append(f"  digest {b.get('digest')} ({b.get('signature')})")
             lines.append("  training: " + _training_line(b.get("training")))
             lines.append("  person baseline: " + _baseline_line(b.get("person_baseline"),
