@@ -143,6 +143,13 @@ def test_parity_helpers():
     table = P.format_table([{"artifact": "encoder", "format": "onnx", "precision": "fp32",
                              "size": 2_000_000, "outputs": {"embedding": e}, "status": "pass"}])
     assert "encoder" in table and "2.00" in table and "pass" in table
+    assert "report:" not in table
+    # a status "report" is explained under the table (a new-user trial found it nowhere)
+    table = P.format_table([{"artifact": "encoder", "format": "onnx-int8", "precision": "int8",
+                             "size": 1_000_000, "outputs": {"embedding": e},
+                             "ccc": {"max_delta": 0.02}, "status": "report"}])
+    assert table.splitlines()[-1].startswith("report: an int8 artifact outside the fp32 limit "
+                                             "(CCC delta > 0.005)")
 
 
 def test_export_rejects_bad_requests(checkpoint, tmp_path):

@@ -267,4 +267,8 @@ def format_table(records: Sequence[dict[str, Any]]) -> str:
             f"{r['artifact']:9s} {r['format']:13s} {r['precision']:5s} "
             f"{size:>8s} {worst['max_abs']:12.3e} {worst['max_rel']:12.3e} "
             f"{'' if cd is None else f'{cd:.5f}':>9s}  {r['status']}")
+    if any(r["status"] == "report" for r in records):
+        lines.append(f"report: an int8 artifact outside the fp32 limit (CCC delta > "
+                     f"{CCC_TOLERANCE:g}): kept, and a run with --precision int8 warns that "
+                     f"its outputs moved")
     return "\n".join(lines)
