@@ -5,7 +5,15 @@ imports torch, TensorRT or pyaudio; names below load their modules on first use.
 """
 from __future__ import annotations
 
+import os
+
 __version__ = "0.1.0"
+
+# ONNX Runtime's wheels (1.29 on) collect usage telemetry on Linux and macOS too: a device id
+# and an event cache under ~/.cache/Microsoft/DeveloperTools/.onnxruntime, uploaded when a
+# network is there. ORT_DISABLE_TELEMETRY=1, read when ONNX Runtime starts, turns all of it off
+# (checked here: with it nothing is written); a value the user set wins
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 __all__ = ["Recognizer", "Prediction", "load_bundle", "__version__"]
 
