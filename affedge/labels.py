@@ -65,7 +65,7 @@ def read_labels(path: str | os.PathLike) -> dict[int, tuple[float, float]]:
     except FileNotFoundError:
         raise FileNotFoundError(f"labels file not found: {path}") from None
     except UnicodeDecodeError:
-        raise ValueError(f"{path}: not a text labels file") from None
+        raise ValueError(f"{path}: not a text labels file {FORMATS}") from None
     if _header(first) == ["valence", "arousal"]:
         ann = read_annotation(path)
         return {i: (float(v), float(a)) for i, (v, a) in enumerate(ann)
@@ -73,7 +73,24 @@ def read_labels(path: str | os.PathLike) -> dict[int, tuple[float, float]]:
     try:
         return _read_frame_csv(path)
     except UnicodeDecodeError:
-        raise ValueError(f"{path}: not a text labels file") from None
+        raise ValueError(f"{path}: not a text labels file {FORMATS}") from None
+
+
+#: what read_labels takes, for its refusals
+FORMATS = ("(labels are an Aff-Wild2 annotation, a 'valence,arousal' header and one row per "
+           "frame, or a 'frame,valence,arousal' CSV)")
+
+
+def coverage_note(labels: dict, n_frames: int) -> str | None:
+    """A warning when labels cannot be the clip's: they label frames past its end (more than
+    the 5-frame tolerance Aff-Wild2's reader allows), or end before 90 % of it."""
+    if not labels or n_frames <= 0:
+        return None
+    last = max(labels) + 1
+    if last > n_frames + 5 or last < 0.9 * n_frames:
+        return (f"the labels cover frames 0-{last - 1} but the clip has {n_frames} frames: "
+                f"labels of another clip?")
+    return None
 
 
 def _header(line: str) -> list[str]:

@@ -643,3 +643,26 @@ def test_a_stalled_stream_is_reported_while_the_run_waits_for_it(tmp_path):
     assert notes and "the source stalled; waiting for it" in notes[0], err
     assert len(notes) <= 3, err  # one line every 2 s, not one per check
     assert len(out.read_text().splitlines()) > rows_stalled, err  # it went on after the stall
+
+
+@needs_demo
+def test_demo_labels_of_another_clip_draw_a_warning(tmp_path):
+    """Found by a new-user trial: ``demo --clip A --labels B`` scored clip A against another
+    video's labels without a word; and a non-text labels file was refused without saying
+    which formats are taken."""
+    from affedge.sdk.recognizer import DEMO_LABELS
+
+    rows = DEMO_LABELS.read_text().splitlines()
+    short = tmp_path / "other.txt"  # the labels of a shorter video
+    short.write_text("\n".join(rows[:401]) + "\n")
+    r = affedge("demo", "--fast", "--labels", short, "--out-dir", tmp_path / "o")
+    assert r.returncode == 0, r.stderr
+    last = rows[400].split(",")[0]
+    assert f"--labels {short}: the labels cover frames 0-{last} but the clip has 600 frames: " \
+        "labels of another clip?" in r.stderr, r.stderr[-800:]
+    ok = affedge("demo", "--fast", "--out-dir", tmp_path / "o2")
+    assert ok.returncode == 0 and "labels of another clip" not in ok.stderr
+    binary = tmp_path / "gt.npz"
+    binary.write_bytes(b"PK\x03\x04\x14\x00\x00\x00\x08\x00\xff\xfe")
+    r = affedge("demo", "--fast", "--labels", binary, "--out-dir", tmp_path / "o3")
+    assert r.returncode != 0 and "'frame,valence,arousal' CSV" in r.stderr, r.stderr[-500:]

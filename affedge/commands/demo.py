@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from affedge.labels import read_labels  # demo --labels reads both formats
+from affedge.labels import coverage_note, read_labels  # both label formats
 
 HELP = "run the built-in demo clip through the streaming pipeline and score it"
 
@@ -132,6 +132,10 @@ def run(args) -> int:
                                   title="affedge demo: prediction vs labels", stop=stop,
                                   window=window)
         log.status(summary_line(rec, preds, time.monotonic() - t0))
+        cut = stop.stopped or getattr(stop, "lost", None)  # (the clip was not read to its end)
+        note = None if cut or labels is None else coverage_note(labels, len(preds))
+        if note:
+            log.status(f"affedge demo: warning: --labels {labels_path}: {note}")
         stats = rec.stats()
     result = {"clip": str(clip), "bundle": str(bundle), "frames": len(preds), "stats": stats}
     if labels is not None and len(preds) >= 2:
