@@ -145,6 +145,21 @@ def test_a_budget_that_cannot_hold_one_trial_is_refused_with_the_minutes_it_need
     assert ok.epochs >= budget.MIN_TEMPORAL_EPOCHS  # the minutes it names are enough
 
 
+def test_folds_cut_unlike_by_the_budget_are_pointed_out():
+    """Found by a new-user trial: ``--folds all --max-minutes 2`` trained the folds on 2, 3, 4,
+    5, 8 and 8 trials and printed their mean without a word."""
+    from affedge.commands.train import unlike_folds_note
+
+    def summary(*trials):
+        return {"folds": {str(i): {"plan": {"train_trials": n}} for i, n in enumerate(trials)}}
+
+    assert unlike_folds_note(summary(2, 3, 8)) == (
+        "note: the folds trained on 2-8 trials each (the budget cut some): the mean mixes "
+        "unlike folds; give more --max-minutes")
+    assert unlike_folds_note(summary(8, 8)) is None
+    assert unlike_folds_note({"folds": {"0": {"plan": None}}}) is None  # no --max-minutes
+
+
 def test_probe_leaves_the_model_untouched():
     import torch
 

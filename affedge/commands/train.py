@@ -117,6 +117,17 @@ def _quiet() -> bool:
     return log.quiet()
 
 
+def unlike_folds_note(summary: dict) -> str | None:
+    """A note when the budget cut some folds' training trials (``--folds all`` on a short
+    --max-minutes): their mean mixes folds that saw unlike amounts of data."""
+    used = sorted({(r.get("plan") or {}).get("train_trials") for r in
+                   summary["folds"].values()} - {None})
+    if len(used) < 2:
+        return None
+    return (f"note: the folds trained on {used[0]}-{used[-1]} trials each (the budget cut "
+            f"some): the mean mixes unlike folds; give more --max-minutes")
+
+
 def drop_empty_run(out: Path) -> None:
     """Remove ``out`` when nothing but empty folders is in it (a refusal or an interrupt came
     before the first file: ``runs/x/fold0/`` was left behind, empty)."""
@@ -241,6 +252,9 @@ def run(args: argparse.Namespace) -> int:
         mean = summary["mean"]
         print("mean over folds: " + "  ".join(f"{k} {v:.4f}" for k, v in mean.items()
                                               if isinstance(v, (int, float))))
+        note = unlike_folds_note(summary)
+        if note:
+            print(note, file=sys.stderr)
         if args.json:
             with open(args.json, "w", encoding="utf-8") as fh:
                 json.dump(summary, fh, indent=2, default=str)
