@@ -147,6 +147,19 @@ def test_bad_inputs_are_refused_before_any_work(ckpt, tmp_path, opts, says):
     assert not out.exists() and not export_temp_dirs(tmp)
 
 
+def test_data_in_another_layout_is_refused_before_any_work(ckpt, tmp_path):
+    """Found by a new-user trial: ``--data data/raw_videos`` (a folder, not the data set's
+    root) ran the exports (~15 s) before saying the layout was wrong."""
+    (tmp_path / "raw_videos").mkdir()
+    out, tmp = tmp_path / "b", tmp_path / "tmp"
+    t0 = time.monotonic()
+    r = export(ckpt, "-o", out, "--format", "onnx", "--data", tmp_path / "raw_videos",
+               tmpdir=tmp)
+    one_line_error(r, 1, "missing folder annotations/VA_Set/")
+    assert time.monotonic() - t0 < 30, "reported only after exporting"
+    assert not out.exists() and not export_temp_dirs(tmp)
+
+
 def test_api_refuses_missing_calib_and_data_before_any_work(ckpt, tmp_path):
     from affedge.export.api import export_bundle
 

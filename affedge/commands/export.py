@@ -138,6 +138,13 @@ def check_inputs(args: argparse.Namespace) -> None:
     if args.data is not None and not Path(args.data).is_dir():
         raise FileNotFoundError(f"--data {args.data}: no such directory (give an Aff-Wild2-layout "
                                 "data set)")
+    if args.data is not None:  # its layout too, before minutes of export work
+        from affedge.training.data.affwild2 import AffWild2VA
+
+        try:
+            AffWild2VA(Path(args.data))
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"--data {exc}") from None
 
 
 def run(args: argparse.Namespace) -> int:
