@@ -554,11 +554,10 @@ def test_an_out_path_in_missing_folders_creates_them_and_says_so(tmp_path):
     assert r.returncode == 0 and "created the folder" not in r.stderr, r.stderr
 
 
-@needs_demo
-def test_a_stream_that_disconnects_mid_run_still_gets_its_plot_and_summary(tmp_path):
-    """Found by a new-user trial: ``run URL --out c.csv --plot p.png`` whose camera stream
-    died (the commonest end of a kiosk run) exited with the error alone: no plot, no summary,
-    no "wrote" line (a signal got all three)."""
+def _run_on_a_live_stream(tmp_path, first_row, then, *args):
+    """``affedge run URL ARGS`` against an FFmpeg HTTP stream of the demo clip; once
+    ``first_row`` exists (the stream runs) and 2 s more, ``then(server)`` acts on the FFmpeg
+    server, which is killed afterwards -> (the run's exit code, its stderr)."""
     import time
 
     from tests.test_serve_helpers import free_port
@@ -567,43 +566,36 @@ def test_a_stream_that_disconnects_mid_run_still_gets_its_plot_and_summary(tmp_p
     server = subprocess.Popen(["ffmpeg", "-v", "error", "-re", "-stream_loop", "-1", "-i",
                                str(DEMO_CLIP), "-c", "copy", "-f", "mpegts", "-listen", "1", url])
     try:
-        run = subprocess.Popen([sys.executable, "-m", "affedge.cli", "run", url, "--out",
-                                str(tmp_path / "c.csv"), "--plot", str(tmp_path / "p.png")],
+        run = subprocess.Popen([sys.executable, "-m", "affedge.cli", "run", url, *map(str, args)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "PYTHONPATH": str(ROOT)})
         end = time.monotonic() + 120
-        while time.monotonic() < end and not (tmp_path / "c.csv").exists():
+        while time.monotonic() < end and not first_row.exists():
             time.sleep(0.2)  # the first row is written: the stream runs
         time.sleep(2)
-        server.kill()  # the camera goes away
+        then(server)
+        server.kill()
         _, err = run.communicate(timeout=120)
     finally:
         server.kill()
         server.wait(10)
-    rows = (tmp_path / "c.csv").read_text().splitlines()
-    assert run.returncode == 1 and len(rows) > 30, err
-    last = err.strip().splitlines()[-1]
-    assert "stopped delivering frames" in last and f"after {len(rows) - 1} frames" in last, err
-    assert (tmp_path / "p.png").stat().st_size > 10_000
-    assert f"wrote {tmp_path / 'c.csv'}, {tmp_path / 'p.png'}" in err and " fps)" in err, err
+    return run.returncode, err
 
 
 @needs_demo
-def test_run_takes_precision_bf16_where_the_cpu_has_it_else_one_line(tmp_path):
-    """Found by a new-user trial: the README advertises OpenVINO bf16, but ``run --precision
-    bf16`` was an argparse "invalid choice" (only Python's backend_options reached it)."""
-    pytest.importorskip("openvino")
-    from affedge.sdk.backends.openvino_backend import openvino_device_lines
-
-    has_bf16 = any("CPU" in x and "BF16" in x for x in openvino_device_lines())
-    r = affedge("run", DEMO_CLIP, "--precision", "bf16", "--backend", "openvino",
-                "--max-frames", "3", "--audio", "none")
-    if has_bf16:
-        assert r.returncode == 0 and "(encoder bf16)" in r.stderr, r.stderr
-    else:
-        one_line_error(r, 1, "bf16")
-    one_line_error(affedge("run", DEMO_CLIP, "--precision", "bf16", "--backend", "ort-cpu",
-                           "--max-frames", "3"), 1, "ort-cpu: no bf16 path")
+def test_a_stream_that_disconnects_mid_run_still_gets_its_plot_and_summary(tmp_path):
+    """Found by a new-user trial: ``run URL --out c.csv --plot p.png`` whose camera stream
+    died (the commonest end of a kiosk run) exited with the error alone: no plot, no summary,
+    no "wrote" line (a signal got all three)."""
+    csv_path, png = tmp_path / "c.csv", tmp_path / "p.png"
+    rc, err = _run_on_a_live_stream(tmp_path, csv_path, lambda server: None,  # then it dies
+                                    "--out", csv_path, "--plot", png)
+    rows = csv_path.read_text().splitlines()
+    assert rc == 1 and len(rows) > 30, err
+    last = err.strip().splitlines()[-1]
+    assert "stopped delivering frames" in last and f"after {len(rows) - 1} frames" in last, err
+    assert png.stat().st_size > 10_000
+    assert f"wrote {csv_path}, {png}" in err and " fps)" in err, err
 
 
 @needs_demo
@@ -615,34 +607,21 @@ def test_a_stalled_stream_is_reported_while_the_run_waits_for_it(tmp_path):
     import signal
     import time
 
-    from tests.test_serve_helpers import free_port
-
-    url = f"http://127.0.0.1:{free_port()}/live.ts"
-    server = subprocess.Popen(["ffmpeg", "-v", "error", "-re", "-stream_loop", "-1", "-i",
-                               str(DEMO_CLIP), "-c", "copy", "-f", "mpegts", "-listen", "1", url])
     out = tmp_path / "c.csv"
-    try:
-        run = subprocess.Popen([sys.executable, "-m", "affedge.cli", "run", url, "--out",
-                                str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-        end = time.monotonic() + 120
-        while time.monotonic() < end and not out.exists():
-            time.sleep(0.2)  # the first row is written: the stream runs
-        time.sleep(2)
+    stalled = []
+
+    def stall(server):
         server.send_signal(signal.SIGSTOP)  # the camera hangs
         time.sleep(5)
-        rows_stalled = len(out.read_text().splitlines())
+        stalled.append(len(out.read_text().splitlines()))
         server.send_signal(signal.SIGCONT)
-        time.sleep(3)
-        server.kill()  # then it goes away
-        _, err = run.communicate(timeout=120)
-    finally:
-        server.kill()
-        server.wait(10)
+        time.sleep(3)  # then it goes away
+
+    _, err = _run_on_a_live_stream(tmp_path, out, stall, "--out", out)
     notes = [ln for ln in err.splitlines() if "no frame for" in ln]
     assert notes and "the source stalled; waiting for it" in notes[0], err
     assert len(notes) <= 3, err  # one line every 2 s, not one per check
-    assert len(out.read_text().splitlines()) > rows_stalled, err  # it went on after the stall
+    assert len(out.read_text().splitlines()) > stalled[0], err  # it went on after the stall
 
 
 @needs_demo
