@@ -51,8 +51,8 @@ class LiveLine:
 
     def _watch(self) -> None:
         while not self._done.wait(STALL_NOTE_S / 4):
-            idle = time.monotonic() - self.t_frame
             now = time.monotonic()
+            idle = now - self.t_frame
             if self.n and idle >= STALL_NOTE_S and now - self._t_note >= STALL_NOTE_S:
                 self._t_note = now
                 print(f"[{now - self.t0:6.1f}s] no frame for {idle:.0f} s: the source "

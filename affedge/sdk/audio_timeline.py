@@ -23,10 +23,11 @@ Policies
     by silence so the clocks stay aligned, as long as the gap fits in the PCM ring (a frame whose
     feature row is centred in that silence reads it as missing audio: it is no sound that was
     heard); a longer gap restarts the timeline at the chunk's timestamp (nothing is allocated
-    for the gap); counted in ``stats()["audio_gaps_filled"]``. A chunk that starts before the end of the audio
-    already pushed by more than ``gap_tolerance`` (resent, duplicated or late audio) loses the
-    samples that time already has (a chunk wholly in the past is dropped), so the audio stays
-    on the caller's clock; counted in ``stats()["audio_overlaps"]``, with one RuntimeWarning.
+    for the gap); counted in ``stats()["audio_gaps_filled"]``. A chunk that starts before the
+    end of the audio already pushed by more than ``gap_tolerance`` (resent, duplicated or late
+    audio) loses the samples that time already has (a chunk wholly in the past is dropped), so
+    the audio stays on the caller's clock; counted in ``stats()["audio_overlaps"]``, with one
+    RuntimeWarning.
     Within ``gap_tolerance`` (clock jitter) a chunk continues the timeline.
   * Samples: integer arrays are scaled by their dtype's full scale; float samples beyond
     +-MAX_FLOAT_PEAK, Python lists of integers and 64-bit integers are refused (their scale is

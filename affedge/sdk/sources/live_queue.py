@@ -52,6 +52,3 @@ class LiveQueue:
 
     def __len__(self) -> int:
         return len(self._q)
-
-    def clear(self) -> None:
-        self._q.clear()
