@@ -134,7 +134,13 @@ def _one_line_warnings(prefix: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from affedge import log
+    from affedge.plugins import load_plugins
 
+    try:  # before the parser: their detectors are --detector choices
+        load_plugins()
+    except ImportError as exc:
+        print(f"affedge: error: {exc}", file=sys.stderr)
+        return 1
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):

@@ -175,7 +175,7 @@ def _open_outputs(hub, args, cfg, token) -> dict:
     _no_duplicates([t for t in map(lambda x: _with_host(x, host), publish)
                     if not t.endswith(":0")], "--publish",  # (port 0: a free port each)
                    "the same address would be bound twice")
-    _no_duplicates([t if t == "-" else os.path.abspath(t) for t in outs], "--out",
+    _no_duplicates([t if t == "-" or "://" in t else os.path.abspath(t) for t in outs], "--out",
                    "two writers would share it")
     # every target's kind is checked before anything binds or opens (a bad --out used to be
     # refused after the ZeroMQ socket had been bound and announced)
@@ -187,9 +187,9 @@ def _open_outputs(hub, args, cfg, token) -> dict:
             raise ValueError(f"--publish {target}: use zmq://HOST:PORT or ws://HOST:PORT "
                              f"(files and '-' go to --out)")
     for target in outs:
-        if "://" in target:
+        if target.split("://", 1)[0].lower() in ("zmq", "ws") and "://" in target:
             raise ValueError(f"--out {target}: network outputs go to --publish")
-        if not known_target(target):
+        if not known_target(target):  # (a plugin's registered scheme, e.g. sqlite://, is one)
             raise ValueError(f"--out {target}: {unknown_kind(target)}")
     if token and not any(scheme == "ws" for _, _, scheme in pubs):
         _say("affedge serve: warning: the token protects ws:// outputs only, and there is none "
@@ -207,7 +207,7 @@ def _open_outputs(hub, args, cfg, token) -> dict:
             bound["zmq"].append(sink.url)
             _say(f"affedge serve: ZeroMQ PUB on {sink.endpoint} (one topic per source)")
     for target in outs:
-        if target != "-":
+        if target != "-" and "://" not in target:
             # created at the first Prediction (checked now): a serve stopped before any leaves
             # an earlier file at that path whole, as affedge run does
             check_out_file(target)
