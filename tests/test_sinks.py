@@ -262,3 +262,30 @@ def test_a_file_per_visitor_with_publish_close_and_unpublish(tmp_path):
     rows = [json.loads(x) for x in (tmp_path / "visitor2.jsonl").read_text().splitlines()]
     assert [r["frame"] for r in rows] == [2, 3]
     assert seen == [0, 1, 2, 3, 4]
+
+
+def test_a_published_file_is_created_at_its_first_row(tmp_path):
+    """Found by a new-user trial (batch re-runs): ``Recognizer.publish("keep.csv")`` truncated
+    the file at once, so a run whose video did not open left a header-only file where a good
+    one had been; ``affedge run --out`` kept it whole. Now both create it at the first row."""
+    from affedge.sdk.recognizer import Recognizer
+    from affedge.sdk.sources import SourceError
+
+    keep = tmp_path / "keep.csv"
+    keep.write_text("frame,valence\n0,0.5\n")
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00" * 2048)
+    with Recognizer.demo() as rec:
+        sink = rec.publish(keep)
+        with pytest.raises(SourceError):
+            for _ in rec.run(str(bad)):
+                pass
+        assert keep.read_text() == "frame,valence\n0,0.5\n"  # untouched
+        rec.unpublish(sink)
+        with pytest.raises(FileNotFoundError, match="no folder"):
+            rec.publish(tmp_path / "nope" / "x.csv")
+        rec.publish(keep)
+        from affedge.sdk.recognizer import DEMO_CLIP
+
+        n = sum(1 for _ in rec.run(str(DEMO_CLIP), max_frames=3))
+    assert n == 3 and len(keep.read_text().splitlines()) == 4  # header + 3 rows

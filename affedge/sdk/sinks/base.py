@@ -73,9 +73,20 @@ def register_sink(key: str):
 
 def as_sink(sink, where: str):
     """``sink`` itself when it can take Predictions (has ``write``), a target string or path
-    opened with :func:`open_sink`; TypeError naming ``where`` otherwise."""
+    opened with :func:`open_sink` (a file at its first row); TypeError naming ``where``
+    otherwise."""
     if isinstance(sink, (str, os.PathLike)):
-        return open_sink(sink)
+        target = os.fspath(sink)
+        if target == "-" or "://" in target or not known_target(target):
+            return open_sink(target)  # (an unknown kind: its refusal)
+        parent = os.path.dirname(os.path.abspath(target))
+        if not os.path.isdir(parent):
+            raise FileNotFoundError(f"{where}: {target}: no folder {parent}")
+        from affedge.sdk.sinks.combine import DeferredSink
+
+        # created at its first row, as affedge run's --out: a run whose source never opened
+        # leaves an earlier file at that path whole (it was truncated at once)
+        return DeferredSink(target, create_if_empty=False)
     if not callable(getattr(sink, "write", None)):
         raise TypeError(f"{where} needs a Sink (an object with write(prediction)) or a "
                         f"target such as 'out.jsonl' or 'zmq://127.0.0.1:5556', got "
