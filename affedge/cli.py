@@ -45,8 +45,8 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("output")
     x = g.add_mutually_exclusive_group()
     x.add_argument("-q", "--quiet", action="store_true",
-                   help="no progress bars and no status lines; errors and the result are "
-                        "still printed")
+                   help="no progress bars and no status lines; errors, the result and "
+                        "warnings about damaged input are still printed")
     x.add_argument("-v", "--verbose", action="store_true",
                    help="debug detail, third-party warnings and error tracebacks (replaces "
                         "the deprecated AFFEDGE_DEBUG=1)")

@@ -582,10 +582,12 @@ def run(args) -> int:
                                       realtime=args.realtime, max_frames=args.max_frames,
                                       title=f"affedge run {source}", stop=stop, window=window)
             sink = None
+            # (damaged input is part of the result: said under -q too, which keeps only errors
+            # and the result)
             for err in rec.audio_errors:
-                log.status(f"affedge run: audio: {err}")
+                print(f"affedge run: audio: {err}", file=sys.stderr, flush=True)
             for note in rec.source_notes:
-                log.status(f"affedge run: warning: {note}")
+                print(f"affedge run: warning: {note}", file=sys.stderr, flush=True)
             log.status(summary_line(rec, preds, time.monotonic() - t0))
     finally:
         if sink is not None:  # the model failed to load: keep no half-made output
