@@ -210,3 +210,38 @@ def test_an_affwild2_root_trains_for_the_default_detector(tmp_path):
     rec = dataset_frontend(tmp_path)
     assert (rec["detector"], rec["crop_recipe"]) == (DEFAULT_DETECTOR, "landmarks5-v1")
     check_frontend(rec)
+
+
+def test_a_custom_detectors_bad_return_or_name_is_refused_in_its_own_words():
+    """Found by a new-user trial: a detector returning None (or one bare box) failed with
+    Python's "'NoneType' object is not iterable"; ``register_detector(None)`` was accepted and
+    broke ``available_detectors()`` for every later message."""
+    import re
+
+    import numpy as np
+
+    from affedge.features.detectors import available_detectors, register_detector
+    from affedge.sdk.recognizer import Recognizer
+
+    class Nothing:
+        name = "nothing"
+
+        def detect(self, frame):
+            return None
+
+    class OneBox:
+        name = "onebox"
+
+        def detect(self, frame):
+            return (10, 10, 50, 50)
+
+    frame = np.full((120, 160, 3), 90, np.uint8)
+    for det, got in ((Nothing(), "NoneType None"), (OneBox(), "tuple (10, 10, 50, 50)")):
+        with Recognizer.demo(detector=det, detect_every=1) as rec:
+            with pytest.raises(ValueError, match=rf"face detector '{det.name}': detect\(\) must "
+                                                 rf"return a list of boxes .*got "
+                                                 rf"{re.escape(got)}"):
+                rec.push_frame(frame, t=0.0)
+    with pytest.raises(ValueError, match="register_detector needs a non-empty name"):
+        register_detector(None)
+    assert "blazeface" in available_detectors()

@@ -86,6 +86,22 @@ def _as_face(det) -> FaceBox:
     return FaceBox(*box, score=score, keypoints=kps)
 
 
+def _box_list(got) -> list:
+    """A detector's return value as a list of detections; ValueError for anything else (None,
+    one bare box): it surfaced as Python's own "'NoneType' object is not iterable"."""
+    items = None
+    if got is not None and not isinstance(got, (str, bytes, dict)):
+        try:
+            items = list(got)
+        except TypeError:
+            pass
+    if items is None or (items and isinstance(items[0], (int, float, np.number))):
+        raise ValueError(f"detect() must return a list of boxes (FaceBox or (x, y, w, h[, "
+                         f"score]); [] when it finds none), got {type(got).__name__} "
+                         f"{got!r:.60}")
+    return items
+
+
 def _as_box(det) -> tuple[tuple[float, float, float, float], float]:
     if hasattr(det, "x"):
         box = (float(det.x), float(det.y), float(det.w), float(det.h))
@@ -453,7 +469,7 @@ class TrackAssistedDetector:
 
     def _full_pass(self, frame) -> list[FaceBox]:
         """The detector on the whole frame, its detections as FaceBoxes (see ``_as_face``)."""
-        return [_as_face(b) for b in self.detector.detect(frame)]
+        return [_as_face(b) for b in _box_list(self.detector.detect(frame))]
 
     def _submit(self, frame: np.ndarray, n: int) -> None:
         """Start frame ``n``'s full pass (or keep its frame for an inline run)."""
@@ -542,7 +558,7 @@ class TrackAssistedDetector:
     def _search(self, frame, region, lo: int, hi: int) -> list:
         fn = getattr(self.detector, "detect_region", None)
         if callable(fn):
-            return [_as_face(b) for b in fn(frame, region, min_size=lo, max_size=hi)]
+            return [_as_face(b) for b in _box_list(fn(frame, region, min_size=lo, max_size=hi))]
         H, W = frame.shape[:2]
         x0, y0 = max(int(round(region[0])), 0), max(int(round(region[1])), 0)
         x1, y1 = min(int(round(region[2])), W), min(int(round(region[3])), H)

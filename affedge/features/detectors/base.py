@@ -25,6 +25,9 @@ MIN_FACE_PX = 8
 def register_detector(name: str):
     """Class decorator: register a :class:`Detector` subclass under ``name``."""
 
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"register_detector needs a non-empty name (a string), got {name!r}")
+
     def deco(cls):
         if name in DETECTORS and DETECTORS[name] is not cls:
             raise ValueError(f"face detector {name!r} is already registered")
