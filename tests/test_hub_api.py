@@ -406,3 +406,52 @@ def test_a_bad_recognizer_option_value_is_refused_when_the_hub_is_made(options, 
 
     with pytest.raises(ValueError, match=re.escape(f"Hub: {says}")):
         Hub(**options)
+
+
+def test_a_shared_detector_object_is_called_by_one_thread_at_a_time(clips):
+    """Found by a new-user trial: ``Hub(detector=obj)`` gave every source the one object and
+    called it from two pool threads at once (a cv2.dnn net or a detector with state breaks
+    there). One that does not say ``concurrent_safe`` is now called one call at a time; every
+    frame still gets its prediction."""
+    import time
+
+    from affedge.features.detectors import make_detector
+    from affedge.serve import Hub
+
+    class Counting:
+        """BlazeFace-short behind an object that counts calls running at once."""
+
+        def __init__(self):
+            self.inner = make_detector("blazeface-short")
+            self.name, self.has_keypoints = "counting", True
+            self.model_sha256 = self.inner.model_sha256
+            self.now = self.most = self.calls = 0
+            self.lock = threading.Lock()
+
+        def _call(self, fn, *args, **kwargs):
+            with self.lock:
+                self.now += 1
+                self.calls += 1
+                self.most = max(self.most, self.now)
+            try:
+                time.sleep(0.002)  # long enough for two threads to meet here
+                return fn(*args, **kwargs)
+            finally:
+                with self.lock:
+                    self.now -= 1
+
+        def detect(self, frame):
+            return self._call(self.inner.detect, frame)
+
+        def detect_region(self, frame, region, **kw):
+            return self._call(self.inner.detect_region, frame, region, **kw)
+
+    det, sink = Counting(), Collect()
+    with Hub(detector=det) as hub:
+        for name, c in zip(("a", "b"), clips):
+            hub.add_source(str(c), audio="video", name=name)
+        hub.add_sink(sink)
+        hub.start()
+        assert hub.wait(timeout=120)
+    assert det.calls > 40 and det.most == 1, (det.calls, det.most)
+    assert all(len(sink.got[n]) > 20 for n in ("a", "b"))

@@ -121,6 +121,12 @@ class Hub:
             if self._own_backend:
                 self.backend.close()
             raise
+        det = recognizer_options.get("detector")
+        if det is not None and not isinstance(det, str) and \
+                not getattr(det, "concurrent_safe", False):
+            # one object for every source, whose stage 1 runs on the pool's threads at once: a
+            # detector that does not say it is safe there is called by one thread at a time
+            recognizer_options = {**recognizer_options, "detector": OneAtATime(det)}
         self._rec_opts = recognizer_options
         self.status_every_s = float(status_every_s)
         self.stop_without_outputs = bool(stop_without_outputs)
@@ -536,6 +542,25 @@ def _check_recognizer_options(options: dict) -> None:
                 if key in ("threads", "intra_op_threads") else ""
             raise TypeError(f"Hub: unknown keyword {key!r}{hint}; the per-source Recognizer "
                             f"options are {', '.join(sorted(known))}")
+
+
+class OneAtATime:
+    """A detector object shared by the hub's sources, its ``detect``/``detect_region`` called
+    by one thread at a time (every other attribute is the detector's own)."""
+
+    def __init__(self, detector):
+        self._inner, self._lock = detector, threading.Lock()
+
+    def __getattr__(self, name):
+        attr = getattr(self._inner, name)
+        if name not in ("detect", "detect_region") or not callable(attr):
+            return attr
+
+        def locked(*args, **kwargs):
+            with self._lock:
+                return attr(*args, **kwargs)
+
+        return locked
 
 
 def _finished(tick) -> bool:
