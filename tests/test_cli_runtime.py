@@ -188,6 +188,22 @@ def test_a_truncated_file_is_reported_not_passed_off_as_complete(bundle_dir, av_
     assert "frames its container declares" not in capsys.readouterr().err
 
 
+def test_a_file_that_starts_late_is_not_called_truncated(bundle_dir, av_clip, tmp_path,  # noqa: F811
+                                                         capsys):
+    """Found by a new-user trial: an MKV whose timestamps start at 10 s (ffmpeg
+    -output_ts_offset) declares, through OpenCV, its offset as frames too (452 for 150), and
+    every frame read was reported as "ended after 150 of the 452 frames"."""
+    d, meta = av_clip
+    late = tmp_path / "late.mkv"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(d / "v.mp4"), "-c", "copy",
+                    "-output_ts_offset", "10", str(late)], check=True)  # (video only: an MKV's
+    # duration is its longest stream's, and this clip's speech outlasts its video)
+    out = tmp_path / "late.csv"
+    assert cli("run", [str(late), "--bundle", str(bundle_dir), "--out", str(out)]) == 0
+    assert out.read_text().count("\n") - 1 >= 0.95 * meta.n_frames
+    assert "frames its container declares" not in capsys.readouterr().err
+
+
 def test_demo_scores_a_clip_against_its_aff_wild2_annotation(synth_dataset, tmp_path):
     """``affedge demo --clip --labels`` takes the annotation files ``affedge synth`` and
     Aff-Wild2 have ('valence,arousal', a row per frame, -5 = unlabelled): the -5 frames are

@@ -143,8 +143,25 @@ def short_file_note(src, frames_read: int, max_frames: int | None, stopped: bool
         return None
     if frames_read >= SHORT_FILE_FRACTION * declared:
         return None
+    declared -= _start_offset_frames(src)
+    if frames_read >= SHORT_FILE_FRACTION * declared:
+        return None
     return (f"{src.name}: ended after {frames_read} of the {declared} frames its container "
             f"declares (a truncated or damaged file?)")
+
+
+def _start_offset_frames(src) -> int:
+    """Frames OpenCV's count includes for a container that starts late (an MKV cut with a
+    10 s timestamp offset declared 452 frames for its 150; a new-user trial): the start time
+    times the frame rate, read with PyAV when it is installed (0 otherwise)."""
+    try:
+        import av
+
+        with av.open(str(src.name)) as c:
+            start = (c.start_time or 0) / 1e6  # (microseconds: av.time_base)
+    except Exception:  # noqa: BLE001  (no PyAV, or a container it cannot read: no correction)
+        return 0
+    return max(0, int(round(start * float(getattr(src, "fps", 0) or 0))))
 
 
 def check_file_exists(video) -> None:
