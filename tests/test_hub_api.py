@@ -257,10 +257,11 @@ def test_stage_one_of_the_next_tick_fills_the_pool_and_results_equal_serial_runs
         assert np.isfinite(a).all() and np.abs(a - b).max() < 1e-4, name
 
 
-def test_duck_typed_and_failing_sinks_neither_stop_nor_break_the_hub(clips):
+def test_duck_typed_and_failing_sinks_neither_stop_nor_break_the_hub(clips, capfd):
     """Found by a new-user trial: a sink with write() alone made stop() raise AttributeError
     before anything was closed, and a sink raising once stopped the whole library hub (only
-    ``affedge serve`` stops when no output is left)."""
+    ``affedge serve`` stops when no output is left). The report names the sink by its class,
+    not as ``<... object at 0x7f...>`` (another trial)."""
     from affedge.serve import Hub
 
     class Plain:
@@ -282,6 +283,8 @@ def test_duck_typed_and_failing_sinks_neither_stop_nor_break_the_hub(clips):
     hub.start()
     assert hub.wait(timeout=120)  # the only sink failed at once: the hub went on
     assert hub.stopped_reason is None and hub.recognizer("a").emitted == n
+    said = capfd.readouterr().err
+    assert "output Bad failed: RuntimeError('sink boom'); it is dropped" in said, said
     hub.stop()
     assert hub.recognizer("a")._closed
     with pytest.raises(RuntimeError, match="closed"):

@@ -432,7 +432,7 @@ class Hub:
                     sink.write(p)
             except Exception as exc:  # noqa: BLE001
                 gone = isinstance(exc, BrokenPipeError)
-                report(f"affedge serve: output {getattr(sink, 'target', sink)} "
+                report(f"affedge serve: output {_sink_name(sink)} "
                        + ("was closed by its reader" if gone else f"failed: {exc!r}")
                        + "; it is dropped")
                 self._sinks.remove(sink)
@@ -452,8 +452,7 @@ class Hub:
                 try:
                     sink.publish_status(st)
                 except Exception as exc:  # noqa: BLE001
-                    report(f"affedge serve: status to {getattr(sink, 'target', sink)} "
-                           f"failed: {exc!r}")
+                    report(f"affedge serve: status to {_sink_name(sink)} failed: {exc!r}")
 
     def status(self) -> dict:
         """Per source: state, fps, latency p50/p99 (ms), frames, skipped, reconnects, error,
@@ -542,6 +541,11 @@ def _check_recognizer_options(options: dict) -> None:
                 if key in ("threads", "intra_op_threads") else ""
             raise TypeError(f"Hub: unknown keyword {key!r}{hint}; the per-source Recognizer "
                             f"options are {', '.join(sorted(known))}")
+
+
+def _sink_name(sink) -> str:
+    """A sink as messages name it: its target, else its class (not ``<obj at 0x7f...>``)."""
+    return str(getattr(sink, "target", None) or type(sink).__name__)
 
 
 class OneAtATime:
