@@ -187,9 +187,11 @@ def _open_outputs(hub, args, cfg, token) -> dict:
             raise ValueError(f"--publish {target}: use zmq://HOST:PORT or ws://HOST:PORT "
                              f"(files and '-' go to --out)")
     for target in outs:
-        if target.split("://", 1)[0].lower() in ("zmq", "ws") and "://" in target:
+        scheme = target.split("://", 1)[0].lower() if "://" in target else ""
+        # (a scheme a plugin registered, e.g. sqlite://, is an --out target like a file)
+        if scheme in ("zmq", "ws") or (scheme and not known_target(target)):
             raise ValueError(f"--out {target}: network outputs go to --publish")
-        if not known_target(target):  # (a plugin's registered scheme, e.g. sqlite://, is one)
+        if not known_target(target):
             raise ValueError(f"--out {target}: {unknown_kind(target)}")
     if token and not any(scheme == "ws" for _, _, scheme in pubs):
         _say("affedge serve: warning: the token protects ws:// outputs only, and there is none "
