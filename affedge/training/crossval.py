@@ -110,8 +110,8 @@ def cross_validate(data_dir: str | Path, out_dir: str | Path, folds: list[int],
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
     resume = getattr(train_kwargs.get("opts"), "resume", False) or train_kwargs.get("resume")
-    if resume and train_kwargs.get("opts") is not None:  # before any data is loaded or cached
-        for f in folds:
+    if resume and train_kwargs.get("opts") is not None:  # before any data is loaded or cached:
+        for f in folds:  # each fold's checkpoint holds the model asked for
             ck = next((d for d in (out / f"fold{f}" / "best", out / f"fold{f}" / "last")
                        if (d / "config.json").is_file()), None)
             if ck is not None:
@@ -120,12 +120,7 @@ def cross_validate(data_dir: str | Path, out_dir: str | Path, folds: list[int],
                                                       from_dict(FeatureConfig, feats)))
     for i, f in enumerate(folds):
         done = out / f"fold{f}" / "summary.json"
-        if resume and done.is_file():  # finished before the stop: keep it, train the rest
-            if train_kwargs.get("opts") is not None:  # the same model as asked for
-                best = out / f"fold{f}" / "best"
-                feats = json.loads((best / "config.json").read_text()).get("features") or {}
-                check_same_model(best, model_config_for(train_kwargs["opts"],
-                                                        from_dict(FeatureConfig, feats)))
+        if resume and done.is_file():  # finished before the stop (its model checked above)
             results[str(f)] = json.loads(done.read_text())
             print(f"fold {f}: finished before (its summary.json); kept", file=sys.stderr,
                   flush=True)

@@ -74,8 +74,7 @@ def select_backend(bundle: Bundle | str | os.PathLike, backend: str = "auto",
 def check_precision(bundle: Bundle, precision: str | None) -> None:
     """ValueError for int8 on a bundle without an int8 encoder: the ONNX backends would run its
     fp32 graph instead, and ``bench --precision int8`` reported that run as int8."""
-    if precision == "int8" and not any(a["name"] == "encoder" and a["precision"] == "int8"
-                                       for a in bundle.manifest["artifacts"]):
+    if precision == "int8" and not bundle.has("encoder", precision="int8"):
         raise ValueError(f"precision int8: bundle {bundle.source} has no int8 encoder; export "
                          f"one with `affedge export CHECKPOINT --format onnx --int8 --calib "
                          f"DATA_DIR`")
