@@ -124,7 +124,7 @@ class Tick:
 
     def embeddings(self) -> np.ndarray:
         """The step's ``embedding`` input (call after the encoder filled every slot)."""
-        return np.stack(self.embs).astype(np.float32)
+        return np.stack(self.embs).astype(np.float32, copy=False)
 
 
 class StreamingEngine:
@@ -318,8 +318,8 @@ class StreamingEngine:
         The tick runs in three stages, public so that a caller can batch the model calls of
         several engines sharing one backend (:mod:`affedge.serve.batching`):
         :meth:`begin_tick` (checks, audio, faces) -> the encoder over ``tick.crops`` and
-        :meth:`set_embeddings` -> one step call over :meth:`step_inputs` ->
-        :meth:`finish_tick` with :meth:`split_step` of its outputs."""
+        :meth:`set_embeddings` -> one step call over :meth:`step_inputs` -> :meth:`finish_tick`
+        with :meth:`split_step` of its outputs."""
         return self.run_models(self.begin_tick(frame_bgr, t, index, detections))
 
     def run_models(self, tick: Tick) -> Prediction:
@@ -331,8 +331,7 @@ class StreamingEngine:
             tick.audio, tick.audio_present, tick.speech = self.audio.at(tick.t)
         if tick.crops is not None:
             self.set_embeddings(tick, self._encode(tick.crops))
-        va, new_states = self._step(tick.streams, tick.embeddings(), tick.audio)
-        return self.finish_tick(tick, va, new_states)
+        return self.finish_tick(tick, *self._step(tick.streams, tick.embeddings(), tick.audio))
 
     def begin_tick(self, frame_bgr: np.ndarray, t: float, index: int | None = None,
                    detections=None, read_audio: bool = True,
@@ -388,12 +387,10 @@ class StreamingEngine:
                 tick.embs[slot] = self._filler_embedding
                 tick.bad_embs.add(slot)
 
-    def finish_tick(self, tick: Tick, va: np.ndarray, new_states) -> Prediction:
-        """Stage 3: commit the step's outputs (nothing can fail in a backend from here on) and
-        build the frame's Prediction."""
+    def finish_tick(self, tick: Tick, va: np.ndarray, new_states, finite) -> Prediction:
+        """Stage 3: commit the step's outputs (:meth:`split_step`; nothing can fail in a
+        backend from here on) and build the frame's Prediction."""
         streams = tick.streams
-        finite = [bool(np.isfinite(y).all() and all(np.isfinite(x).all() for x in states))
-                  for y, states in zip(va, new_states)]
         self._nonfinite["embeddings"] += len(tick.bad_embs)
         self._nonfinite["outputs"] += finite.count(False)
         for st, states, ok in zip(streams, new_states, finite):
@@ -520,36 +517,44 @@ class StreamingEngine:
         return float("nan") if i is None or i >= len(y) else float(y[i])
 
     def _step(self, streams: list[TrackState], emb: np.ndarray, audio: dict[str, np.ndarray]):
-        """One step call -> (va float32[n, K], new states per stream); the streams are not
-        changed (the tick commits the states once every model call succeeded)."""
+        """One step call -> :meth:`split_step`'s triple; the streams are not changed (the tick
+        commits the states once every model call succeeded)."""
         n = len(streams)
         if self._step_fixed_batch == 1 and n > 1:
             parts = [self._step([s], emb[i:i + 1], audio) for i, s in enumerate(streams)]
-            return np.concatenate([p[0] for p in parts]), [p[1][0] for p in parts]
-        out = self.backend.run("step", self.step_inputs(streams, emb, audio))
+            return (np.concatenate([p[0] for p in parts]), [p[1][0] for p in parts],
+                    [p[2][0] for p in parts])
+        out = self.backend.run("step", self.step_inputs([(streams, emb, audio)]))
         return self.split_step(out, n)
 
-    def step_inputs(self, streams: list[TrackState], emb: np.ndarray,
-                    audio: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """The step model's inputs for ``streams`` (batch = one row per stream)."""
-        n = len(streams)
-        inputs = {self._step_emb: emb}
+    def step_inputs(self, groups) -> dict[str, np.ndarray]:
+        """The step's inputs for ``groups`` of ``(streams, embeddings, audio)`` stacked in order
+        (one row per stream; the hub's engines share one model: one engine's names serve)."""
+        everyone = [st for streams, _, _ in groups for st in streams]
+        embs = [emb for _, emb, _ in groups]
+        inputs = {self._step_emb: embs[0] if len(embs) == 1 else np.concatenate(embs)}
         for s in self.audio_streams:
-            inputs[f"audio_{s}"] = np.repeat(audio[s][None], n, axis=0)
+            rows = [np.repeat(audio[s][None], len(streams), axis=0)
+                    for streams, _, audio in groups]
+            inputs[f"audio_{s}"] = rows[0] if len(rows) == 1 else np.concatenate(rows)
         for k, (name, _) in enumerate(self._state_specs):
-            inputs[name] = np.concatenate([st.states[k] for st in streams], axis=0)
+            parts = [st.states[k] for st in everyone]
+            inputs[name] = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
         return inputs
 
     def split_step(self, out: dict, n: int, start: int = 0):
-        """(va float32[n, K], new states per stream) from rows ``start:start+n`` of a step
-        call's outputs."""
-        new_states: list[list[np.ndarray]] = [[] for _ in range(n)]
-        for name, _ in self._state_specs:
-            new = np.asarray(out[self._state_out[name]], np.float32)
-            for i in range(n):
-                new_states[i].append(new[start + i:start + i + 1].copy())
+        """(va float32[n, K], new states per stream, finite flag per stream) from rows
+        ``start:start+n`` of a step call's outputs: the states are row views of the outputs,
+        which are the caller's (``Backend.run``); one finiteness check per output."""
         va = np.asarray(out[self._va_out], np.float32)
-        return va.reshape(len(va), -1)[start:start + n], new_states
+        va = va.reshape(len(va), -1)[start:start + n]
+        finite = np.isfinite(va).all(axis=1)
+        new = [np.asarray(out[self._state_out[name]], np.float32)[start:start + n]
+               for name, _ in self._state_specs]
+        for x in new:
+            finite &= np.isfinite(x.reshape(n, -1)).all(axis=1)
+        new_states = [[x[i:i + 1] for x in new] for i in range(n)]
+        return va, new_states, finite.tolist()
 
     def _check_time_unit(self, interval: float) -> None:
         """Warn once per stream when its first frames are SLOW_FRAMES_S or more apart."""

@@ -122,18 +122,19 @@ def models_many(items, began, encoded: bool = False) -> list:
     if not encoded:
         encode_many(items, began)
     outs = _step_all(ticks)
-    for (k, eng, tk), (va, states) in zip(ticks, outs):
-        results[k] = eng.finish_tick(tk, va, states)
+    for (k, eng, tk), step in zip(ticks, outs):
+        results[k] = eng.finish_tick(tk, *step)
     return results
 
 
 def _step_all(ticks):
-    """(va, new states) per tick from one step call over every tick's streams."""
+    """(va, new states, finite flags) per tick from one step call over every tick's streams
+    (one concatenation per input over all of them)."""
     if len(ticks) == 1 or not all(eng.step_batchable for _, eng, _ in ticks):
         return [eng._step(tk.streams, tk.embeddings(), tk.audio) for _, eng, tk in ticks]
-    parts = [eng.step_inputs(tk.streams, tk.embeddings(), tk.audio) for _, eng, tk in ticks]
-    merged = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
-    out = ticks[0][1].backend.run("step", merged)
+    first = ticks[0][1]
+    out = first.backend.run("step", first.step_inputs(
+        [(tk.streams, tk.embeddings(), tk.audio) for _, _, tk in ticks]))
     res, start = [], 0
     for _, eng, tk in ticks:
         n = len(tk.streams)

@@ -21,7 +21,12 @@ from affedge.sdk.run_feeds import MediaPacer, short_file_note
 from affedge.sdk.sources.live_queue import LiveQueue
 
 #: frames a file source reads ahead of the inference loop
-FILE_QUEUE = 4
+FILE_QUEUE = 8
+#: a file's reader, once the queue was full, resumes when the loop has taken it down to this:
+#: one wake-up per FILE_QUEUE - FILE_RESUME frames instead of one per frame (a wake-up costs
+#: the GIL holder its core on a 2-core machine; benchmarks/bench_serve.py's hub spent ~4 % of
+#: its GIL time in the per-frame notify)
+FILE_RESUME = 4
 #: pauses before reopening a failed live source (s); the last one repeats
 BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0)
 
@@ -44,6 +49,7 @@ class SourceWorker:
         self._frames: deque = deque()  # a file's frames
         self._live = LiveQueue()  # a live source's (affedge.sdk.sources.live_queue)
         self._lock = threading.Condition()
+        self._reader_waits = False  # a file's reader waits for FILE_RESUME (see take())
         self._stop = threading.Event()
         self.ended = False
         self.error: str | None = None
@@ -71,7 +77,9 @@ class SourceWorker:
             frame = self._frames.popleft() if self._frames else self._live.pop()
             if frame is None:
                 return None
-            self._lock.notify_all()
+            if self._reader_waits and len(self._frames) <= FILE_RESUME:
+                self._reader_waits = False
+                self._lock.notify_all()
         prev = self._last_index
         skipped = list(range(prev + 1, frame.index)) if prev is not None and self.live else []
         self.skipped += len(skipped)
@@ -153,8 +161,10 @@ class SourceWorker:
                 if self.live:  # a burst kept whole, the newest frame once the loop is behind
                     self._live.put(frame)
                 else:
-                    while len(self._frames) >= FILE_QUEUE and not self._stop.is_set():
-                        self._lock.wait(0.1)
+                    if len(self._frames) >= FILE_QUEUE:
+                        self._reader_waits = True
+                        while self._reader_waits and not self._stop.is_set():
+                            self._lock.wait(0.1)
                     self._frames.append(frame)
             self._notify()
 

@@ -113,7 +113,9 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def run(self, model_name: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run ``model_name`` on named inputs; returns every output by name (numpy, float32)."""
+        """Run ``model_name`` on named inputs; returns every output by name (numpy, float32).
+        The returned arrays are the caller's: a later call must not write into them (the
+        engine keeps row views of the step's state outputs as the streams' next states)."""
 
     def close(self) -> None:
         """Release sessions/engines. Safe to call twice."""
