@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 
 import pytest
 
@@ -458,3 +459,49 @@ def test_a_shared_detector_object_is_called_by_one_thread_at_a_time(clips):
         assert hub.wait(timeout=120)
     assert det.calls > 40 and det.most == 1, (det.calls, det.most)
     assert all(len(sink.got[n]) > 20 for n in ("a", "b"))
+
+
+def test_frames_a_live_source_skipped_get_times_spread_between_their_neighbours(tmp_path):
+    """Found by a new-user trial: the stale Predictions of skipped frames bunched up against
+    the next frame's time (each one was placed between the last *emitted* one and the frame,
+    so the gaps halved: 2.2320, 2.2329, 2.2332, 2.2333, 2.2333, ...), and frames shared times."""
+    import subprocess
+
+    from affedge.serve import Hub
+    from tests.test_serve_helpers import cut_clip, free_port
+
+    clip = cut_clip(tmp_path / "c.mp4", 3.0)
+    url = f"http://127.0.0.1:{free_port()}/live.ts"
+    server = subprocess.Popen(["ffmpeg", "-v", "error", "-re", "-i", str(clip), "-c", "copy",
+                               "-f", "mpegts", "-listen", "1", url])
+    preds = []
+
+    class Slow:  # a sink slower than the stream: the loop falls behind and frames are skipped
+        def write(self, p):
+            preds.append(p)
+            if not p.stale:
+                time.sleep(0.08)
+
+    try:
+        with Hub(backend="ort-cpu") as hub:
+            hub.add_source(url, name="cam")
+            hub.add_sink(Slow())
+            hub.start()
+            deadline = time.monotonic() + 30
+            while hub.status()["sources"]["cam"]["state"] not in ("retrying", "failed") \
+                    and time.monotonic() < deadline:
+                time.sleep(0.2)
+    finally:
+        server.kill()
+        server.wait(10)
+    frames = [p.frame for p in preds]
+    assert frames == list(range(len(frames))) and len(frames) >= 60
+    stale = [k for k, p in enumerate(preds) if p.stale]
+    assert len(stale) >= 10
+    times = [p.timestamp for p in preds]
+    assert all(b > a for a, b in zip(times, times[1:])), "times must increase frame by frame"
+    fresh = [k for k, p in enumerate(preds) if not p.stale]
+    for a, b in zip(fresh, fresh[1:]):
+        if b - a > 1:  # the skipped frames a+1..b-1 step evenly from frame a's time to b's
+            step = (times[b] - times[a]) / (b - a)
+            assert all(abs(times[k] - (times[a] + (k - a) * step)) < 1e-6 for k in range(a, b))

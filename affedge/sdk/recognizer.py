@@ -45,6 +45,7 @@ from affedge.sdk.prediction import Prediction
 from affedge.sdk.publishing import delivery, drop_sink
 from affedge.sdk.run_feeds import (FileAudioFeeder, FrameReader, check_file_exists,
                                    open_run_video, short_file_note)
+from affedge.sdk.sources.live_queue import skipped_times
 from affedge.sdk.subscription import END, Subscription
 
 #: where ``Recognizer.demo()`` and ``affedge demo`` look for the built-in demo
@@ -564,10 +565,10 @@ class Recognizer:
                     frame = item.frame
                     # live: frames the camera captured while we were busy get stale Predictions
                     if prev_index is not None and frame.index > prev_index + 1:
-                        gap = frame.index - prev_index
-                        for k in range(1, gap):
-                            tk = prev_t + (frame.t - prev_t) * k / gap
-                            sp = self.engine.stale_prediction(prev_index + k, tk, self._latest)
+                        gone = range(prev_index + 1, frame.index)
+                        for k, tk in zip(gone, skipped_times(prev_index, prev_t, frame.index,
+                                                             frame.t, gone)):
+                            sp = self.engine.stale_prediction(k, tk, self._latest)
                             self.skipped_frames += 1
                             self._emit(sp)
                             out.append((None, sp) if with_frames else sp)

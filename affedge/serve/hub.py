@@ -39,6 +39,7 @@ import threading
 import time
 from collections import deque
 
+from affedge.sdk.sources.live_queue import skipped_times
 from affedge.serve.capture import SourceWorker, report
 
 #: seconds between status messages to the sinks that take them
@@ -407,9 +408,10 @@ class Hub:
         self.ticks += 1
         self.batched_frames += len(items)
         for (_, _, t, index, _), s, skipped, r in zip(items, owners, skips, results):
-            for k, idx in enumerate(skipped):
-                prev_t = s.last.timestamp if s.last is not None else t - 1e-3
-                tk = prev_t + (t - prev_t) * (k + 1) / (len(skipped) + 1)
+            prev = s.last
+            times = skipped_times(None if prev is None else prev.frame,
+                                  None if prev is None else prev.timestamp, index, t, skipped)
+            for idx, tk in zip(skipped, times):
                 s.rec.skipped_frames += 1
                 self._emit(s, s.rec.engine.stale_prediction(idx, tk, s.last))
             if isinstance(r, Exception):

@@ -52,3 +52,19 @@ class LiveQueue:
 
     def __len__(self) -> int:
         return len(self._q)
+
+
+#: the frame interval assumed for skipped frames before any frame had a Prediction (s)
+FALLBACK_FRAME_S = 1.0 / 30.0
+
+
+def skipped_times(prev_index: int | None, prev_t: float | None, index: int, t: float,
+                  skipped) -> list[float]:
+    """Times for the frames ``skipped`` between the last frame that got a Prediction
+    (``prev_index`` at ``prev_t``) and frame ``index`` at ``t``: spread by index over that
+    interval, so they keep the stream's spacing and increase. With no earlier frame they step
+    back from ``t`` by :data:`FALLBACK_FRAME_S` per frame."""
+    if prev_index is None or prev_t is None or index <= prev_index:
+        return [t - (index - i) * FALLBACK_FRAME_S for i in skipped]
+    step = (t - prev_t) / (index - prev_index)
+    return [prev_t + (i - prev_index) * step for i in skipped]
