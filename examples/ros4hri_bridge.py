@@ -36,7 +36,11 @@ def ros_token(name: str) -> str:
 
 def expressions(record: dict):
     """(face id, valence, arousal, confidence) per tracked face of one schema-1 record; NaN
-    (JSON null) faces are left out. The face id is a valid ROS 2 name token."""
+    (JSON null) faces are left out. The face id is a valid ROS 2 name token. A ``stale``
+    record (a frame serve had no time for: the previous values repeated) gives none, so a
+    subscriber never takes a repeat for a new reading."""
+    if record.get("stale"):
+        return
     source = ros_token(str(record.get("source", "default")))
     for face in record.get("faces") or []:
         v, a = face.get("valence_smoothed"), face.get("arousal_smoothed")
@@ -88,6 +92,20 @@ class JsonOut:
         pass
 
 
+def source_changes(status: dict, seen: dict) -> list[str]:
+    """Lines for the sources whose state changed in one ``_status`` message (``seen``: the
+    last state per source, updated): a robot's operator learns that a camera is retrying."""
+    lines = []
+    for name, st in (status.get("sources") or {}).items():
+        state = st.get("state")
+        if seen.get(name) != state:
+            if name in seen or state != "running":
+                why = f" ({st['error']})" if st.get("error") else ""
+                lines.append(f"ros4hri_bridge: source {name}: {state}{why}")
+            seen[name] = state
+    return lines
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--zmq", default="tcp://127.0.0.1:5556", help="the serve PUB endpoint")
@@ -111,10 +129,13 @@ def main(argv=None) -> int:
                   file=sys.stderr)
     out = out or JsonOut(args.prefix)
     sock = zmq.Context.instance().socket(zmq.SUB)
-    for topic in args.source or [""]:
+    for topic in args.source + ["_status"] if args.source else [""]:
         sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
     sock.connect(args.zmq)
+    print(f"ros4hri_bridge: subscribed to {args.zmq}; waiting for predictions", file=sys.stderr,
+          flush=True)
     n = 0
+    states: dict = {}
     last = time.monotonic()  # of the newest prediction (status messages do not count)
     try:
         while args.max_messages is None or n < args.max_messages:
@@ -125,6 +146,9 @@ def main(argv=None) -> int:
                 break
             topic, body = sock.recv_multipart()
             if topic.startswith(b"_"):  # hub status, not a prediction
+                if topic == b"_status":
+                    for line in source_changes(json.loads(body), states):
+                        print(line, file=sys.stderr, flush=True)
                 continue
             # ZeroMQ subscriptions match topic *prefixes*: --source front also receives a
             # source named front_left; keep the exact names asked for

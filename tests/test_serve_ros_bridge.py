@@ -81,3 +81,39 @@ def test_face_ids_are_valid_ros2_name_tokens():
                          (".cam_", "cam_3")):
         (face_id, *_), = bridge.expressions({"source": source, "faces": [face]})
         assert face_id == want and token.match(face_id), (source, face_id)
+
+
+def test_bridge_skips_stale_repeats_and_reports_a_source_that_retries():
+    """Found by a new-user trial: the stale Predictions of frames serve skipped (the previous
+    values repeated) went out as new Expressions, and a camera that dropped out was never
+    mentioned (the bridge skipped ``_status``, and waited silently until the first message)."""
+    import dataclasses
+
+    sink = open_sink("zmq://127.0.0.1:0")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "examples" / "ros4hri_bridge.py"),
+                             "--zmq", sink.endpoint, "--dry-run", "--source", "door",
+                             "--max-messages", "4", "--timeout", "30"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    face = FaceResult(7, (0, 0, 9, 9), True, 0.9, 0.1, 0.2, 0.15, 0.25, 0.8)
+    fresh = Prediction(frame=0, timestamp=0.0, valence=0.1, arousal=0.2, valence_smoothed=0.15,
+                       arousal_smoothed=0.25, confidence=0.8, face_present=True,
+                       speech_present=True, faces=(face,))
+    stale = dataclasses.replace(fresh, frame=1, timestamp=0.033, stale=True)
+    status = {"schema": 1, "sources": {"door": {"state": "retrying", "error": "gone"}}}
+    try:
+        end = time.monotonic() + 30
+        while proc.poll() is None and time.monotonic() < end:
+            sink.publish_status(status)
+            sink.write(stale, source="door")
+            sink.write(stale, source="door")
+            sink.write(fresh, source="door")
+            time.sleep(0.05)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        sink.close()
+    msgs = [json.loads(x) for x in out.splitlines()]
+    # 4 predictions counted (stale ones included), only the fresh ones republished
+    assert proc.returncode == 0 and 1 <= len(msgs) <= 2, msgs
+    assert "waiting for predictions" in err
+    assert err.count("source door: retrying (gone)") == 1, err
