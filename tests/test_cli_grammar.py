@@ -353,3 +353,17 @@ def test_ctrl_c_exits_130_even_after_passing_through_embedded_python(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 130, (proc.returncode, proc.stderr)
     assert proc.stderr.strip() == "affedge doctor: interrupted", proc.stderr
+
+
+def test_python_dash_m_affedge_is_the_affedge_command(tmp_path):
+    """Found by a new-user trial: ``python -m affedge ...`` failed ("No module named
+    affedge.__main__") where ``affedge ...`` worked."""
+    import affedge
+
+    out = subprocess.run([sys.executable, "-m", "affedge", "--version"], capture_output=True,
+                         text=True, timeout=120, cwd=tmp_path, env=clean_env())
+    assert out.returncode == 0 and affedge.__version__ in out.stdout + out.stderr, out
+    bad = subprocess.run([sys.executable, "-m", "affedge", "no-such-command"],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                         env=clean_env())
+    assert bad.returncode == 2 and "no-such-command" in bad.stderr
