@@ -505,3 +505,61 @@ def test_frames_a_live_source_skipped_get_times_spread_between_their_neighbours(
         if b - a > 1:  # the skipped frames a+1..b-1 step evenly from frame a's time to b's
             step = (times[b] - times[a]) / (b - a)
             assert all(abs(times[k] - (times[a] + (k - a) * step)) < 1e-6 for k in range(a, b))
+
+
+def test_the_status_rate_reads_a_burst_after_an_outage_as_a_burst():
+    """Found by a new-user trial: right after a stream came back, the status said 33 and then
+    231 frames/s for a 30 fps camera (the rate was taken over the few bunched frames' span)."""
+    from affedge.serve.hub import FPS_WINDOW_S, _Source
+
+    now = time.monotonic()
+    s = _Source("cam", None, None, "url", None)
+    s.first_at = now - 20.0
+    s.wall.extend(now - 0.05 + 0.0025 * i for i in range(20))  # 20 frames within 50 ms
+    assert s.fps() == 20 / FPS_WINDOW_S
+    s.wall.clear()
+    s.wall.extend(now - k / 30.0 for k in range(59, -1, -1))  # a steady 30 fps
+    assert abs(s.fps() - 30.0) < 0.6
+    s.wall.clear()
+    s.wall.extend(now - k / 300.0 for k in range(255, -1, -1))  # an unpaced file: 300/s
+    assert abs(s.fps() - 300.0) < 1.0
+    fresh = _Source("new", None, None, "url", None)  # running for under the window
+    fresh.first_at = now - 0.5
+    fresh.wall.extend(now - 0.5 + k / 30.0 for k in range(15))
+    assert abs(fresh.fps() - 30.0) < 0.6
+
+
+def test_a_live_source_that_stops_sending_reads_stalled_in_the_status(tmp_path):
+    """Found by a new-user trial: a stream paused (SIGSTOP) read "running" for 5 s, until its
+    read timed out and it was "retrying"; a watchdog had to infer it from fps 0."""
+    import signal
+    import subprocess
+
+    from affedge.serve import Hub
+    from tests.test_serve_helpers import cut_clip, free_port
+
+    clip = cut_clip(tmp_path / "c.mp4", 20.0)
+    url = f"http://127.0.0.1:{free_port()}/live.ts"
+    server = subprocess.Popen(["ffmpeg", "-v", "error", "-re", "-i", str(clip), "-c", "copy",
+                               "-f", "mpegts", "-listen", "1", url])
+    states = []
+    try:
+        with Hub(backend="ort-cpu") as hub:
+            hub.add_source(url, name="cam")
+            hub.start()
+            deadline = time.monotonic() + 30
+            while hub.status()["sources"]["cam"]["frames"] < 15 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert hub.status()["sources"]["cam"]["state"] == "running"
+            server.send_signal(signal.SIGSTOP)
+            stopped = time.monotonic()
+            while time.monotonic() - stopped < 4.0:
+                states.append(hub.status()["sources"]["cam"]["state"])
+                if states[-1] == "stalled":
+                    break
+                time.sleep(0.1)
+            server.send_signal(signal.SIGCONT)
+    finally:
+        server.kill()
+        server.wait(10)
+    assert states[-1] == "stalled", states

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from collections import deque
 
 from affedge import log
@@ -58,6 +59,7 @@ class SourceWorker:
         self.state = "starting"
         self.reconnects = 0
         self.captured = 0
+        self.captured_at = 0.0  # time.monotonic() of the newest frame read
         self.skipped = 0
         self._last_index: int | None = None
         self._thread = threading.Thread(target=self._run, name=f"affedge-capture-{name}",
@@ -153,6 +155,7 @@ class SourceWorker:
                     report(f"affedge serve: source {self.name}: {self.note}")
                 return
             self.captured += 1
+            self.captured_at = time.monotonic()
             if self.pace and not self.live:
                 delay = pacer.delay(frame.t)
                 if delay > 0 and self._stop.wait(delay):

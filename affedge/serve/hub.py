@@ -46,6 +46,9 @@ from affedge.serve.capture import SourceWorker, report
 STATUS_EVERY_S = 1.0
 #: window of the fps figure (s)
 FPS_WINDOW_S = 2.0
+#: a live source with no frame for this long reads "stalled" in the status (until its read
+#: gives up and it is "retrying": 5 s for a network stream, READ_TIMEOUT_S)
+STALLED_S = 1.0
 #: ticks whose stage 1 may be in flight at once (see ``Hub._loop``)
 PIPELINE_DEPTH = 3
 
@@ -64,17 +67,26 @@ class _Source:
         self.wall: deque = deque(maxlen=256)
         self.errors = 0
         self.last = None
+        self.first_at = 0.0
 
     def record(self, p) -> None:
         self.last = p
         if not p.stale:
-            self.wall.append(time.monotonic())
+            now = time.monotonic()
+            self.first_at = self.first_at or now
+            self.wall.append(now)
 
     def fps(self) -> float:
+        """Fresh predictions per second over the last FPS_WINDOW_S. Frames counted over the
+        whole window once the source has run that long, so that a burst (a stream back after
+        an outage: 20 frames within 50 ms) is not read as a rate of hundreds; over their own
+        span before that, or when more than the deque holds arrived within the window."""
         now = time.monotonic()
         ts = [t for t in self.wall if now - t <= FPS_WINDOW_S]
         if len(ts) < 2 or ts[-1] <= ts[0]:
             return 0.0
+        if now - self.first_at >= FPS_WINDOW_S and len(ts) < (self.wall.maxlen or 0):
+            return len(ts) / FPS_WINDOW_S
         return (len(ts) - 1) / (ts[-1] - ts[0])
 
 
@@ -465,7 +477,9 @@ class Hub:
             w = s.worker
             last = s.last
             out[s.name] = {
-                "state": w.state, "video": s.video, "audio": s.audio and str(s.audio),
+                "state": "stalled" if w.state == "running" and w.live and
+                w.captured_at and time.monotonic() - w.captured_at > STALLED_S else w.state,
+                "video": s.video, "audio": s.audio and str(s.audio),
                 "frames": s.rec.emitted, "skipped": w.skipped,
                 # an ended source has no rate (its window of recent frames would show the
                 # last one for FPS_WINDOW_S more)
