@@ -175,7 +175,11 @@ def test_flags_win_over_the_config_options_and_clashes_are_refused(tmp_path):
     assert any(r["valence"] is not None for r in rows)
     tok = tmp_path / "tok"
     tok.write_text("abc")
+    two = tmp_path / "two"  # a new-user trial's file: its two lines were taken as one token
+    two.write_text("secret-token-123456\nsecond line\n")
     for argv, says in (
+            (("--token-file", str(two)), "the token holds 2 lines"),
+            (("--token", "my token"), "--token: the token holds a space"),
             (("--publish", "ws://127.0.0.1:8799", "--publish", "ws://127.0.0.1:8799"),
              "--publish ws://127.0.0.1:8799: given twice"),
             (("--out", str(tmp_path / "rows.jsonl")), "rows.jsonl: given twice"),
@@ -186,6 +190,15 @@ def test_flags_win_over_the_config_options_and_clashes_are_refused(tmp_path):
     for argv in (("--start-delay", "-1"), ("--start-delay", "nan"), ("--show",)):
         with pytest.raises(SystemExit):
             _serve_args("--source", "0", *argv)
+
+
+def test_a_short_token_is_taken_with_a_warning(capsys):
+    from affedge.commands.serve import _checked_token
+
+    assert _checked_token("x", "--token") == "x"
+    assert "the token is 1 characters, easy to guess" in capsys.readouterr().err
+    assert _checked_token("k" * 24, "--token") == "k" * 24
+    assert capsys.readouterr().err == ""
 
 
 @pytest.mark.parametrize("text, word", [

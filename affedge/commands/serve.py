@@ -124,7 +124,7 @@ def _token(args, cfg) -> str | None:
     if args.token and args.token_file:
         raise ValueError("--token and --token-file: give one of them")
     if args.token:
-        return args.token
+        return _checked_token(args.token, "--token")
     path = args.token_file or (cfg.token_file if cfg else None)
     if path:
         try:
@@ -134,8 +134,26 @@ def _token(args, cfg) -> str | None:
             raise ValueError(f"--token-file {path}: {exc.strerror or exc}") from None
         if not tok:
             raise ValueError(f"--token-file {path}: the file is empty")
-        return tok
+        return _checked_token(tok, f"--token-file {path}")
     return None
+
+
+#: a shorter token gets a warning (a guessable one protects little)
+SHORT_TOKEN = 16
+
+
+def _checked_token(tok: str, what: str) -> str:
+    """The token, refused when it holds whitespace (a file of two lines was taken whole, and
+    no client could present it), with a warning when it is short."""
+    if any(c.isspace() for c in tok):
+        lines = len(tok.splitlines())
+        raise ValueError(f"{what}: the token holds " + (f"{lines} lines" if lines > 1 else
+                         "a space") + "; put it alone, as one word, on the first line")
+    if len(tok) < SHORT_TOKEN:
+        _say(f"affedge serve: warning: the token is {len(tok)} characters, easy to guess; use "
+             f"{SHORT_TOKEN} or more (python -c 'import secrets; "
+             "print(secrets.token_urlsafe(24))')")
+    return tok
 
 
 def _sources(args, cfg) -> list[dict]:
