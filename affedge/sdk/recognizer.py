@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from affedge.sdk.frame_checks import push_clock
-from affedge.sdk.parity_warning import warn_if_unchecked
+from affedge.sdk.parity_warning import warn_if_unchecked, warn_other_detector
 from affedge.sdk.prediction import Prediction
 from affedge.sdk.publishing import delivery, drop_sink
 from affedge.sdk.run_feeds import (FileAudioFeeder, FrameReader, check_file_exists,
@@ -90,7 +90,8 @@ class Recognizer:
         ``concurrent_safe = True`` (async passes may then join 2 frames later). Faces are
         cropped with the bundle's crop recipe either way; a bundle whose front end this
         install cannot reproduce (unknown detector, recipe or model file) is refused.
-    min_face: smallest face side (pixels) the detector looks for (default: the detector's).
+    min_face: smallest face side (pixels) a full pass searches for (default: the detector's);
+        not a floor on reported boxes (README, "Face options are accuracy settings").
     expect_digest: refuse the bundle unless its digest (the sha256 of its manifest, which lists
         every artifact's sha256) is this ("sha256:..." or the hex digits); ``bundle.digest``.
     trust: public key file(s) (Ed25519, see :mod:`affedge.signing`): refuse the bundle unless
@@ -258,6 +259,7 @@ class Recognizer:
                 raise ValueError(f"detector must be one of {', '.join(available_detectors())} "
                                  f"or an object with detect(); got {detector!r}")
             self._check_keypoints(detector)
+            warn_other_detector(self.bundle.manifest, detector)
             return make_detector(detector, **opts)
         if not hasattr(detector, "detect"):
             raise TypeError(f"detector must be a detector name or have a detect(frame) method; "
@@ -268,11 +270,7 @@ class Recognizer:
         """Refuse, before the first frame, a detector that cannot feed the bundle's crop recipe
         (a keypoint-less one with a landmark-aligned bundle used to be accepted, then every
         frame with a face was refused)."""
-        from affedge.features.frontend import (
-            detectors_with_keypoints,
-            frontend_of,
-            keypoints_missing,
-        )
+        from affedge.features.frontend import detectors_with_keypoints, frontend_of, keypoints_missing
 
         rec = frontend_of(self.bundle.manifest.get("face_frontend"))
         if keypoints_missing(rec["crop_recipe"], name):
