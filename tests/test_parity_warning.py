@@ -49,3 +49,28 @@ def test_the_cli_prints_it_as_one_warning_line():
     assert len(lines) == 1 and lines[0].startswith("affedge run: warning: the bundle's int8"), \
         r.stderr
     assert "RuntimeWarning" not in r.stderr
+
+
+@needs_demo
+def test_bench_and_doctor_show_an_int8_encoder_that_did_not_pass_its_parity_check(monkeypatch):
+    """Found by a new-user trial: bench's format table said "ok" for the int8 encoder (meaning
+    "it ran") and doctor listed it without a word, while its export parity check said
+    "report" (the CCC moved): int8 looked as good as fp32."""
+    from affedge.benchmarking import pipeline
+    from affedge.benchmarking.report import encoder_table
+    from affedge.bundle import load_bundle
+    from affedge.sdk.doctor import collect
+
+    bundle = load_bundle(DEMO_BUNDLE)
+    monkeypatch.setattr(pipeline, "ENCODER_VARIANTS", tuple(
+        v for v in pipeline.ENCODER_VARIANTS if v[1] == "ort-cpu"))
+    rows = pipeline.encoder_rows(bundle, iters=3, warmup=1, max_seconds=5, say=lambda m: None)
+    by = {r["precision"]: r for r in rows}
+    assert by["int8"]["status"] == "ok" and by["int8"]["export_parity"] == "report"
+    assert "export_parity" not in by["fp32"]
+    table = encoder_table(rows)
+    assert "ok; export parity report" in table and table.count("export parity") == 1
+    listed = collect(DEMO_BUNDLE, devices=False)["bundle"]["artifacts"]
+    int8 = [a for a in listed if a.endswith(")") and " int8 " in a]
+    assert int8 == ["encoder onnx-int8 int8 (export parity: report, CCC moved by 0.024)"], listed
+    assert not any("parity" in a for a in listed if " int8 " not in a)

@@ -577,6 +577,7 @@ def encoder_rows(bundle, threads: int = 1, iters: int = 100, warmup: int = 10,
             continue
         row["size_mb"] = rec["size"] / 1e6
         from affedge.formats import BY_NAME
+        from affedge.sdk.parity_warning import pipeline_parity
 
         measured = prec != rec.get("precision", prec) or be_name != BY_NAME[fmt].cpu_runner
         if not measured:
@@ -600,6 +601,9 @@ def encoder_rows(bundle, threads: int = 1, iters: int = 100, warmup: int = 10,
                 row["parity_source"] = "measured vs the first fp32 row"
             row.update(status="ok", backend=be.name, providers=list(be.providers),
                        stats=st)
+            checked = pipeline_parity(bundle.manifest, prec) if prec != "fp32" else None
+            if checked is not None and checked.get("status") != "pass":
+                row["export_parity"] = str(checked.get("status"))  # "ran", not "fine"
         except Exception as exc:  # noqa: BLE001 - one failing format must not stop the table
             row.update(status="error", reason=f"{type(exc).__name__}: {unavailable_reason(exc)}")
         finally:

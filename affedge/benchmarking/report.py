@@ -55,7 +55,8 @@ def encoder_table(rows: list[dict[str, Any]]) -> str:
         body.append([r["format"], r["precision"], r.get("size_mb"), r.get("parity_max_abs"),
                      st.p50_ms if st else None, st.p90_ms if st else None,
                      st.p99_ms if st else None, st.fps if st else None,
-                     r["status"] if r["status"] == "ok" else f"{r['status']}: "
+                     (f"ok; export parity {r['export_parity']}" if r.get("export_parity")
+                      else "ok") if r["status"] == "ok" else f"{r['status']}: "
                      f"{_short_reason(r.get('reason', ''))}"])
     return format_table(["Format", "Precision", "Size (MB)", "Parity err", "p50 ms", "p90 ms",
                          "p99 ms", "FPS", "Status"], body,

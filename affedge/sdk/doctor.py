@@ -296,7 +296,8 @@ def _bundle(path, expect_digest: str | None = None, trust=None) -> dict:
         "encoder": b.model_config().encoder,
         "modality": "audio-visual" if b.model_config().fusion else "visual only",
         "receptive_field": b.receptive_field,
-        "artifacts": [f"{a['name']} {a['format']} {a['precision']}" for a in b.artifacts],
+        "artifacts": [f"{a['name']} {a['format']} {a['precision']}" + _parity_note(b, a)
+                      for a in b.artifacts],
         "front_end": _try(_front_end, b),
         "digest": "sha256:" + b.digest,
         "signature": b.signature_status if b.signature_status != "unpinned" or not
@@ -497,3 +498,18 @@ def format_report(rep: dict) -> str:
             for name, status, why in be.get("candidates", []):
                 lines.append(f"    {status:8s} {name}: {why}")
     return "\n".join(lines)
+
+
+def _parity_note(bundle, artifact: dict) -> str:
+    """" (export parity: report)" for an encoder of a precision whose whole-pipeline parity
+    check at export did not pass (e.g. an int8 encoder that moved the CCC); else ""."""
+    from affedge.sdk.parity_warning import pipeline_parity
+
+    if artifact["name"] != "encoder" or artifact["precision"] == "fp32":
+        return ""
+    rec = pipeline_parity(bundle.manifest, artifact["precision"])
+    if rec is None or rec.get("status") == "pass":
+        return ""
+    ccc = (rec.get("ccc") or {}).get("max_delta")
+    by = f", CCC moved by {ccc:.3f}" if isinstance(ccc, (int, float)) else ""
+    return f" (export parity: {rec.get('status')}{by})"

@@ -10,9 +10,8 @@ def parity_problem(manifest: dict, precision: str | None) -> str | None:
     pass, or None (passed, or no record: nothing to say). ``affedge export`` scores the exported
     pipeline against the eager model on labelled clips (CCC) and marks a precision whose CCC
     moved by more than its threshold "report" rather than "pass"."""
-    for rec in manifest.get("parity") or []:
-        if rec.get("artifact") != "pipeline" or rec.get("precision") != precision:
-            continue
+    rec = pipeline_parity(manifest, precision)
+    if rec is not None:
         if rec.get("status") == "pass":
             return None
         ccc = rec.get("ccc") or {}
@@ -23,6 +22,13 @@ def parity_problem(manifest: dict, precision: str | None) -> str | None:
                 f"its outputs differ from the fp32 model's more than the bundle allows "
                 f"(status {rec.get('status')!r}; fp32 is the checked precision)")
     return None
+
+
+def pipeline_parity(manifest: dict, precision: str | None) -> dict | None:
+    """The bundle's whole-pipeline parity record for ``precision``, or None."""
+    return next((rec for rec in manifest.get("parity") or []
+                 if rec.get("artifact") == "pipeline" and rec.get("precision") == precision),
+                None)
 
 
 def warn_if_unchecked(manifest: dict, backend, stacklevel: int = 3) -> None:
