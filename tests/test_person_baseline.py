@@ -226,3 +226,16 @@ def test_the_version_must_be_the_integer():
     for v in (True, 1.0, "1"):
         with pytest.raises(ValueError, match="not the one this affedge implements"):
             check_record({**REC, "version": v})
+
+
+def test_a_baseline_fitted_to_zero_is_neither_applied_nor_reported(tmp_path):
+    """Found by a new-user trial: ``affedge run`` said "the bundle's person baseline applied"
+    for a bundle whose fitted strength was 0 for valence and arousal (it changes nothing)."""
+    bundle = _bundle_with(tmp_path, make_record([0.0, 0.0], [0.05, -0.2], fitted_on="validation"))
+    frames = _demo_frames(10)
+    got, r = _push(bundle, frames)
+    raw, _ = _push(bundle, frames, person_baseline=False)
+    assert r.stats()["person_baseline"] is False
+    assert [(p.valence, p.arousal) for p in got] == [(p.valence, p.arousal) for p in raw]
+    _, r2 = _push(_bundle_with(tmp_path / "b", REC), frames)
+    assert r2.stats()["person_baseline"] is True

@@ -61,13 +61,8 @@ from affedge.sdk.frame_checks import check_boxes, conversion_hint
 from affedge.sdk.person_baseline import PersonBaselines, check_record
 from affedge.sdk.prediction import FaceResult, Prediction
 from affedge.sdk.smoothing import ExponentialSmoother
-from affedge.sdk.tracking import (
-    IouTracker,
-    Track,
-    TrackAssistedDetector,
-    choose_primary,
-    select_detections,
-)
+from affedge.sdk.tracking import (IouTracker, Track, TrackAssistedDetector, choose_primary,
+                                   select_detections)
 
 #: full-frame face detection every this many frames (region searches around the tracks in
 #: between). Measured on the 2-core CPU (320x240, Haar): full pass 24-34 ms, region search
@@ -184,7 +179,9 @@ class StreamingEngine:
                 check_record(self.person_baseline)
             except ValueError as exc:
                 raise ValueError(f"bundle {bundle.source}: person_baseline: {exc}") from None
-        self._baselines = PersonBaselines.from_record(self.person_baseline)
+        # a fitted strength of 0 for every output changes nothing: not applied, not reported
+        self._baselines = PersonBaselines.from_record(self.person_baseline) if \
+            self.person_baseline and any(self.person_baseline["alpha"]) else None
 
         self.model_cfg = bundle.model_config()
         self.feature_cfg = fcfg = bundle.feature_config()
