@@ -345,7 +345,9 @@ def _verify_artifacts(root: Path, manifest: Mapping[str, Any]) -> None:
         if path.is_symlink() or not path.resolve().is_relative_to(root_real):
             raise BundleError(f"{w}: is a symlink or resolves outside the bundle")
         if not path.is_file():
-            raise BundleError(f"{w}: file is missing from the bundle")
+            raise BundleError(f"{w}: file is missing from the bundle (every artifact the "
+                              "manifest lists must be there; for a smaller bundle, export only "
+                              "the formats you ship: affedge export ... --format onnx)")
         size = path.stat().st_size
         if size != a["size"]:
             raise BundleError(f"{w}: size is {size} bytes, manifest says {a['size']} "
