@@ -521,8 +521,9 @@ def _normalise_digest(d: Any) -> str:
     h = d.strip().lower()
     h = h.removeprefix("sha256:")
     if len(h) != 64 or any(c not in "0123456789abcdef" for c in h):
-        raise ValueError(f"expect_digest must be 64 hex digits (optionally 'sha256:'-prefixed; "
-                         f"affedge doctor --bundle B prints it whole), got {d!r}")
+        raise ValueError(f"a bundle digest (--bundle-digest, expect_digest) must be 64 hex "
+                         f"digits, optionally 'sha256:'-prefixed (affedge doctor --bundle B "
+                         f"prints it whole), got {d!r}")
     return h
 
 

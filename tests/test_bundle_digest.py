@@ -90,7 +90,8 @@ def test_expected_digest_pins_the_bundle(demo):
                                           f"sha256:{other}"):
         load_bundle(demo, expect_digest=other)
     for bad in ("abc", d[:-1], d + "0", "md5:" + d):
-        with pytest.raises(ValueError, match="64 hex digits"):
+        with pytest.raises(ValueError, match=r"a bundle digest \(--bundle-digest, expect_digest\) "
+                                              r"must be 64 hex digits"):
             load_bundle(demo, expect_digest=bad)
 
 

@@ -13,6 +13,8 @@ HELP = "benchmark a bundle: p50/p90/p99 per stage, formats table, roofline (--js
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from affedge.sdk.engine import DEFAULT_DETECT_EVERY
+
     p.add_argument("bundle", nargs="?", default=None,
                    help="bundle directory or .zip (default: the demo bundle; if absent, a "
                         "fresh random-weights bundle exported into a temporary directory)")
@@ -53,8 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detect-every", type=int, default=None, metavar="K",
                    help="full-frame face detection every K frames, a search of a small region "
                         "around each tracked face in between (1: full frame every frame; "
-                        "default: the runtime's default, affedge.sdk.engine."
-                        "DEFAULT_DETECT_EVERY)")
+                        f"default: {DEFAULT_DETECT_EVERY}, the runtime's)")
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
                    help="also write the results as JSON to FILE ('-' or no FILE: JSON on "
                         "stdout instead of the tables)")
