@@ -176,7 +176,7 @@ def render(doc: dict[str, Any]) -> str:
              + (", random weights" if doc["bundle"].get("random_weights") else "") + ")",
              (f"machine: {m0['cpu']}, {m0['usable_cores']} usable cores, {cfg['threads']} "
               f"thread(s) for every measurement; load average {m0['loadavg_1_5_15']} at start, "
-              f"{m1['loadavg_1_5_15']} at end"), ""]
+              f"{m1['loadavg_1_5_15']} at end")] + [n for n in [_busy_note(m0, m1)] if n] + [""]
     lines += ["Face encoder (batch 1)", report.encoder_table(doc["encoder_formats"]), ""]
     if "stages" in doc:
         pb = doc["pipeline_backend"]
@@ -253,3 +253,20 @@ def _detection_note(detect_every: int | None) -> str:
             f"between{default}; face_detect times that schedule synchronously, whole_frame "
             f"and end_to_end run the full pass asynchronously, as the Recognizer does unless "
             f"async_detect=False (beside the tick, joining a later frame)")
+
+
+#: a 1-minute load average above this fraction of the usable cores marks the figures as noisy
+BUSY_LOAD = 0.5
+
+
+def _busy_note(m0: dict, m1: dict) -> str:
+    """A warning line when other work held the CPU as the run began (1-minute load average
+    above BUSY_LOAD x the usable cores; the load at the end counts this run's own threads, so
+    it is shown, not judged), else ""."""
+    cores = m0.get("usable_cores") or 1
+    load = (m0.get("loadavg_1_5_15") or [0.0])[0]
+    if load <= BUSY_LOAD * cores:
+        return ""
+    return (f"note: the machine was busy as the run began (1-minute load {load:.1f} on {cores} "
+            f"cores): single figures can move by a factor of several between runs; compare "
+            f"variants measured in one run, or re-run on an idle machine")
