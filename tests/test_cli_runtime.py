@@ -242,3 +242,20 @@ def test_a_labels_file_of_neither_format_is_one_clear_error(tmp_path):
     bad.write_text("valence,arousal\n0.1,0.2\n0.3\n")
     with pytest.raises(ValueError, match=r"line 3 has 1 columns"):
         read_labels(bad)
+
+
+def test_run_on_the_demo_bundle_says_it_reads_synthetic_faces_only(tmp_path, capsys):
+    """Found by a claims audit: ``affedge run CAMERA`` (the kiosk quick start) used the demo
+    bundle without a word; only ``affedge demo``'s last line said it means nothing on real
+    people."""
+    from affedge.sdk.recognizer import DEMO_BUNDLE, DEMO_CLIP
+
+    if not (DEMO_BUNDLE / "manifest.json").is_file():
+        pytest.skip("the demo bundle is not built")
+    out = tmp_path / "va.csv"
+    assert cli("run", [str(DEMO_CLIP), "--max-frames", "3", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "affedge run: no --bundle: the demo bundle, trained on synthetic faces only" in err
+    assert cli("run", [str(DEMO_CLIP), "--bundle", str(DEMO_BUNDLE), "--max-frames", "3",
+                       "--out", str(tmp_path / "b.csv")]) == 0
+    assert "synthetic faces only" not in capsys.readouterr().err

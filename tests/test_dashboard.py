@@ -156,3 +156,31 @@ def test_a_published_recognizer_shows_fps_and_latency_without_status(browser):
         finally:
             stop.set()
             th.join(10)
+
+
+def test_a_burst_of_predictions_is_not_shown_as_a_rate(browser):
+    """A full-suite run on a loaded machine showed 82.6 frames/s for a 30 fps push: the rate
+    was taken over the span of the first few messages, which arrived together. A burst of 20
+    predictions at once is now no rate at all (under a second of them), not hundreds."""
+    from affedge.sdk.prediction import Prediction
+    from affedge.sdk.sinks.ws import WebSocketSink
+
+    port = free_port()
+    sink = WebSocketSink(f"ws://127.0.0.1:{port}")
+    try:
+        browser.get(f"http://127.0.0.1:{port}/")
+        wait_for(lambda: sink.clients >= 1)  # the page's socket is open
+        for i in range(20):
+            sink.write(Prediction(frame=i, timestamp=i / 30.0, valence=0.1, arousal=0.2,
+                                  valence_smoothed=0.1, arousal_smoothed=0.2, confidence=0.5,
+                                  face_present=True, speech_present=False, latency_ms=5.0),
+                       source="burst")
+        card = 'section.card[data-source="burst"] '
+        frames = wait_for(lambda: (x := browser.find_element(
+            By.CSS_SELECTOR, card + ".val-n").text) not in ("", "–") and x)
+        assert frames.strip() == "20"
+        time.sleep(1.5)
+        fps = browser.find_element(By.CSS_SELECTOR, card + ".val-fps").text
+        assert fps == "–", fps
+    finally:
+        sink.close()

@@ -541,6 +541,15 @@ def resolve_bundle(bundle):
     return DEMO_BUNDLE
 
 
+def demo_bundle_note(who: str) -> None:
+    """The status line said when a command runs the demo bundle (no --bundle given)."""
+    from affedge import log
+
+    log.status(f"{who}: no --bundle: the demo bundle, trained on synthetic faces only; on real "
+               "people its valence and arousal mean nothing (train your own: README, "
+               "\"Training your own model\")")
+
+
 def run(args) -> int:
     from affedge import log
 
@@ -577,6 +586,8 @@ def run(args) -> int:
             log.status(f"affedge run: {source} (audio: {heard}), backend "
                        f"{rec.backend_name}, bundle sha256:{rec.bundle.digest[:12]} "
                        f"({identity_note(rec.bundle.signature_status, _signed(rec.bundle))})")
+            if args.bundle is None:
+                demo_bundle_note("affedge run")
             t0 = time.monotonic()
             preds = stream_to_outputs(rec, video, audio, out=sink, plot=args.plot,
                                       realtime=args.realtime, max_frames=args.max_frames,

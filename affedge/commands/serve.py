@@ -31,7 +31,7 @@ import sys
 import threading
 
 from affedge.commands.argtypes import non_negative_float
-from affedge.commands.run import add_runtime_arguments
+from affedge.commands.run import add_runtime_arguments, demo_bundle_note
 
 HELP = "serve several sources: predictions over ZeroMQ/WebSocket, a live dashboard, files"
 DEFAULT_WS_PORT = 8765
@@ -333,6 +333,8 @@ def run(args) -> int:
             hub.start()
         _say(f"affedge serve: {len(sources)} source(s): {', '.join(_with_audio(hub))}; "
              f"backend {hub.status()['backend']}")
+        if not (args.bundle or (cfg and cfg.bundle)):
+            demo_bundle_note("affedge serve")
         while not stop.is_set() and not hub.stopped_reason:
             if hub.wait(0.2):  # every source ended (it returns at once from then on)
                 if not args.linger:

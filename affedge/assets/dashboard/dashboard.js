@@ -6,6 +6,7 @@
   const WINDOW_S = 30;          // traces show the last 30 s of each source's own clock
   const MAX_POINTS = 3000;      // per source (30 s at 100 fps)
   const RECENT_MS = 5000;       // fps and latency from the last 5 s of predictions (no status)
+  const MIN_FPS_MS = 1000;      // no fps figure before a second of predictions
   const sources = new Map();    // name -> {card, points: [[t, v, a]], last, status}
   const conn = document.getElementById("conn");
   const main = document.getElementById("sources");
@@ -73,6 +74,7 @@
     // fps, latency and frames from the predictions themselves, for a stream that sends no
     // status (Recognizer.publish("ws://..."): only affedge serve's hub sends status)
     const now = performance.now();
+    if (!s.recent.length) s.firstAt = now;  // (again after a gap longer than RECENT_MS)
     s.recent.push([now, p.latency_ms]);
     while (s.recent.length && now - s.recent[0][0] > RECENT_MS) s.recent.shift();
     s.received += 1;
@@ -83,8 +85,14 @@
     const r = s.recent;
     const lat = r.map(x => x[1]).filter(x => typeof x === "number").sort((a, b) => a - b);
     const q = (f) => lat.length ? lat[Math.min(lat.length - 1, Math.floor(f * lat.length))] : null;
-    const span = r.length > 1 ? (r[r.length - 1][0] - r[0][0]) / 1000 : 0;
-    return {fps: span > 0 ? (r.length - 1) / span : null, latency_ms_p50: q(0.5),
+    // frames over the time since the first of them, and over the whole window once that is
+    // full, so a burst (a reconnect, a page that just connected, a busy machine) is not read as
+    // a rate of 80 frames/s; nothing before MIN_FPS_MS of them
+    const elapsed = r.length ? r[r.length - 1][0] - s.firstAt : 0;
+    const span = Math.max(r.length > 1 ? r[r.length - 1][0] - r[0][0] : 0,
+                          Math.min(elapsed, RECENT_MS)) / 1000;
+    return {fps: elapsed >= MIN_FPS_MS && span > 0 ? (r.length - 1) / span : null,
+            latency_ms_p50: q(0.5),
             latency_ms_p99: q(0.99), frames: s.received};
   }
 
