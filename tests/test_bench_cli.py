@@ -414,5 +414,5 @@ def test_a_busy_machine_is_said_under_the_machine_line():
 
     idle = {"usable_cores": 2, "loadavg_1_5_15": [0.4, 0.5, 0.5]}
     busy = {"usable_cores": 2, "loadavg_1_5_15": [3.6, 3.0, 2.0]}
-    assert _busy_note(idle, busy) == ""  # the end counts the run's own threads: not judged
-    assert "busy as the run began (1-minute load 3.6 on 2 cores)" in _busy_note(busy, idle)
+    assert _busy_note(idle) == ""  # (the load at the end counts the run's own threads)
+    assert "busy as the run began (1-minute load 3.6 on 2 cores)" in _busy_note(busy)

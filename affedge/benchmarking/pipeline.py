@@ -602,8 +602,8 @@ def encoder_rows(bundle, threads: int = 1, iters: int = 100, warmup: int = 10,
             row.update(status="ok", backend=be.name, providers=list(be.providers),
                        stats=st)
             checked = pipeline_parity(bundle.manifest, prec) if prec != "fp32" else None
-            if checked is not None and checked.get("status") != "pass":
-                row["export_parity"] = str(checked.get("status"))  # "ran", not "fine"
+            if checked is not None and checked.get("status") != "pass":  # ran; not a pass
+                row["export_parity"] = str(checked.get("status"))
         except Exception as exc:  # noqa: BLE001 - one failing format must not stop the table
             row.update(status="error", reason=f"{type(exc).__name__}: {unavailable_reason(exc)}")
         finally:

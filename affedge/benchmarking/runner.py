@@ -176,7 +176,7 @@ def render(doc: dict[str, Any]) -> str:
              + (", random weights" if doc["bundle"].get("random_weights") else "") + ")",
              (f"machine: {m0['cpu']}, {m0['usable_cores']} usable cores, {cfg['threads']} "
               f"thread(s) for every measurement; load average {m0['loadavg_1_5_15']} at start, "
-              f"{m1['loadavg_1_5_15']} at end")] + [n for n in [_busy_note(m0, m1)] if n] + [""]
+              f"{m1['loadavg_1_5_15']} at end")] + [n for n in [_busy_note(m0)] if n] + [""]
     lines += ["Face encoder (batch 1)", report.encoder_table(doc["encoder_formats"]), ""]
     if "stages" in doc:
         pb = doc["pipeline_backend"]
@@ -259,7 +259,7 @@ def _detection_note(detect_every: int | None) -> str:
 BUSY_LOAD = 0.5
 
 
-def _busy_note(m0: dict, m1: dict) -> str:
+def _busy_note(m0: dict) -> str:
     """A warning line when other work held the CPU as the run began (1-minute load average
     above BUSY_LOAD x the usable cores; the load at the end counts this run's own threads, so
     it is shown, not judged), else ""."""
