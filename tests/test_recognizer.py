@@ -431,3 +431,32 @@ def test_a_camera_that_changes_resolution_keeps_its_face_and_track():
     assert len(ids) == 1, ids
     big = ps[20].faces[0].box  # in the new grid: about 4x the old box
     assert big[2] > 3 * ps[19].faces[0].box[2]
+
+
+def test_closing_a_predictions_iterator_wakes_a_thread_waiting_on_it(bundle_dir):  # noqa: F811
+    """Found by a new-user trial (an asyncio wrapper calling ``next(it)`` in an executor): the
+    iterator's close() left a ``next()`` already waiting on another thread blocked forever,
+    and ``Recognizer.close()`` did not free it either (the app hung at exit)."""
+    from affedge.sdk.recognizer import Recognizer
+
+    frames, _ = face_frames(2, FPS)
+    with Recognizer(bundle_dir, backend="onnxruntime") as rec:
+        it = rec.predictions()
+        got, done = [], threading.Event()
+
+        def pump():
+            for p in it:
+                got.append(p)
+            done.set()
+
+        th = threading.Thread(target=pump, daemon=True)
+        th.start()
+        rec.push_frame(frames[0], t=0.0)
+        deadline = time.monotonic() + 10
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)  # the pump waits in next() again
+        it.close()
+        assert done.wait(5), "a next() waiting on the closed iterator never returned"
+        rec.push_frame(frames[1], t=1 / FPS)  # the closed iterator gets nothing more
+    assert [p.frame for p in got] == [0]

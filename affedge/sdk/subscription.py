@@ -34,11 +34,15 @@ class Subscription:
         return item
 
     def close(self) -> None:
+        """End the subscription; a ``next()`` waiting on another thread returns at once (it
+        waited forever: the queue left the subscribers, so not even ``Recognizer.close()``'s
+        end marker reached it; found by a new-user trial's asyncio wrapper)."""
         if self._open:
             self._open = False
             with self._rec._sub_lock:
                 if self._q in self._rec._subscribers:
                     self._rec._subscribers.remove(self._q)
+            self._q.put(END)
 
     def __del__(self) -> None:
         try:
