@@ -258,10 +258,21 @@ def test_a_file_per_visitor_with_publish_close_and_unpublish(tmp_path):
         with pytest.raises(ValueError, match="unpublish: .* is not a sink this Recognizer"):
             rec.unpublish(second)
         assert len(rec._callbacks) == 1  # the app's own callback only
+
+        class NoClose:  # an app's own sink with write() only (a trial: AttributeError 'close')
+            rows = []
+
+            def write(self, p):
+                self.rows.append(p.frame)
+
+        mine = rec.publish(NoClose())
+        rec.push_frame(frames[5], t=5 / 30.0)
+        rec.unpublish(mine)
+        assert mine.rows == [5] and len(rec._callbacks) == 1
     assert [r["frame"] for r in csv.DictReader((tmp_path / "visitor1.csv").open())] == ["0", "1"]
     rows = [json.loads(x) for x in (tmp_path / "visitor2.jsonl").read_text().splitlines()]
     assert [r["frame"] for r in rows] == [2, 3]
-    assert seen == [0, 1, 2, 3, 4]
+    assert seen == [0, 1, 2, 3, 4, 5]
 
 
 def test_a_published_file_is_created_at_its_first_row(tmp_path):

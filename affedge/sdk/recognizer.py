@@ -362,7 +362,8 @@ class Recognizer:
             raise ValueError(f"unpublish: {getattr(sink, 'target', sink)!r} is not a sink this "
                              f"Recognizer publishes to (publish() returns the one to give)")
         self._let_go(sink)
-        sink.close()
+        if callable(getattr(sink, "close", None)):  # (a sink of the app's may have no close)
+            sink.close()
 
     def _let_go(self, sink) -> None:
         drop_sink(self._callbacks, self._owned_sinks, sink)
