@@ -266,13 +266,20 @@ def _check_sample_format(bundle_dir, frames, dtype):  # noqa: F811
 def test_wrong_sample_rate_is_resampled(bundle_dir, frames):  # noqa: F811
     """48 kHz and 8 kHz PCM pushed with their rate give (nearly) the 16 kHz result."""
     x16 = (np.sin(2 * np.pi * 300 * np.arange(SR) / SR) * 0.4).astype(np.float32)
-    outs = {}
+    import warnings
+
+    outs, warned = {}, {}
     for rate in (SR, 48000, 8000):
         x = x16 if rate == SR else _resample_ref(x16, rate)
-        with _rec(bundle_dir) as rec:
+        with _rec(bundle_dir) as rec, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             for k in range(0, len(x), rate // 50):  # 20 ms chunks, contiguous timestamps
                 rec.push_audio(x[k:k + rate // 50], t=k / rate, sample_rate=rate)
             outs[rate] = [rec.push_frame(f, t=0.3 + i / FPS) for i, f in enumerate(frames[:4])]
+        warned[rate] = [str(w.message) for w in caught if "holds nothing above" in str(w.message)]
+    # narrow-band audio is said once (a trial: 8 kHz speech halved the demo's valence CCC)
+    assert warned[SR] == warned[48000] == [] and len(warned[8000]) == 1
+    assert "audio at 8000 Hz holds nothing above 4 kHz" in warned[8000][0]
     assert all(p.audio_present for ps in outs.values() for p in ps)
     # measured 2026-11-30 (2-core x86 CPU): 48 kHz 8.0e-6, 8 kHz 1.7e-5 (the 300 Hz tone lies
     # well inside both bands); bounds ~12x the measurement

@@ -251,6 +251,8 @@ class AudioTimeline:
                 rs = self._resamplers.get(sr)
                 if rs is None:
                     rs = self._resamplers[sr] = StreamResampler(sr, self.sample_rate)
+                    if sr < self.sample_rate:
+                        warn_narrowband(sr, self.sample_rate)
             # audio the resampler holds back (its filter delay) is not a gap
             held = rs.pending_s if rs is not None else 0.0
             if rs is not None:
@@ -490,3 +492,15 @@ class AudioTimeline:
                 "audio_seconds": c["consumed"] / self.sample_rate,
                 "nonfinite_audio": c["nonfinite"], "audio_clock_mismatch": c["clock_mismatch"],
                 "audio_late_frames": c["late"]}
+
+
+def warn_narrowband(sr: int, model_sr: int) -> None:
+    """One RuntimeWarning for audio below the model's rate: resampling cannot restore the band
+    above ``sr / 2`` that the features were trained with (a new-user trial, demo clip, 240
+    frames: valence CCC 0.92 at 16 kHz, 0.46 at 8 kHz and 0.46 for 16 kHz band-limited to
+    4 kHz, so the band, not the resampler)."""
+    warnings.warn(f"push_audio: audio at {sr} Hz holds nothing above {sr / 2000:g} kHz, which the "
+                  f"model's features ({model_sr} Hz, up to {model_sr / 2000:g} kHz) were trained "
+                  f"with: expect worse predictions (telephone audio and Bluetooth headsets' "
+                  f"hands-free mode are 8 kHz; use a wide-band mode where there is one)",
+                  RuntimeWarning, stacklevel=4)
