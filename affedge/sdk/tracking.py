@@ -438,9 +438,16 @@ class TrackAssistedDetector:
         with self._lock:
             self._closed = self._closed or close
             worker, self._worker = self._worker, None
-        self.discard_pending()
         if worker is not None:
-            worker.shutdown(wait=True)
+            # told first, so that its thread ends after the pass it may run even when a
+            # KeyboardInterrupt cuts the waits below short (a Ctrl-C test in full-suite runs
+            # found the thread alive after close(): the join had been interrupted)
+            worker.shutdown(wait=False)
+        try:
+            self.discard_pending()
+        finally:
+            if worker is not None:
+                worker.shutdown(wait=True)
 
     def discard_pending(self) -> None:
         """Drop the boxes of a submitted, not yet merged full pass (e.g. when the caller
