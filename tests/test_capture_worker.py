@@ -45,3 +45,34 @@ def test_a_file_reader_stays_a_queue_ahead_and_is_woken_once_the_loop_took_half(
         worker.stop()
     assert taken == list(range(worker.captured)) and worker.captured >= 40
     assert worker.note is None
+
+
+def test_a_live_source_that_came_back_starts_its_next_outage_at_the_first_pause(tmp_path):
+    """Found by an operator's trial: the retry pauses (0.5, 1, 2, 4, then 8 s) never started
+    over after a recovery, so from a process's third outage on, every camera blip cost 8 s.
+    Here a "camera" that delivers a short clip and then drops, again and again: each drop
+    follows frames, so each is a first failure (0.5 s) and it is back several times in 3.5 s
+    (at most 3 before: 0.5 + 1 + 2 s)."""
+    from affedge.serve.capture import BACKOFF_S
+
+    clip = cut_clip(tmp_path / "clip.mp4", 0.3)
+
+    class Dropping:  # the real decoder, presented as a live stream that ends: a drop
+        is_live = True
+
+        def __init__(self):
+            self.src = VideoSource(str(clip), realtime=False)
+
+        def read(self):
+            return self.src.read()
+
+        def close(self):
+            self.src.close()
+
+    worker = SourceWorker("cam", Dropping, lambda: None, live=True)
+    try:
+        worker.start()
+        time.sleep(3.5)
+    finally:
+        worker.stop()
+    assert BACKOFF_S[0] == 0.5 and worker.reconnects >= 4, worker.reconnects

@@ -17,7 +17,6 @@ import threading
 import time
 from collections import deque
 
-from affedge import log
 from affedge.sdk.run_feeds import MediaPacer, short_file_note
 from affedge.sdk.sources.live_queue import LiveQueue
 
@@ -101,7 +100,8 @@ class SourceWorker:
                     self.live = bool(getattr(self._src, "is_live", self.live))
                     if failures:
                         self.reconnects += 1
-                        log.status(f"affedge serve: source {self.name} is back")
+                        # said under -q too, as its failure was (a -q log looked broken)
+                        report(f"affedge serve: source {self.name} is back")
                     self.error = None
                 except Exception as exc:  # noqa: BLE001  (reported, retried)
                     if not self._retry(exc, failures):
@@ -109,12 +109,15 @@ class SourceWorker:
                     failures += 1
                     continue
             self.state = "running"
+            delivered = self.captured
             try:
                 self._pump()
             except Exception as exc:  # noqa: BLE001
                 self._close_source()
                 if self._stop.is_set():  # stop() closed the source under a read(): not a
                     break                # failure of the source
+                if self.captured > delivered:
+                    failures = 0  # it ran again: a new outage starts at the first pause
                 if not self._retry(exc, failures):
                     break
                 failures += 1
