@@ -300,3 +300,25 @@ def test_a_published_file_is_created_at_its_first_row(tmp_path):
 
         n = sum(1 for _ in rec.run(str(DEMO_CLIP), max_frames=3))
     assert n == 3 and len(keep.read_text().splitlines()) == 4  # header + 3 rows
+
+
+@pytest.mark.parametrize("ext", [".jsonl", ".csv"])
+def test_a_file_truncated_under_a_running_sink_goes_on_at_its_new_end(tmp_path, ext):
+    """Found by an operator's trial: logrotate's copytruncate (``truncate -s 0`` on the file a
+    serve writes) left the next rows at the old offset, after 12 MB of NUL bytes; the file is
+    now written in append mode."""
+    path = tmp_path / f"rows{ext}"
+    sink = open_sink(str(path))
+    for i in range(50):
+        sink.write(pred(i, i / 30.0))
+    os.truncate(path, 0)  # rotated away by a copy + truncate
+    for i in range(50, 53):
+        sink.write(pred(i, i / 30.0))
+    sink.close()
+    data = path.read_bytes()
+    assert b"\0" not in data and len(data) < 3000
+    lines = data.decode().splitlines()
+    if ext == ".jsonl":
+        assert [strict_loads(x)["frame"] for x in lines] == [50, 51, 52]
+    else:
+        assert [r[0] for r in csv.reader(lines)] == ["50", "51", "52"]

@@ -22,7 +22,11 @@ def open_output_file(path: str):
         raise NotADirectoryError(20, f"{parent} is a file, not a directory", path)
     try:
         os.makedirs(parent, exist_ok=True)
-        return open(path, "w", newline="", encoding="utf-8")
+        # appending (O_APPEND) after the truncation: a log rotation that truncates the file
+        # under us (logrotate's copytruncate) gets the next row at its new end, where plain
+        # writes went on at the old offset (an operator's trial: 12 MB of NUL bytes first)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o666)
+        return open(fd, "w", newline="", encoding="utf-8")
     except OSError as exc:
         if exc.filename is None:  # (say which file)
             raise type(exc)(exc.errno, exc.strerror, path) from None
@@ -37,11 +41,18 @@ class _FileSink(Sink):
         self.error: OSError | None = None  # the write error already raised to the caller
 
     def _emit(self, text: str) -> None:
+        """One row, written straight to the file (no buffer left to flush); a row the disk
+        took only part of (full) is taken back, so the file ends with a whole row."""
+        data, done = text.encode("utf-8"), 0
+        fd = self._fh.fileno()
         try:
-            self._fh.write(text)
-            self._fh.flush()
+            while done < len(data):
+                done += os.write(fd, data[done:])
         except OSError as exc:
             self.error = exc
+            if done:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, os.fstat(fd).st_size - done)
             raise
 
     def flush(self) -> None:
