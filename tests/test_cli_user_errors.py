@@ -645,3 +645,20 @@ def test_demo_labels_of_another_clip_draw_a_warning(tmp_path):
     binary.write_bytes(b"PK\x03\x04\x14\x00\x00\x00\x08\x00\xff\xfe")
     r = affedge("demo", "--fast", "--labels", binary, "--out-dir", tmp_path / "o3")
     assert r.returncode != 0 and "'frame,valence,arousal' CSV" in r.stderr, r.stderr[-500:]
+
+
+@needs_demo
+def test_serve_whose_only_output_fails_exits_1_and_names_it(full_disk):
+    """Found by an operator's trial: serve whose only output hit a full disk stopped with
+    "no output left" and exit code 0, so a supervisor's restart-on-failure left it down. A
+    reader that quits (``--out - | head``) is still a normal end (exit 0, tested in
+    test_serve.py)."""
+    r = affedge("serve", "--source", DEMO_CLIP, "--out", full_disk, "-q")  # 600 rows > 32 KiB
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    assert "No space left on device" in r.stderr and "Traceback" not in r.stderr
+    assert "outputs that failed and were dropped" in r.stderr
+    if not full_disk.is_symlink():  # a real full file system: the file ends with a whole row
+        data = full_disk.read_text()  # (the trial's ended in half a row)
+        lines = data.splitlines()
+        assert data.endswith("\n") and len(lines) > 2
+        assert len({len(x.split(",")) for x in lines}) == 1, lines[-1]

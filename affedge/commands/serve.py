@@ -317,7 +317,10 @@ def run(args) -> int:
         got.append(signum)
         stop.set()
 
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    # SIGHUP (a closed terminal, or an operator's "reopen your logs") stops as SIGTERM does:
+    # it killed serve outright before (exit 129, no flush)
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM,
+                                                    signal.SIGHUP)}
     hub = Hub(bundle, backend, backend_options=backend_options, stop_without_outputs=True,
               **opts)
     try:
@@ -376,7 +379,12 @@ def run(args) -> int:
     if stuck:  # (the interpreter waits for these at exit: name them)
         print(f"affedge serve: threads still running after the stop: {', '.join(stuck)}",
               file=sys.stderr, flush=True)  # a warning: shown even with -q
-    return 0
+    if hub.failed_outputs:  # (each was reported when it failed; said again at the end)
+        print("affedge serve: outputs that failed and were dropped: "
+              + "; ".join(hub.failed_outputs), file=sys.stderr, flush=True)
+    # stopped because the last output failed (a full disk): a failure, for a supervisor's
+    # restart-on-failure (it exited 0, like a reader that quit, before)
+    return 1 if hub.stopped_reason == "no output left" and hub.failed_outputs else 0
 
 
 def _file_sinks(hub, targets: list[str]):

@@ -157,6 +157,8 @@ class Hub:
         #: why the hub stopped by itself (None: it did not): "no output left" once every
         #: sink failed or was closed by its reader
         self.stopped_reason: str | None = None
+        #: outputs dropped because they failed (a full disk), "name: error" each
+        self.failed_outputs: list[str] = []
         self.ticks = 0
         self.batched_frames = 0
         self.tick_errors = 0
@@ -449,6 +451,8 @@ class Hub:
                 report(f"affedge serve: output {_sink_name(sink)} "
                        + ("was closed by its reader" if gone else f"failed: {exc!r}")
                        + "; it is dropped")
+                if not gone:  # (in the status, and serve's exit code when none is left)
+                    self.failed_outputs.append(f"{_sink_name(sink)}: {exc!r}")
                 self._sinks.remove(sink)
                 _quietly(getattr(sink, "close", None))
                 if not self._sinks and self.stop_without_outputs:
@@ -493,7 +497,8 @@ class Hub:
             }
         return {"schema": 1, "sources": out, "ticks": self.ticks,
                 "mean_batch": (self.batched_frames / self.ticks) if self.ticks else float("nan"),
-                "tick_errors": self.tick_errors, "backend": str(getattr(
+                "tick_errors": self.tick_errors, "failed_outputs": list(self.failed_outputs),
+                "backend": str(getattr(
                     self.backend, "name", type(self.backend).__name__)),
                 "uptime_s": (time.monotonic() - self.started_at) if self.started_at else 0.0,
                 # from start() to the newest prediction (the work, without an idle tail)
