@@ -157,7 +157,7 @@ def _clients_that_stop_reading(url: str, n: int) -> list:
     return out
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_signal_stops_flushes_closes_and_exits_0(tmp_path, sig):
     from affedge.sdk.recognizer import DEMO_CLIP
 
