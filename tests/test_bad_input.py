@@ -411,6 +411,7 @@ BAD_FRAMES = [
     (np.zeros((120, 160, 3), np.uint16), "uint16.*>> 8"),
     (np.zeros((120, 160, 3), np.int8), r"int8.*frame\.view\(np\.uint8\)"),  # a new user's
     (np.zeros((120, 160, 3), bool), "bool"),
+    (np.zeros((3, 120, 160), np.uint8), r"channels first.*transpose\(1, 2, 0\)"),  # a trial's
     ([[0, 0, 0]], "BGR uint8"),
     (None, "BGR uint8"),
 ]

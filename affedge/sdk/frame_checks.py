@@ -29,6 +29,9 @@ def conversion_hint(frame) -> str:
         return " (grayscale: convert with cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR))"
     if frame.ndim == 3 and frame.shape[2] == 4:
         return " (BGRA: convert with cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR))"
+    if frame.ndim == 3 and frame.shape[0] in (1, 3, 4) and frame.shape[2] > 4:
+        return (" (channels first, as a tensor: np.ascontiguousarray(frame.transpose(1, 2, 0)), "
+                "then to BGR if it is RGB: cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))")
     if frame.dtype.kind == "f" and frame.ndim == 3 and frame.shape[2] == 3:
         return " (float image: scale to 0-255 and cast, e.g. (frame * 255).clip(0, 255)" \
                ".astype(np.uint8) for values in [0, 1])"
