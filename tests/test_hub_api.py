@@ -465,15 +465,12 @@ def test_frames_a_live_source_skipped_get_times_spread_between_their_neighbours(
     """Found by a new-user trial: the stale Predictions of skipped frames bunched up against
     the next frame's time (each one was placed between the last *emitted* one and the frame,
     so the gaps halved: 2.2320, 2.2329, 2.2332, 2.2333, 2.2333, ...), and frames shared times."""
-    import subprocess
 
     from affedge.serve import Hub
-    from tests.test_serve_helpers import cut_clip, free_port
+    from tests.test_serve_helpers import cut_clip, http_stream
 
     clip = cut_clip(tmp_path / "c.mp4", 3.0)
-    url = f"http://127.0.0.1:{free_port()}/live.ts"
-    server = subprocess.Popen(["ffmpeg", "-v", "error", "-re", "-i", str(clip), "-c", "copy",
-                               "-f", "mpegts", "-listen", "1", url])
+    url, server = http_stream(clip)
     preds = []
 
     class Slow:  # a sink slower than the stream: the loop falls behind and frames are skipped
@@ -533,15 +530,12 @@ def test_a_live_source_that_stops_sending_reads_stalled_in_the_status(tmp_path):
     """Found by a new-user trial: a stream paused (SIGSTOP) read "running" for 5 s, until its
     read timed out and it was "retrying"; a watchdog had to infer it from fps 0."""
     import signal
-    import subprocess
 
     from affedge.serve import Hub
-    from tests.test_serve_helpers import cut_clip, free_port
+    from tests.test_serve_helpers import cut_clip, http_stream
 
     clip = cut_clip(tmp_path / "c.mp4", 20.0)
-    url = f"http://127.0.0.1:{free_port()}/live.ts"
-    server = subprocess.Popen(["ffmpeg", "-v", "error", "-re", "-i", str(clip), "-c", "copy",
-                               "-f", "mpegts", "-listen", "1", url])
+    url, server = http_stream(clip)
     states = []
     try:
         with Hub(backend="ort-cpu") as hub:

@@ -2,12 +2,11 @@
 through one demuxer, as ``affedge serve`` reads it (a real ffmpeg HTTP server on 127.0.0.1)."""
 from __future__ import annotations
 
-import subprocess
 
 import pytest
 
 from affedge.sdk.sources import SourceError
-from tests.test_serve_helpers import cut_clip, free_port
+from tests.test_serve_helpers import cut_clip, http_stream
 
 
 def test_run_reads_a_network_stream_with_its_own_audio(tmp_path):
@@ -16,9 +15,7 @@ def test_run_reads_a_network_stream_with_its_own_audio(tmp_path):
     from affedge import Recognizer
 
     clip = cut_clip(tmp_path / "c.mp4", 3.0)
-    url = f"http://127.0.0.1:{free_port()}/live.ts"
-    server = subprocess.Popen(["ffmpeg", "-v", "error", "-re", "-i", str(clip), "-c", "copy",
-                               "-f", "mpegts", "-listen", "1", url])
+    url, server = http_stream(clip)
     preds = []
     try:
         with Recognizer.demo(backend="ort-cpu") as rec:

@@ -30,6 +30,14 @@ def cut_clip(path, seconds: float, start: float = 0.0) -> Path:
     return Path(path)
 
 
+def http_stream(clip):
+    """``clip`` served once as an MPEG-TS stream over HTTP on 127.0.0.1 by a real ffmpeg, at
+    its own pace -> (url, the ffmpeg Popen: kill it when done)."""
+    url = f"http://127.0.0.1:{free_port()}/live.ts"
+    return url, subprocess.Popen(["ffmpeg", "-v", "error", "-re", "-i", str(clip), "-c", "copy",
+                                  "-f", "mpegts", "-listen", "1", url])
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
