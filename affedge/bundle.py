@@ -65,10 +65,7 @@ import numpy as np
 
 from affedge import formats as _formats
 from affedge.artifact_checks import (  # noqa: F401  (re-exported: the bundle's public checks)
-    check_no_pickle,
-    check_safetensors,
-    looks_like_pickle, pickle_globals,  # noqa: F401
-)
+    check_no_pickle, check_safetensors, looks_like_pickle, pickle_globals)
 from affedge.bundle_hints import not_a_bundle_hint
 from affedge.bundle_limits import (  # noqa: F401  (the limits are re-exported here)
     FORBIDDEN_SUFFIXES,
@@ -345,9 +342,8 @@ def _verify_artifacts(root: Path, manifest: Mapping[str, Any]) -> None:
         if path.is_symlink() or not path.resolve().is_relative_to(root_real):
             raise BundleError(f"{w}: is a symlink or resolves outside the bundle")
         if not path.is_file():
-            raise BundleError(f"{w}: file is missing from the bundle (every artifact the "
-                              "manifest lists must be there; for a smaller bundle, export only "
-                              "the formats you ship: affedge export ... --format onnx)")
+            raise BundleError(f"{w}: file is missing from the bundle (every listed artifact must "
+                              "be there; to slim it, export only what you ship: --format onnx)")
         size = path.stat().st_size
         if size != a["size"]:
             raise BundleError(f"{w}: size is {size} bytes, manifest says {a['size']} "

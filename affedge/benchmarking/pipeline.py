@@ -6,24 +6,22 @@ Stages (each timed on its own, on the same clip, with the same backend and threa
                       passes every ``detect_every`` frames: they set its p90/p99);
 ``align_preprocess``  ``align_crop`` + ``to_model_input`` of the detected face;
 ``encoder``           ``backend.run("encoder")`` on one crop (N=1);
-``audio_features``    ``IncrementalAudioFeatures.push`` + ``VoiceActivity.push`` of one video
-                      frame's worth of PCM (1/fps s; the 10 ms-hop figure is in
-                      benchmarks/bench_features.py);
+``audio_features``    ``IncrementalAudioFeatures.push`` + ``VoiceActivity.push`` of a video frame's
+                      PCM (1/fps s; the 10 ms-hop figure: benchmarks/bench_features.py);
 ``step``              ``backend.run("step")`` with the state carried from call to call;
 ``whole_frame``       the Recognizer push API: ``push_audio`` of the frame's PCM +
                       ``push_frame`` (the inference tick: all of the above plus tracking,
                       ring buffers, smoothing and the Prediction; the full passes on the
                       detection worker, beside the tick, are timed apart);
 ``end_to_end``        ``Recognizer.run(video=clip, audio="video")``: the interval between
-                      Predictions, including video decoding and audio demuxing, with the
-                      pipelined capture loop (the next frame's front end on a worker thread,
-                      :mod:`affedge.sdk.frame_pipeline`; the default on two or more cores);
+                      Predictions, with video decoding, audio demuxing and the pipelined capture
+                      loop (the next frame's front end on a worker thread: frame_pipeline, the
+                      default on two or more cores);
 ``end_to_end_serial`` the same with ``pipeline=False``, in runs alternating with the above.
 
-Plus the encoder per format/precision (the Ultralytics-style table), and the reference
-comparison: affedge's streaming frame (encoder on the new crop + one step) vs the reference
-approach (re-encode all W crops and re-run the window form over them every frame), both through
-ONNX Runtime.
+Plus the encoder per format/precision (the Ultralytics-style table), and the reference comparison:
+affedge's streaming frame (encoder on the new crop + one step) vs the reference approach
+(re-encode all W crops and re-run the window form over them every frame), both on ONNX Runtime.
 """
 from __future__ import annotations
 
@@ -41,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from affedge.benchmarking.harness import LatencyStats, StageTimes, measure
+from affedge.sdk.parity_warning import pipeline_parity
 from affedge.sdk.tracking import WORKER_THREAD_PREFIX
 
 STAGES = ("face_detect", "align_preprocess", "encoder", "audio_features", "step",
@@ -533,8 +532,7 @@ ENCODER_VARIANTS = encoder_variants()
 def parity_error(bundle, artifact: str, fmt: str, precision: str) -> float | None:
     """max |exported - eager| over the artifact's outputs, from the manifest's parity records."""
     for r in bundle.manifest.get("parity", []) or []:
-        if r.get("artifact") == artifact and r.get("format") == fmt and \
-                r.get("precision") == precision:
+        if (r.get("artifact"), r.get("format"), r.get("precision")) == (artifact, fmt, precision):
             vals = [o.get("max_abs") for o in (r.get("outputs") or {}).values()]
             vals = [float(v) for v in vals if v is not None]
             return max(vals) if vals else None
@@ -554,9 +552,8 @@ def unavailable_reason(exc: BaseException | str) -> str:
     return "; ".join(lines)
 
 
-def encoder_rows(bundle, threads: int = 1, iters: int = 100, warmup: int = 10,
-                 batch: int = 1, max_seconds: float = 20.0,
-                 say: Callable[[str], None] = print) -> list[dict[str, Any]]:
+def encoder_rows(bundle, threads: int = 1, iters: int = 100, warmup: int = 10, batch: int = 1,
+                 max_seconds: float = 20.0, say: Callable[[str], None] = print) -> list[dict]:
     """The face encoder in every format/precision this bundle and machine can run."""
     from affedge.sdk.backends import select_backend
 
@@ -577,7 +574,6 @@ def encoder_rows(bundle, threads: int = 1, iters: int = 100, warmup: int = 10,
             continue
         row["size_mb"] = rec["size"] / 1e6
         from affedge.formats import BY_NAME
-        from affedge.sdk.parity_warning import pipeline_parity
 
         measured = prec != rec.get("precision", prec) or be_name != BY_NAME[fmt].cpu_runner
         if not measured:
@@ -601,8 +597,8 @@ def encoder_rows(bundle, threads: int = 1, iters: int = 100, warmup: int = 10,
                 row["parity_source"] = "measured vs the first fp32 row"
             row.update(status="ok", backend=be.name, providers=list(be.providers),
                        stats=st)
-            checked = pipeline_parity(bundle.manifest, prec) if prec != "fp32" else None
-            if checked is not None and checked.get("status") != "pass":  # ran; not a pass
+            checked = pipeline_parity(bundle.manifest, prec) if prec != "fp32" else {}
+            if checked and checked.get("status") != "pass":  # it ran; its export check did not pass
                 row["export_parity"] = str(checked.get("status"))
         except Exception as exc:  # noqa: BLE001 - one failing format must not stop the table
             row.update(status="error", reason=f"{type(exc).__name__}: {unavailable_reason(exc)}")

@@ -514,8 +514,7 @@ class StreamingEngine:
         return float("nan") if i is None or i >= len(y) else float(y[i])
 
     def _step(self, streams: list[TrackState], emb: np.ndarray, audio: dict[str, np.ndarray]):
-        """One step call -> :meth:`split_step`'s triple; the streams are not changed (the tick
-        commits the states once every model call succeeded)."""
+        """One step call -> :meth:`split_step`'s triple (the tick commits the states later)."""
         n = len(streams)
         if self._step_fixed_batch == 1 and n > 1:
             parts = [self._step([s], emb[i:i + 1], audio) for i, s in enumerate(streams)]
