@@ -57,6 +57,17 @@ class FailingAfter:
         self.inner.close()
 
 
+#: the threads alive when the current test began (another test's are not its to end)
+_PRESENT: set = set()
+
+
+@pytest.fixture(autouse=True)
+def _threads_present_before():
+    _PRESENT.clear()
+    _PRESENT.update(t.ident for t in threading.enumerate())
+    yield
+
+
 def _affedge_threads_after_wait(timeout: float = 10.0) -> list[str]:
     """The affedge threads (capture, face detection: named ``affedge-*``) still alive once they
     all ended or ``timeout`` s passed. Named threads, not a total count: PortAudio's callback
@@ -70,7 +81,8 @@ def _affedge_threads_after_wait(timeout: float = 10.0) -> list[str]:
     gc.collect()
     deadline = time.monotonic() + timeout
     while True:
-        alive = [t.name for t in threading.enumerate() if t.name.startswith("affedge-")]
+        alive = [t.name for t in threading.enumerate()
+                 if t.name.startswith("affedge-") and t.ident not in _PRESENT]
         if not alive or time.monotonic() >= deadline:
             return alive
         time.sleep(0.05)
