@@ -17,30 +17,41 @@ from affedge.sdk.sinks import open_sink
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_bridge_republishes_each_face_as_an_expression():
-    sink = open_sink("zmq://127.0.0.1:0")
+def _bridge(sink, args, send_round):
+    """Run examples/ros4hri_bridge.py (--dry-run) against ``sink``, calling ``send_round()``
+    every 50 ms until the bridge exits (its --max-messages) -> (returncode, stdout, stderr)."""
     proc = subprocess.Popen([sys.executable, str(ROOT / "examples" / "ros4hri_bridge.py"),
-                             "--zmq", sink.endpoint, "--dry-run", "--source", "door",
-                             "--max-messages", "3", "--timeout", "30"],
-                            stdout=subprocess.PIPE, text=True)
+                             "--zmq", sink.endpoint, "--dry-run", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        end = time.monotonic() + 30
+        while proc.poll() is None and time.monotonic() < end:  # (until it has subscribed too)
+            send_round()
+            time.sleep(0.05)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        sink.close()
+    return proc.returncode, out, err
+
+
+def test_bridge_republishes_each_face_as_an_expression():
     faces = (FaceResult(7, (0, 0, 9, 9), True, 0.9, 0.1, 0.2, 0.15, 0.25, 0.8),
              FaceResult(8, (20, 0, 9, 9), True, 0.9, 0.3, 0.4, float("nan"), 0.5, 0.6))
     p = Prediction(frame=0, timestamp=0.0, valence=0.1, arousal=0.2, valence_smoothed=0.15,
                    arousal_smoothed=0.25, confidence=0.8, face_present=True,
                    speech_present=True, faces=faces)
-    try:
-        end = time.monotonic() + 30
-        while proc.poll() is None and time.monotonic() < end:  # until it has subscribed
-            sink.write(p, source="kitchen")  # filtered out by topic
-            sink.write(p, source="doorbell")  # so is a name that merely starts with "door"
-            sink.write(p, source="door")
-            time.sleep(0.05)
-        out, _ = proc.communicate(timeout=30)
-    finally:
-        proc.kill()
-        sink.close()
+    sink = open_sink("zmq://127.0.0.1:0")
+
+    def send():
+        sink.write(p, source="kitchen")  # filtered out by topic
+        sink.write(p, source="doorbell")  # so is a name that merely starts with "door"
+        sink.write(p, source="door")
+
+    rc, out, _ = _bridge(sink, ["--source", "door", "--max-messages", "3", "--timeout", "30"],
+                         send)
     msgs = [json.loads(x) for x in out.splitlines()]
-    assert proc.returncode == 0 and len(msgs) == 3  # face 8's smoothed valence is NaN: skipped
+    assert rc == 0 and len(msgs) == 3  # face 8's smoothed valence is NaN: skipped
     assert all(m["topic"].startswith("/humans/faces/door_") for m in msgs), msgs
     assert msgs[0] == {"topic": "/humans/faces/door_7/expression", "type": "hri_msgs/Expression",
                        "expression": "", "valence": 0.15, "arousal": 0.25, "confidence": 0.8}
@@ -89,31 +100,24 @@ def test_bridge_skips_stale_repeats_and_reports_a_source_that_retries():
     mentioned (the bridge skipped ``_status``, and waited silently until the first message)."""
     import dataclasses
 
-    sink = open_sink("zmq://127.0.0.1:0")
-    proc = subprocess.Popen([sys.executable, str(ROOT / "examples" / "ros4hri_bridge.py"),
-                             "--zmq", sink.endpoint, "--dry-run", "--source", "door",
-                             "--max-messages", "4", "--timeout", "30"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     face = FaceResult(7, (0, 0, 9, 9), True, 0.9, 0.1, 0.2, 0.15, 0.25, 0.8)
     fresh = Prediction(frame=0, timestamp=0.0, valence=0.1, arousal=0.2, valence_smoothed=0.15,
                        arousal_smoothed=0.25, confidence=0.8, face_present=True,
                        speech_present=True, faces=(face,))
     stale = dataclasses.replace(fresh, frame=1, timestamp=0.033, stale=True)
     status = {"schema": 1, "sources": {"door": {"state": "retrying", "error": "gone"}}}
-    try:
-        end = time.monotonic() + 30
-        while proc.poll() is None and time.monotonic() < end:
-            sink.publish_status(status)
-            sink.write(stale, source="door")
-            sink.write(stale, source="door")
-            sink.write(fresh, source="door")
-            time.sleep(0.05)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        proc.kill()
-        sink.close()
+    sink = open_sink("zmq://127.0.0.1:0")
+
+    def send():
+        sink.publish_status(status)
+        sink.write(stale, source="door")
+        sink.write(stale, source="door")
+        sink.write(fresh, source="door")
+
+    rc, out, err = _bridge(sink, ["--source", "door", "--max-messages", "4", "--timeout", "30"],
+                           send)
     msgs = [json.loads(x) for x in out.splitlines()]
     # 4 predictions counted (stale ones included), only the fresh ones republished
-    assert proc.returncode == 0 and 1 <= len(msgs) <= 2, msgs
+    assert rc == 0 and 1 <= len(msgs) <= 2, msgs
     assert "waiting for predictions" in err
     assert err.count("source door: retrying (gone)") == 1, err
