@@ -248,7 +248,9 @@ def test_a_stopped_synth_is_named_incomplete_by_synth_and_train(tmp_path):
 
     data = tmp_path / "d"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "affedge.cli", "synth", str(data), "--videos", "8", "--seconds",
+        # 40 videos: enough that synth is still writing when the signal lands (with 8, a CI
+        # run saw it finish between the first video and the SIGINT: exit 0)
+        [sys.executable, "-m", "affedge.cli", "synth", str(data), "--videos", "40", "--seconds",
          "3", "--fps", "10", "-q"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
