@@ -153,6 +153,29 @@ def test_run_knobs_reach_the_recognizer(tmp_path):
     assert all(x["valence"] == x["valence_smoothed"] for x in recs if x["valence"] is not None)
 
 
+@needs_demo
+def test_run_sync_detect_gives_the_synchronous_schedule_s_predictions(tmp_path):
+    """``--sync-detect`` is ``async_detect=False``: each full pass frames its own frame, so the
+    rows equal that Recognizer's ``run`` and differ from the default's."""
+    import numpy as np
+
+    from affedge.sdk.recognizer import Recognizer
+
+    rows = {}
+    for flag in ((), ("--sync-detect",)):
+        out = tmp_path / f"p{len(flag)}.jsonl"
+        r = affedge("run", DEMO_CLIP, "--max-frames", "40", "--out", out, "-q", *flag)
+        assert r.returncode == 0, r.stderr
+        rows[flag] = np.array([[x["valence"], x["arousal"]] for x in map(
+            json.loads, out.read_text().splitlines())], np.float64)
+    with Recognizer.demo(async_detect=False) as rec:
+        preds = rec.run(str(DEMO_CLIP), audio="video")
+        ref = np.array([[p.valence, p.arousal] for p, _ in zip(preds, range(40))], np.float64)
+    sync = rows[("--sync-detect",)]
+    assert sync.shape == ref.shape == (40, 2) and np.abs(sync - ref).max() < 1e-4
+    assert np.abs(rows[()] - ref).max() > 1e-3  # the default schedule frames them otherwise
+
+
 def test_run_summary_says_when_the_encoder_is_not_fp32():
     """`--precision int8` was visible nowhere in what `run` prints; the summary line now names
     the encoder's precision when it is not fp32 (the real int8 ONNX encoder of the demo)."""

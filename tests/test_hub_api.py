@@ -258,6 +258,40 @@ def test_stage_one_of_the_next_tick_fills_the_pool_and_results_equal_serial_runs
         assert np.isfinite(a).all() and np.abs(a - b).max() < 1e-4, name
 
 
+def test_synchronous_full_passes_in_the_hub_skip_that_frames_search_and_equal_run(clips):
+    """``Hub(async_detect=False)`` (``affedge serve --sync-detect``) runs a source's full-frame
+    pass inside its stage 1: that frame needs no region search, which the default asynchronous
+    schedule runs on every frame (benchmarks/README.md: ~10 % more frames/s for 4 sources).
+    Either way a source's Predictions equal ``Recognizer.run`` with the same setting."""
+    import numpy as np
+
+    from affedge.sdk.recognizer import Recognizer
+    from affedge.serve import Hub
+
+    clip = str(clips[0])
+    for async_detect in (True, False):
+        sink = Collect()
+        with Hub(async_detect=async_detect) as hub:
+            hub.add_source(clip, audio="video", name="a")
+            hub.add_sink(sink)
+            hub.start()
+            assert hub.wait(timeout=120)
+            stats = hub.recognizer("a").engine.stats()
+        got = sink.got["a"]
+        n, full = len(got), stats["full_detections"]
+        assert n >= 20 and full == -(-n // 4), (n, full)  # every 4th frame (detect_every 4)
+        if async_detect:
+            # a search on every frame but the first (no track yet: its pass runs at once)
+            assert stats["region_searches"] >= n - 1, stats
+        else:
+            assert stats["region_searches"] == n - full, stats  # none on a full-pass frame
+        with Recognizer.demo(async_detect=async_detect) as rec:
+            serial = list(rec.run(clip, audio="video"))
+        a = np.array([[p.valence, p.arousal] for p in got], np.float64)
+        b = np.array([[p.valence, p.arousal] for p in serial], np.float64)
+        assert a.shape == b.shape and np.isfinite(a).all() and np.abs(a - b).max() < 1e-4
+
+
 def test_duck_typed_and_failing_sinks_neither_stop_nor_break_the_hub(clips, capfd):
     """Found by a new-user trial: a sink with write() alone made stop() raise AttributeError
     before anything was closed, and a sink raising once stopped the whole library hub (only

@@ -83,7 +83,7 @@ class WsCollector:
 def test_every_frame_of_every_file_to_zmq_ws_and_stdout(tmp_path, clip3, clip2b):
     cfg = tmp_path / "serve.toml"
     cfg.write_text(f'[[source]]\nname = "a"\nvideo = "{clip3}"\naudio = "video"\n'
-                   f'[options]\nsmoothing = 0.6\n')
+                   f'[options]\nsmoothing = 0.6\nasync_detect = false\n')
     srv = Serve(tmp_path, "--config", str(cfg), "--source", str(clip2b), "--audio", "none", "--name", "b",
                 "--publish", "zmq://127.0.0.1:0", "--publish", "ws://127.0.0.1:0",
                 "--out", "-", "--out", "b_and_a.jsonl", "--start-delay", "3")
@@ -123,10 +123,12 @@ def test_every_frame_of_every_file_to_zmq_ws_and_stdout(tmp_path, clip3, clip2b)
     assert wc.close_code == 1001  # the server said goodbye
     err = srv.stderr()
     assert "every source ended" in err and "mean batch" in err
-    # batched across streams == each file alone through Recognizer.run (same backend kind)
+    # batched across streams == each file alone through Recognizer.run (same backend kind,
+    # the config's options: synchronous full passes, which frame clip3 otherwise than the
+    # default schedule)
     from affedge.sdk.recognizer import Recognizer
 
-    with Recognizer.demo(smoothing=0.6) as rec:
+    with Recognizer.demo(smoothing=0.6, async_detect=False) as rec:
         alone = [p for p in rec.run(str(clip3), audio="video")]
     a = zc.records("a")
     for key in ("valence", "arousal", "valence_smoothed", "arousal_smoothed"):

@@ -78,6 +78,12 @@ def add_runtime_arguments(p, smoothing_help: str, show: bool = True) -> None:
     p.add_argument("--detect-every", type=positive_int, default=None, metavar="K",
                    help="full-frame face detection every K frames, a search around each "
                         "tracked face in between; 1 = full frame every frame (default: 4)")
+    p.add_argument("--sync-detect", dest="async_detect", action="store_false", default=None,
+                   help="run each full-frame face pass inside its own frame (no region search "
+                        "there) instead of beside the next frames: ~10-15%% more frames/s on "
+                        "files and in serve, whose latency p99 drops too, but the Predictions "
+                        "differ from the default's (those frames are framed by the full pass), "
+                        "which keeps run, serve and push_frame equal")
     p.add_argument("--max-faces", type=positive_int, default=4,
                    help="faces tracked at once, each with its own temporal state")
     p.add_argument("--no-person-baseline", dest="person_baseline", action="store_false",
@@ -505,7 +511,8 @@ def recognizer_options(args) -> dict:
     opts: dict = {"backend": args.backend, "smoothing": args.smoothing,
                   "detector": args.detector, "yunet_model": args.yunet_model,
                   "min_face": args.min_face, "max_faces": args.max_faces,
-                  "detect_every": args.detect_every, "expect_digest": args.bundle_digest,
+                  "detect_every": args.detect_every, "async_detect": args.async_detect,
+                  "expect_digest": args.bundle_digest,
                   "trust": args.trust,
                   "person_baseline": getattr(args, "person_baseline", True)}
     bo: dict = {}

@@ -64,6 +64,7 @@ OPTION_CHECKS = {
     "threads": (_whole_at_least(1), "a whole number >= 1"),
     "precision": (lambda x: x in ("fp32", "bf16", "int8"), "'fp32', 'bf16' or 'int8'"),
     "person_baseline": (lambda x: isinstance(x, bool), "true or false (--no-person-baseline)"),
+    "async_detect": (lambda x: isinstance(x, bool), "true or false (false: --sync-detect)"),
 }
 OPTION_KEYS = set(OPTION_CHECKS)
 
