@@ -137,6 +137,18 @@ def test_every_frame_of_every_file_to_zmq_ws_and_stdout(tmp_path, clip3, clip2b)
     assert [r["face_present"] for r in a] == [p.face_present for p in alone]
 
 
+def http_json(ws_url: str, path: str):
+    """(HTTP status, JSON body) of a GET on the dashboard port of ``ws_url``."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(ws_url.replace("ws://", "http://") + path, timeout=5) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
 def _clients_that_stop_reading(url: str, n: int) -> list:
     """``n`` WebSocket clients (raw sockets, tiny receive buffers) that read the handshake
     reply and then nothing more, like a frozen browser tab."""
@@ -175,6 +187,8 @@ def test_signal_stops_flushes_closes_and_exits_0(tmp_path, sig):
         while len(zc.records("cam")) < 15 and time.monotonic() < end:
             time.sleep(0.1)
         assert len(zc.records("cam")) >= 15, srv.stderr()
+        # the health probe of the dashboard's port: a running source is healthy
+        assert http_json(ports["ws"][0], "/health") == (200, {"ok": True, "reason": "ok"})
         stuck = _clients_that_stop_reading(ports["ws"][0], 2)
         time.sleep(1.0)  # predictions pile up for them
         srv.signal(sig)
@@ -226,6 +240,9 @@ def test_dead_source_is_reported_and_never_stalls_the_others(tmp_path, clip3):
         while len(zc.records("file")) < FRAMES_3S and time.monotonic() < end:
             time.sleep(0.2)
         time.sleep(1.5)  # a status message after the file ended
+        # the health probe says which source is down (the ended file is not a fault)
+        assert http_json(ports["ws"][0], "/health") == (
+            503, {"ok": False, "reason": "gone retrying"})
         srv.signal(signal.SIGTERM)
         assert srv.wait(60) == 0, srv.stderr()
     finally:

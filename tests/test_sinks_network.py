@@ -222,6 +222,55 @@ def test_ws_serves_only_the_dashboard_files(ws_sink):
         assert e.value.code == 404
 
 
+def _get(url, headers=None):
+    """(HTTP status, parsed JSON body) of a GET, error statuses included."""
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null") if e.code != 401 else None
+
+
+def test_ws_status_and_health_over_http_for_probes(monkeypatch):
+    """GET /status is the newest hub status, GET /health 200/503 with the reason: not before
+    the first status, not when a source is stalled, retrying or failed or an output failed,
+    not when the status went stale (the hub's loop stopped); the token guards both."""
+    import affedge.sdk.sinks.ws as ws
+
+    sink = WebSocketSink("ws://127.0.0.1:0", token="s3cret")
+    auth = {"Authorization": "Bearer s3cret"}
+    try:
+        assert _get(sink.http_url + "health")[0] == 401
+        assert _get(sink.http_url + "status?token=wrong")[0] == 401
+        assert _get(sink.http_url + "health", auth) == (503, {"ok": False,
+                                                              "reason": "no hub status yet"})
+        assert _get(sink.http_url + "status?token=s3cret")[0] == 503
+        ok = {"schema": 1, "sources": {"door": {"state": "running", "fps": 30.0},
+                                       "desk": {"state": "ended", "fps": 0.0}},
+              "failed_outputs": [], "mean_batch": float("nan")}
+        sink.publish_status(ok)
+        assert _get(sink.http_url + "health", auth) == (200, {"ok": True, "reason": "ok"})
+        code, body = _get(sink.http_url + "status?token=s3cret")
+        assert code == 200 and body["type"] == "status" and body["mean_batch"] is None
+        assert body["sources"]["door"] == {"state": "running", "fps": 30.0}
+        for state in ("stalled", "retrying", "failed"):
+            sink.publish_status({**ok, "sources": {**ok["sources"], "door": {"state": state}}})
+            assert _get(sink.http_url + "health", auth) == (
+                503, {"ok": False, "reason": f"door {state}"})
+        sink.publish_status({**ok, "failed_outputs": ["va.csv"]})
+        assert _get(sink.http_url + "health", auth) == (
+            503, {"ok": False, "reason": "failed outputs: va.csv"})
+        sink.publish_status(ok)
+        monkeypatch.setattr(ws, "STATUS_STALE_S", 0.05)
+        time.sleep(1.1)
+        code, body = _get(sink.http_url + "health", auth)
+        assert code == 503 and body["reason"] == "the newest hub status is 1 s old"
+        assert sink.counters["rejected_token"] == 2
+    finally:
+        sink.close()
+
+
 def test_ws_clients_leaving_mid_message_leave_nothing_behind(ws_sink):
     threads0 = threading.active_count()
     fds0 = len(os.listdir("/proc/self/fd"))

@@ -3,7 +3,10 @@
 One server (the ``websockets`` library on its own thread and asyncio loop) answers both on the
 same port: a WebSocket handshake (any path) subscribes to every record; a plain HTTP GET
 serves the static files of ``static_dir`` (default: the dashboard shipped in
-``affedge/assets/dashboard``; ``/`` is ``index.html``; nothing outside that folder).
+``affedge/assets/dashboard``; ``/`` is ``index.html``; nothing outside that folder), and two
+JSON answers for scripts and health probes (see :meth:`WebSocketSink.health`): ``/status``,
+the newest hub status message (503 before the first), and ``/health``, 200 ``{"ok": true}``
+or 503 ``{"ok": false, "reason": ...}``. Both need the token when one is set.
 
 Messages to clients, one JSON text each: a prediction is the schema-1 record
 (:func:`~affedge.sdk.sinks.base.record_json`, ``source`` added); ``{"type": "status", ...}``
@@ -33,6 +36,7 @@ import hmac
 import json
 import mimetypes
 import threading
+import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -51,6 +55,14 @@ CLOSE_DRAIN_S = 1.0
 #: at close, how long the clients get to answer the closing handshake (and the connection
 #: tasks to end) before the connections of clients that stopped reading are dropped
 CLOSE_HANDSHAKE_S = 1.0
+
+
+#: /health is 503 when the newest hub status is older than this (s): the hub sends one a second
+#: (affedge.serve.hub.STATUS_EVERY_S), so its loop has stopped publishing
+STATUS_STALE_S = 5.0
+#: source states that make /health 503 (affedge.serve.hub: a live source with no frame for
+#: 1 s, one whose read gave up and is reopened with backoff, one that failed)
+UNHEALTHY_STATES = ("stalled", "retrying", "failed")
 
 
 #: a client whose socket holds less than this unsent (bytes) and has nothing queued gets each
@@ -105,6 +117,8 @@ class WebSocketSink(Sink):
                          "rejected_origin": 0, "rejected_token": 0, "sent": 0, "http": 0}
         self._clients: set[_Client] = set()
         self._status_text: str | None = None
+        self._status: dict | None = None
+        self._status_at = 0.0
         self._loop = asyncio.new_event_loop()
         self._started = threading.Event()
         self._error: BaseException | None = None
@@ -129,8 +143,25 @@ class WebSocketSink(Sink):
         """Send a hub status object to every client (and to each new client first)."""
         text = json.dumps(_clean({"type": "status", **status}), allow_nan=False,
                           separators=(",", ":"))
-        self._status_text = text
+        self._status_text, self._status = text, status
+        self._status_at = time.monotonic()
         self._post(text)
+
+    def health(self) -> tuple[bool, str]:
+        """``(ok, reason)`` from the newest hub status: not ok before the first one, when it
+        is older than :data:`STATUS_STALE_S`, when a source is in one of
+        :data:`UNHEALTHY_STATES` or an output failed (a Recognizer that only publishes sends no
+        status: never ok)."""
+        st, age = self._status, time.monotonic() - self._status_at
+        if st is None:
+            return False, "no hub status yet"
+        if age > STATUS_STALE_S:
+            return False, f"the newest hub status is {age:.0f} s old"
+        bad = [f"{name} {src.get('state')}" for name, src in (st.get("sources") or {}).items()
+               if src.get("state") in UNHEALTHY_STATES]
+        if st.get("failed_outputs"):
+            bad.append("failed outputs: " + ", ".join(map(str, st["failed_outputs"])))
+        return (not bad), "; ".join(bad) or "ok"
 
     def _post(self, text: str) -> None:
         if self.closed:
@@ -243,6 +274,12 @@ class WebSocketSink(Sink):
             return connection.respond(403, "origin not allowed\n")
         if "websocket" not in headers.get("Upgrade", "").lower():
             self.counters["http"] += 1
+            route = urlsplit(request.path).path
+            if route in ("/status", "/health"):
+                if self.token is not None and not self._token_ok(request):
+                    self.counters["rejected_token"] += 1
+                    return connection.respond(401, "missing or wrong token\n")
+                return self._json_answer(route)
             return self._static(connection, request.path)
         if self.token is not None and not self._token_ok(request):
             self.counters["rejected_token"] += 1
@@ -263,23 +300,24 @@ class WebSocketSink(Sink):
             given = given or auth[7:].strip()
         return hmac.compare_digest(given.encode(), self.token.encode())
 
-    def _static(self, connection, path: str):
-        from websockets.datastructures import Headers
-        from websockets.http11 import Response
+    def _json_answer(self, route: str):
+        if route == "/status":
+            body, code = self._status_text, 200
+            if body is None:
+                body, code = '{"type":"status","error":"no hub status yet"}', 503
+        else:
+            ok, reason = self.health()
+            body = json.dumps({"ok": ok, "reason": reason}, separators=(",", ":"))
+            code = 200 if ok else 503
+        return _response(code, body.encode() + b"\n", "application/json")
 
+    def _static(self, connection, path: str):
         name = urlsplit(path).path.lstrip("/") or "index.html"
         f = self._files.get(name)
         if f is None:
             return connection.respond(404, "not found\n")
-        body = f.read_bytes()
         ctype = mimetypes.guess_type(name)[0] or "application/octet-stream"
-        if ctype.startswith("text/") or ctype.endswith("javascript"):
-            ctype += "; charset=utf-8"
-        return Response(200, "OK", Headers([
-            ("Content-Type", ctype), ("Content-Length", str(len(body))),
-            ("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"),
-            ("Content-Security-Policy", "default-src 'self'; connect-src 'self' ws: wss:")]),
-            body)
+        return _response(200, f.read_bytes(), ctype)
 
     # ------------------------------------------------------------------ shutdown
     def flush(self, timeout: float = CLOSE_DRAIN_S) -> None:
@@ -340,3 +378,18 @@ class WebSocketSink(Sink):
             self._thread.join(5.0)
         if not self._loop.is_running():
             self._loop.close()
+
+
+def _response(code: int, body: bytes, ctype: str):
+    """An HTTP answer of the dashboard server (never cached, no content sniffing)."""
+    from http import HTTPStatus
+
+    from websockets.datastructures import Headers
+    from websockets.http11 import Response
+
+    if ctype.startswith("text/") or ctype.endswith(("javascript", "json")):
+        ctype += "; charset=utf-8"
+    return Response(code, HTTPStatus(code).phrase, Headers([
+        ("Content-Type", ctype), ("Content-Length", str(len(body))),
+        ("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"),
+        ("Content-Security-Policy", "default-src 'self'; connect-src 'self' ws: wss:")]), body)
