@@ -162,7 +162,9 @@ def main(argv: list[str] | None = None) -> int:
         msg = _user_error(exc)
         if msg is None or log.verbose():
             raise
-        print(f"affedge {args.command}: error: {msg}", file=sys.stderr)
+        from affedge.sdk.sources.credentials import hide_credentials
+
+        print(f"affedge {args.command}: error: {hide_credentials(msg)}", file=sys.stderr)
         return 1
     finally:
         warnings.showwarning = shown  # (main() called in-process: leave Python's as it was)

@@ -113,9 +113,12 @@ def invoked_as() -> str:
 
 
 def status(msg: str) -> None:
-    """A status line on stderr (suppressed by -q)."""
+    """A status line on stderr (suppressed by -q; a URL's password hidden, as in every line
+    about a source: stderr goes to journals)."""
     if _level > QUIET:
-        print(msg, file=sys.stderr, flush=True)
+        from affedge.sdk.sources.credentials import hide_credentials
+
+        print(hide_credentials(msg), file=sys.stderr, flush=True)
 
 
 class Ticker:
@@ -206,6 +209,10 @@ def setup(quiet_flag: bool = False, verbose_flag: bool = False, env=None) -> int
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if verbose_flag:
         warnings.simplefilter("default")
+        # websockets' DEBUG is a dump of every frame and handshake, the client's token (its
+        # query string or Authorization header) included: its connections and refusals are
+        # logged at INFO
+        logging.getLogger("websockets").setLevel(logging.INFO)
     else:
         filter_third_party_warnings()
     if not progress_enabled():

@@ -229,7 +229,9 @@ def test_signal_stops_flushes_closes_and_exits_0(tmp_path, sig):
 
 
 def test_dead_source_is_reported_and_never_stalls_the_others(tmp_path, clip3):
-    dead = f"http://127.0.0.1:{free_port()}/live.ts"  # nothing listens there
+    # nothing listens there; its URL carries a camera's credentials (a new-user trial saw
+    # the password in every status message, on the dashboard and in the journal)
+    dead = f"http://admin:SuperSecret1@127.0.0.1:{free_port()}/live.ts"
     srv = Serve(tmp_path, "--source", dead, "--name", "gone", "--source", str(clip3),
                 "--name", "file", "--publish", "zmq://127.0.0.1:0", "--publish",
                 "ws://127.0.0.1:0", "--start-delay", "2")
@@ -257,6 +259,9 @@ def test_dead_source_is_reported_and_never_stalls_the_others(tmp_path, clip3):
     assert status[-2]["sources"]["file"]["state"] == "ended"
     assert status[-1]["sources"]["gone"]["state"] == "stopped"
     assert "source gone" in srv.stderr() and "retrying" in srv.stderr()
+    assert "SuperSecret1" not in srv.stderr() + json.dumps(status)
+    assert gone[-1]["video"].startswith("http://admin:***@127.0.0.1:")
+    assert "admin:***@" in gone[-1]["error"], gone[-1]["error"]
 
 
 def test_network_stream_with_its_own_audio_and_reconnect(tmp_path, clip3):
@@ -394,3 +399,26 @@ def test_a_stop_before_any_prediction_leaves_an_earlier_output_file_whole(tmp_pa
     assert not fresh.exists()
     assert "no prediction came, nothing written to" in srv.stderr()
     assert "wrote " not in srv.stderr()
+
+
+def test_verbose_serve_never_logs_the_token_or_a_camera_password(tmp_path, clip2b):
+    """-v turned on websockets' DEBUG: a dump of every handshake, the client's token in its
+    query string and Authorization header included (a new-user trial found it in the log)."""
+    from websockets.sync.client import connect
+
+    token = "tok-" + "x7Q" * 8
+    srv = Serve(tmp_path, "--source", str(clip2b), "--audio", "none", "--name", "b",
+                "--publish", "ws://127.0.0.1:0", "--token", token, "--start-delay", "2",
+                "-v")
+    try:
+        url = srv.ports()["ws"][0]
+        with connect(url + f"/?token={token}") as c:
+            assert json.loads(c.recv(10))["type"] == "hello"
+        with connect(url, additional_headers={"Authorization": f"Bearer {token}"}) as c:
+            assert json.loads(c.recv(10))["type"] == "hello"
+        assert srv.wait(120) == 0, srv.stderr()
+    finally:
+        srv.kill()
+    err = srv.stderr()
+    assert "DEBUG" in err  # -v is on
+    assert token not in err, [x for x in err.splitlines() if token in x][:3]

@@ -131,9 +131,10 @@ def test_ws_malformed_and_oversized_messages_are_ignored_and_counted(ws_sink):
         c.send(json.dumps({"type": "launch-missiles"}))
         c.send(json.dumps([1, 2]))
         c.send("x" * (MAX_CLIENT_MESSAGE + 1))
+        c.send("[" * 1500 + "]" * 1500)  # under the size limit, past Python's nesting limit
         c.send(json.dumps({"type": "ping"}))
         assert json.loads(c.recv(5)) == {"type": "pong"}  # still served
-        assert ws_sink.counters["malformed"] == 4
+        assert ws_sink.counters["malformed"] == 5
         assert ws_sink.counters["oversized"] == 1
     # beyond the frame limit the server closes the connection (1009) and counts it
     with connect(ws_sink.url, max_size=None) as c:

@@ -199,5 +199,8 @@ class SourceWorker:
 
 
 def report(msg: str) -> None:
-    """A line on stderr that -q does not hide (failures and recoveries of sources)."""
-    print(msg, file=sys.stderr, flush=True)
+    """A line on stderr that -q does not hide (failures and recoveries of sources; a URL's
+    password hidden)."""
+    from affedge.sdk.sources.credentials import hide_credentials
+
+    print(hide_credentials(msg), file=sys.stderr, flush=True)

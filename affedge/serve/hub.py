@@ -39,6 +39,7 @@ import threading
 import time
 from collections import deque
 
+from affedge.sdk.sources.credentials import hide_credentials
 from affedge.sdk.sources.live_queue import skipped_times
 from affedge.serve.capture import SourceWorker, report
 
@@ -483,14 +484,17 @@ class Hub:
             out[s.name] = {
                 "state": "stalled" if w.state == "running" and w.live and
                 w.captured_at and time.monotonic() - w.captured_at > STALLED_S else w.state,
-                "video": s.video, "audio": s.audio and str(s.audio),
+                # (what every ws:// client and the dashboard see: no camera password)
+                "video": hide_credentials(s.video),
+                "audio": s.audio and hide_credentials(str(s.audio)),
                 "frames": s.rec.emitted, "skipped": w.skipped,
                 # an ended source has no rate (its window of recent frames would show the
                 # last one for FPS_WINDOW_S more)
                 "fps": 0.0 if w.ended and not w.ready() else round(s.fps(), 2),
                 "latency_ms_p50": _ms(es["latency_ms_p50"]),
                 "latency_ms_p99": _ms(es["latency_ms_p99"]),
-                "reconnects": w.reconnects, "error": w.error, "note": w.note,
+                "reconnects": w.reconnects, "error": hide_credentials(w.error),
+                "note": hide_credentials(w.note),
                 "errors": s.errors,
                 "face_present": bool(last.face_present) if last else False,
                 "speech_present": bool(last.speech_present) if last else False,

@@ -258,8 +258,8 @@ class WebSocketSink(Sink):
             return
         try:
             kind = json.loads(msg).get("type")
-        except (ValueError, AttributeError, UnicodeDecodeError):
-            kind = None
+        except (ValueError, AttributeError, UnicodeDecodeError, RecursionError):
+            kind = None  # (RecursionError: 3 kB of "[[[...]]]" nests past Python's limit)
         if kind == "ping":
             client.queue.append('{"type":"pong"}')
             client.wake.set()

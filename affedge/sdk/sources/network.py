@@ -23,6 +23,7 @@ import time
 import numpy as np
 
 from ._errors import SourceError
+from .credentials import hide_credentials
 from .live_queue import LiveQueue
 from .video import VideoFrame
 
@@ -73,7 +74,8 @@ class NetworkAVSource:
         except ImportError as exc:
             raise SourceError("reading a network stream's audio needs PyAV: pip install av") \
                 from exc
-        self.url = self.name = url
+        self.url = url
+        self.name = hide_credentials(url)  # (in messages, status and logs)
         self.timeout = float(timeout)
         self.clock = clock or StreamClock()
         self._on_audio = on_audio

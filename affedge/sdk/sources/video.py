@@ -37,6 +37,7 @@ import cv2
 import numpy as np
 
 from ._errors import SourceError
+from .credentials import hide_credentials
 from .live_queue import LiveQueue
 from .native_stderr import captured_stderr
 
@@ -184,7 +185,7 @@ class VideoSource:
             return f"camera {self._spec}"
         if self.kind == "gstreamer":
             return f"GStreamer pipeline {self._spec!r}"
-        return str(self._spec)
+        return hide_credentials(str(self._spec))
 
     @staticmethod
     def _check_gstreamer():

@@ -1,0 +1,37 @@
+"""A camera URL's password never reaches what people see: errors, stderr, status."""
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from affedge.sdk.sources.credentials import hide_credentials
+from tests.test_cli_user_errors import affedge
+
+
+@pytest.mark.parametrize("text,shown", [
+    ("cannot open stream rtsp://admin:S3cret!@10.0.0.5:554/s1: refused",
+     "cannot open stream rtsp://admin:***@10.0.0.5:554/s1: refused"),
+    ("rtsp://:pw@h/a and http://u:v@w:80/x?q=a@b", "rtsp://:***@h/a and http://u:***@w:80/x?q=a@b"),
+    ("rtsp://admin@cam/x", "rtsp://admin@cam/x"),  # a user name alone stays
+    ("rtsp://cam:554/x", "rtsp://cam:554/x"),  # host:port is not user:password
+    ("mail me at a@b.com", "mail me at a@b.com"),
+])
+def test_passwords_in_urls_are_hidden_user_names_and_ports_kept(text, shown):
+    assert hide_credentials(text) == shown
+
+
+def test_source_errors_and_run_errors_hide_the_password():
+    from affedge.sdk.sources import SourceError, VideoSource
+
+    assert str(SourceError("stream http://u:pw@h/x ended")) == "stream http://u:***@h/x ended"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, not listening: refused at once
+        url = f"http://cam:Pa55word@127.0.0.1:{port}/live.ts"
+        with pytest.raises(SourceError) as e:
+            VideoSource(url, timeout=2)
+        assert "Pa55word" not in str(e.value) and "cam:***@127.0.0.1" in str(e.value)
+        r = affedge("run", url, "--audio", "none", "--max-frames", "2")
+    assert r.returncode == 1 and "Pa55word" not in r.stdout + r.stderr, r.stderr
+    assert "cam:***@127.0.0.1" in r.stderr, r.stderr
