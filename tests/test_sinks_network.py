@@ -183,13 +183,22 @@ def test_ws_slow_client_never_blocks_the_writer_oldest_dropped(ws_sink):
         print(f"{n} writes in {wrote:.3f} s; dropped {ws_sink.counters['dropped']}")
 
 
-def test_ws_origin_checked(ws_sink):
-    with pytest.raises(InvalidStatus) as e:
-        connect(ws_sink.url, origin="http://evil.example")
-    assert e.value.response.status_code == 403
-    assert ws_sink.counters["rejected_origin"] == 1
+def test_ws_origin_checked_and_a_refusal_said_once_with_the_fix(ws_sink, caplog):
+    """A refused page is said on the log once per origin, with the flag that allows it (a
+    new-user trial's own page got 403s and nothing said why), and counted in the status."""
+    for _ in range(3):
+        with pytest.raises(InvalidStatus) as e:
+            connect(ws_sink.url, origin="http://127.0.0.1:9000")
+        assert e.value.response.status_code == 403
+    assert ws_sink.counters["rejected_origin"] == 3
+    said = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(said) == 1 and "--allow-origin http://127.0.0.1:9000" in said[0], said
     with connect(ws_sink.url, origin=f"http://127.0.0.1:{ws_sink.port}") as c:
         assert json.loads(c.recv(5))["type"] == "hello"
+        ws_sink.publish_status({"schema": 1, "sources": {}})
+        st = json.loads(c.recv(5))
+    assert st["type"] == "status" and st["ws"]["rejected_origin"] == 3
+    assert st["ws"]["clients"] == 1
 
 
 def test_ws_token_required_off_loopback_and_checked():

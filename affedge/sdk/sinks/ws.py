@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
 import mimetypes
 import threading
 import time
@@ -43,6 +44,7 @@ from urllib.parse import parse_qs, urlsplit
 from affedge.sdk.sinks.base import Sink, _clean, record_json, register_sink
 from affedge.sdk.sinks.zmq import DEFAULT_TOPIC, is_loopback, parse_host_port
 
+_log = logging.getLogger(__name__)
 DASHBOARD_DIR = Path(__file__).resolve().parent.parent.parent / "assets" / "dashboard"
 #: messages queued per client before the oldest is dropped (~2 s of 4 sources at 30 fps)
 DEFAULT_QUEUE = 256
@@ -57,6 +59,8 @@ CLOSE_DRAIN_S = 1.0
 CLOSE_HANDSHAKE_S = 1.0
 
 
+#: refusals said on the log per sink (one per origin, one for the token), then only counted
+MAX_REFUSAL_NOTES = 8
 #: /health is 503 when the newest hub status is older than this (s): the hub sends one a second
 #: (affedge.serve.hub.STATUS_EVERY_S), so its loop has stopped publishing
 STATUS_STALE_S = 5.0
@@ -118,6 +122,7 @@ class WebSocketSink(Sink):
         self._clients: set[_Client] = set()
         self._status_text: str | None = None
         self._status: dict | None = None
+        self._refusals_said: set[str] = set()
         self._status_at = 0.0
         self._loop = asyncio.new_event_loop()
         self._started = threading.Event()
@@ -141,8 +146,9 @@ class WebSocketSink(Sink):
 
     def publish_status(self, status: dict) -> None:
         """Send a hub status object to every client (and to each new client first)."""
-        text = json.dumps(_clean({"type": "status", **status}), allow_nan=False,
-                          separators=(",", ":"))
+        # (with this output's own counters: clients, refused, dropped, malformed)
+        text = json.dumps(_clean({"type": "status", **status, "ws": self.stats()}),
+                          allow_nan=False, separators=(",", ":"))
         self._status_text, self._status = text, status
         self._status_at = time.monotonic()
         self._post(text)
@@ -271,6 +277,9 @@ class WebSocketSink(Sink):
         origin = headers.get("Origin")
         if origin is not None and not self._origin_ok(origin, headers.get("Host")):
             self.counters["rejected_origin"] += 1
+            self._say_refused(f"origin {origin}", f"a page at {origin} is not this server's own "
+                              f"page; to let it connect: --allow-origin {origin} (serve's "
+                              f"allow_origin key; Python: allowed_origins=)")
             return connection.respond(403, "origin not allowed\n")
         if "websocket" not in headers.get("Upgrade", "").lower():
             self.counters["http"] += 1
@@ -283,8 +292,18 @@ class WebSocketSink(Sink):
             return self._static(connection, request.path)
         if self.token is not None and not self._token_ok(request):
             self.counters["rejected_token"] += 1
+            self._say_refused("token", "missing or wrong token (?token=... in the URL, "
+                              "#token=... for the dashboard page, or Authorization: Bearer)")
             return connection.respond(401, "missing or wrong token\n")
         return None
+
+    def _say_refused(self, key: str, why: str) -> None:
+        """One warning per kind of refusal (per origin), so that a refused page is not silent
+        and a client retrying every second does not flood the log; the counters keep count."""
+        if key in self._refusals_said or len(self._refusals_said) >= MAX_REFUSAL_NOTES:
+            return
+        self._refusals_said.add(key)
+        _log.warning("%s refused a WebSocket client: %s", self.target, why)
 
     def _origin_ok(self, origin: str, host: str | None) -> bool:
         o = origin.rstrip("/")
