@@ -162,7 +162,11 @@ def _sources(args, cfg) -> list[dict]:
     out = list(cfg.sources) if cfg else []
     out += [dict(s) for s in getattr(args, "source_specs", None) or []]
     if not out:
-        raise ValueError("give at least one --source (or a --config with [[source]] tables)")
+        from affedge.sdk.recognizer import DEMO_CLIP
+
+        raise ValueError(f"give at least one --source: a camera index, a video file, a URL (or "
+                         f"a --config with [[source]] tables); to try it, the demo clip: "
+                         f"--source {DEMO_CLIP} --realtime")
     for s in out:
         if "audio" not in s and isinstance(s["video"], str):
             s["audio"] = default_audio(s["video"])
