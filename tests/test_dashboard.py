@@ -85,9 +85,14 @@ def test_dashboard_live_values_reconnect_and_screenshot(tmp_path, browser):
         srv.signal(signal.SIGTERM)
         assert srv.wait(60) == 0
         wait_for(lambda: browser.find_element(By.ID, "conn").text != "connected", 20)
+        # the last values stay, dimmed as not live (a new-user trial read "face yes" from a
+        # server that was down)
+        card = browser.find_element(By.CSS_SELECTOR, "section.card")
+        assert "stale" in card.get_attribute("class")
         srv = Serve(tmp_path, *args)
         srv.ports()
         wait_for(lambda: browser.find_element(By.ID, "conn").text == "connected", 60)
+        assert "stale" not in card.get_attribute("class")
         n0 = int(shown(browser, "demo")[2])
         wait_for(lambda: int(shown(browser, "demo")[2]) != n0, 30)  # fresh status arrives
     finally:
@@ -108,6 +113,9 @@ def test_dashboard_shows_no_data_without_the_token(tmp_path, browser):
         browser.refresh()
         wait_for(lambda: browser.find_element(By.ID, "conn").text == "connected", 30)
         wait_for(lambda: shown(browser, "demo")[0] not in ("", "–"), 60)
+        browser.get(f"http://127.0.0.1:{port}/#token=wrong")
+        browser.refresh()
+        wait_for(lambda: "wrong token?" in browser.find_element(By.ID, "conn").text, 20)
     finally:
         srv.signal(signal.SIGTERM)
         srv.wait(60)

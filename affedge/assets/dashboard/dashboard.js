@@ -20,6 +20,8 @@
   function setConn(on, text) {
     conn.className = "conn " + (on ? "on" : "off");
     conn.textContent = text;
+    // while disconnected the cards keep their last values, dimmed and marked as not live
+    for (const s of sources.values()) s.card.classList.toggle("stale", !on);
   }
 
   function el(tag, cls, text) {
@@ -144,9 +146,16 @@
       const py = H / 2 - y * (H / 2 - 6);
       g.beginPath(); g.moveTo(0, py); g.lineTo(W, py); g.stroke();
     }
-    g.fillStyle = "#5d6675"; g.font = "18px system-ui";
-    g.fillText("+1", 4, 20); g.fillText("0", 4, H / 2 - 4); g.fillText("−1", 4, H - 8);
-    if (!s.points.length) return;
+    if (s.points.length) drawLines(s, g, W, H);
+    // the axis labels last, on their own patch, so that a trace never hides them
+    g.font = "18px system-ui";
+    for (const [text, y] of [["+1", 20], ["0", H / 2 - 4], ["−1", H - 8]]) {
+      g.fillStyle = "#0d1014"; g.fillRect(2, y - 17, g.measureText(text).width + 6, 21);
+      g.fillStyle = "#5d6675"; g.fillText(text, 4, y);
+    }
+  }
+
+  function drawLines(s, g, W, H) {
     // the window fills from the left until 30 s of data exist, then scrolls
     const tEnd = s.points[s.points.length - 1][0];
     const t0 = Math.max(tEnd - WINDOW_S, s.points[0][0]);
@@ -198,7 +207,8 @@
     };
     ws.onclose = () => {
       setConn(false, opened ? "disconnected – reconnecting…"
-        : (tok ? "cannot connect – retrying…" : "cannot connect (token needed?) – retrying…"));
+        : (tok ? "cannot connect (wrong token?) – retrying…"
+          : "cannot connect (token needed?) – retrying…"));
       schedule();
     };
   }
