@@ -366,3 +366,47 @@ def test_compiles_at_once_leave_the_process_locale_alone(bundle, monkeypatch):
         be.close()
     assert counting.peak == 1, f"{counting.peak} compiles ran at once"
     assert locale.setlocale(locale.LC_CTYPE) == before
+
+
+def _in_forked_child(backend: str, out) -> None:
+    import warnings
+
+    from affedge.sdk.recognizer import Recognizer
+
+    try:
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            with Recognizer.demo(backend=backend) as rec:
+                out.put(("ok", rec.backend.name, [str(w.message) for w in said]))
+    except Exception as exc:  # noqa: BLE001
+        out.put(("error", type(exc).__name__, str(exc)))
+
+
+def test_a_process_forked_after_openvino_was_used_never_hangs_in_it():
+    """A multiprocessing Pool forked after the parent used (and closed) an OpenVINO
+    Recognizer hung for good in OpenVINO's compile (a new-user trial's batch script;
+    openvinotoolkit/openvino#416). In such a child, backend "auto" takes ONNX Runtime and
+    says why once; an explicit "openvino" is refused with the remedy (the spawn start method)."""
+    import multiprocessing as mp
+
+    from affedge.sdk.recognizer import Recognizer
+
+    with Recognizer.demo(backend="openvino") as rec:  # the parent uses OpenVINO, then closes
+        assert rec.backend.name == "openvino"
+    ctx = mp.get_context("fork")
+    got = {}
+    for backend in ("auto", "openvino"):
+        q = ctx.Queue()
+        p = ctx.Process(target=_in_forked_child, args=(backend, q))
+        p.start()
+        p.join(120)
+        alive = p.is_alive()
+        if alive:
+            p.kill()
+        assert not alive, f"the forked child hung with backend {backend!r}"
+        got[backend] = q.get(timeout=5)
+    kind, name, said = got["auto"]
+    assert kind == "ok" and name != "openvino", got["auto"]
+    assert any("'spawn'" in m for m in said), said
+    kind, exc, msg = got["openvino"]
+    assert kind == "error" and "forked" in msg and "'spawn'" in msg, got["openvino"]

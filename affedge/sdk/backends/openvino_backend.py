@@ -80,6 +80,21 @@ def import_openvino():
 
 _CORE = None
 _CORE_LOCK = threading.Lock()
+#: the process that made ``_CORE``: a child forked after it may not use OpenVINO (see
+#: shared_core)
+_CORE_PID: int | None = None
+FORKED = ("OpenVINO cannot run in a process forked after its parent used OpenVINO (its "
+          "compile hangs there, openvinotoolkit/openvino#416); start worker processes with "
+          "multiprocessing's 'spawn' method (multiprocessing.get_context('spawn').Pool(...)) "
+          "to use it, or choose backend='onnxruntime'")
+
+
+def _after_fork_in_child() -> None:
+    global _CORE_LOCK
+    _CORE_LOCK = threading.Lock()  # (another thread of the parent may have held it)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def shared_core():
@@ -93,10 +108,20 @@ def shared_core():
     that thread (Ctrl-C, SIGTERM: Python's handlers run on the alternate stack) kills the
     process with SIGSEGV and no traceback (openvino 2026.4; it killed the test suite once a
     detector and a model backend, or two backends, had come and gone)."""
-    global _CORE
+    global _CORE, _CORE_PID
     with _CORE_LOCK:
+        if _CORE is not None and _CORE_PID != os.getpid():
+            # a fork child of a process that used OpenVINO: its compile hung for good there
+            # (a multiprocessing Pool forked after a Recognizer was closed, new-user trial);
+            # backend "auto" goes on to ONNX Runtime, said once
+            import warnings
+
+            warnings.warn(f"affedge: {FORKED}; this process uses another backend",
+                          RuntimeWarning, stacklevel=2)
+            raise BackendUnavailable(FORKED)
         if _CORE is None:
             _CORE = import_openvino().Core()
+            _CORE_PID = os.getpid()
         return _CORE
 
 
