@@ -204,6 +204,25 @@ def test_a_file_that_starts_late_is_not_called_truncated(bundle_dir, av_clip, tm
     assert "frames its container declares" not in capsys.readouterr().err
 
 
+def test_a_clip_cut_by_stream_copy_is_not_called_truncated(tmp_path, capsys):
+    """Found by a new-user trial: ``ffmpeg -ss 5 -i clip -t 5 -c copy`` keeps, before the cut,
+    the frames back to the previous keyframe and hides them with an edit list; OpenCV counts
+    them (300 for the 150 that play), and every such clip was called truncated."""
+    from affedge.sdk.recognizer import DEMO_CLIP
+
+    cut = tmp_path / "cut.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-ss", "5", "-i", str(DEMO_CLIP), "-t", "5",
+                    "-c", "copy", str(cut)], check=True)
+    import cv2
+
+    declared = cv2.VideoCapture(str(cut)).get(cv2.CAP_PROP_FRAME_COUNT)
+    out = tmp_path / "cut.csv"
+    assert cli("run", [str(cut), "--out", str(out)]) == 0
+    rows = out.read_text().count("\n") - 1
+    assert rows < 0.95 * declared  # the case: fewer frames play than OpenCV declares
+    assert "frames its container declares" not in capsys.readouterr().err
+
+
 def test_demo_scores_a_clip_against_its_aff_wild2_annotation(synth_dataset, tmp_path):
     """``affedge demo --clip --labels`` takes the annotation files ``affedge synth`` and
     Aff-Wild2 have ('valence,arousal', a row per frame, -5 = unlabelled): the -5 frames are

@@ -143,25 +143,37 @@ def short_file_note(src, frames_read: int, max_frames: int | None, stopped: bool
         return None
     if frames_read >= SHORT_FILE_FRACTION * declared:
         return None
-    declared -= _start_offset_frames(src)
+    declared = _playable_frames(src, declared)
     if frames_read >= SHORT_FILE_FRACTION * declared:
         return None
     return (f"{src.name}: ended after {frames_read} of the {declared} frames its container "
             f"declares (a truncated or damaged file?)")
 
 
-def _start_offset_frames(src) -> int:
-    """Frames OpenCV's count includes for a container that starts late (an MKV cut with a
-    10 s timestamp offset declared 452 frames for its 150; a new-user trial): the start time
-    times the frame rate, read with PyAV when it is installed (0 otherwise)."""
+def _playable_frames(src, declared: int) -> int:
+    """The frames a file should give, where OpenCV's count (``declared``) holds frames it never
+    shows, read with PyAV when it is installed (``declared`` otherwise):
+
+    * a container that starts late: an MKV cut with a 10 s timestamp offset declared 452
+      frames for its 150 (a new-user trial): minus the start time times the frame rate;
+    * an MP4 cut by stream copy (``ffmpeg -ss 5 -t 5 -c copy``): its count includes the
+      frames before the cut that its edit list hides (300 for the 150 it plays, another
+      trial): at most the stream's duration times the frame rate."""
+    fps = float(getattr(src, "fps", 0) or 0)
     try:
         import av
 
         with av.open(str(src.name)) as c:
             start = (c.start_time or 0) / 1e6  # (microseconds: av.time_base)
+            v = c.streams.video[0] if c.streams.video else None
+            length = float(v.duration * v.time_base) if v is not None and v.duration \
+                and v.time_base else None
     except Exception:  # noqa: BLE001  (no PyAV, or a container it cannot read: no correction)
-        return 0
-    return max(0, int(round(start * float(getattr(src, "fps", 0) or 0))))
+        return declared
+    declared -= max(0, int(round(start * fps)))
+    if length is not None and fps > 0:
+        declared = min(declared, int(round(length * fps)))
+    return declared
 
 
 def check_file_exists(video) -> None:
