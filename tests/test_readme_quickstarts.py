@@ -92,9 +92,9 @@ def speech_wav(tmp_path_factory) -> Path:
     return wav
 
 
-def test_the_readme_has_the_three_blocks():
+def test_the_readme_has_the_four_blocks():
     blocks = quickstart_blocks()
-    assert set(blocks) == {"kiosk", "robot", "researcher"}, sorted(blocks)
+    assert set(blocks) == {"kiosk", "robot", "researcher", "batch"}, sorted(blocks)
     for body in blocks.values():
         assert ".venv/bin/" in body  # run from the checkout, like the README's setup block
 
@@ -114,6 +114,29 @@ def test_kiosk_block(tmp_path, speech_wav):
     assert len(rows) == frames
     assert any(row["audio_present"] == "1" for row in rows)  # the WAV reached the model
     assert (tmp_path / "va.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@needs_demo
+def test_batch_block(tmp_path):
+    """A folder with the demo clip and a short cut of it without audio: a CSV per video and
+    the summary; the scoring prints the demo's CCC and plots it."""
+    import shutil
+
+    from affedge.sdk.recognizer import DEMO_LABELS
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    shutil.copy(DEMO_CLIP, videos / "demo_clip.mp4")
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(DEMO_CLIP), "-t", "2", "-c:v",
+                    "libx264", "-preset", "ultrafast", "-an", str(videos / "short.mp4")],
+                   check=True)
+    r = run_block("batch", tmp_path, 300, VIDEOS=str(videos), VIDEO="demo_clip",
+                  LABELS=str(DEMO_LABELS))
+    summary = json.loads((tmp_path / "va_out/affedge_batch.json").read_text())
+    assert [v["frames"] for v in summary["videos"]] == [600, 60] and summary["failed"] == 0
+    scores = eval(r.stdout.strip().splitlines()[-1], {})  # the block's printed dict
+    assert scores["valence_ccc"] >= 0.8 and scores["arousal_ccc"] >= 0.6, scores
+    non_empty(tmp_path / "va_out/demo_clip.png", tmp_path / "va_out/short.csv")
 
 
 @needs_demo

@@ -96,8 +96,10 @@ def add_runtime_arguments(p, smoothing_help: str, show: bool = True) -> None:
 
 
 def add_arguments(p) -> None:
-    p.add_argument("source", help="video file, camera index (0), /dev/videoN, URL or GStreamer "
-                                  "pipeline string")
+    p.add_argument("source", nargs="+",
+                   help="video file, camera index (0), /dev/videoN, URL or GStreamer pipeline "
+                        "string; several video files, a folder of videos or a pattern "
+                        "('clips/*.mp4') run one after another (a batch: --out-dir)")
     p.add_argument("--audio", default=None,
                    help="'mic', 'mic:N', an audio file (WAV, or any format PyAV reads), "
                         "'video' (the file's own audio track) or "
@@ -110,6 +112,11 @@ def add_arguments(p) -> None:
                         "stdout (rows flushed as they are written), or publish it: "
                         "zmq://HOST:PORT (ZeroMQ PUB), ws://HOST:PORT (WebSocket); repeat "
                         "for several")
+    p.add_argument("--out-dir", default=None, metavar="DIR",
+                   help="batch (several videos): a CSV per video, DIR/NAME.csv, and "
+                        "DIR/affedge_batch.json (frames, time, faces, notes or error per video)")
+    p.add_argument("--out-format", choices=("csv", "jsonl"), default="csv",
+                   help="batch: what --out-dir gets per video (default csv)")
     p.add_argument("--plot", default=None, metavar="PNG",
                    help="write a PNG plot of V/A over time at the end (also after SIGTERM/"
                         "Ctrl-C)")
@@ -559,12 +566,16 @@ def demo_bundle_note(who: str) -> None:
 
 def run(args) -> int:
     from affedge import log
+    from affedge.commands.run_batch import expand_sources, run_batch
 
+    videos, batch = expand_sources(args.source)
+    if batch or args.out_dir:
+        return run_batch(args, videos)
     window = open_window(args.show)  # before anything imports PyAV
     if args.plot:
         check_plot_path(args.plot)
     bundle = resolve_bundle(args.bundle)
-    source = args.source
+    source = videos[0]
     video = int(source) if source.isdigit() else source
     check_video_file(video)  # before the model loads (seconds) and its status line
     audio = args.audio if args.audio is not None else default_audio(source)
