@@ -99,3 +99,20 @@ def test_sigterm_finishes_the_video_in_progress_and_writes_the_summary(folder, t
     for v in summary["videos"]:  # every output written is whole: one row per frame done
         assert len(rows(Path(v["output"]))) == v["frames"] > 0, v
     assert "its output is whole" in err
+
+
+def test_python_run_audio_auto_takes_each_files_own_track_when_it_has_one(folder):
+    """A mixed folder from Python: ``audio="video"`` refuses a file without a track, so a
+    batch script needed its own check (new-user trial); ``audio="auto"`` is run's default."""
+    from affedge.sdk.recognizer import Recognizer
+    from affedge.sdk.sources import SourceError
+
+    with Recognizer.demo() as rec:
+        with pytest.raises(SourceError):
+            list(rec.run(str(folder / "silent.mp4"), audio="video"))
+        silent = list(rec.run(str(folder / "silent.mp4"), audio="auto"))
+        auto = list(rec.run(str(folder / "a.mp4"), audio="auto"))
+        video = list(rec.run(str(folder / "a.mp4"), audio="video"))
+    assert len(silent) == 30 and not any(p.audio_present for p in silent)
+    assert any(p.audio_present for p in auto)
+    assert [(p.valence, p.arousal) for p in auto] == [(p.valence, p.arousal) for p in video]

@@ -268,6 +268,9 @@ class GracefulStop:
         return signal.Signals(self.signum).name if self.signum else ""
 
 
+from affedge.sdk.run_feeds import default_audio  # noqa: E402,F401  (serve's too)
+
+
 def have_pyav() -> bool:
     """PyAV (the optional ``av`` package, which reads a file's audio track) is importable."""
     try:
@@ -275,21 +278,6 @@ def have_pyav() -> bool:
     except ImportError:
         return False
     return True
-
-
-def default_audio(source: str) -> str | None:
-    """'video' when ``source`` is a file with an audio track, else None."""
-    if not os.path.isfile(source):
-        return None
-    try:
-        import av
-    except ImportError:  # PyAV reads the track; optional dependency
-        return None
-    try:
-        with av.open(source) as c:
-            return "video" if c.streams.audio else None
-    except Exception:  # noqa: BLE001 - unreadable container: let the video source report it
-        return None
 
 
 def plot_predictions(path, preds, labels=None, title: str = "") -> None:

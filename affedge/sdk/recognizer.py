@@ -44,7 +44,7 @@ from affedge.sdk.parity_warning import warn_if_unchecked, warn_other_detector
 from affedge.sdk.prediction import Prediction
 from affedge.sdk.publishing import delivery, drop_sink
 from affedge.sdk.run_feeds import (FileAudioFeeder, FrameReader, check_file_exists,
-                                   open_run_video, short_file_note)
+                                   open_run_video, resolve_audio, short_file_note)
 from affedge.sdk.sources.live_queue import skipped_times
 from affedge.sdk.subscription import END, Subscription
 
@@ -447,16 +447,15 @@ class Recognizer:
         """Capture and infer; yields one Prediction per video frame (``with_frames=True``:
         ``(image_bgr, prediction)`` pairs, image None for stale predictions of skipped frames).
 
-        ``audio``: None (the default: no audio), "video" (a file's or network stream's own
-        track; ``affedge run``'s default for files), "mic", "mic:N" or an audio file.
+        ``audio``: None (default: none), "video" (a file's or stream's own track), "auto" (a
+        file's track if it has one: ``affedge run``'s default), "mic", "mic:N" or a file.
         ``realtime=True`` paces a *file* to its media clock (like a camera, but no frame is
         skipped). Live sources are always real time. Stops at the end of a file, after
         ``max_frames`` frames, or on ``close()``. Each ``run()`` is a new, unrelated stream:
         when frames were processed before (an earlier ``run()`` or ``push_frame``), tracks,
         states and audio are reset first, as by :meth:`reset` (a second file starts at t = 0).
-        One ``run()`` at a time: starting another while an earlier one's iterator is still open
-        (neither exhausted nor closed) raises RuntimeError; close it (``it.close()``) or use a
-        second Recognizer for a second stream.
+        One ``run()`` at a time: another while an earlier one's iterator is open (neither
+        exhausted nor closed: ``it.close()``) raises RuntimeError (or use a second Recognizer).
         """
         # the arguments are checked here, when run() is called, not at the first next()
         self._check_open()
@@ -465,7 +464,8 @@ class Recognizer:
             raise ValueError(f"max_frames must be a positive integer or None, got "
                              f"{max_frames!r}")
         check_file_exists(video)
-        return self._run_stream(video, audio, realtime, max_frames, with_frames)
+        return self._run_stream(video, resolve_audio(video, audio), realtime, max_frames,
+                                with_frames)
 
     def _run_stream(self, video, audio, realtime, max_frames, with_frames):
         self._check_open()  # (closed between run() and the first next())

@@ -3,9 +3,10 @@
 A network stream with ``audio="video"`` is opened as one demuxer for both (``open_run_video``).
 
 Also the checks that a run's video file exists and that a file ended well before the frame
-count its container declares."""
+count its container declares, and ``audio="auto"`` (a file's own track when it has one)."""
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -13,6 +14,30 @@ from affedge.sdk.sources._errors import SourceError
 
 __all__ = ["SHORT_FILE_FRACTION", "FileAudioFeeder", "FrameReader", "open_run_video",
            "short_file_note"]
+
+
+def default_audio(source) -> str | None:
+    """'video' when ``source`` is a file with an audio track (read with PyAV, the optional
+    ``av`` package), else None: what ``affedge run`` and ``audio="auto"`` use."""
+    if not isinstance(source, (str, os.PathLike)) or not os.path.isfile(source):
+        return None
+    try:
+        import av
+    except ImportError:  # PyAV reads the track; optional dependency
+        return None
+    try:
+        with av.open(str(source)) as c:
+            return "video" if c.streams.audio else None
+    except Exception:  # noqa: BLE001 - unreadable container: let the video source report it
+        return None
+
+
+def resolve_audio(video, audio):
+    """``audio="auto"`` -> :func:`default_audio` of ``video`` (a folder of videos with and
+    without a track runs with one call); any other value as given."""
+    if isinstance(audio, str) and audio.strip().lower() == "auto":
+        return default_audio(video)
+    return audio
 
 
 def open_run_video(video, audio, push_audio):
