@@ -390,3 +390,13 @@ def test_python_dash_m_affedge_is_the_affedge_command(tmp_path):
                          capture_output=True, text=True, timeout=120, cwd=tmp_path,
                          env=clean_env())
     assert bad.returncode == 2 and "no-such-command" in bad.stderr
+
+
+@needs_demo
+def test_the_status_line_shows_a_files_progress():
+    """A batch user saw "frame 300" with no total: a file's line says how far it is."""
+    r = affedge("run", DEMO_CLIP, "--realtime", "--max-frames", "70")
+    assert r.returncode == 0, r.stderr
+    lines = [x for x in r.stderr.splitlines() if "] frame" in x]
+    assert lines and all(re.search(r"\] frame\s+\d+ of 70 \(\s*\d+ %(, ~\d+ s left)?\)", x)
+                         for x in lines), lines

@@ -16,8 +16,11 @@ class LiveLine:
     """Prints ``fps, latency p50/p99, V/A`` about once per second (to stderr by default), and,
     from :meth:`watch` to :meth:`close`, a line when the source stalls (STALL_NOTE_S)."""
 
-    def __init__(self, rec, stream=None, every_s: float = 1.0, enabled: bool = True):
+    def __init__(self, rec, stream=None, every_s: float = 1.0, enabled: bool = True,
+                 total: int | None = None):
         self.rec = rec
+        #: frames the source should give (a file's count): the line then shows its progress
+        self.total = total if total and total > 0 else None
         self.stream = stream or sys.stderr
         self.every = every_s
         self.enabled = enabled
@@ -37,11 +40,20 @@ class LiveLine:
         self.t_last, self.n_last = now, self.n
         if self.enabled:
             s = self.rec.stats()
-            print(f"[{now - self.t0:6.1f}s] frame {p.frame:6d}  {self.fps:5.1f} fps  latency "
+            print(f"[{now - self.t0:6.1f}s] frame {p.frame:6d}{self._progress()}  "
+                  f"{self.fps:5.1f} fps  latency "
                   f"p50 {s['latency_ms_p50']:.1f} ms p99 {s['latency_ms_p99']:.1f} ms  "
                   f"V {p.valence_smoothed:+.2f} A {p.arousal_smoothed:+.2f}  conf "
                   f"{p.confidence:.2f}  face {'Y' if p.face_present else 'N'} speech "
                   f"{'Y' if p.speech_present else 'N'}", file=self.stream, flush=True)
+
+    def _progress(self) -> str:
+        """' of 600 (50 %, ~2 s left)' for a source of known length, else ''."""
+        if self.total is None:
+            return ""
+        left = max(self.total - self.n, 0)
+        eta = f", ~{left / self.fps:.0f} s left" if self.fps > 0 else ""
+        return f" of {self.total} ({min(100.0, 100.0 * self.n / self.total):3.0f} %{eta})"
 
     def watch(self) -> LiveLine:
         """Start the stall watch (a daemon thread; enabled lines only)."""

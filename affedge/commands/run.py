@@ -325,7 +325,8 @@ def stream_to_outputs(rec, video, audio, *, out=None, plot=None, show=False, rea
     if window is None and show:
         window = open_window(True)
     sink = out if isinstance(out, Sink) or out is None else open_sink(out)
-    live = LiveLine(rec, enabled=not (quiet or log.quiet())).watch()
+    live = LiveLine(rec, enabled=not (quiet or log.quiet()),
+                    total=_file_frames(video, max_frames)).watch()
     preds = []
     frames = rec.run(video=video, audio=audio, realtime=realtime, max_frames=max_frames,
                      with_frames=True)
@@ -364,6 +365,21 @@ def stream_to_outputs(rec, video, audio, *, out=None, plot=None, show=False, rea
     if plot and preds:
         plot_predictions(plot, preds, labels_fn(preds) if labels_fn else None, title)
     return preds
+
+
+def _file_frames(video, max_frames) -> int | None:
+    """The frames a video file should give (for the status line's progress), else None."""
+    if not isinstance(video, str) or not os.path.isfile(video):
+        return None
+    import cv2
+
+    cap = cv2.VideoCapture(video)
+    try:
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    finally:
+        cap.release()
+    n = min(n, max_frames) if max_frames else n
+    return n if n > 0 else None
 
 
 def _until_lost(frames, preds, stop):
