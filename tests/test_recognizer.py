@@ -460,3 +460,35 @@ def test_closing_a_predictions_iterator_wakes_a_thread_waiting_on_it(bundle_dir)
         assert done.wait(5), "a next() waiting on the closed iterator never returned"
         rec.push_frame(frames[1], t=1 / FPS)  # the closed iterator gets nothing more
     assert [p.frame for p in got] == [0]
+
+
+def test_each_prediction_says_when_it_was_made_in_wall_clock_time(tmp_path):
+    """``timestamp`` is the source's clock; an unattended serve's day of rows could not say
+    when each was. ``wall_time`` (Unix seconds) is the moment the Prediction was made: in the
+    JSON and last in the CSV, renewed for a stale repeat, and not part of ``==`` (two runs of
+    a file stay equal)."""
+    import csv
+    import time
+
+    import numpy as np
+
+    from affedge.sdk.prediction import Prediction
+    from affedge.sdk.recognizer import Recognizer
+    from affedge.sdk.sinks import open_sink
+
+    frame = np.zeros((240, 320, 3), np.uint8)
+    with Recognizer.demo() as rec:
+        before = time.time()
+        p = rec.push_frame(frame, 0.0)
+        after = time.time()
+        time.sleep(0.01)
+        stale = rec.engine.stale_prediction(1, 1 / 30, p)
+    assert before <= p.wall_time <= after < stale.wall_time
+    assert stale == Prediction(**{**p.__dict__, "frame": 1, "timestamp": 1 / 30,
+                                  "latency_ms": 0.0, "stale": True})  # wall_time aside
+    assert Prediction.CSV_FIELDS[-1] == "wall_time" and p.to_dict()["wall_time"] == p.wall_time
+    with open_sink(tmp_path / "p.csv") as s:
+        s.write(p)
+    with open(tmp_path / "p.csv", newline="") as fh:
+        row = next(csv.DictReader(fh))
+    assert float(row["wall_time"]) == p.wall_time

@@ -24,7 +24,8 @@ def pred(frame: int, t: float, v: float = 0.25, faces=None, box=(10.0, 20.0, 30.
     return Prediction(frame=frame, timestamp=t, valence=v, arousal=-0.5, valence_smoothed=v,
                       arousal_smoothed=-0.5, confidence=0.8, face_present=True,
                       speech_present=False, face_box=box, track_id=1, face_score=0.9,
-                      audio_present=True, latency_ms=3.25, backend="ort-cpu", faces=faces)
+                      audio_present=True, latency_ms=3.25, backend="ort-cpu", faces=faces,
+                      wall_time=1.8e9 + frame)
 
 
 def strict_loads(line: str):

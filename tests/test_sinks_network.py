@@ -29,7 +29,7 @@ def pred(i: int, v: float = 0.25) -> Prediction:
     return Prediction(frame=i, timestamp=i / 30, valence=v, arousal=float("nan"),
                       valence_smoothed=v, arousal_smoothed=-0.5, confidence=0.5,
                       face_present=True, speech_present=False, face_box=face.box, track_id=3,
-                      faces=(face,))
+                      faces=(face,), wall_time=1.8e9 + i)
 
 
 def wait_until(cond, timeout=10.0):

@@ -584,7 +584,7 @@ class StreamingEngine:
         from dataclasses import replace
 
         return replace(previous, frame=int(index), timestamp=float(t), latency_ms=0.0,
-                       stale=True)
+                       stale=True, wall_time=time.time())
 
     def stats(self) -> dict:
         lat = np.asarray(self._latencies, np.float64)

@@ -28,6 +28,12 @@ Face fields
   None when no track exists. ``faces`` holds one :class:`FaceResult` per tracked face, primary
   first (several people at a kiosk), each with its own stream state.
 
+Clocks
+  ``timestamp`` is the source's own clock (a file's media time, a stream's presentation time,
+  the time you pushed); ``wall_time`` is when the Prediction was made, Unix seconds
+  (``time.time()``): a log of a day's rows says when each was (a live frame was captured about
+  ``latency_ms`` earlier). Not compared by ``==`` (two runs of a file are equal).
+
 Live mode
   When inference falls behind a live camera, skipped frames still get a ``Prediction`` with
   ``stale=True`` that carries the previous frame's values (frame index and timestamp are the
@@ -41,6 +47,7 @@ Non-finite model output
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,6 +101,7 @@ class Prediction:
     backend: str = ""
     stale: bool = False
     faces: tuple[FaceResult, ...] = field(default_factory=tuple)
+    wall_time: float = field(default_factory=time.time, compare=False)
 
     @property
     def success(self) -> bool:
@@ -105,7 +113,7 @@ class Prediction:
         "frame", "timestamp", "valence", "arousal", "valence_smoothed", "arousal_smoothed",
         "confidence", "success", "face_present", "speech_present", "audio_present", "track_id",
         "face_x", "face_y", "face_w", "face_h", "face_score", "latency_ms", "backend", "stale",
-        "n_faces",
+        "n_faces", "wall_time",
     )
 
     def to_dict(self, include_faces: bool = True) -> dict[str, Any]:
@@ -133,6 +141,7 @@ class Prediction:
             "backend": self.backend,
             "stale": self.stale,
             "n_faces": len(self.faces),
+            "wall_time": self.wall_time,
         }
         if include_faces:
             d["faces"] = [f.to_dict() for f in self.faces]
