@@ -381,3 +381,18 @@ def test_demo_graphs_run_with_the_runtimes_optimisation_level():
                  for i in sess.get_inputs()}
         outs = sess.run(None, feeds)
         assert all(np.isfinite(o).all() for o in outs), f.name
+
+
+def test_the_package_version_is_written_once_for_users():
+    """pyproject.toml and ``affedge.__version__`` must agree (a release engineer found the
+    version written in both, with nothing to keep them together), and the serve extra carries
+    what ``serve --config`` needs on Python 3.10 (tomli)."""
+    import tomllib
+
+    import affedge
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml")
+                            .read_text())["project"]
+    assert affedge.__version__ == project["version"]
+    assert any(d.replace(" ", "").startswith("tomli>=") and "python_version<'3.11'"
+               in d.replace(" ", "") for d in project["optional-dependencies"]["serve"])

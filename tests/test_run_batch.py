@@ -116,3 +116,21 @@ def test_python_run_audio_auto_takes_each_files_own_track_when_it_has_one(folder
     assert len(silent) == 30 and not any(p.audio_present for p in silent)
     assert any(p.audio_present for p in auto)
     assert [(p.valence, p.arousal) for p in auto] == [(p.valence, p.arousal) for p in video]
+
+
+def test_audio_auto_without_pyav_says_the_track_is_not_read(folder):
+    """A plain ``pip install affedge`` has no PyAV: ``audio="auto"`` then ran on the face alone
+    with no sign of it (a release engineer's trial; the demo's arousal CCC 0.92 -> 0.46)."""
+    code = ("import sys, warnings; sys.modules['av'] = None\n"  # PyAV not installed
+            "from affedge.sdk.recognizer import Recognizer\n"
+            "with warnings.catch_warnings(record=True) as w:\n"
+            "    warnings.simplefilter('always')\n"
+            "    with Recognizer.demo(backend='onnxruntime') as rec:\n"
+            f"        ps = list(rec.run({str(folder / 'a.mp4')!r}, audio='auto'))\n"
+            "print(len(ps), any(p.audio_present for p in ps))\n"
+            "print([str(x.message) for x in w if 'PyAV' in str(x.message)])\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=str(ROOT), capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    count, said = r.stdout.splitlines()[-2:]
+    assert count == "30 False" and "affedge[video-audio]" in said, r.stdout

@@ -164,8 +164,9 @@ def _ringbuf():
         from affedge import _ringbuf
     except ImportError as exc:  # pragma: no cover - build problem
         raise ImportError(
-            "affedge._ringbuf (the C++ ring buffer) is not built; run "
-            "`pip install -e . --no-deps --no-build-isolation` in the affedge checkout"
+            "affedge._ringbuf (the C++ ring buffer) is not built: reinstall affedge from a "
+            "wheel, or in a checkout run `bash scripts/setup.sh` (or `pip install -e .`, which "
+            "compiles it; a C++17 compiler is needed)"
         ) from exc
     return _ringbuf
 
