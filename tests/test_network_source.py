@@ -50,4 +50,6 @@ def test_a_closed_stream_releases_its_decoders_at_once(clip):
             counts.append(_threads())
     finally:
         gc.enable()
-    assert counts[-1] <= counts[0], counts
+    # (+3 threads per connection before; one thread of slack for the rest of the process,
+    # which in a full-suite run may start one of its own meanwhile)
+    assert counts[-1] <= counts[0] + 1, counts
