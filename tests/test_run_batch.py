@@ -76,7 +76,9 @@ def test_a_quoted_pattern_and_jsonl_and_the_refusals(folder, tmp_path):
                       ((str(folder / "zz*.mp4"), "--out-dir", str(tmp_path)),
                        "no file matches this pattern"),
                       ((str(tmp_path / "j"), "--out-dir", str(tmp_path / "k")),
-                       "no video files in this folder")):
+                       "no video files in this folder"),
+                      ((str(folder / "a.mp4"), "0", "--out-dir", str(tmp_path / "k")),
+                       "and 0 is a camera; several cameras or streams at once: affedge serve")):
         r = affedge("run", *args)
         assert r.returncode == 1 and why in r.stderr, (args, r.stderr)
         assert "Traceback" not in r.stderr

@@ -94,6 +94,13 @@ def run_batch(args, videos: list[str]) -> int:
     from affedge.staged_write import replace_path
 
     refuse_single_run_options(args)
+    from affedge.sdk.sources.video import _classify
+
+    for v in videos:  # (a camera or a stream never ends: the videos after it would never run)
+        kind = _classify(int(v) if v.isdigit() else v)[0]
+        if kind != "file":
+            raise ValueError(f"several sources: a batch runs video files, and {v} is a {kind}; "
+                             f"several cameras or streams at once: affedge serve")
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if not os.access(out_dir, os.W_OK):
