@@ -291,13 +291,18 @@ PRIMARY_MATURITY_HITS = 5
 PRIMARY_HYSTERESIS = 1.2
 #: ... and have been matched at least this many times (or as often as the current primary)
 PRIMARY_MIN_HITS = 5
+#: the current primary keeps its full weight (not halved as undetected) through a gap of up
+#: to this many frames: one missed detection of the person in front switched the shown values
+#: to a bystander and back for one frame (a kiosk trial: 20 switches in 240 frames when every
+#: 20th detection was missed); a face that really left gives way after this many frames
+PRIMARY_GAP_FRAMES = 3
 
 
-def primary_priority(track: Track, frame_shape) -> float:
+def primary_priority(track: Track, frame_shape, gap_ok: int = 0) -> float:
     """How much ``track`` deserves to be the primary face: relative size (box side / frame
     side, not area, so that size does not dominate) x centrality (1 at the centre, 0.5 at a
     corner) x detection score x maturity hits / (hits + 5), halved while the track is not
-    detected in this frame."""
+    detected in this frame (unless its gap is at most ``gap_ok`` frames)."""
     h, w = frame_shape[:2]
     half_diag = 0.5 * math.hypot(w, h)
     x, y, bw, bh = track.box
@@ -305,7 +310,7 @@ def primary_priority(track: Track, frame_shape) -> float:
     size = math.sqrt((bw * bh) / float(w * h)) * (1.0 - 0.5 * min(d, 1.0))
     maturity = track.hits / (track.hits + PRIMARY_MATURITY_HITS)
     p = size * max(0.0, min(1.0, float(track.score))) * maturity
-    return p if track.detected else 0.5 * p
+    return p if track.time_since_update <= gap_ok else 0.5 * p
 
 
 def choose_primary(confirmed, frame_shape, previous_id: int | None) -> Track | None:
@@ -315,7 +320,8 @@ def choose_primary(confirmed, frame_shape, previous_id: int | None) -> Track | N
     ``min(PRIMARY_MIN_HITS, current.hits)`` times. So a false positive lasting fewer than 5
     frames, even a large one, never takes over a steady face (a new track also starts at 1/6
     of its full weight), while a real face that stays and is clearly more prominent does
-    within a few frames. None if there is no track."""
+    within a few frames. The current primary is not weakened by a gap of up to
+    :data:`PRIMARY_GAP_FRAMES` missed detections. None if there is no track."""
     confirmed = list(confirmed)
     if not confirmed:
         return None
@@ -324,7 +330,7 @@ def choose_primary(confirmed, frame_shape, previous_id: int | None) -> Track | N
     if current is None or best is current:
         return best
     if best.hits < min(PRIMARY_MIN_HITS, current.hits) or primary_priority(best, frame_shape) \
-            <= PRIMARY_HYSTERESIS * primary_priority(current, frame_shape):
+            <= PRIMARY_HYSTERESIS * primary_priority(current, frame_shape, PRIMARY_GAP_FRAMES):
         return current
     return best
 
