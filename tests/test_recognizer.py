@@ -176,6 +176,10 @@ def test_constructor_errors(bundle_dir, tmp_path):  # noqa: F811
         Recognizer(bundle_dir, detector="yunet")  # needs yunet_model=
     with pytest.raises(ValueError, match="max_faces"):
         Recognizer(bundle_dir, max_faces=0)
+    # (a kiosk trial: 2.5 silently became 2, True 1, and "2" raised a raw TypeError)
+    for bad in (2.5, True, "2"):
+        with pytest.raises(ValueError, match=r"max_faces \(max_tracks\) must be a whole number"):
+            Recognizer(bundle_dir, max_faces=bad)
     if (DEMO_BUNDLE / "manifest.json").exists():
         # the demo's crops are landmark-aligned: a keypoint-less detector is refused at once
         # (it used to be accepted, then every frame with a face was refused)
@@ -487,6 +491,8 @@ def test_each_prediction_says_when_it_was_made_in_wall_clock_time(tmp_path):
     assert stale == Prediction(**{**p.__dict__, "frame": 1, "timestamp": 1 / 30,
                                   "latency_ms": 0.0, "stale": True})  # wall_time aside
     assert Prediction.CSV_FIELDS[-1] == "wall_time" and p.to_dict()["wall_time"] == p.wall_time
+    # latency_ms is timing too (push_frame and run() Predictions never compared equal: trial)
+    assert dataclasses.replace(p, latency_ms=p.latency_ms + 5.0) == p
     with open_sink(tmp_path / "p.csv") as s:
         s.write(p)
     with open(tmp_path / "p.csv", newline="") as fh:

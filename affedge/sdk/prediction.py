@@ -32,7 +32,7 @@ Clocks
   ``timestamp`` is the source's own clock (a file's media time, a stream's presentation time,
   the time you pushed); ``wall_time`` is when the Prediction was made, Unix seconds
   (``time.time()``): a log of a day's rows says when each was (a live frame was captured about
-  ``latency_ms`` earlier). Not compared by ``==`` (two runs of a file are equal).
+  ``latency_ms`` earlier). Neither it nor ``latency_ms`` is compared by ``==``.
 
 Live mode
   When inference falls behind a live camera, skipped frames still get a ``Prediction`` with
@@ -97,7 +97,7 @@ class Prediction:
     track_id: int | None = None
     face_score: float = 0.0
     audio_present: bool = False
-    latency_ms: float = 0.0
+    latency_ms: float = field(default=0.0, compare=False)  # (timing, as wall_time)
     backend: str = ""
     stale: bool = False
     faces: tuple[FaceResult, ...] = field(default_factory=tuple)

@@ -179,11 +179,11 @@ class Recognizer:
         warn_if_unchecked(bundle.manifest, self.backend)  # e.g. an int8 that failed parity
         try:
             detector = self._make_detector(detector, yunet_model, min_face)
+            tracker = IouTracker(iou_threshold=iou_threshold, max_age=max_age,
+                                 min_hits=min_hits, max_tracks=max_faces)
         except BaseException:
             self._close_owned()
             raise
-        tracker = IouTracker(iou_threshold=iou_threshold, max_age=max_age, min_hits=min_hits,
-                             max_tracks=max_faces)
         try:
             self.engine = StreamingEngine(
                 bundle, self.backend, detector, smoothing=smoothing, max_faces=max_faces,

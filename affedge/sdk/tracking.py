@@ -153,10 +153,16 @@ class IouTracker:
     def __init__(self, iou_threshold: float = 0.3, max_age: int = 15, min_hits: int = 1,
                  max_tracks: int | None = None, velocity_smoothing: float = 0.5,
                  slot_min_hits: int = 3):
+        def whole(x, lo: int) -> bool:
+            return isinstance(x, (int, np.integer)) and not isinstance(x, bool) and x >= lo
+
+        # (a Recognizer's max_faces=2.5 became 2 and "2" raised a raw TypeError: a trial)
+        for name, v, lo in (("max_faces (max_tracks)", max_tracks, 1), ("max_age", max_age, 0),
+                            ("min_hits", min_hits, 1)):
+            if not (v is None and name.startswith("max_faces")) and not whole(v, lo):
+                raise ValueError(f"{name} must be a whole number >= {lo}, got {v!r}")
         if not 0.0 < iou_threshold <= 1.0:
             raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
-        if max_age < 0 or min_hits < 1:
-            raise ValueError(f"need max_age >= 0 and min_hits >= 1, got {max_age}, {min_hits}")
         self.iou_threshold = float(iou_threshold)
         self.max_age = int(max_age)
         self.min_hits = int(min_hits)
