@@ -2,11 +2,13 @@
 
 Each frame, detections are matched to live tracks greedily by IoU (highest pair first) between
 the detection and the track's *predicted* box (last box moved by the track's smoothed velocity,
-so two faces that cross keep their ids and a face that reappears after a short occlusion is
-re-associated). Rules:
+so two faces that pass each other at a distance keep their ids and a face that reappears
+after a short occlusion is re-associated; two faces that cross with one fully hiding the other
+may swap ids: there is no appearance model, a kiosk trial saw it). Rules:
 
 * a match needs IoU >= ``iou_threshold``;
-* an unmatched detection starts a new track with a new id (ids are never reused);
+* an unmatched detection starts a new track with a new id (ids are never reused within a
+  stream; a new stream, after ``reset()`` or a new ``run()``, counts from 0 again);
 * a track unmatched for more than ``max_age`` consecutive frames is deleted;
 * a track is *confirmed* once it has been matched ``min_hits`` times; only confirmed tracks are
   reported by :meth:`IouTracker.confirmed` (tentative ones still exist, so a real face is not
