@@ -400,3 +400,16 @@ def test_the_status_line_shows_a_files_progress():
     lines = [x for x in r.stderr.splitlines() if "] frame" in x]
     assert lines and all(re.search(r"\] frame\s+\d+ of 70 \(\s*\d+ %(, ~\d+ s left)?\)", x)
                          for x in lines), lines
+
+
+@needs_demo
+def test_the_status_line_says_whose_values_it_shows_among_several_faces(tmp_path):
+    """A kiosk trial: with several people the line showed one person's values and no count."""
+    two = tmp_path / "two.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(DEMO_CLIP), "-ss", "5", "-i",
+                    str(DEMO_CLIP), "-filter_complex", "[0:v][1:v]hstack", "-t", "3", "-an",
+                    "-c:v", "libx264", "-preset", "ultrafast", str(two)], check=True)
+    r = affedge("run", two, "--realtime", "--max-frames", "80")
+    assert r.returncode == 0, r.stderr
+    lines = [x for x in r.stderr.splitlines() if "] frame" in x]
+    assert lines and re.search(r"face Y \(#\d+ of 2\)", lines[-1]), lines

@@ -72,6 +72,9 @@ def test_dashboard_live_values_reconnect_and_screenshot(tmp_path, browser):
         later = wait_for(lambda: (v := shown(browser, "demo"))[:2] != first[:2] and v)
         assert float(later[0]) != float(first[0]) or float(later[1]) != float(first[1])
         wait_for(lambda: int(shown(browser, "demo")[2]) > 30)  # status: frames counted
+        # how many faces are tracked and whose values are shown (the demo clip: one, id 0)
+        card = browser.find_element(By.CSS_SELECTOR, 'section.card[data-source="demo"]')
+        assert card.find_element(By.CSS_SELECTOR, ".val-who").text == "1 (#0)"
         # nothing failed to load or threw (the browser's own favicon request was a 404)
         errors = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
         assert errors == []

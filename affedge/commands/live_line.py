@@ -44,7 +44,8 @@ class LiveLine:
                   f"{self.fps:5.1f} fps  latency "
                   f"p50 {s['latency_ms_p50']:.1f} ms p99 {s['latency_ms_p99']:.1f} ms  "
                   f"V {p.valence_smoothed:+.2f} A {p.arousal_smoothed:+.2f}  conf "
-                  f"{p.confidence:.2f}  face {'Y' if p.face_present else 'N'} speech "
+                  f"{p.confidence:.2f}  face {'Y' if p.face_present else 'N'}"
+                  f"{f' (#{p.track_id} of {len(p.faces)})' if len(p.faces) > 1 else ''} speech "
                   f"{'Y' if p.speech_present else 'N'}", file=self.stream, flush=True)
 
     def _progress(self) -> str:

@@ -64,33 +64,46 @@ def _circumplex(img, cx, cy, r, v, a, conf):
 
 
 def draw_overlay(frame_bgr: np.ndarray, prediction, fps: float | None = None) -> np.ndarray:
-    """A copy of ``frame_bgr`` with every tracked face box (primary thick, with its track id),
-    the primary face's smoothed valence/arousal bars, a circumplex dot (x = valence,
-    y = arousal, size = confidence) and status text."""
+    """A copy of ``frame_bgr`` with every tracked face box (primary thick, with its track id;
+    a face not seen this frame grey, without values), the primary face's smoothed
+    valence/arousal bars, a circumplex dot (x = valence, y = arousal, size = confidence) and
+    status text (the primary's id first) in the corner the faces cover least."""
     if not isinstance(frame_bgr, np.ndarray) or frame_bgr.dtype != np.uint8 or frame_bgr.ndim != 3:
         raise ValueError(f"draw_overlay: frame must be BGR uint8 [H,W,3], got "
                          f"{getattr(frame_bgr, 'dtype', type(frame_bgr))}")
     img = frame_bgr.copy()
     h, w = img.shape[:2]
     p = prediction
-    for i, f in enumerate(p.faces):
-        x, y, bw, bh = (int(round(v)) for v in f.box)
-        color = _GREEN if f.detected else _GREY
-        cv2.rectangle(img, (x, y), (x + bw, y + bh), color, 3 if i == 0 else 1)
-        cv2.putText(img, f"#{f.track_id} V{f.valence_smoothed:+.2f} A{f.arousal_smoothed:+.2f}",
-                    (x, max(12, y - 6)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, color, 1, cv2.LINE_AA)
-    # panel: bars + circumplex in the top-left corner
-    pw, ph = 230, 120
-    panel = img[0:min(ph, h), 0:min(pw, w)]
+    # the panel (bars + circumplex) goes in the corner the faces cover least (a kiosk trial's
+    # top-left visitor was hidden under it), drawn before the boxes so that none is hidden
+    pw, ph = min(230, w), min(120, h)
+    boxes = [tuple(int(round(v)) for v in f.box) for f in p.faces]
+
+    def covered(x0, y0):
+        return sum(max(0, min(x0 + pw, x + bw) - max(x0, x)) *
+                   max(0, min(y0 + ph, y + bh) - max(y0, y)) for x, y, bw, bh in boxes)
+    x0, y0 = min(((0, 0), (w - pw, 0), (0, h - ph), (w - pw, h - ph)),
+                 key=lambda c: covered(*c))  # (ties: top-left first)
+    panel = img[y0:y0 + ph, x0:x0 + pw]
     panel[:] = (panel * 0.4).astype(np.uint8)
-    _bar(img, 10, 26, 120, 14, p.valence_smoothed, "valence", _BLUE)
-    _bar(img, 10, 66, 120, 14, p.arousal_smoothed, "arousal", _ORANGE)
-    _circumplex(img, 180, 55, 40, p.valence_smoothed, p.arousal_smoothed, p.confidence)
-    status = f"conf {p.confidence:.2f}  face {'Y' if p.face_present else 'N'}  " \
+    _bar(img, x0 + 10, y0 + 26, 120, 14, p.valence_smoothed, "valence", _BLUE)
+    _bar(img, x0 + 10, y0 + 66, 120, 14, p.arousal_smoothed, "arousal", _ORANGE)
+    _circumplex(img, x0 + 180, y0 + 55, 40, p.valence_smoothed, p.arousal_smoothed,
+                p.confidence)
+    who = f"#{p.track_id}  " if p.track_id is not None else ""
+    status = f"{who}conf {p.confidence:.2f}  face {'Y' if p.face_present else 'N'}  " \
              f"speech {'Y' if p.speech_present else 'N'}"
     if fps is not None:
         status += f"  {fps:.1f} fps"
-    cv2.putText(img, status, (10, 108), cv2.FONT_HERSHEY_SIMPLEX, 0.4, _WHITE, 1, cv2.LINE_AA)
+    cv2.putText(img, status, (x0 + 10, y0 + 108), cv2.FONT_HERSHEY_SIMPLEX, 0.4, _WHITE, 1,
+                cv2.LINE_AA)
+    for i, (f, (x, y, bw, bh)) in enumerate(zip(p.faces, boxes)):
+        color = _GREEN if f.detected else _GREY
+        cv2.rectangle(img, (x, y), (x + bw, y + bh), color, 3 if i == 0 else 1)
+        label = f"#{f.track_id} V{f.valence_smoothed:+.2f} A{f.arousal_smoothed:+.2f}" \
+            if f.detected else f"#{f.track_id} (not seen)"
+        cv2.putText(img, label, (x, max(12, y - 6)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, color, 1,
+                    cv2.LINE_AA)
     return img
 
 

@@ -49,7 +49,8 @@
     const f = {};
     for (const [k, label] of [["v", "valence"], ["a", "arousal"], ["fps", "fps"],
                               ["lat", "latency p50/p99"], ["face", "face"],
-                              ["speech", "speech"], ["conf", "confidence"], ["n", "frames"]]) {
+                              ["speech", "speech"], ["conf", "confidence"], ["n", "frames"],
+                              ["who", "faces (shown)"]]) {
       stats.append(el("span", "k", label), f[k] = el("span", "val-" + k, "–"));
     }
     const err = el("div", "err", "");
@@ -117,6 +118,9 @@
         s.f.conf.textContent = fmt(p.confidence, 2);
         flag(s.f.face, p.face_present);
         flag(s.f.speech, p.speech_present);
+        // several people: how many are tracked and whose values these are (the primary's)
+        const n = p.n_faces ?? (p.faces || []).length;
+        s.f.who.textContent = n ? `${n} (#${p.track_id ?? "–"})` : "0";
       }
       if (st) {
         s.state.textContent = st.state + (st.reconnects ? ` · ${st.reconnects} reconnects` : "");
