@@ -23,6 +23,7 @@ from affedge.commands.live_line import LiveLine
 from affedge.features.detectors import MIN_FACE_PX, available_detectors
 from affedge.features.detectors.blazeface import FULL_PASS_SLACK
 from affedge.formats import backend_help
+from affedge.sdk.run_feeds import default_audio
 
 HELP = "run the recognizer on a video file, camera, URL or GStreamer pipeline"
 
@@ -266,9 +267,6 @@ class GracefulStop:
 
     def describe(self) -> str:
         return signal.Signals(self.signum).name if self.signum else ""
-
-
-from affedge.sdk.run_feeds import default_audio  # noqa: E402,F401  (serve's too)
 
 
 def have_pyav() -> bool:
