@@ -120,6 +120,7 @@ def test_every_frame_of_every_file_to_zmq_ws_and_stdout(tmp_path, clip3, clip2b)
     assert not any(r["audio_present"] for r in zc.records("b"))  # --audio none for b
     st = [m for m in wc.got if m.get("type") == "status"]
     assert st and st[-1]["sources"]["a"]["frames"] == FRAMES_3S
+    assert st[-1]["sources"]["a"]["faces"] == 1  # the demo clip's one face, tracked
     assert wc.close_code == 1001  # the server said goodbye
     err = srv.stderr()
     assert "every source ended" in err and "mean batch" in err

@@ -498,6 +498,7 @@ class Hub:
                 "errors": s.errors,
                 "face_present": bool(last.face_present) if last else False,
                 "speech_present": bool(last.speech_present) if last else False,
+                "faces": len(last.faces) if last else 0,  # tracked now (a kiosk trial)
             }
         return {"schema": 1, "sources": out, "ticks": self.ticks,
                 "mean_batch": (self.batched_frames / self.ticks) if self.ticks else float("nan"),
