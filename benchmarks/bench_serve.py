@@ -8,7 +8,9 @@ Three parts (``--part``, default all), the demo (mobile) bundle, the backend ``a
   ``independent``: four Recognizers in this process, each with its own backend, each running
   ``run()`` over its file on its own thread. Every frame of every source must get a
   prediction (checked). Variants are interleaved ``--repeats`` times; the ratio of each pair is
-  reported (hub frames/s over independent frames/s) with the median.
+  reported (hub frames/s over independent frames/s) with the median, and beside it each
+  variant's CPU time per frame (every thread of the process) and the cores it kept busy: the
+  work each design does per frame, which other tenants' load moves less than frames/s.
 * ``latency``: ``Recognizer.push_frame`` at 30 fps with ``publish()`` to a ZeroMQ and a
   WebSocket sink; a subscriber process per transport records when each message arrives
   (CLOCK_MONOTONIC, shared by processes). Reported: end-to-end minus the prediction's own
@@ -105,14 +107,14 @@ def run_hub(clips, expected, **options) -> float:
         for i, c in enumerate(clips):
             hub.add_source(str(c), audio="video", name=f"s{i}")
         hub.add_sink(Count())
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         hub.start()
         hub.wait()
-        dt = time.perf_counter() - t0
+        dt, cpu = time.perf_counter() - t0, time.process_time() - c0
         mean_batch = hub.status()["mean_batch"]
     for i, n in enumerate(expected):
         assert got[f"s{i}"] == list(range(n)), f"hub: source s{i} missed frames"
-    return sum(expected) / dt, mean_batch
+    return sum(expected) / dt, mean_batch, _cpu(cpu, dt, sum(expected))
 
 
 def run_independent(clips, expected, **options) -> float:
@@ -129,18 +131,25 @@ def run_independent(clips, expected, **options) -> float:
             errors.append(exc)
 
     ths = [threading.Thread(target=go, args=(k,)) for k in range(len(clips))]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for t in ths:
         t.start()
     for t in ths:
         t.join()
-    dt = time.perf_counter() - t0
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     for r in recs:
         r.close()
     if errors:
         raise errors[0]
     assert counts == list(expected), f"independent: {counts} != {expected}"
-    return sum(expected) / dt
+    return sum(expected) / dt, _cpu(cpu, dt, sum(expected))
+
+
+def _cpu(cpu_s: float, wall_s: float, frames: int) -> dict:
+    """CPU time of the whole process (every thread, ``time.process_time``) over a variant's
+    timed run: per frame (ms) and the cores it kept busy on average. Less sensitive to other
+    tenants' load than frames/s, which also counts the time this process waited for a core."""
+    return {"ms_per_frame": 1e3 * cpu_s / frames, "cores_busy": cpu_s / wall_s}
 
 
 def _options(args) -> dict:
@@ -153,26 +162,35 @@ def part_throughput(args) -> dict:
     with tempfile.TemporaryDirectory() as d:
         clips = cut_clips(Path(d), args.clip_seconds)
         expected = [frame_count(c) for c in clips]
-        hub_fps, ind_fps, ratios, batches = [], [], [], []
+        hub_fps, ind_fps, ratios, batches, cpus = [], [], [], [], {"hub": [], "independent": []}
         for r in range(args.repeats):
             order = ("hub", "independent") if r % 2 == 0 else ("independent", "hub")
             res = {}
             for v in order:
                 if v == "hub":
-                    res[v], mb = run_hub(clips, expected, **_options(args))
+                    res[v], mb, cpu = run_hub(clips, expected, **_options(args))
                     batches.append(mb)
                 else:
-                    res[v] = run_independent(clips, expected, **_options(args))
+                    res[v], cpu = run_independent(clips, expected, **_options(args))
+                cpus[v].append(cpu)
             hub_fps.append(res["hub"])
             ind_fps.append(res["independent"])
             ratios.append(res["hub"] / res["independent"])
             print(f"  repeat {r + 1}: hub {res['hub']:.1f} frames/s (mean batch {mb:.2f}), "
                   f"independent {res['independent']:.1f} frames/s, ratio "
-                  f"{ratios[-1]:.2f}", flush=True)
+                  f"{ratios[-1]:.2f}; CPU per frame hub {cpus['hub'][-1]['ms_per_frame']:.2f} ms "
+                  f"({cpus['hub'][-1]['cores_busy']:.2f} cores busy), independent "
+                  f"{cpus['independent'][-1]['ms_per_frame']:.2f} ms "
+                  f"({cpus['independent'][-1]['cores_busy']:.2f})", flush=True)
+    cpu_ratios = [i["ms_per_frame"] / h["ms_per_frame"]
+                  for h, i in zip(cpus["hub"], cpus["independent"])]
+    print(f"  median ratio {np.median(ratios):.2f} (frames/s); CPU per frame, independent over "
+          f"hub: median {np.median(cpu_ratios):.2f}", flush=True)
     return {"async_detect": getattr(args, "async_detect", "default"),
             "frames": expected, "hub_fps": hub_fps, "independent_fps": ind_fps,
             "ratios": ratios, "ratio_median": float(np.median(ratios)),
-            "hub_mean_batch": batches}
+            "hub_mean_batch": batches, "cpu": cpus, "cpu_ratios": cpu_ratios,
+            "cpu_ratio_median": float(np.median(cpu_ratios))}
 
 
 # --------------------------------------------------------------------------- push loop

@@ -29,6 +29,10 @@ def test_bench_serve_small(tmp_path):
     th = res["throughput"]
     assert len(th["frames"]) == 4 and min(th["frames"]) >= 14  # 0.5 s at 30 fps each
     assert th["hub_mean_batch"][0] > 1.0 and th["ratio_median"] > 0
+    for v in ("hub", "independent"):  # the process's CPU time over each timed run
+        cpu = th["cpu"][v][0]
+        assert cpu["ms_per_frame"] > 0 and 0 < cpu["cores_busy"] <= os.cpu_count() + 0.5
+    assert th["cpu_ratio_median"] > 0
     for kind in ("zmq", "ws"):
         lat = res["latency"][kind]
         assert lat["messages"] == lat["pushed"] > 10
