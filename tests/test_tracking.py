@@ -511,3 +511,29 @@ def test_one_missed_detection_of_the_primary_never_shows_another_person():
         tracks = tr.update([side])
         prim = choose_primary([t for t in tracks if t.confirmed], shape, prim.id)
     assert prim.id == 1
+
+
+def test_a_primary_gone_longer_than_the_gap_gives_way_to_a_face_seen_twice():
+    """A new-user trial: the only face jumped 100 px (a camera cut); the new track was detected
+    but the values stayed on the vanished one until the newcomer had 5 matches and 1.2x its
+    priority (5-9 frames). After PRIMARY_GAP_FRAMES misses, a face detected in the frame and
+    matched twice takes over at once, even when it is smaller and off-centre; a one-frame
+    detection does not."""
+    from affedge.sdk.tracking import PRIMARY_GAP_FRAMES, PRIMARY_TAKEOVER_HITS, choose_primary
+
+    tr = IouTracker(max_tracks=4, max_age=30)
+    shape = (480, 640)
+    big, small = _fb(250, 180, 160, 0.95), _fb(20, 20, 60, 0.7)
+    prim = None
+    for _ in range(30):
+        prim = choose_primary(tr.update([big]), shape, prim.id if prim else None)
+    assert prim.id == 0
+    for k in range(PRIMARY_GAP_FRAMES + 1):  # the big face is gone; nothing else yet
+        prim = choose_primary([t for t in tr.update([]) if t.confirmed], shape, prim.id)
+        assert prim.id == 0
+    shown = []
+    for k in range(PRIMARY_TAKEOVER_HITS + 2):
+        tracks = tr.update([small])
+        prim = choose_primary([t for t in tracks if t.confirmed], shape, prim.id)
+        shown.append(prim.id)
+    assert shown == [0] * (PRIMARY_TAKEOVER_HITS - 1) + [1] * 3

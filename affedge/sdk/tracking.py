@@ -304,6 +304,12 @@ PRIMARY_MIN_HITS = 5
 #: to a bystander and back for one frame (a kiosk trial: 20 switches in 240 frames when every
 #: 20th detection was missed); a face that really left gives way after this many frames
 PRIMARY_GAP_FRAMES = 3
+#: a primary unseen for longer than PRIMARY_GAP_FRAMES has left (or the camera cut away): a
+#: face detected in this frame and matched at least this many times takes over at once, with
+#: no hysteresis (a new-user trial: after a 100 px jump of the only face, the values stayed on
+#: the vanished track for 5-9 frames while the face was tracked again). One-frame false
+#: positives never qualify.
+PRIMARY_TAKEOVER_HITS = 2
 
 
 def primary_priority(track: Track, frame_shape, gap_ok: int = 0) -> float:
@@ -323,22 +329,31 @@ def primary_priority(track: Track, frame_shape, gap_ok: int = 0) -> float:
 
 def choose_primary(confirmed, frame_shape, previous_id: int | None) -> Track | None:
     """The primary face among the ``confirmed`` tracks: the highest :func:`primary_priority`,
-    but the previous primary (``previous_id``) stays unless a challenger's priority is more
-    than :data:`PRIMARY_HYSTERESIS` x its own and the challenger has been matched at least
-    ``min(PRIMARY_MIN_HITS, current.hits)`` times. So a false positive lasting fewer than 5
+    but the previous primary (``previous_id``) stays unless a challenger (a face detected in
+    this frame) has more than :data:`PRIMARY_HYSTERESIS` x its priority and has been matched
+    at least ``min(PRIMARY_MIN_HITS, current.hits)`` times. So a false positive lasting fewer than 5
     frames, even a large one, never takes over a steady face (a new track also starts at 1/6
     of its full weight), while a real face that stays and is clearly more prominent does
     within a few frames. The current primary is not weakened by a gap of up to
-    :data:`PRIMARY_GAP_FRAMES` missed detections. None if there is no track."""
+    :data:`PRIMARY_GAP_FRAMES` missed detections; after a longer gap, the best face detected
+    in this frame with :data:`PRIMARY_TAKEOVER_HITS` matches takes over at once. None if there
+    is no track."""
     confirmed = list(confirmed)
     if not confirmed:
         return None
-    best = max(confirmed, key=lambda t: primary_priority(t, frame_shape))
     current = next((t for t in confirmed if t.id == previous_id), None)
-    if current is None or best is current:
-        return best
-    if best.hits < min(PRIMARY_MIN_HITS, current.hits) or primary_priority(best, frame_shape) \
-            <= PRIMARY_HYSTERESIS * primary_priority(current, frame_shape, PRIMARY_GAP_FRAMES):
+    if current is None:
+        return max(confirmed, key=lambda t: primary_priority(t, frame_shape))
+    seen = [t for t in confirmed if t.detected and t is not current]
+    if current.time_since_update > PRIMARY_GAP_FRAMES:
+        seen = [t for t in seen if t.hits >= PRIMARY_TAKEOVER_HITS]
+        return max(seen, key=lambda t: primary_priority(t, frame_shape)) if seen else current
+    # a challenger is a face detected in this frame: a track that is not (one that left, or
+    # one missed once) never takes the values from a face in view
+    best = max(seen, key=lambda t: primary_priority(t, frame_shape), default=None)
+    if best is None or best.hits < min(PRIMARY_MIN_HITS, current.hits) or \
+            primary_priority(best, frame_shape) <= \
+            PRIMARY_HYSTERESIS * primary_priority(current, frame_shape, PRIMARY_GAP_FRAMES):
         return current
     return best
 
