@@ -16,6 +16,15 @@ from tests.test_cli_user_errors import affedge
     ("rtsp://admin@cam/x", "rtsp://admin@cam/x"),  # a user name alone stays
     ("rtsp://cam:554/x", "rtsp://cam:554/x"),  # host:port is not user:password
     ("mail me at a@b.com", "mail me at a@b.com"),
+    # a security trial: a raw "@" in the password (FFmpeg connects to the part after the last)
+    ("rtsp://admin:Pa@ssw0rdSECRET1@127.0.0.1:18750/stream1 down",
+     "rtsp://admin:***@127.0.0.1:18750/stream1 down"),
+    ("rtsp://a:b@c@h", "rtsp://a:***@h"),
+    # secrets in the query; the user name and other parameters stay
+    ("http://127.0.0.1:18751/video.mjpg?user=admin&password=SECRET2&fps=5",
+     "http://127.0.0.1:18751/video.mjpg?user=admin&password=***&fps=5"),
+    ("http://cam/snap?Token=abc;pwd=x#frag", "http://cam/snap?Token=***;pwd=***#frag"),
+    ("http://cam/a?passage=1&keyframe=2", "http://cam/a?passage=1&keyframe=2"),
 ])
 def test_passwords_in_urls_are_hidden_user_names_and_ports_kept(text, shown):
     assert hide_credentials(text) == shown

@@ -219,7 +219,7 @@ def test_recognizer_publish_tags_rows_and_refuses_names_a_topic_cannot_carry(tmp
     frames = [cap.read()[1] for _ in range(3)]
     cap.release()
     with Recognizer.demo() as rec:
-        for bad in ("a b/c", "_status", ""):
+        for bad in ("a b/c", "_status", "", "x" * 65):  # (65: longer than a topic may be)
             with pytest.raises(ValueError, match="source name"):
                 rec.publish(tmp_path / "bad.jsonl", source=bad)
         assert not (tmp_path / "bad.jsonl").exists()

@@ -94,6 +94,49 @@ def test_zmq_one_topic_per_source_schema_1_nan_null():
         s.close(0)
 
 
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def test_zmq_huge_subscriptions_drop_the_peer_not_the_memory():
+    """A security trial: an XSUB peer sending 10 MiB subscriptions grew serve's memory by ~50x
+    what it sent (ZeroMQ's subscription trie; 388 MiB -> 10.9 GB) and stalled the loop. The
+    PUB socket now drops a peer whose message is over MAX_SUBSCRIPTION bytes; other
+    subscribers go on receiving. (The peer runs in another process, as an attacker would:
+    libzmq 4.3.5 may crash the sending side's process when it is dropped.)"""
+    import subprocess
+    import sys
+
+    sink = open_sink("zmq://127.0.0.1:0")
+    ctx = zmq.Context.instance()
+    sub = ctx.socket(zmq.SUB)
+    peer = ("import os, time, zmq\n"
+            "c = zmq.Context(); e = c.socket(zmq.XSUB); e.connect(%r); time.sleep(0.3)\n"
+            "for i in range(3): e.send(b'\\x01' + bytes([65 + i]) * (2 << 20))\n"
+            "time.sleep(1.5); os._exit(0)\n") % sink.endpoint
+    try:
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        sub.connect(sink.endpoint)
+        assert wait_until(lambda: (sink.write(pred(0), source="camA"), sub.poll(50))[1], 10)
+        before = _rss_mib()
+        p = subprocess.Popen([sys.executable, "-c", peer])
+        end, i = time.monotonic() + 2.5, 1
+        while time.monotonic() < end:  # (PUB takes subscriptions in when it sends)
+            sink.write(pred(i), source="camA")
+            i += 1
+            time.sleep(0.05)
+        p.wait(10)
+        grew = _rss_mib() - before
+        while sub.poll(100):
+            last = sub.recv_multipart()
+        assert json.loads(last[1])["frame"] == i - 1  # the subscriber got everything
+        assert grew < 40, f"memory grew {grew:.0f} MiB for 6 MiB of subscriptions"
+    finally:
+        sub.close(0)
+        sink.close()
+
+
 def test_zmq_refuses_remote_and_bad_targets():
     with pytest.raises(ValueError, match="loopback"):
         open_sink("zmq://0.0.0.0:0")

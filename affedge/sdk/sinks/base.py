@@ -107,15 +107,27 @@ def takes_source(sink) -> bool:
         return False
 
 
+#: the longest source name: it tags every record (a 100,000-character name made 60 MB of JSONL
+#: for one 600-frame clip) and a ZeroMQ subscription to it must fit the PUB socket's
+#: ``MAXMSGSIZE`` (affedge.sdk.sinks.zmq.MAX_SUBSCRIPTION)
+MAX_SOURCE_NAME = 64
+
+
 def check_source_name(name: str) -> str:
     """``name`` when it can tag records (a ZeroMQ topic, a dashboard panel, a ROS name after
-    the bridge's clean-up): letters, digits, '-', '_' or '.', not starting with '_' (topics
-    starting with '_' are the hub's own, e.g. ``_status``); ValueError otherwise."""
+    the bridge's clean-up): 1-:data:`MAX_SOURCE_NAME` letters, digits, '-', '_' or '.', not
+    starting with '_' (topics starting with '_' are the hub's own, e.g. ``_status``);
+    ValueError otherwise."""
     if not isinstance(name, str) or not name or \
             not name.replace("-", "").replace("_", "").replace(".", "").isalnum() or \
             name.startswith("_"):
-        raise ValueError(f"source name {name!r}: use letters, digits, '-', '_' or '.' "
+        shown = repr(name) if not isinstance(name, str) or len(name) <= 80 else \
+            repr(name[:40]) + "..."
+        raise ValueError(f"source name {shown}: use letters, digits, '-', '_' or '.' "
                          f"(not starting with '_')")
+    if len(name) > MAX_SOURCE_NAME:
+        raise ValueError(f"source name {name[:40]!r}... is {len(name)} characters long; at "
+                         f"most {MAX_SOURCE_NAME}")
     return name
 
 
