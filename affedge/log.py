@@ -121,6 +121,14 @@ def status(msg: str) -> None:
         print(hide_credentials(msg), file=sys.stderr, flush=True)
 
 
+def warning(msg: str) -> None:
+    """A warning on stderr, shown even with -q: something the user should act on (a guessable
+    token, a file others can write), not a progress note. A URL's password is hidden."""
+    from affedge.sdk.sources.credentials import hide_credentials
+
+    print(hide_credentials(msg), file=sys.stderr, flush=True)
+
+
 class Ticker:
     """``with Ticker("aoti encoder"):`` shows "aoti encoder ... 12 s" on an interactive stderr,
     updated every second and erased when the step ends (its result line follows): long steps

@@ -116,6 +116,11 @@ def test_dashboard_shows_no_data_without_the_token(tmp_path, browser):
         browser.refresh()
         wait_for(lambda: browser.find_element(By.ID, "conn").text == "connected", 30)
         wait_for(lambda: shown(browser, "demo")[0] not in ("", "–"), 60)
+        # the token leaves the address bar (a security trial: anyone at the kiosk could read
+        # it back), and a reload still connects (kept for the tab)
+        assert "t0ken" not in browser.current_url
+        browser.refresh()
+        wait_for(lambda: browser.find_element(By.ID, "conn").text == "connected", 30)
         browser.get(f"http://127.0.0.1:{port}/#token=wrong")
         browser.refresh()
         wait_for(lambda: "wrong token?" in browser.find_element(By.ID, "conn").text, 20)

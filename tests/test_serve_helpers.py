@@ -200,12 +200,40 @@ def test_flags_win_over_the_config_options_and_clashes_are_refused(tmp_path):
             _serve_args("--source", "0", *argv)
 
 
-def test_a_short_token_is_taken_with_a_warning(capsys):
+def test_a_short_token_is_taken_with_a_warning_even_with_q(capsys):
+    """A security trial: under -q (the README's systemd setup) the warning was not shown."""
+    from affedge import log
     from affedge.commands.serve import _checked_token
 
-    assert _checked_token("x", "--token") == "x"
-    assert "the token is 1 characters, easy to guess" in capsys.readouterr().err
-    assert _checked_token("k" * 24, "--token") == "k" * 24
+    old = log._level
+    try:
+        log._level = log.QUIET  # (what -q sets)
+        assert _checked_token("x", "--token") == "x"
+        assert "the token is 1 characters, easy to guess" in capsys.readouterr().err
+        assert _checked_token("k" * 24, "--token") == "k" * 24
+        assert capsys.readouterr().err == ""
+    finally:
+        log._level = old
+
+
+def test_a_token_file_others_may_write_is_refused_one_all_may_read_warned(tmp_path, capsys):
+    """A security trial: a world-writable token file (chmod 666) was taken silently; any user
+    of the machine could replace the token. As ssh does: refused, and a warning when every
+    user may read it."""
+    import affedge.commands.serve as serve
+
+    tok = tmp_path / "tok"
+    tok.write_text("k" * 24 + "\n")
+    for mode in (0o666, 0o620):
+        tok.chmod(mode)
+        with pytest.raises(ValueError, match=f"other users may write it \\(mode {mode:04o}\\); "
+                                             f"chmod 600"):
+            serve._token(_serve_args("--source", "0", "--token-file", str(tok)), None)
+    tok.chmod(0o644)
+    assert serve._token(_serve_args("--source", "0", "--token-file", str(tok)), None) == "k" * 24
+    assert "readable by every user of this machine (mode 0644)" in capsys.readouterr().err
+    tok.chmod(0o600)
+    assert serve._token(_serve_args("--source", "0", "--token-file", str(tok)), None) == "k" * 24
     assert capsys.readouterr().err == ""
 
 
@@ -286,3 +314,24 @@ def test_a_bad_output_is_refused_before_anything_binds(tmp_path, capfd):
             serve.run(_serve_args("--source", str(clip), "--publish",
                                   f"zmq://127.0.0.1:{port}", *argv))
         assert "ZeroMQ PUB" not in capfd.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_serve_exits_1_when_its_inference_loop_dies(tmp_path, monkeypatch, capfd):
+    """A security trial ran serve out of file handles: the loop died with OSError(24), serve
+    said "every source ended" and exited 0, so a restart-on-failure unit never restarted
+    it. Now it says why it stopped and exits 1."""
+    import affedge.commands.serve as serve
+    from affedge.serve import Hub
+
+    cut_clip(tmp_path / "c.mp4", 0.5)
+
+    def gather(self, ready):
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(Hub, "_gather", gather)
+    args = _serve_args("--source", str(tmp_path / "c.mp4"), "--out", str(tmp_path / "r.jsonl"))
+    assert serve.run(args) == 1
+    err = capfd.readouterr().err
+    assert "the inference loop stopped: OSError(24, 'Too many open files')" in err
+    assert "affedge serve: the inference loop stopped (OSError)" in err

@@ -265,6 +265,127 @@ def test_ws_token_required_off_loopback_and_checked():
         sink.close()
 
 
+def _raw(port: int, request: str, host: str = "127.0.0.1") -> str:
+    """Send one raw HTTP request, read the answer until the server closes (or 3 s)."""
+    with socket.create_connection((host, port), timeout=3) as c:
+        c.sendall(request.encode())
+        out = b""
+        try:
+            while chunk := c.recv(65536):
+                out += chunk
+        except socket.timeout:
+            pass
+    return out.decode("latin-1")
+
+
+def test_ws_answers_its_loopback_names_only_get_and_head_and_no_framing(ws_sink):
+    """A security trial: a page on another site whose name resolves to 127.0.0.1 (DNS
+    rebinding) read /status; POST/PUT/... got index.html; HEAD got a body; the Server header
+    named the versions; the page could be framed."""
+    p = ws_sink.port
+    for host in (f"127.0.0.1:{p}", f"localhost:{p}", "LOCALHOST", f"[::1]:{p}"):
+        assert _raw(p, f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n").startswith(
+            "HTTP/1.1 200"), host
+    for host in (f"attacker.example:{p}", "127.0.0.1.nip.io", f"evil.localhost.example:{p}"):
+        r = _raw(p, f"GET /status HTTP/1.1\r\nHost: {host}\r\n\r\n")
+        assert r.startswith("HTTP/1.1 421") and "{" not in r, (host, r)
+    upgrade = ("GET /ws HTTP/1.1\r\nHost: attacker.example\r\nUpgrade: websocket\r\n"
+               "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+               "Sec-WebSocket-Version: 13\r\n\r\n")
+    assert _raw(p, upgrade).startswith("HTTP/1.1 421")  # a WebSocket handshake as well
+    with pytest.raises(InvalidStatus) as e:  # two Host headers: which one would count?
+        connect(ws_sink.url, additional_headers={"Host": "x"})
+    assert e.value.response.status_code == 400
+    for method in ("POST", "PUT", "DELETE", "OPTIONS", "TRACE"):
+        r = _raw(p, f"{method} / HTTP/1.1\r\nHost: 127.0.0.1:{p}\r\nContent-Length: 0\r\n\r\n")
+        assert r.startswith("HTTP/1.1 405") and "Allow: GET, HEAD" in r and "<html" not in r
+    get = _raw(p, f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{p}\r\n\r\n")
+    head = _raw(p, f"HEAD / HTTP/1.1\r\nHost: 127.0.0.1:{p}\r\n\r\n")
+    assert "<html" in get and head.startswith("HTTP/1.1 200") and "<html" not in head
+    length = [x for x in get.splitlines() if x.startswith("Content-Length")]
+    assert length and length[0] in head.splitlines()
+    assert "frame-ancestors 'none'" in get and "X-Frame-Options: DENY" in get
+    assert "Server:" not in get and "websockets" not in get.split("\r\n\r\n")[0]
+    assert ws_sink.counters["rejected_host"] == 4 and ws_sink.counters["rejected_method"] == 5
+
+
+def test_ws_caps_open_connections_and_recovers(monkeypatch, ws_sink):
+    """A security trial held 400 half-sent requests under ``ulimit -n 256``: serve ran out of
+    file handles and its inference loop died. Connections beyond MAX_CONNECTIONS are now
+    closed at once; when the holders go, the server answers again."""
+    import affedge.sdk.sinks.ws as ws_mod
+
+    monkeypatch.setattr(ws_mod, "MAX_CONNECTIONS", 3)
+    held = []
+    try:
+        for _ in range(3):
+            c = socket.create_connection(("127.0.0.1", ws_sink.port), timeout=3)
+            c.sendall(b"GET / HTTP/1.1\r\n")  # and never the rest
+            held.append(c)
+        assert wait_until(lambda: ws_sink._open == 3, 5)
+        with socket.create_connection(("127.0.0.1", ws_sink.port), timeout=3) as extra:
+            extra.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            try:
+                answer = extra.recv(100)
+            except ConnectionResetError:
+                answer = b""
+        assert answer == b"" and ws_sink.counters["rejected_busy"] == 1
+    finally:
+        for c in held:
+            c.close()
+    assert wait_until(lambda: ws_sink._open == 0, 5)
+    assert _raw(ws_sink.port, "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").startswith(
+        "HTTP/1.1 200")
+
+
+def _lan_address() -> str | None:
+    """A non-loopback address of this machine (None when it has no route anywhere)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # (TEST-NET-1: no packet is sent)
+        except OSError:
+            return None
+        addr = s.getsockname()[0]
+    return None if addr.startswith("127.") or addr == "0.0.0.0" else addr
+
+
+def test_ws_wrong_tokens_from_one_address_are_throttled_off_loopback():
+    """A security trial guessed 1500 tokens in 0.8 s. Off loopback, a tenth wrong token from one
+    address within TOKEN_WINDOW_S makes it wait (429 with Retry-After, even for the right
+    token), and a short token is refused for such binds."""
+    from affedge.sdk.sinks.ws import MAX_TOKEN_FAILURES
+
+    with pytest.raises(ValueError, match="at least 16 characters"):
+        WebSocketSink("ws://0.0.0.0:0", token="short")
+    lan = _lan_address()
+    if lan is None:
+        pytest.skip("this machine has no non-loopback address to connect from")
+    good = "g" * 24
+    sink = WebSocketSink(f"ws://{lan}:0", token=good)
+    try:
+        sink.publish_status({"sources": {}})  # (/health: 200 once a status came)
+        ask = "GET /health?token={} HTTP/1.1\r\nHost: " + f"{lan}:{sink.port}\r\n\r\n"
+        assert _raw(sink.port, ask.format(good), lan).startswith("HTTP/1.1 200")
+        codes = [_raw(sink.port, ask.format(f"guess{i}"), lan)[9:12]
+                 for i in range(MAX_TOKEN_FAILURES)]
+        assert codes == ["401"] * MAX_TOKEN_FAILURES
+        r = _raw(sink.port, ask.format(good), lan)
+        assert r.startswith("HTTP/1.1 429") and "Retry-After:" in r
+        assert sink.counters["throttled"] == 1
+    finally:
+        sink.close()
+    # loopback clients share one address: never throttled (a short token there is warned of)
+    sink = WebSocketSink("ws://127.0.0.1:0", token="abc")
+    try:
+        sink.publish_status({"sources": {}})
+        ask = "GET /health?token={} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        for i in range(MAX_TOKEN_FAILURES + 2):
+            _raw(sink.port, ask.format(f"guess{i}"))
+        assert _raw(sink.port, ask.format("abc")).startswith("HTTP/1.1 200")
+    finally:
+        sink.close()
+
+
 def test_ws_serves_only_the_dashboard_files(ws_sink):
     with urllib.request.urlopen(ws_sink.http_url + "dashboard.js", timeout=5) as r:
         assert r.headers["Content-Type"].startswith("text/javascript") or \

@@ -27,6 +27,7 @@ import faulthandler
 import json
 import os
 import signal
+import stat
 import sys
 import threading
 
@@ -129,9 +130,20 @@ def _token(args, cfg) -> str | None:
     if path:
         try:
             with open(path, encoding="utf-8") as fh:
+                mode = os.fstat(fh.fileno()).st_mode
                 tok = fh.read().strip()
         except OSError as exc:
             raise ValueError(f"--token-file {path}: {exc.strerror or exc}") from None
+        # as ssh does with its keys: a token others may replace protects nothing, one every
+        # user may read protects little (a security trial: chmod 666 was taken silently)
+        if mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise ValueError(f"--token-file {path}: other users may write it (mode "
+                             f"{stat.S_IMODE(mode):04o}); chmod 600 {path}")
+        if mode & stat.S_IROTH:
+            from affedge import log
+
+            log.warning(f"affedge serve: warning: --token-file {path} is readable by every user "
+                        f"of this machine (mode {stat.S_IMODE(mode):04o}); chmod 600 {path}")
         if not tok:
             raise ValueError(f"--token-file {path}: the file is empty")
         return _checked_token(tok, f"--token-file {path}")
@@ -149,10 +161,12 @@ def _checked_token(tok: str, what: str) -> str:
         lines = len(tok.splitlines())
         raise ValueError(f"{what}: the token holds " + (f"{lines} lines" if lines > 1 else
                          "a space") + "; put it alone, as one word, on the first line")
-    if len(tok) < SHORT_TOKEN:
-        _say(f"affedge serve: warning: the token is {len(tok)} characters, easy to guess; use "
-             f"{SHORT_TOKEN} or more (python -c 'import secrets; "
-             "print(secrets.token_urlsafe(24))')")
+    if len(tok) < SHORT_TOKEN:  # (refused for a non-loopback bind: WebSocketSink)
+        from affedge import log
+
+        log.warning(f"affedge serve: warning: the token is {len(tok)} characters, easy to "
+                    f"guess; use {SHORT_TOKEN} or more (python -c 'import secrets; "
+                    "print(secrets.token_urlsafe(24))')")
     return tok
 
 
@@ -284,11 +298,26 @@ def _write_port_file(path: str, bound: dict) -> None:
                          f"({exc.strerror or exc})") from None
 
 
+def _raise_file_limit() -> None:
+    """Raise this process's soft limit of open files to its hard limit (at most 65536):
+    WebSocket clients, cameras and files share it (the common soft default is 1024)."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+        if soft != resource.RLIM_INFINITY and soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except (ImportError, OSError, ValueError):
+        pass  # (not on this system, or not allowed: the connection cap follows the limit)
+
+
 def run(args) -> int:
     from affedge.commands.run import recognizer_options, resolve_bundle
     from affedge.serve import Hub
     from affedge.serve.config import load_config
 
+    _raise_file_limit()
     cfg = load_config(args.config) if args.config else None
     if args.port_file:
         _check_port_file(args.port_file)
@@ -388,6 +417,8 @@ def run(args) -> int:
               + "; ".join(hub.failed_outputs), file=sys.stderr, flush=True)
     # stopped because the last output failed (a full disk): a failure, for a supervisor's
     # restart-on-failure (it exited 0, like a reader that quit, before)
+    if hub.loop_error is not None:  # (reported when it happened; a supervisor restarts it)
+        return 1
     return 1 if hub.stopped_reason == "no output left" and hub.failed_outputs else 0
 
 

@@ -158,6 +158,8 @@ class Hub:
         #: why the hub stopped by itself (None: it did not): "no output left" once every
         #: sink failed or was closed by its reader
         self.stopped_reason: str | None = None
+        #: the exception that stopped the inference loop (None: it did not fail)
+        self.loop_error: BaseException | None = None
         #: outputs dropped because they failed (a full disk), "name: error" each
         self.failed_outputs: list[str] = []
         self.ticks = 0
@@ -354,6 +356,8 @@ class Hub:
                     self._models(*done)
         except BaseException as exc:
             report(f"affedge serve: the inference loop stopped: {exc!r}")
+            self.loop_error = exc  # (affedge serve exits 1: a supervisor restarts it)
+            self.stopped_reason = f"the inference loop stopped ({type(exc).__name__})"
             self._done.set()
             raise
 

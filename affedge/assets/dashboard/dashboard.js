@@ -12,10 +12,24 @@
   const main = document.getElementById("sources");
   let retryMs = 500;
 
-  function token() {
+  // The token (#token=... or ?token=...) is read once, kept for this tab (sessionStorage: a
+  // reload still connects) and taken out of the address bar and the history, where anyone
+  // at the kiosk could read it back.
+  const TOKEN = (function () {
     const m = (location.hash + "&" + location.search).match(/[#?&]token=([^&]*)/);
-    return m ? decodeURIComponent(m[1]) : "";
-  }
+    let tok = m ? decodeURIComponent(m[1]) : "";
+    try {
+      if (tok) sessionStorage.setItem("affedge-token", tok);
+      else tok = sessionStorage.getItem("affedge-token") || "";
+    } catch (e) { /* storage switched off: the token lives in this page only */ }
+    if (m && history.replaceState) {
+      const search = location.search.replace(/([?&])token=[^&]*&?/, "$1").replace(/[?&]$/, "");
+      history.replaceState(null, "", location.pathname + search);
+    }
+    return tok;
+  })();
+
+  function token() { return TOKEN; }
 
   function setConn(on, text) {
     conn.className = "conn " + (on ? "on" : "off");

@@ -25,7 +25,12 @@ required. With a token, a WebSocket client must present it (``?token=...`` in th
 page itself carries no data. A handshake whose ``Origin`` header is not this server's own
 page (``http://127.0.0.1:PORT``, ``http://localhost:PORT``, the bound address, or
 ``allowed_origins``) is refused (403, counted); clients that send no Origin (robots, scripts)
-are accepted.
+are accepted. Also refused, and counted: on a loopback bind a ``Host`` that is not a loopback
+name (421, DNS rebinding), methods other than GET/HEAD (405), repeated Host/Origin/
+Authorization headers (400), connections beyond :func:`connection_cap` (closed at once), and,
+off loopback, an address's wrong tokens beyond :data:`MAX_TOKEN_FAILURES` a minute (429). A
+non-loopback bind needs a token of :data:`MIN_REMOTE_TOKEN` characters or more. Answers carry
+no ``Server`` header and forbid framing.
 
 Needs ``websockets`` >= 13 (``pip install 'affedge[serve]'``), imported when a sink is opened.
 """
@@ -67,6 +72,20 @@ STATUS_STALE_S = 5.0
 #: source states that make /health 503 (affedge.serve.hub: a live source with no frame for
 #: 1 s, one whose read gave up and is reopened with backoff, one that failed)
 UNHEALTHY_STATES = ("stalled", "retrying", "failed")
+#: open TCP connections (clients, handshakes in progress, HTTP requests) beyond which a new one
+#: is closed at once (counted ``rejected_busy``). A security trial held 400 half-sent requests
+#: under ``ulimit -n 256``: the process ran out of file handles and the inference loop died.
+#: 256 leaves room for the issue's 50 dashboard clients five times over; a process allowed
+#: fewer than 512 open files gets half of its limit (:func:`connection_cap`).
+MAX_CONNECTIONS = 256
+#: wrong tokens per client address in TOKEN_WINDOW_S after which that address gets 429 without
+#: a check until the window has passed (1500 guesses took 0.8 s before). Loopback clients are
+#: exempt: they share one address, and a kiosk tab left with an old token would lock a robot
+#: on the same machine out (a short token there gets a warning instead).
+MAX_TOKEN_FAILURES = 10
+TOKEN_WINDOW_S = 60.0
+#: the shortest token accepted for a non-loopback bind (a shorter one is easy to guess)
+MIN_REMOTE_TOKEN = 16
 
 
 #: a client whose socket holds less than this unsent (bytes) and has nothing queued gets each
@@ -109,6 +128,10 @@ class WebSocketSink(Sink):
             raise ValueError(f"{target!r}: binding a non-loopback address needs a token "
                              "(affedge serve: --token or --token-file; Python: "
                              "affedge.sdk.sinks.ws.WebSocketSink(target, token=...))")
+        if not is_loopback(self.host) and len(token) < MIN_REMOTE_TOKEN:
+            raise ValueError(f"{target!r}: a token for a non-loopback bind needs at least "
+                             f"{MIN_REMOTE_TOKEN} characters, this one has {len(token)} "
+                             "(python -c 'import secrets; print(secrets.token_urlsafe(24))')")
         if int(queue_size) < 1:
             raise ValueError(f"queue_size must be >= 1, got {queue_size}")
         self.token = token or None
@@ -118,7 +141,11 @@ class WebSocketSink(Sink):
         if static_dir is not None and Path(static_dir).is_dir():
             self._files = {p.name: p for p in Path(static_dir).iterdir() if p.is_file()}
         self.counters = {"clients_total": 0, "dropped": 0, "malformed": 0, "oversized": 0,
-                         "rejected_origin": 0, "rejected_token": 0, "sent": 0, "http": 0}
+                         "rejected_origin": 0, "rejected_token": 0, "rejected_host": 0,
+                         "rejected_method": 0, "rejected_busy": 0, "throttled": 0,
+                         "sent": 0, "http": 0}
+        self._open = 0  # TCP connections open now (see MAX_CONNECTIONS)
+        self._token_failures: dict[str, list[float]] = {}  # address -> times of wrong tokens
         self._clients: set[_Client] = set()
         self._status_text: str | None = None
         self._status: dict | None = None
@@ -198,7 +225,8 @@ class WebSocketSink(Sink):
 
         self._server = await serve(self._handle, self.host, port, max_size=MAX_FRAME,
                                    process_request=self._process_request, compression=None,
-                                   ping_interval=20, ping_timeout=20)
+                                   ping_interval=20, ping_timeout=20, server_header=None,
+                                   create_connection=_capped_connection(self))
         self.port = int(next(iter(self._server.sockets)).getsockname()[1])
 
     def _fanout(self, text: str) -> None:
@@ -274,6 +302,20 @@ class WebSocketSink(Sink):
 
     def _process_request(self, connection, request):
         headers = request.headers
+        for name in ("Host", "Origin", "Authorization", "Upgrade"):
+            if len(headers.get_all(name)) > 1:  # (which one would count?)
+                self.counters["malformed"] += 1
+                return connection.respond(400, f"more than one {name} header\n")
+        if not self._host_ok(headers.get("Host")):
+            # a loopback server answers only to its loopback names: a page on another site
+            # whose name was made to resolve to 127.0.0.1 (DNS rebinding) sends its own name
+            self.counters["rejected_host"] += 1
+            return connection.respond(421, "this server answers to 127.0.0.1 or localhost\n")
+        if request.method not in ("GET", "HEAD"):
+            self.counters["rejected_method"] += 1
+            resp = connection.respond(405, "only GET and HEAD\n")
+            resp.headers["Allow"] = "GET, HEAD"
+            return resp
         origin = headers.get("Origin")
         if origin is not None and not self._origin_ok(origin, headers.get("Host")):
             self.counters["rejected_origin"] += 1
@@ -285,17 +327,51 @@ class WebSocketSink(Sink):
             self.counters["http"] += 1
             route = urlsplit(request.path).path
             if route in ("/status", "/health"):
-                if self.token is not None and not self._token_ok(request):
-                    self.counters["rejected_token"] += 1
-                    return connection.respond(401, "missing or wrong token\n")
-                return self._json_answer(route)
-            return self._static(connection, request.path)
-        if self.token is not None and not self._token_ok(request):
-            self.counters["rejected_token"] += 1
-            self._say_refused("token", "missing or wrong token (?token=... in the URL, "
-                              "#token=... for the dashboard page, or Authorization: Bearer)")
-            return connection.respond(401, "missing or wrong token\n")
-        return None
+                refused = self._check_token(connection, request)
+                if refused is not None:
+                    return refused
+                return _head(request, self._json_answer(route))
+            return _head(request, self._static(connection, request.path))
+        return self._check_token(connection, request)
+
+    def _check_token(self, connection, request):
+        """None when no token is set or the request presents it; else the refusal: 401, or
+        429 for an address that gave MAX_TOKEN_FAILURES wrong ones in TOKEN_WINDOW_S."""
+        if self.token is None:
+            return None
+        peer = str((connection.remote_address or ("?",))[0])
+        now = time.monotonic()
+        times = [t for t in self._token_failures.get(peer, ()) if now - t < TOKEN_WINDOW_S]
+        if len(times) >= MAX_TOKEN_FAILURES and not is_loopback(peer):
+            self.counters["throttled"] += 1
+            wait = int(TOKEN_WINDOW_S - (now - times[0])) + 1
+            resp = connection.respond(429, f"too many wrong tokens; try again in {wait} s\n")
+            resp.headers["Retry-After"] = str(wait)
+            return resp
+        if self._token_ok(request):
+            return None
+        self.counters["rejected_token"] += 1
+        if len(self._token_failures) >= 4096:  # (bounded: the oldest addresses go)
+            for key in list(self._token_failures)[:1024]:
+                del self._token_failures[key]
+        self._token_failures[peer] = times + [now]
+        self._say_refused(f"token from {peer}", f"missing or wrong token from {peer} "
+                          "(?token=... in the URL, #token=... for the dashboard page, or "
+                          "Authorization: Bearer)")
+        return connection.respond(401, "missing or wrong token\n")
+
+    def _host_ok(self, host: str | None) -> bool:
+        """A loopback bind: the Host header names a loopback address or ``localhost`` (or is
+        absent: HTTP/1.0 scripts). Any Host for other binds (their names vary; the token
+        guards them)."""
+        if host is None or not is_loopback(self.host):
+            return True
+        name = host.strip().lower()
+        if name.startswith("["):
+            name = name[1:name.find("]")] if "]" in name else name
+        else:
+            name = name.rsplit(":", 1)[0] if name.count(":") == 1 else name
+        return name.rstrip(".") == "localhost" or is_loopback(name)
 
     def _say_refused(self, key: str, why: str) -> None:
         """One warning per kind of refusal (per origin), so that a refused page is not silent
@@ -411,4 +487,49 @@ def _response(code: int, body: bytes, ctype: str):
     return Response(code, HTTPStatus(code).phrase, Headers([
         ("Content-Type", ctype), ("Content-Length", str(len(body))),
         ("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"),
-        ("Content-Security-Policy", "default-src 'self'; connect-src 'self' ws: wss:")]), body)
+        ("Content-Security-Policy",
+         "default-src 'self'; connect-src 'self' ws: wss:; frame-ancestors 'none'"),
+        ("X-Frame-Options", "DENY")]), body)
+
+
+def _head(request, response):
+    """``response`` for a HEAD request: its headers (Content-Length included), no body."""
+    if request.method == "HEAD" and response.body:
+        from dataclasses import replace
+
+        return replace(response, body=b"")
+    return response
+
+
+def connection_cap() -> int:
+    """:data:`MAX_CONNECTIONS`, or half the file handles this process may open if that is
+    less (the rest of the process -- cameras, files, the model -- keeps the other half)."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        return MAX_CONNECTIONS
+    if soft == resource.RLIM_INFINITY:
+        return MAX_CONNECTIONS
+    return max(1, min(MAX_CONNECTIONS, soft // 2))
+
+
+def _capped_connection(sink):
+    """A websockets ServerConnection class that counts the sink's open TCP connections and
+    closes a new one at once beyond :data:`MAX_CONNECTIONS`."""
+    from websockets.asyncio.server import ServerConnection
+
+    class Capped(ServerConnection):
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            sink._open += 1
+            if sink._open > connection_cap():
+                sink.counters["rejected_busy"] += 1
+                transport.abort()
+
+        def connection_lost(self, exc) -> None:
+            sink._open -= 1
+            super().connection_lost(exc)
+
+    return Capped
