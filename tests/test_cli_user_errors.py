@@ -664,3 +664,44 @@ def test_serve_whose_only_output_fails_exits_1_and_names_it(full_disk):
         lines = data.splitlines()
         assert data.endswith("\n") and len(lines) > 2
         assert len({len(x.split(",")) for x in lines}) == 1, lines[-1]
+
+
+def test_an_output_that_is_an_input_is_refused_and_the_input_kept(tmp_path):
+    """A QA trial: ``affedge run still.png --plot still.png`` replaced the photo with the plot;
+    the same for ``--out`` on the audio file."""
+    import cv2
+    import numpy as np
+
+    img = tmp_path / "still.png"
+    cv2.imwrite(str(img), np.full((120, 160, 3), 90, np.uint8))
+    before = img.read_bytes()
+    r = affedge("run", img, "--plot", img, "--audio", "none")
+    one_line_error(r, 1, f"--plot {img}: that is an input of this run")
+    wav = tmp_path / "a.jsonl"  # (any name: the audio input is what counts)
+    wav.write_bytes(b"RIFF")
+    r = affedge("run", img, "--audio", wav, "--out", wav)
+    one_line_error(r, 1, f"--out {wav}: that is an input of this run")
+    assert img.read_bytes() == before and wav.read_bytes() == b"RIFF"
+
+
+def test_an_unreadable_video_says_so(tmp_path):
+    """A QA trial: a video without read permission was called "corrupt, truncated or
+    unsupported format?"."""
+    import shutil as sh
+
+    from affedge.sdk.recognizer import DEMO_CLIP
+
+    v = tmp_path / "v.mp4"
+    sh.copy(DEMO_CLIP, v)
+    v.chmod(0)
+    args = ["run", str(v), "--audio", "none", "--max-frames", "2"]
+    if os.geteuid() == 0:  # (root reads anything: drop that power for the child)
+        if sh.which("setpriv") is None:
+            pytest.skip("running as root without setpriv")
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        r = subprocess.run(["setpriv", "--bounding-set", "-dac_override,-dac_read_search",
+                            sys.executable, "-m", "affedge.cli", *args], env=env,
+                           capture_output=True, text=True, timeout=300, check=False)
+    else:
+        r = affedge(*args)
+    one_line_error(r, 1, f"cannot read video file {v}: Permission denied")

@@ -164,14 +164,13 @@ def _check_writable(path: str, option: str) -> None:
 
 
 def check_video_file(video) -> None:
-    """A source that names a file must exist (the video source's own SourceError, raised
-    before anything is loaded)."""
-    from affedge.sdk.sources import SourceError
-    from affedge.sdk.sources.video import _classify
+    """A source that names a file must be a readable, non-empty file (the video source's own
+    SourceError, raised before anything is loaded)."""
+    from affedge.sdk.sources.video import _classify, check_video_path
 
     kind, spec = _classify(video)
-    if kind == "file" and not os.path.exists(spec):
-        raise SourceError(f"video file not found: {spec}")
+    if kind == "file":
+        check_video_path(spec)
 
 
 def is_file_target(target) -> bool:
@@ -410,6 +409,19 @@ def _without_stdout(sink):
     return None
 
 
+def refuse_overwriting_inputs(inputs, outputs) -> None:
+    """ValueError when an output (``(flag, path)``: ``--out`` file, ``--plot``) is one of the
+    ``inputs`` (paths; others ignored): a QA trial's ``--plot still.png`` on the input
+    ``still.png`` replaced the photo."""
+    files = [str(i) for i in inputs if isinstance(i, str) and os.path.isfile(i)]
+    for flag, out in outputs:
+        if not out or not is_file_target(out) or not os.path.exists(out):
+            continue
+        if any(os.path.samefile(out, f) for f in files):
+            raise ValueError(f"{flag} {out}: that is an input of this run; choose another "
+                             f"name")
+
+
 def open_outs(targets: list[str]):
     """The sink for every ``--out`` (None, one sink, or a SinkGroup), or ValueError with the
     reason. Files are checked now but created (truncated) only at the first row
@@ -593,6 +605,8 @@ def run(args) -> int:
                    "(--audio none silences this)")
     opts = recognizer_options(args)
     outs = list(args.out or [])
+    refuse_overwriting_inputs([source, audio], [*(("--out", o) for o in outs),
+                                                ("--plot", args.plot)])
     sink = open_outs(outs)  # files only at the first row (see open_outs)
     from affedge.sdk.recognizer import Recognizer
     from affedge.sdk.sinks.combine import abandon

@@ -91,6 +91,23 @@ def _finite_positive(x) -> bool:
     return x is not None and math.isfinite(x) and x > 0
 
 
+def check_video_path(spec) -> None:
+    """SourceError with the reason unless ``spec`` is a readable, non-empty regular file
+    (OpenCV itself says only that it cannot open it: "corrupt, truncated, ...?")."""
+    path = Path(spec)
+    if not path.exists():
+        raise SourceError(f"video file not found: {path}")
+    if not path.is_file():
+        raise SourceError(f"video source is not a regular file: {path}")
+    if path.stat().st_size == 0:
+        raise SourceError(f"video file is empty: {path}")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise SourceError(f"cannot read video file {path}: {exc.strerror or exc}") from None
+
+
 class VideoSource:
     """Frames from a camera, device node, file, stream URL or GStreamer pipeline (see module doc).
 
@@ -137,13 +154,7 @@ class VideoSource:
         self._skipped_files = 0  # frames a realtime file skipped
 
         if self.kind == "file":
-            path = Path(self._spec)
-            if not path.exists():
-                raise SourceError(f"video file not found: {path}")
-            if not path.is_file():
-                raise SourceError(f"video source is not a regular file: {path}")
-            if path.stat().st_size == 0:
-                raise SourceError(f"video file is empty: {path}")
+            check_video_path(self._spec)
         if self.kind == "gstreamer":
             self._check_gstreamer()
 
