@@ -37,3 +37,37 @@ def test_audio_flags_end_with_the_track(short_audio):
     later = [p for p in preds if p.timestamp > 1.0 + END_SLACK_S]
     assert later and not any(p.audio_present or p.speech_present for p in later)
     assert rec.audio_errors == []  # a normal end is not an error
+    # ... but it is said (a QA trial: a WAV 2 s shorter than the video passed in silence)
+    assert rec.source_notes == [f"{short_audio}: the audio ends at 1.0 s, the video at 3.0 s; "
+                                "the frames after 1.0 s ran without audio"]
+
+
+def _wav(path, rate: int, seconds: float):
+    subprocess.run(["sox", "-n", "-r", str(rate), "-c", "1", "-b", "16", str(path), "synth",
+                    str(seconds), "sine", "300"] if seconds else
+                   ["sox", "-n", "-r", str(rate), "-c", "1", "-b", "16", str(path), "trim",
+                    "0", "0"], check=True, timeout=60)
+    return path
+
+
+def test_narrowband_empty_and_full_length_audio_notes(short_audio, tmp_path):
+    """A QA trial: an 8 kHz WAV moved valence from -0.46 to +0.18 without a word (push_audio
+    warns, run() did not), and an empty WAV ran every frame without audio in silence. A WAV
+    as long as the video gets no note."""
+    if shutil.which("sox") is None:
+        pytest.skip("sox is needed to make the WAVs")
+    from affedge.sdk.recognizer import Recognizer
+
+    cases = {"a8k.wav": (8000, 3.0), "empty.wav": (16000, 0), "full.wav": (16000, 3.0)}
+    notes = {}
+    with Recognizer.demo() as rec:
+        for name, (rate, seconds) in cases.items():
+            wav = _wav(tmp_path / name, rate, seconds)
+            assert len(list(rec.run(str(short_audio), audio=str(wav)))) == 90
+            notes[name] = list(rec.source_notes)
+    assert notes["a8k.wav"] == [f"{tmp_path / 'a8k.wav'}: audio at 8000 Hz holds nothing above "
+                                "4 kHz; the model's features were trained up to 8 kHz: expect "
+                                "worse predictions"]
+    assert notes["empty.wav"] == [f"{tmp_path / 'empty.wav'}: the audio holds no samples; "
+                                  "every frame ran without audio"]
+    assert notes["full.wav"] == []

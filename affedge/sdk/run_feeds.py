@@ -167,6 +167,35 @@ class FileAudioFeeder:
         self.timeline.end_of_audio()
 
 
+#: a file's audio that ends this many seconds or more before its video is reported
+AUDIO_SHORT_S = 1.0
+
+
+def audio_notes(audio_src, timeline, last_frame_t: float | None, stopped: bool) -> list[str]:
+    """Notes on a finite audio source after a run (a QA trial found both silent): audio below
+    the model's rate (what ``push_audio``'s RuntimeWarning says: resampling cannot bring back
+    the band the features were trained with; valence CCC 0.92 -> 0.46 at 8 kHz, see
+    ``audio_timeline.warn_narrowband``), and audio that holds nothing or ends
+    :data:`AUDIO_SHORT_S` or more before the video's last frame (those frames ran without
+    audio; not said for a run stopped early)."""
+    notes = []
+    name = getattr(audio_src, "name", "the audio")
+    sr = getattr(audio_src, "input_rate", None)
+    if sr and sr < timeline.sample_rate:
+        notes.append(f"{name}: audio at {sr} Hz holds nothing above {sr / 2000:g} kHz; the "
+                     f"model's features were trained up to {timeline.sample_rate / 2000:g} "
+                     f"kHz: expect worse predictions")
+    if stopped or last_frame_t is None:
+        return notes
+    end = timeline.time
+    if end is None or end <= 0.0:
+        notes.append(f"{name}: the audio holds no samples; every frame ran without audio")
+    elif end < last_frame_t - AUDIO_SHORT_S:
+        notes.append(f"{name}: the audio ends at {end:.1f} s, the video at {last_frame_t:.1f} "
+                     f"s; the frames after {end:.1f} s ran without audio")
+    return notes
+
+
 #: a file that ends before this fraction of the frame count its container declares is
 #: reported (containers round and estimate the count: a few frames short is normal)
 SHORT_FILE_FRACTION = 0.95
