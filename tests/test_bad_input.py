@@ -337,6 +337,30 @@ def test_audio_at_44k_pushed_as_16k_points_to_the_sample_rate(bundle_dir):  # no
         assert rec.stats()["audio_overlaps"] == 2
 
 
+def test_audio_stated_faster_than_it_is_points_to_the_sample_rate(bundle_dir):  # noqa: F811
+    """A QA trial: 16 kHz chunks pushed with ``sample_rate=48000`` (each spans a third of its
+    stamps) were padded with silence between chunks, 109 gaps in 11 s, with no warning. Five
+    chunks of 16 with silence filled in now warn once, with the rate the chunks look like;
+    real gaps now and then, with the rate stated right, do not."""
+    import warnings
+
+    chunk = (np.sin(np.arange(533) / 5.0) * 8000).astype(np.int16)  # 1/30 s at 16 kHz
+    with _rec(bundle_dir) as rec:
+        with pytest.warns(RuntimeWarning, match=r"check push_audio's sample_rate: at 48000 Hz "
+                                                r"these chunks span 0.17 s of their stamps' "
+                                                r"0.50 s, as audio at about 15990 Hz would"
+                                                ) as got:
+            for k in range(30):
+                rec.push_audio(chunk, t=k / 30.0, sample_rate=48000)
+        assert len([w for w in got if "sample_rate" in str(w.message)]) == 1
+        assert rec.stats()["audio_gaps_filled"] >= 5
+    with _rec(bundle_dir) as rec, warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for k in range(60):  # stated right, with a real 0.5 s gap every 6th chunk
+            rec.push_audio(chunk, t=k / 30.0 + 0.5 * (k // 6), sample_rate=16000)
+        assert rec.stats()["audio_gaps_filled"] == 9
+
+
 OVERRUN_BUG = (
     "engine bug (reported): after the PCM ring overruns, feature rows are timed by the count of "
     "samples consumed, not by the surviving blocks' timestamps, so audio features lag the video "

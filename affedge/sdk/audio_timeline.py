@@ -46,6 +46,7 @@ import math
 import numbers
 import threading
 import warnings
+from collections import deque
 
 import numpy as np
 
@@ -69,6 +70,14 @@ END_SLACK_S = 0.1
 #: late or a file's audio track starting after its video (seconds), far below the offset
 #: between two clocks (the uptime or the epoch)
 CLOCK_MISMATCH_S = 30.0
+#: A sample rate stated above the audio's own makes each chunk span less time than its stamps,
+#: so silence is filled in every few chunks: at least RATE_GAPS gaps among the last
+#: RATE_WINDOW stamped chunks, whose samples fill less than 1 - RATE_FILLED of the time
+#: between their stamps, give one RuntimeWarning. A QA trial pushed 16 kHz audio as 48000:
+#: 109 gaps filled in 330 chunks (every third), the speech played 3x fast, nothing said so (a
+#: rate stated too low already warned, through the overlaps). Network audio that drops now
+#: and then stays below it.
+RATE_WINDOW, RATE_GAPS, RATE_FILLED = 16, 5, 0.25
 #: a frame whose newest audio row ends more than this (s) before the frame's time had its audio
 #: arrive late (pushed after the frame, e.g. a microphone delivering 100 ms chunks after they
 #: were captured): it used older audio than a file would give, counted in
@@ -218,6 +227,7 @@ class AudioTimeline:
         self._counters = {"gaps": 0, "overlaps": 0, "discontinuities": 0, "consumed": 0,
                           "nonfinite": 0, "clock_mismatch": 0, "late": 0}
         self._overrun_warned = False
+        self._rate_warned = False
         self._clear()
 
     def _clear(self) -> None:
@@ -234,6 +244,9 @@ class AudioTimeline:
         self._ended_at: float | None = None  # end_of_audio(): no audio after this time
         self._had_audio = False  # a frame of this stream has had audio
         self._filled: tuple = ()  # (start, end) of the latest gaps filled with silence
+        # (stamp, samples at the stated rate, silence filled before it) of the last stamped
+        # chunks (RATE_WINDOW)
+        self._recent: deque = deque(maxlen=RATE_WINDOW)
 
     # ------------------------------------------------------------------ producer
     def push(self, pcm, t: float | None = None, sample_rate: int | None = None) -> None:
@@ -243,6 +256,7 @@ class AudioTimeline:
 
         sr = self.sample_rate if sample_rate is None else check_sample_rate(sample_rate)
         x = to_pcm_float32(pcm)
+        n_in = x.size  # (samples at the stated rate)
         if t is not None:
             t = check_time(t, "push_audio")
         with self._lock:
@@ -285,7 +299,27 @@ class AudioTimeline:
                     else:  # longer than the ring: restart the timeline (the drain sees a jump)
                         self._t0, self._pushed = t, 0
                         self._rem = np.zeros(0, np.float32)  # < 1 block, before the gap
+                self._check_rate(t, n_in, gap > self.gap_tolerance, sr)
             self._push_blocks(x)
+
+    def _check_rate(self, t: float, n: int, gapped: bool, sr: int) -> None:
+        """Record a stamped chunk; warn once when the gaps look like a wrong sample rate (see
+        :data:`RATE_WINDOW`)."""
+        self._recent.append((t, n, gapped))
+        if self._rate_warned or len(self._recent) < RATE_WINDOW:
+            return
+        gaps = sum(1 for *_, g in self._recent if g)
+        span = self._recent[-1][0] - self._recent[0][0]
+        samples = sum(k for _, k, _ in list(self._recent)[:-1])  # (those between the stamps)
+        if gaps < RATE_GAPS or span <= 0.0 or samples / sr > (1.0 - RATE_FILLED) * span:
+            return
+        self._rate_warned = True
+        warnings.warn(
+            f"push_audio: silence was filled in {gaps} of the last {RATE_WINDOW} chunks "
+            f"(stats()['audio_gaps_filled']); if the audio has no real gaps, check push_audio's "
+            f"sample_rate: at {sr} Hz these chunks span {samples / sr:.2f} s of their stamps' "
+            f"{span:.2f} s, as audio at about {samples / span:.0f} Hz would",
+            RuntimeWarning, stacklevel=4)
 
     def _push_blocks(self, x: np.ndarray) -> None:
         # with the producer lock held: re-block into self._block-sample ring items
