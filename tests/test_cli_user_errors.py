@@ -677,11 +677,18 @@ def test_an_output_that_is_an_input_is_refused_and_the_input_kept(tmp_path):
     before = img.read_bytes()
     r = affedge("run", img, "--plot", img, "--audio", "none")
     one_line_error(r, 1, f"--plot {img}: that is an input of this run")
-    wav = tmp_path / "a.jsonl"  # (any name: the audio input is what counts)
-    wav.write_bytes(b"RIFF")
+    import wave
+
+    wav = tmp_path / "a.wav"
+    with wave.open(str(wav), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(b"\0\0" * 1600)
+    sound = wav.read_bytes()
     r = affedge("run", img, "--audio", wav, "--out", wav)
     one_line_error(r, 1, f"--out {wav}: that is an input of this run")
-    assert img.read_bytes() == before and wav.read_bytes() == b"RIFF"
+    assert img.read_bytes() == before and wav.read_bytes() == sound
 
 
 def test_an_unreadable_video_says_so(tmp_path):
@@ -705,3 +712,18 @@ def test_an_unreadable_video_says_so(tmp_path):
     else:
         r = affedge(*args)
     one_line_error(r, 1, f"cannot read video file {v}: Permission denied")
+
+
+def test_an_audio_file_without_an_audio_track_says_so_for_the_file_given(tmp_path):
+    """A QA trial: ``--audio silent.mp4`` (a video without sound) said "audio='video' needs
+    one", about an option the user had not used."""
+    from affedge.sdk.recognizer import DEMO_CLIP
+
+    silent = tmp_path / "silent.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(DEMO_CLIP), "-t", "0.5", "-an",
+                    "-c:v", "libx264", "-preset", "ultrafast", str(silent)], check=True,
+                   timeout=120)
+    r = affedge("run", DEMO_CLIP, "--audio", silent, "--max-frames", "3")
+    err = one_line_error(r, 1, f"{silent} has no audio track (as the audio, give a file with "
+                                "one")
+    assert "audio='video'" not in err

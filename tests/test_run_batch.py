@@ -78,7 +78,9 @@ def test_a_quoted_pattern_and_jsonl_and_the_refusals(folder, tmp_path):
                       ((str(tmp_path / "j"), "--out-dir", str(tmp_path / "k")),
                        "no video files in this folder"),
                       ((str(folder / "a.mp4"), "0", "--out-dir", str(tmp_path / "k")),
-                       "and 0 is a camera; several cameras or streams at once: affedge serve")):
+                       "and 0 is a camera; several cameras or streams at once: affedge serve"),
+                      ((*two, "--out-dir", str(folder / "a.mp4")),  # (a QA trial: the bare
+                       f"--out-dir {folder / 'a.mp4'}: a file, not a folder")):  # "File exists")
         r = affedge("run", *args)
         assert r.returncode == 1 and why in r.stderr, (args, r.stderr)
         assert "Traceback" not in r.stderr

@@ -410,9 +410,8 @@ def _without_stdout(sink):
 
 
 def refuse_overwriting_inputs(inputs, outputs) -> None:
-    """ValueError when an output (``(flag, path)``: ``--out`` file, ``--plot``) is one of the
-    ``inputs`` (paths; others ignored): a QA trial's ``--plot still.png`` on the input
-    ``still.png`` replaced the photo."""
+    """ValueError when an output ``(flag, path)`` is one of the ``inputs`` (a QA trial's
+    ``--plot still.png`` on the input ``still.png`` replaced the photo)."""
     files = [str(i) for i in inputs if isinstance(i, str) and os.path.isfile(i)]
     for flag, out in outputs:
         if not out or not is_file_target(out) or not os.path.exists(out):
@@ -599,6 +598,10 @@ def run(args) -> int:
             default_audio(source) is None:  # before the model loads and its status line
         raise ValueError(f"{source} has no audio track (--audio video needs one; use --audio "
                          f"mic, a WAV file or --audio none)")
+    if audio and os.path.isfile(audio) and not audio.lower().endswith(".wav") and have_pyav():
+        from affedge.sdk.sources.audio import VideoAudioSource
+
+        VideoAudioSource(audio).close()  # (opens the container: no track is said now)
     if args.audio is None and audio is None and os.path.isfile(source) and not have_pyav():
         log.status("affedge run: warning: no audio: reading a video file's audio track needs "
                    "PyAV (pip install 'affedge[video-audio]'); running on the face alone "

@@ -102,7 +102,11 @@ def run_batch(args, videos: list[str]) -> int:
             raise ValueError(f"several sources: a batch runs video files, and {v} is a {kind}; "
                              f"several cameras or streams at once: affedge serve")
     out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # (a file by that name: "File exists", said without the flag)
+        why = "a file, not a folder" if out_dir.exists() else (exc.strerror or str(exc))
+        raise ValueError(f"--out-dir {out_dir}: {why}") from None
     if not os.access(out_dir, os.W_OK):
         raise ValueError(f"--out-dir {out_dir}: not writable")
     outs = output_names(videos, out_dir, args.out_format)

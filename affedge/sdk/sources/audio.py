@@ -213,8 +213,8 @@ class VideoAudioSource(_FileAudio):
         if not self._container.streams.audio:
             self._container.close()
             raise SourceError(
-                f"{self.path} has no audio track (audio='video' needs one; use a microphone, a "
-                f"WAV file or no audio)"
+                f"{self.path} has no audio track (as the audio, give a file with one, a WAV "
+                f"file, a microphone or no audio)"
             )
         self._stream = self._container.streams.audio[0]
         self.input_rate = int(self._stream.rate or self._stream.codec_context.sample_rate or 0)
