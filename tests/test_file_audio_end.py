@@ -71,3 +71,18 @@ def test_narrowband_empty_and_full_length_audio_notes(short_audio, tmp_path):
     assert notes["empty.wav"] == [f"{tmp_path / 'empty.wav'}: the audio holds no samples; "
                                   "every frame ran without audio"]
     assert notes["full.wav"] == []
+
+
+def test_frames_smaller_than_the_smallest_face_are_said(tmp_path):
+    """A QA trial: a 16x16 video ran with no face in any row and no word why."""
+    from affedge.sdk.recognizer import Recognizer
+
+    tiny = tmp_path / "tiny.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i",
+                    "testsrc=size=16x16:rate=30", "-t", "0.5", "-c:v", "libx264", "-preset",
+                    "ultrafast", "-pix_fmt", "yuv420p", str(tiny)], check=True, timeout=120)
+    with Recognizer.demo() as rec:
+        preds = list(rec.run(str(tiny), audio=None))
+        assert preds and not any(p.face_present for p in preds)
+        assert rec.source_notes == [f"{tiny}: its frames are 16x16, smaller than the smallest "
+                                    "face searched for (40 px, min_face): no face can be found"]

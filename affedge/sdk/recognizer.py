@@ -43,9 +43,8 @@ from affedge.sdk.frame_checks import push_clock
 from affedge.sdk.parity_warning import warn_if_unchecked, warn_other_detector
 from affedge.sdk.prediction import Prediction
 from affedge.sdk.publishing import delivery, drop_sink
-from affedge.sdk.run_feeds import (FileAudioFeeder, FrameReader, audio_notes,
-                                   check_file_exists, open_run_video, resolve_audio,
-                                   short_file_note)
+from affedge.sdk.run_feeds import (FileAudioFeeder, FrameReader, check_file_exists,
+                                   open_run_video, resolve_audio, run_notes)
 from affedge.sdk.sources.live_queue import skipped_times
 from affedge.sdk.subscription import END, Subscription
 
@@ -512,13 +511,8 @@ class Recognizer:
                                             on_error=self.audio_errors.append)
             read = yield from self._loop(src, feed, live_audio, realtime, max_frames,
                                          with_frames)
-            note = short_file_note(src, read, max_frames, self._stop.is_set())
-            if note:
-                self.source_notes.append(note)
-            if feed is not None and feed.error is None:  # (a read error is said already)
-                last = None if self._latest is None else self._latest.timestamp
-                self.source_notes += audio_notes(audio_src, self.engine.audio, last,
-                                                 self._stop.is_set() or max_frames is not None)
+            self.source_notes += run_notes(self.engine, src, read, max_frames,
+                                           self._stop.is_set(), feed, self._latest)
         finally:
             self._stop.set()
             for s in (audio_src, src):  # closing unblocks the capture threads

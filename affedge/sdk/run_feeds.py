@@ -13,7 +13,7 @@ from pathlib import Path
 from affedge.sdk.sources._errors import SourceError
 
 __all__ = ["SHORT_FILE_FRACTION", "FileAudioFeeder", "FrameReader", "open_run_video",
-           "short_file_note"]
+           "run_notes", "short_file_note"]
 
 
 def default_audio(source) -> str | None:
@@ -165,6 +165,26 @@ class FileAudioFeeder:
         self.done = True
         self.timeline.flush()
         self.timeline.end_of_audio()
+
+
+def run_notes(engine, src, frames_read: int, max_frames, stopped: bool, feed, latest) -> list:
+    """What a finished ``Recognizer.run`` says about its sources (``source_notes``; the CLI
+    prints them as warnings): a file that ended early (:func:`short_file_note`), frames
+    smaller than the smallest face searched for (a QA trial's 16x16 video ran with no face
+    and no word), and the file audio's (:func:`audio_notes`, unless its read failed: said in
+    ``audio_errors``). ``feed``: the run's FileAudioFeeder or None; ``latest``: the last
+    Prediction or None."""
+    notes = [n for n in [short_file_note(src, frames_read, max_frames, stopped)] if n]
+    lo = getattr(getattr(engine.face_search, "detector", None), "min_size", None)
+    size = getattr(src, "size", None)
+    if isinstance(lo, int) and size and min(size) < lo:
+        notes.append(f"{src.name}: its frames are {size[0]}x{size[1]}, smaller than the "
+                     f"smallest face searched for ({lo} px, min_face): no face can be found")
+    if feed is not None and feed.error is None:
+        notes += audio_notes(feed.source, engine.audio,
+                             None if latest is None else latest.timestamp,
+                             stopped or max_frames is not None)
+    return notes
 
 
 #: a file's audio that ends this many seconds or more before its video is reported
