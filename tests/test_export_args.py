@@ -320,3 +320,32 @@ def test_ctrl_c_inside_the_dynamo_exporter_is_not_taken_for_an_exporter_failure(
         export_onnx(InterruptedDuringTrace(), (torch.zeros(1, 3),), tmp_path / "m.onnx",
                     ["x"], ["y"], exporter="auto")
     assert not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "legacy"])
+def test_exported_onnx_carries_no_build_machine_paths(tmp_path, exporter):
+    """A privacy trial: the demo encoder held 373 copies of the build machine's source paths
+    (the dynamo exporter's per-node stack traces). They are dropped; the outputs are the
+    same."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from affedge.export.onnx_export import export_onnx
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(3, 2)
+
+        def forward(self, x):
+            return torch.relu(self.lin(x)) * 2.0
+
+    m = Tiny()
+    path = tmp_path / "m.onnx"
+    export_onnx(m, (torch.zeros(1, 3),), path, ["x"], ["y"], exporter=exporter)
+    data = path.read_bytes()
+    here = str(Path(__file__).resolve().parent).encode()
+    assert here not in data and b"stack_trace" not in data and b"site-packages" not in data
+    x = np.random.default_rng(0).standard_normal((1, 3)).astype(np.float32)
+    got = ort.InferenceSession(str(path)).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, m(torch.from_numpy(x)).detach().numpy(), atol=1e-6)

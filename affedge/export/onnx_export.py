@@ -155,6 +155,8 @@ def export_onnx(module: torch.nn.Module, args: Sequence[torch.Tensor], path: str
                 do_constant_folding=True)
         used = "legacy"
     model = onnx.load(str(path))
+    if strip_build_details(model):
+        onnx.save(model, str(path))
     onnx.checker.check_model(model, full_check=True)
     got_in = [i.name for i in model.graph.input]
     got_out = [o.name for o in model.graph.output]
@@ -167,6 +169,40 @@ def export_onnx(module: torch.nn.Module, args: Sequence[torch.Tensor], path: str
         raise RuntimeError(f"{path.name}: the {used} exporter wrote opset {opset_used}, not the "
                            f"requested {opset}")
     return {"exporter": used, "opset": int(opset_used), "notes": notes}
+
+
+def strip_build_details(model) -> bool:
+    """Drop what the exporter records about the machine that built the file: each node's
+    ``metadata_props`` (the dynamo exporter's ``pkg.torch.onnx.stack_trace`` holds the build
+    machine's source paths, 373 in a demo encoder, as a privacy trial found) and doc strings,
+    in the graph, its subgraphs and local functions. The computation is untouched. Returns
+    whether anything was dropped."""
+    changed = False
+
+    def graph(g) -> None:
+        nonlocal changed
+        for node in g.node:
+            if len(node.metadata_props) or node.doc_string:
+                del node.metadata_props[:]
+                node.doc_string = ""
+                changed = True
+            for attr in node.attribute:
+                if attr.HasField("g"):
+                    graph(attr.g)
+                for sub in attr.graphs:
+                    graph(sub)
+        if g.doc_string:
+            g.doc_string = ""
+            changed = True
+
+    graph(model.graph)
+    for fn in model.functions:
+        for node in fn.node:
+            if len(node.metadata_props) or node.doc_string:
+                del node.metadata_props[:]
+                node.doc_string = ""
+                changed = True
+    return changed
 
 
 def onnx_io_specs(path: str | Path) -> tuple[list[dict], list[dict]]:
