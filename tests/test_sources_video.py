@@ -199,3 +199,29 @@ def test_a_broken_file_names_ffmpegs_cause_and_prints_no_native_lines(face_video
     assert "cannot open video file" in r.stdout and "FFmpeg: moov atom not found" in r.stdout
     assert "cannot open camera index 7" in r.stdout  # (OpenCV's V4L2 warnings went too)
     assert r.stderr.splitlines() == ["a line of the app"], r.stderr
+
+
+def test_overlapping_captures_on_two_threads_give_stderr_back():
+    """A Hub trial: two streams opened at once on two threads, their captures ending in the
+    order they began (A in, B in, A out, B out), left descriptor 2 on a deleted temporary file,
+    and every later line was lost. The captures now share one redirection."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, sys, threading, time\n"
+        "from affedge.sdk.sources.native_stderr import captured_stderr\n"
+        "def block(wait, hold, text):\n"
+        "    time.sleep(wait)\n"
+        "    with captured_stderr():\n"
+        "        os.write(2, text)\n"
+        "        time.sleep(hold)\n"
+        "a = threading.Thread(target=block, args=(0.0, 0.6, b'from a\\n'))\n"
+        "b = threading.Thread(target=block, args=(0.2, 0.8, b'from b\\n'))\n"
+        "a.start(); b.start(); a.join(); b.join()\n"
+        "print('after', file=sys.stderr, flush=True)\n"
+        "os.write(2, b'raw after\\n')\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert sorted(r.stderr.splitlines()) == ["after", "from a", "from b", "raw after"], r.stderr
