@@ -335,6 +335,34 @@ def test_duck_typed_and_failing_sinks_neither_stop_nor_break_the_hub(clips, capf
     assert kept.closed and plain.got == [("a", i) for i in range(n)]
 
 
+def test_a_raising_callback_is_reported_and_every_source_goes_on(clips, capfd):
+    """A Hub trial: a Python callback raising at its third call stopped the whole hub, both
+    sources stuck "running", and wait() still said every source had ended."""
+    from affedge.serve import Hub
+
+    calls = {"n": 0}
+
+    def cb(p):
+        calls["n"] += 1
+        if calls["n"] % 3 == 0:
+            raise ValueError("callback oops")
+
+    kept = Collect()
+    with Hub() as hub:
+        for name, clip in zip("ab", clips):
+            hub.add_source(str(clip), audio="video", name=name)
+        hub.recognizer("a").on_prediction(cb)
+        hub.add_sink(kept)
+        hub.start()
+        assert hub.wait(timeout=120) and hub.loop_error is None
+        st = hub.status()["sources"]
+    n = [_frames(c) for c in clips]
+    assert [len(kept.got[k]) for k in "ab"] == n and calls["n"] == n[0]
+    assert st["a"]["state"] == st["b"]["state"] == "ended"
+    said = capfd.readouterr().err
+    assert said.count("source a: a callback raised ValueError('callback oops')") == 1, said
+
+
 def test_the_next_ticks_encoder_runs_while_this_ticks_step_does(clips):
     """Stage 2 (one encoder call over every source's faces) needs no stream state, so it runs
     on its own thread: tick n+1's encoder call overlaps tick n's step call on the inference
@@ -591,3 +619,21 @@ def test_a_live_source_that_stops_sending_reads_stalled_in_the_status(tmp_path):
         server.kill()
         server.wait(10)
     assert states[-1] == "stalled", states
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_dead_inference_loop_reads_failed_not_running(clips, monkeypatch):
+    """A Hub trial: after the loop died, wait() said every source had ended and the status
+    still showed them running."""
+    from affedge.serve import Hub
+
+    def gather(self, ready):
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(Hub, "_gather", gather)
+    with Hub() as hub:
+        hub.add_source(str(clips[0]), audio="video", name="a")
+        hub.start()
+        assert hub.wait(timeout=60) is False
+        assert isinstance(hub.loop_error, OSError)
+        assert hub.status()["sources"]["a"]["state"] == "failed"

@@ -335,3 +335,4 @@ def test_serve_exits_1_when_its_inference_loop_dies(tmp_path, monkeypatch, capfd
     err = capfd.readouterr().err
     assert "the inference loop stopped: OSError(24, 'Too many open files')" in err
     assert "affedge serve: the inference loop stopped (OSError)" in err
+    assert "src0: 0 predictions" in err

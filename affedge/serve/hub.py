@@ -297,8 +297,8 @@ class Hub:
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until every source has ended (files at their end; live sources never) or
-        ``stop()``; True when they all ended. RuntimeError before :meth:`start` (nothing
-        would ever end)."""
+        ``stop()``; True when they all ended (False when the inference loop failed:
+        :attr:`loop_error`). RuntimeError before :meth:`start` (nothing would ever end)."""
         if self._thread is None and not self._closed:
             raise RuntimeError("Hub.wait(): call start() first")
         end = None if timeout is None else time.monotonic() + timeout
@@ -307,7 +307,7 @@ class Hub:
             if left is not None and left <= 0:
                 break
             self._done.wait(0.2 if left is None else min(0.2, left))
-        return self._done.is_set()
+        return self._done.is_set() and self.loop_error is None
 
     def _wake(self) -> None:
         with self._cond:
@@ -443,7 +443,13 @@ class Hub:
 
     def _emit(self, s: _Source, p) -> None:
         self.last_emit_at = time.monotonic()
-        s.rec._emit(p)  # latest(), predictions(), the recognizer's callbacks and publish()
+        try:  # latest(), predictions(), the recognizer's callbacks and publish()
+            s.rec._emit(p)
+        except Exception as exc:  # noqa: BLE001  (a trial's raising callback stopped the hub)
+            s.errors += 1
+            if s.errors == 1 or s.errors % 1000 == 0:
+                report(f"affedge serve: source {s.name}: a callback raised {exc!r} "
+                       f"(frame {p.frame}; the hub goes on: {s.errors} so far)")
         s.record(p)
         for sink in list(self._sinks):
             try:
@@ -486,8 +492,9 @@ class Hub:
             w = s.worker
             last = s.last
             out[s.name] = {
-                "state": "stalled" if w.state == "running" and w.live and
-                w.captured_at and time.monotonic() - w.captured_at > STALLED_S else w.state,
+                "state": "failed" if self.loop_error is not None and w.state != "ended" else
+                "stalled" if w.state == "running" and w.live and w.captured_at and
+                time.monotonic() - w.captured_at > STALLED_S else w.state,
                 # (what every ws:// client and the dashboard see: no camera password)
                 "video": hide_credentials(s.video),
                 "audio": s.audio and hide_credentials(str(s.audio)),
