@@ -138,11 +138,14 @@ def main(argv: list[str] | None = None) -> int:
 
     try:  # before the parser: their detectors are --detector choices
         load_plugins()
+        parser = build_parser()
+        args = parser.parse_args(argv)
     except ImportError as exc:
         print(f"affedge: error: {exc}", file=sys.stderr)
         return 1
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    except KeyboardInterrupt:  # (Ctrl-C in the first moments: a Hub trial got a traceback)
+        _keep_interrupt_handled()
+        return 130
     if not getattr(args, "command", None):
         parser.print_help()
         return 2

@@ -413,3 +413,16 @@ def test_the_status_line_says_whose_values_it_shows_among_several_faces(tmp_path
     assert r.returncode == 0, r.stderr
     lines = [x for x in r.stderr.splitlines() if "] frame" in x]
     assert lines and re.search(r"face Y \(#\d+ of 2\)", lines[-1]), lines
+
+
+def test_ctrl_c_while_the_parser_is_built_exits_130_without_a_traceback(monkeypatch, capsys):
+    """A Hub trial: Ctrl-C in serve's first 0.3 s (plugins and the parser being set up) gave
+    a 30-line traceback and death by SIGINT instead of exit 130."""
+    import affedge.cli as cli
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert cli.main(["serve", "--help"]) == 130
+    assert capsys.readouterr().err == ""
