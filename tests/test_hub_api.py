@@ -637,3 +637,18 @@ def test_a_dead_inference_loop_reads_failed_not_running(clips, monkeypatch):
         assert hub.wait(timeout=60) is False
         assert isinstance(hub.loop_error, OSError)
         assert hub.status()["sources"]["a"]["state"] == "failed"
+
+
+def test_one_file_or_one_sink_twice_is_refused(tmp_path):
+    """A Hub trial: two outputs to one file through a symlink (or one path given twice in
+    Python) kept 119 of 120 rows; the same sink object twice wrote every prediction twice."""
+    from affedge.serve import Hub
+
+    real = tmp_path / "real.jsonl"
+    (tmp_path / "link.jsonl").symlink_to(real)
+    with Hub() as hub:
+        first = hub.add_sink(str(real))
+        for again in (str(tmp_path / "link.jsonl"), str(real), first):
+            with pytest.raises(ValueError, match="Hub.add_sink: "):
+                hub.add_sink(again)
+        assert hub.sinks == [first]

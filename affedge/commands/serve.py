@@ -211,7 +211,7 @@ def _open_outputs(hub, args, cfg, token) -> dict:
     _no_duplicates([t for t in map(lambda x: _with_host(x, host), publish)
                     if not t.endswith(":0")], "--publish",  # (port 0: a free port each)
                    "the same address would be bound twice")
-    _no_duplicates([t if t == "-" or "://" in t else os.path.abspath(t) for t in outs], "--out",
+    _no_duplicates([t if t == "-" or "://" in t else os.path.realpath(t) for t in outs], "--out",
                    "two writers would share it")
     # every target's kind is checked before anything binds or opens (a bad --out used to be
     # refused after the ZeroMQ socket had been bound and announced)
