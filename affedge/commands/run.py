@@ -23,6 +23,7 @@ from affedge.commands.live_line import LiveLine
 from affedge.features.detectors import MIN_FACE_PX, available_detectors
 from affedge.features.detectors.blazeface import FULL_PASS_SLACK
 from affedge.formats import backend_help
+from affedge.sdk.sinks.base import is_file_target
 from affedge.sdk.run_feeds import default_audio
 
 HELP = "run the recognizer on a video file, camera, URL or GStreamer pipeline"
@@ -171,12 +172,6 @@ def check_video_file(video) -> None:
     kind, spec = _classify(video)
     if kind == "file":
         check_video_path(spec)
-
-
-def is_file_target(target) -> bool:
-    """``--out`` names a file (not ``-``, not a ``scheme://`` address)."""
-    t = os.fspath(target)
-    return t != "-" and "://" not in t
 
 
 def check_out_file(target) -> None:

@@ -244,14 +244,14 @@ class Hub:
 
     def add_sink(self, sink):
         """Add a Sink (or a target for :func:`affedge.sdk.sinks.open_sink`); returns it."""
-        from affedge.sdk.sinks.base import as_sink, takes_source
+        from affedge.sdk.sinks.base import as_sink, refuse_same_file, takes_source
 
         if self._closed:
             raise RuntimeError("Hub: closed")
         if any(x is sink for x in self._sinks):
             raise ValueError("Hub.add_sink: this sink was added already (it would get every "
                              "prediction twice)")
-        _refuse_same_file(getattr(sink, "target", sink), self._sinks)  # (before it opens)
+        refuse_same_file(getattr(sink, "target", sink), self._sinks)  # (before it opens)
         sink = as_sink(sink, "Hub.add_sink")
         self._takes_source[id(sink)] = takes_source(sink)
         self._sinks.append(sink)
@@ -587,22 +587,6 @@ def _check_recognizer_options(options: dict) -> None:
 def _sink_name(sink) -> str:
     """A sink as messages name it: its target, else its class (not ``<obj at 0x7f...>``)."""
     return str(getattr(sink, "target", None) or type(sink).__name__)
-
-
-def _refuse_same_file(target, sinks) -> None:
-    """ValueError when ``target`` names the file of one of ``sinks`` (by real path: a trial's
-    two outputs to one file through a symlink lost a row)."""
-    if not isinstance(target, (str, os.PathLike)):
-        return
-    t = os.fspath(target)
-    if t == "-" or "://" in t:
-        return
-    for x in sinks:
-        other = getattr(x, "target", None)
-        if isinstance(other, (str, os.PathLike)) and os.fspath(other) != "-" and \
-                "://" not in os.fspath(other) and \
-                os.path.realpath(os.fspath(other)) == os.path.realpath(t):
-            raise ValueError(f"Hub.add_sink: {t} is the file of another output ({other})")
 
 
 class OneAtATime:

@@ -131,6 +131,25 @@ def check_source_name(name: str) -> str:
     return name
 
 
+def refuse_same_file(target, sinks) -> None:
+    """ValueError when ``target`` names the file of one of ``sinks`` (by real path: a Hub
+    trial's two outputs to one file through a symlink lost a row)."""
+    if not isinstance(target, (str, os.PathLike)) or not is_file_target(target):
+        return
+    for x in sinks:
+        other = getattr(x, "target", None)
+        if isinstance(other, (str, os.PathLike)) and is_file_target(other) and \
+                os.path.realpath(other) == os.path.realpath(target):
+            raise ValueError(f"Hub.add_sink: {os.fspath(target)} is the file of another "
+                             f"output ({os.fspath(other)})")
+
+
+def is_file_target(target) -> bool:
+    """``target`` names a file (not ``-``, not a ``scheme://`` address)."""
+    t = os.fspath(target)
+    return t != "-" and "://" not in t
+
+
 def sink_key(target: str) -> str:
     """The registry key of ``target``: ``-``, the URL scheme, or the lowercased file suffix."""
     t = os.fspath(target)
