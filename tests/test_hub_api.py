@@ -652,3 +652,22 @@ def test_one_file_or_one_sink_twice_is_refused(tmp_path):
             with pytest.raises(ValueError, match="Hub.add_sink: "):
                 hub.add_sink(again)
         assert hub.sinks == [first]
+
+
+def test_a_failing_status_output_is_said_once(clips, capfd):
+    """A Hub trial: a sink whose publish_status raised was reported every second, forever."""
+    from affedge.serve import Hub
+
+    class StatusBoom(Collect):
+        def publish_status(self, status):
+            raise RuntimeError("status boom")
+
+    sink = StatusBoom()
+    with Hub(status_every_s=0.02) as hub:
+        hub.add_source(str(clips[1]), audio="video", name="b")
+        hub.add_sink(sink)
+        hub.start()
+        assert hub.wait(timeout=120)
+    said = capfd.readouterr().err
+    assert said.count("status boom") == 1, said
+    assert len(sink.got["b"]) == _frames(clips[1])  # its predictions went on

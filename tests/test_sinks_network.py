@@ -435,6 +435,14 @@ def test_ws_status_and_health_over_http_for_probes(monkeypatch):
         sink.publish_status({**ok, "failed_outputs": ["va.csv"]})
         assert _get(sink.http_url + "health", auth) == (
             503, {"ok": False, "reason": "failed outputs: va.csv"})
+        # a source still opening: fine at first, not after STARTING_GRACE_S (a Hub trial's
+        # URL that never answered read healthy through its whole 10 s open timeout)
+        opening = {**ok, "sources": {**ok["sources"], "door": {"state": "starting"}}}
+        sink.publish_status({**opening, "uptime_s": 1.0})
+        assert _get(sink.http_url + "health", auth)[0] == 200
+        sink.publish_status({**opening, "uptime_s": 7.2})
+        assert _get(sink.http_url + "health", auth) == (
+            503, {"ok": False, "reason": "door still starting after 7 s"})
         sink.publish_status(ok)
         monkeypatch.setattr(ws, "STATUS_STALE_S", 0.05)
         time.sleep(1.1)

@@ -154,6 +154,7 @@ class Hub:
         self._pool = None
         self._encoder = None
         self._stage1: dict = {}  # source name -> the future of its newest stage 1
+        self._status_failures: set = set()  # (sink id, error) said already
         self._closed = False
         #: why the hub stopped by itself (None: it did not): "no output left" once every
         #: sink failed or was closed by its reader
@@ -171,12 +172,11 @@ class Hub:
     # ------------------------------------------------------------------ building
     def add_source(self, video, audio=None, *, name: str | None = None,
                    realtime: bool = False) -> str:
-        """Add a source (camera index, /dev/videoN, file, URL, pipeline) with its audio
-        (None, ``"mic"``, ``"mic:N"``, a WAV/media file, or ``"video"``: a file's own track,
-        or a network stream's own audio read by the same demuxer; the default None reads no
-        audio, unlike ``affedge serve``, where a file source takes its own track). Returns its
-        name (default ``src<N>``). Files are checked now; live sources open on their thread (and are retried
-        while they fail)."""
+        """Add a source (camera index, /dev/videoN, file, URL, pipeline) with its audio (None,
+        ``"mic"``, ``"mic:N"``, a WAV/media file, or ``"video"``: a file's own track, or a
+        network stream's own audio read by the same demuxer; None reads no audio, unlike
+        ``affedge serve``, where a file takes its own track). Returns its name (default
+        ``src<N>``). Files are checked now; live sources open (and retry) on their thread."""
         from affedge.sdk.recognizer import Recognizer
         from affedge.sdk.run_feeds import FileAudioFeeder
         from affedge.sdk.sources import open_audio
@@ -484,8 +484,11 @@ class Hub:
                 st = st or self.status()
                 try:
                     sink.publish_status(st)
-                except Exception as exc:  # noqa: BLE001
-                    report(f"affedge serve: status to {_sink_name(sink)} failed: {exc!r}")
+                except Exception as exc:  # noqa: BLE001  (said once: it was every second)
+                    if (id(sink), repr(exc)) not in self._status_failures:
+                        self._status_failures.add((id(sink), repr(exc)))
+                        report(f"affedge serve: status to {_sink_name(sink)} failed: {exc!r} "
+                               f"(said once; its predictions go on)")
 
     def status(self) -> dict:
         """Per source: state, fps, latency p50/p99 (ms), frames, skipped, reconnects, error,

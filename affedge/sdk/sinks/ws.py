@@ -72,6 +72,9 @@ STATUS_STALE_S = 5.0
 #: source states that make /health 503 (affedge.serve.hub: a live source with no frame for
 #: 1 s, one whose read gave up and is reopened with backoff, one that failed)
 UNHEALTHY_STATES = ("stalled", "retrying", "failed")
+#: /health is 503 while a source is still "starting" this long after the hub started (a
+#: Hub trial: a URL that never answered read healthy for its whole 10 s open timeout)
+STARTING_GRACE_S = 5.0
 #: open TCP connections (clients, handshakes in progress, HTTP requests) beyond which a new one
 #: is closed at once (counted ``rejected_busy``). A security trial held 400 half-sent requests
 #: under ``ulimit -n 256``: the process ran out of file handles and the inference loop died.
@@ -190,8 +193,12 @@ class WebSocketSink(Sink):
             return False, "no hub status yet"
         if age > STATUS_STALE_S:
             return False, f"the newest hub status is {age:.0f} s old"
+        up = float(st.get("uptime_s") or 0.0)
         bad = [f"{name} {src.get('state')}" for name, src in (st.get("sources") or {}).items()
                if src.get("state") in UNHEALTHY_STATES]
+        bad += [f"{name} still starting after {up:.0f} s" for name, src in
+                (st.get("sources") or {}).items()
+                if src.get("state") == "starting" and up > STARTING_GRACE_S]
         if st.get("failed_outputs"):
             bad.append("failed outputs: " + ", ".join(map(str, st["failed_outputs"])))
         return (not bad), "; ".join(bad) or "ok"
