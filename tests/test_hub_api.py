@@ -671,3 +671,40 @@ def test_a_failing_status_output_is_said_once(clips, capfd):
     said = capfd.readouterr().err
     assert said.count("status boom") == 1, said
     assert len(sink.got["b"]) == _frames(clips[1])  # its predictions went on
+
+
+def test_stop_waits_once_for_every_dead_stream_not_once_each():
+    """A Hub trial: SIGTERM with 10 URLs that accept and never answer took 45 s (5 s per
+    source in turn) and tripped the shutdown watchdog. The sources now share one wait."""
+    import socket
+
+    from affedge.serve import Hub
+    from affedge.serve.hub import WORKER_STOP_S
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    port, held = srv.getsockname()[1], []
+
+    def accept():
+        while True:
+            try:
+                held.append(srv.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        hub = Hub()
+        for i in range(2):
+            hub.add_source(f"http://127.0.0.1:{port}/x{i}.ts", name=f"u{i}")
+        hub.start()
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        hub.stop()
+        took = time.monotonic() - t0
+        assert took < WORKER_STOP_S + 2.0, took  # (2 x 5 s before)
+    finally:
+        srv.close()
+        for c in held:
+            c.close()

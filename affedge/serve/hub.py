@@ -52,6 +52,9 @@ FPS_WINDOW_S = 2.0
 STALLED_S = 1.0
 #: ticks whose stage 1 may be in flight at once (see ``Hub._loop``)
 PIPELINE_DEPTH = 3
+#: stop() waits this long in all for the sources' reader threads (a stream still opening
+#: cannot be interrupted: its thread, a daemon, ends when OpenCV's open times out)
+WORKER_STOP_S = 5.0
 
 
 class _Source:
@@ -546,8 +549,11 @@ class Hub:
             self._pool.shutdown(wait=True)
         if self._encoder is not None:
             self._encoder.shutdown(wait=True)
+        for s in self._sources.values():  # every source told first, then one deadline for
+            s.worker.stop(timeout=0.0)     # all (10 dead URLs took 5 s each in turn: a trial)
+        deadline = time.monotonic() + WORKER_STOP_S
         for s in self._sources.values():
-            s.worker.stop()
+            s.worker.stop(timeout=max(0.0, deadline - time.monotonic()))
             if s.live_audio is not None:
                 _quietly(s.live_audio.close)
             if s.feeder is not None:
