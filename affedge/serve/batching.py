@@ -141,3 +141,23 @@ def _step_all(ticks):
         res.append(eng.split_step(out, n, start))
         start += n
     return res
+
+
+def finished(tick) -> bool:
+    """Whether an in-flight tick (from ``Hub._begin``) can go to the models without waiting."""
+    _, _, _, began, encoding = tick
+    if encoding is not None:
+        return encoding.done()
+    return all(b.done() for b in began if hasattr(b, "done"))
+
+
+def stage2(items, began):
+    """The encoder thread's task for one tick: wait for its stage 1, then one encoder call ->
+    (ticks or errors, True), or (..., the backend's exception) (stage 1's own failure
+    propagates). Ticks reach it in order, so it never waits behind a later tick."""
+    ticks = collect(began)
+    try:
+        encode_many(items, ticks)
+    except Exception as exc:  # noqa: BLE001  (reported by the inference thread)
+        return ticks, exc
+    return ticks, True

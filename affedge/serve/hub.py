@@ -41,6 +41,7 @@ from collections import deque
 
 from affedge.sdk.sources.credentials import hide_credentials
 from affedge.sdk.sources.live_queue import skipped_times
+from affedge.serve.batching import finished, stage2
 from affedge.serve.capture import SourceWorker, report
 
 #: seconds between status messages to the sinks that take them
@@ -332,7 +333,7 @@ class Hub:
                         if all(s.worker.ended for s in self._sources.values()):
                             self._done.set()
                         self._cond.wait(0.05)
-                    elif not ready and room and not _finished(inflight[0]):
+                    elif not ready and room and not finished(inflight[0]):
                         # nothing to start and the oldest tick still in stage 1: a new frame
                         # or the end of that tick's stage 1 wakes the loop (both notify)
                         self._cond.wait(0.05)
@@ -350,7 +351,7 @@ class Hub:
                     if batch is not None:
                         inflight.append(self._begin(batch))
                         continue
-                if inflight and (len(inflight) >= PIPELINE_DEPTH or _finished(inflight[0])):
+                if inflight and (len(inflight) >= PIPELINE_DEPTH or finished(inflight[0])):
                     done = self._settle(inflight.popleft())
                     if done is not None:
                         self._models(*done)
@@ -393,7 +394,7 @@ class Hub:
         for s, b in zip(owners, began):
             self._stage1[s.name] = b if hasattr(b, "done") else None
         encoding = None if self._encoder is None else \
-            self._encoder.submit(_stage2, items, began)
+            self._encoder.submit(stage2, items, began)
         for f in [encoding] if encoding is not None else began:
             if hasattr(f, "add_done_callback"):
                 f.add_done_callback(lambda _: self._wake())
@@ -615,28 +616,6 @@ class OneAtATime:
                 return attr(*args, **kwargs)
 
         return locked
-
-
-def _finished(tick) -> bool:
-    """Whether an in-flight tick (from ``Hub._begin``) can go to the models without waiting."""
-    _, _, _, began, encoding = tick
-    if encoding is not None:
-        return encoding.done()
-    return all(b.done() for b in began if hasattr(b, "done"))
-
-
-def _stage2(items, began):
-    """The encoder thread's task for one tick: wait for its stage 1, then one encoder call ->
-    (ticks or errors, True), or (..., the backend's exception) (stage 1's own failure
-    propagates). Ticks reach it in order, so it never waits behind a later tick."""
-    from affedge.serve.batching import collect, encode_many
-
-    ticks = collect(began)
-    try:
-        encode_many(items, ticks)
-    except Exception as exc:  # noqa: BLE001  (reported by the inference thread)
-        return ticks, exc
-    return ticks, True
 
 
 def _ms(x: float) -> float:
