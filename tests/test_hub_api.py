@@ -708,3 +708,24 @@ def test_stop_waits_once_for_every_dead_stream_not_once_each():
         srv.close()
         for c in held:
             c.close()
+
+
+def test_source_names_and_status_period_are_checked(clips):
+    """A Hub trial: an automatic name clashed with the user's own "src0" given to the second
+    source; name="" got an automatic name in Python but was refused by the config; and
+    status_every_s=0 or -1 was taken."""
+    from affedge.serve import Hub
+
+    for bad in (0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="status_every_s must be > 0"):
+            Hub(status_every_s=bad)
+    with Hub() as hub:
+        assert hub.add_source(str(clips[0]), name="src0") == "src0"
+        assert hub.add_source(str(clips[0])) == "src1"
+        assert hub.add_source(str(clips[0]), name="src3") == "src3"
+        assert hub.add_source(str(clips[0])) == "src2"
+        with pytest.raises(ValueError, match="source name ''"):
+            hub.add_source(str(clips[0]), name="")
+        with pytest.raises(ValueError, match="'src1' is used twice .it is an earlier source's "
+                                             "automatic name: name that one too.$"):
+            hub.add_source(str(clips[0]), name="src1")

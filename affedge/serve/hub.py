@@ -73,6 +73,7 @@ class _Source:
         self.errors = 0
         self.last = None
         self.first_at = 0.0
+        self.auto_name = False  # its name was given by the hub (srcN)
 
     def record(self, p) -> None:
         self.last = p
@@ -115,6 +116,8 @@ class Hub:
         from affedge.sdk.backends.select import select_backend
         from affedge.sdk.recognizer import DEMO_BUILD_HINT, DEMO_BUNDLE, Recognizer
 
+        if not float(status_every_s) > 0.0:  # (0, negative and NaN were taken)
+            raise ValueError(f"Hub: status_every_s must be > 0, got {status_every_s!r}")
         if bundle is None:
             if not (DEMO_BUNDLE / "manifest.json").exists():
                 raise FileNotFoundError(f"the demo bundle is missing ({DEMO_BUNDLE}); "
@@ -192,9 +195,15 @@ class Hub:
             raise RuntimeError("Hub: add sources before start()")
         from affedge.sdk.sinks.base import check_source_name
 
-        name = check_source_name(name or f"src{len(self._sources)}")
+        auto = name is None
+        if auto:  # the first free srcN (a user's own "src1" is not taken again)
+            name = next(f"src{i}" for i in range(len(self._sources) + 1)
+                        if f"src{i}" not in self._sources)
+        name = check_source_name(name)
         if name in self._sources:
-            raise ValueError(f"source name {name!r} is used twice")
+            raise ValueError(f"source name {name!r} is used twice" + (
+                " (it is an earlier source's automatic name: name that one too)"
+                if self._sources[name].auto_name else ""))
         if isinstance(video, str) and video.strip().isdigit():
             video = int(video)
         kind, spec = _classify(video)
@@ -244,6 +253,7 @@ class Hub:
         worker = SourceWorker(name, opener, self._wake, first=first, live=live,
                               pace=bool(realtime) and kind == "file")
         self._sources[name] = _Source(name, rec, worker, video, audio, feeder, live_audio)
+        self._sources[name].auto_name = auto
         return name
 
     def add_sink(self, sink):
