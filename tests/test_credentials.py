@@ -25,6 +25,12 @@ from tests.test_cli_user_errors import affedge
      "http://127.0.0.1:18751/video.mjpg?user=admin&password=***&fps=5"),
     ("http://cam/snap?Token=abc;pwd=x#frag", "http://cam/snap?Token=***;pwd=***#frag"),
     ("http://cam/a?passage=1&keyframe=2", "http://cam/a?passage=1&keyframe=2"),
+    # (review) "#" and "?" in a password, signed URLs, the dashboard's own fragment, a repr
+    ("rtsp://admin:p#ss?w@cam/s", "rtsp://admin:***@cam/s"),
+    ("https://b/o?X-Amz-Signature=abc&X-Amz-Credential=k&api-key=z&n=1",
+     "https://b/o?X-Amz-Signature=***&X-Amz-Credential=***&api-key=***&n=1"),
+    ("http://127.0.0.1:8765/#token=s3cret", "http://127.0.0.1:8765/#token=***"),
+    ("OSError('http://h/x?token=abc')", "OSError('http://h/x?token=***')"),
 ])
 def test_passwords_in_urls_are_hidden_user_names_and_ports_kept(text, shown):
     assert hide_credentials(text) == shown

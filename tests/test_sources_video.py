@@ -204,7 +204,7 @@ def test_a_broken_file_names_ffmpegs_cause_and_prints_no_native_lines(face_video
 def test_overlapping_captures_on_two_threads_give_stderr_back():
     """A Hub trial: two streams opened at once on two threads, their captures ending in the
     order they began (A in, B in, A out, B out), left descriptor 2 on a deleted temporary file,
-    and every later line was lost. The captures now share one redirection."""
+    and every later line was lost. One block captures at a time; every line still arrives."""
     import subprocess
     import sys
 

@@ -33,6 +33,8 @@ import threading
 
 from affedge.commands.argtypes import non_negative_float
 from affedge.commands.run import add_runtime_arguments, demo_bundle_note
+from affedge.sdk.sinks.base import is_file_target
+from affedge.sdk.sinks.ws import MIN_REMOTE_TOKEN
 
 HELP = "serve several sources: predictions over ZeroMQ/WebSocket, a live dashboard, files"
 DEFAULT_WS_PORT = 8765
@@ -150,8 +152,8 @@ def _token(args, cfg) -> str | None:
     return None
 
 
-#: a shorter token gets a warning (a guessable one protects little)
-SHORT_TOKEN = 16
+#: a shorter token gets a warning (a guessable one protects little; refused off loopback)
+SHORT_TOKEN = MIN_REMOTE_TOKEN
 
 
 def _checked_token(tok: str, what: str) -> str:
@@ -211,7 +213,7 @@ def _open_outputs(hub, args, cfg, token) -> dict:
     _no_duplicates([t for t in map(lambda x: _with_host(x, host), publish)
                     if not t.endswith(":0")], "--publish",  # (port 0: a free port each)
                    "the same address would be bound twice")
-    _no_duplicates([t if t == "-" or "://" in t else os.path.realpath(t) for t in outs], "--out",
+    _no_duplicates([os.path.realpath(t) if is_file_target(t) else t for t in outs], "--out",
                    "two writers would share it")
     # every target's kind is checked before anything binds or opens (a bad --out used to be
     # refused after the ZeroMQ socket had been bound and announced)

@@ -196,12 +196,8 @@ def strip_build_details(model) -> bool:
             changed = True
 
     graph(model.graph)
-    for fn in model.functions:
-        for node in fn.node:
-            if len(node.metadata_props) or node.doc_string:
-                del node.metadata_props[:]
-                node.doc_string = ""
-                changed = True
+    for fn in model.functions:  # (a FunctionProto has node and doc_string as a graph has)
+        graph(fn)
     return changed
 
 

@@ -306,8 +306,8 @@ class AudioTimeline:
         """Record a stamped chunk; warn once when the gaps look like a wrong sample rate (see
         :data:`RATE_WINDOW`)."""
         self._recent.append((t, n, gapped))
-        if self._rate_warned or len(self._recent) < RATE_WINDOW:
-            return
+        if not gapped or self._rate_warned or len(self._recent) < RATE_WINDOW:
+            return  # (the sums below only when a gap was filled: audio at its rate never)
         gaps = sum(1 for *_, g in self._recent if g)
         span = self._recent[-1][0] - self._recent[0][0]
         samples = sum(k for _, k, _ in list(self._recent)[:-1])  # (those between the stamps)

@@ -12,7 +12,6 @@ and reopened after a growing pause (:data:`BACKOFF_S`), while the other sources 
 """
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from collections import deque
@@ -200,7 +199,7 @@ class SourceWorker:
 
 def report(msg: str) -> None:
     """A line on stderr that -q does not hide (failures and recoveries of sources; a URL's
-    password hidden)."""
-    from affedge.sdk.sources.credentials import hide_credentials
+    password hidden): :func:`affedge.log.warning`."""
+    from affedge import log
 
-    print(hide_credentials(msg), file=sys.stderr, flush=True)
+    log.warning(msg)

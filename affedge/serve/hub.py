@@ -71,6 +71,7 @@ class _Source:
         self.live_audio = live_audio
         self.wall: deque = deque(maxlen=256)
         self.errors = 0
+        self.callback_errors = 0
         self.last = None
         self.first_at = 0.0
         self.auto_name = False  # its name was given by the hub (srcN)
@@ -464,10 +465,10 @@ class Hub:
         try:  # latest(), predictions(), the recognizer's callbacks and publish()
             s.rec._emit(p)
         except Exception as exc:  # noqa: BLE001  (a trial's raising callback stopped the hub)
-            s.errors += 1
-            if s.errors == 1 or s.errors % 1000 == 0:
+            s.callback_errors += 1
+            if s.callback_errors == 1 or s.callback_errors % 1000 == 0:
                 report(f"affedge serve: source {s.name}: a callback raised {exc!r} "
-                       f"(frame {p.frame}; the hub goes on: {s.errors} so far)")
+                       f"(frame {p.frame}; the hub goes on: {s.callback_errors} so far)")
         s.record(p)
         for sink in list(self._sinks):
             try:
@@ -499,8 +500,8 @@ class Hub:
                 try:
                     sink.publish_status(st)
                 except Exception as exc:  # noqa: BLE001  (said once: it was every second)
-                    if (id(sink), repr(exc)) not in self._status_failures:
-                        self._status_failures.add((id(sink), repr(exc)))
+                    if (id(sink), type(exc)) not in self._status_failures:
+                        self._status_failures.add((id(sink), type(exc)))
                         report(f"affedge serve: status to {_sink_name(sink)} failed: {exc!r} "
                                f"(said once; its predictions go on)")
 

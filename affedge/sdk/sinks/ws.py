@@ -318,7 +318,8 @@ class WebSocketSink(Sink):
             # whose name was made to resolve to 127.0.0.1 (DNS rebinding) sends its own name
             self.counters["rejected_host"] += 1
             return connection.respond(421, "this server answers to 127.0.0.1 or localhost\n")
-        if request.method not in ("GET", "HEAD"):
+        method = getattr(request, "method", "GET")  # (websockets < 17: GET only, no field)
+        if method not in ("GET", "HEAD"):
             self.counters["rejected_method"] += 1
             resp = connection.respond(405, "only GET and HEAD\n")
             resp.headers["Allow"] = "GET, HEAD"
@@ -362,7 +363,7 @@ class WebSocketSink(Sink):
             for key in list(self._token_failures)[:1024]:
                 del self._token_failures[key]
         self._token_failures[peer] = times + [now]
-        self._say_refused(f"token from {peer}", f"missing or wrong token from {peer} "
+        self._say_refused("token", f"missing or wrong token from {peer} "
                           "(?token=... in the URL, #token=... for the dashboard page, or "
                           "Authorization: Bearer)")
         return connection.respond(401, "missing or wrong token\n")
@@ -501,7 +502,7 @@ def _response(code: int, body: bytes, ctype: str):
 
 def _head(request, response):
     """``response`` for a HEAD request: its headers (Content-Length included), no body."""
-    if request.method == "HEAD" and response.body:
+    if getattr(request, "method", "GET") == "HEAD" and response.body:
         from dataclasses import replace
 
         return replace(response, body=b"")

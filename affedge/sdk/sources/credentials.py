@@ -14,12 +14,13 @@ import re
 # scheme://user:password@host: the password runs to the *last* "@" before the host (a raw "@"
 # in a password is a working URL: FFmpeg splits there too; a security trial showed
 # "admin:***@ssw0rdSECRET1@..."); a user name without a password is left alone
-_USERINFO = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@?#]*):[^\s/?#]*@"
+_USERINFO = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@?#]*):[^\s/]*@"
                        r"(?=[^\s/?#@]*(?:[/?#\s]|$))")
-# query parameters that carry secrets (names compared case-insensitively)
+# query (or fragment: the dashboard's #token=) parameters that carry secrets: names ending in
+# one of these words, compared case-insensitively (X-Amz-Signature, api-key, access_token)
 _SECRET_QUERY = re.compile(
-    r"(?P<head>[?&;](?:password|passwd|pass|pwd|pw|token|access_token|auth|authorization|"
-    r"key|apikey|api_key|secret|signature|sig|credential|credentials)=)[^&;#\s]*",
+    r"(?P<head>[?&;#][\w.-]*?(?:password|passwd|pass|pwd|pw|token|auth|authorization|key|"
+    r"secret|signature|sig|credential|credentials|session)=)[^&;#\s'\")]*",
     re.IGNORECASE)
 
 

@@ -5,8 +5,8 @@ cap.cpp:212 open VIDEOIO(FFMPEG): ...``, ``[mov,mp4,... @ 0x55...] moov atom not
 Python cannot catch. Around a video open, :func:`captured_stderr` points descriptor 2 at a
 temporary file; a failed open then names FFmpeg's cause in its own one-line error
 (:meth:`Captured.cause`), and nothing else is lost: every other line (another thread's, or all
-of them when the open succeeds) is written back to stderr afterwards. Blocks on several
-threads share one redirection, undone when the last of them ends."""
+of them when the open succeeds) is written back to stderr afterwards. One block captures at
+a time."""
 from __future__ import annotations
 
 import contextlib
@@ -44,69 +44,47 @@ def _is_native(line: str) -> bool:
     return bool(_FFMPEG.match(line) or _OPENCV.match(line))
 
 
-#: the one redirection of descriptor 2 shared by every block in progress (None: none is):
-#: ``{"saved": the real stderr's dup, "tmp": the file, "depth": blocks open, "hidden": byte
-#: offsets of native lines a block reports in its own error}``. Blocks on several threads
-#: (a hub opening several streams at once) overlap: each dup2 of its own, undone out of
-#: order, once left descriptor 2 on a deleted file and every later line was lost (a trial).
-_SHARED: dict | None = None
-_LOCK = threading.Lock()
-
-
-def _split(data: bytes, base: int) -> list[tuple[int, str]]:
-    """(offset of the line in the file, line) for each line of ``data`` read at ``base``."""
-    out, pos = [], 0
-    for raw in data.splitlines(keepends=True):
-        out.append((base + pos, raw.decode("utf-8", "replace").rstrip("\r\n")))
-        pos += len(raw)
-    return out
+#: held by the one block capturing now. A block that starts while another captures does not
+#: capture (its lines go to that block's file and are written back at its end): two blocks on
+#: two threads, each with a dup2 of its own undone out of order, once left descriptor 2 on a
+#: deleted file and every later line was lost (a Hub trial opening several streams at once).
+_CAPTURING = threading.Lock()
 
 
 @contextlib.contextmanager
 def captured_stderr():
     """Descriptor 2 into a temporary file for the block; yields a :class:`Captured`. Lines that
-    are not native (another thread's) are always written back to stderr afterwards, when the
-    last block in progress ends. Without a usable descriptor 2 nothing is captured."""
-    global _SHARED
+    are not native (another thread's) are always written back to stderr afterwards. Without a
+    usable descriptor 2, or while another thread's block captures, nothing is captured (the
+    caller's error then lacks FFmpeg's cause)."""
     got = Captured()
-    with _LOCK:
-        if _SHARED is None:
-            try:
-                sys.stderr.flush()
-                saved = os.dup(2)
-            except (OSError, ValueError, AttributeError):
-                saved = None
-            if saved is not None:
-                tmp = tempfile.TemporaryFile()
-                os.dup2(tmp.fileno(), 2)
-                _SHARED = {"saved": saved, "tmp": tmp, "depth": 0, "hidden": set()}
-        shared = _SHARED
-        if shared is not None:
-            shared["depth"] += 1
-            start = os.fstat(shared["tmp"].fileno()).st_size
-    if shared is None:
+    if not _CAPTURING.acquire(blocking=False):
         yield got
         return
     try:
-        yield got
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError, AttributeError):
+            yield got
+            return
+        lines: list[str] = []
+        try:
+            with tempfile.TemporaryFile() as tmp:
+                os.dup2(tmp.fileno(), 2)
+                try:
+                    yield got
+                finally:
+                    os.dup2(saved, 2)
+                    tmp.seek(0)
+                    lines = tmp.read().decode("utf-8", "replace").splitlines()
+        finally:
+            os.close(saved)
+            got.native = [ln for ln in lines if _is_native(ln)]
+            again = [ln for ln in lines if got.echo_native or not _is_native(ln)]
+            if again:
+                with contextlib.suppress(OSError, ValueError):
+                    sys.stderr.write("\n".join(again) + "\n")
+                    sys.stderr.flush()
     finally:
-        again: list[str] = []
-        with _LOCK:
-            fd = shared["tmp"].fileno()
-            end = os.fstat(fd).st_size
-            mine = _split(os.pread(fd, end - start, start), start)
-            got.native = [ln for _, ln in mine if _is_native(ln)]
-            if not got.echo_native:
-                shared["hidden"].update(off for off, ln in mine if _is_native(ln))
-            shared["depth"] -= 1
-            if shared["depth"] == 0:
-                os.dup2(shared["saved"], 2)
-                os.close(shared["saved"])
-                every = _split(os.pread(fd, end, 0), 0)
-                again = [ln for off, ln in every if off not in shared["hidden"]]
-                shared["tmp"].close()
-                _SHARED = None
-        if again:
-            with contextlib.suppress(OSError, ValueError):
-                sys.stderr.write("\n".join(again) + "\n")
-                sys.stderr.flush()
+        _CAPTURING.release()
