@@ -23,7 +23,7 @@ from affedge.commands.live_line import LiveLine
 from affedge.features.detectors import MIN_FACE_PX, available_detectors
 from affedge.features.detectors.blazeface import FULL_PASS_SLACK
 from affedge.formats import backend_help
-from affedge.sdk.sinks.base import is_file_target
+from affedge.sdk.sinks.base import is_file_target, same_file
 from affedge.sdk.run_feeds import default_audio
 
 HELP = "run the recognizer on a video file, camera, URL or GStreamer pipeline"
@@ -407,11 +407,9 @@ def _without_stdout(sink):
 def refuse_overwriting_inputs(inputs, outputs) -> None:
     """ValueError when an output ``(flag, path)`` is one of the ``inputs`` (a QA trial's
     ``--plot still.png`` on the input ``still.png`` replaced the photo)."""
-    files = [str(i) for i in inputs if isinstance(i, str) and os.path.isfile(i)]
+    files = [i for i in inputs if isinstance(i, str) and os.path.isfile(i)]
     for flag, out in outputs:
-        if not out or not is_file_target(out) or not os.path.exists(out):
-            continue
-        if any(os.path.samefile(out, f) for f in files):
+        if out and os.path.exists(out) and any(same_file(out, f) for f in files):
             raise ValueError(f"{flag} {out}: that is an input of this run; choose another "
                              f"name")
 

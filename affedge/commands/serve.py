@@ -152,10 +152,6 @@ def _token(args, cfg) -> str | None:
     return None
 
 
-#: a shorter token gets a warning (a guessable one protects little; refused off loopback)
-SHORT_TOKEN = MIN_REMOTE_TOKEN
-
-
 def _checked_token(tok: str, what: str) -> str:
     """The token, refused when it holds whitespace (a file of two lines was taken whole, and
     no client could present it), with a warning when it is short."""
@@ -163,11 +159,11 @@ def _checked_token(tok: str, what: str) -> str:
         lines = len(tok.splitlines())
         raise ValueError(f"{what}: the token holds " + (f"{lines} lines" if lines > 1 else
                          "a space") + "; put it alone, as one word, on the first line")
-    if len(tok) < SHORT_TOKEN:  # (refused for a non-loopback bind: WebSocketSink)
+    if len(tok) < MIN_REMOTE_TOKEN:  # (refused for a non-loopback bind: WebSocketSink)
         from affedge import log
 
         log.warning(f"affedge serve: warning: the token is {len(tok)} characters, easy to "
-                    f"guess; use {SHORT_TOKEN} or more (python -c 'import secrets; "
+                    f"guess; use {MIN_REMOTE_TOKEN} or more (python -c 'import secrets; "
                     "print(secrets.token_urlsafe(24))')")
     return tok
 

@@ -131,15 +131,23 @@ def check_source_name(name: str) -> str:
     return name
 
 
+def same_file(a, b) -> bool:
+    """Whether the targets ``a`` and ``b`` name one file: the same file when both exist
+    (symlinks and hard links too), else the same real path (a file not made yet)."""
+    if not all(isinstance(x, (str, os.PathLike)) and is_file_target(x) for x in (a, b)):
+        return False
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
 def refuse_same_file(target, sinks) -> None:
-    """ValueError when ``target`` names the file of one of ``sinks`` (by real path: a Hub
-    trial's two outputs to one file through a symlink lost a row)."""
-    if not isinstance(target, (str, os.PathLike)) or not is_file_target(target):
-        return
+    """ValueError when ``target`` names the file of one of ``sinks`` (a Hub trial's two
+    outputs to one file through a symlink lost a row)."""
     for x in sinks:
         other = getattr(x, "target", None)
-        if isinstance(other, (str, os.PathLike)) and is_file_target(other) and \
-                os.path.realpath(other) == os.path.realpath(target):
+        if same_file(target, other):
             raise ValueError(f"Hub.add_sink: {os.fspath(target)} is the file of another "
                              f"output ({os.fspath(other)})")
 

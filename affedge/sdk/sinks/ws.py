@@ -348,9 +348,10 @@ class WebSocketSink(Sink):
         if self.token is None:
             return None
         peer = str((connection.remote_address or ("?",))[0])
+        counted = not is_loopback(peer)  # (loopback clients are not throttled: see above)
         now = time.monotonic()
         times = [t for t in self._token_failures.get(peer, ()) if now - t < TOKEN_WINDOW_S]
-        if len(times) >= MAX_TOKEN_FAILURES and not is_loopback(peer):
+        if len(times) >= MAX_TOKEN_FAILURES:
             self.counters["throttled"] += 1
             wait = int(TOKEN_WINDOW_S - (now - times[0])) + 1
             resp = connection.respond(429, f"too many wrong tokens; try again in {wait} s\n")
@@ -359,10 +360,11 @@ class WebSocketSink(Sink):
         if self._token_ok(request):
             return None
         self.counters["rejected_token"] += 1
-        if len(self._token_failures) >= 4096:  # (bounded: the oldest addresses go)
-            for key in list(self._token_failures)[:1024]:
-                del self._token_failures[key]
-        self._token_failures[peer] = times + [now]
+        if counted:
+            if len(self._token_failures) >= 4096:  # (bounded: the oldest addresses go)
+                for key in list(self._token_failures)[:1024]:
+                    del self._token_failures[key]
+            self._token_failures[peer] = times + [now]
         self._say_refused("token", f"missing or wrong token from {peer} "
                           "(?token=... in the URL, #token=... for the dashboard page, or "
                           "Authorization: Bearer)")
